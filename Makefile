@@ -1,0 +1,22 @@
+# The two commands of README.md: `make demo` and `make test`. Both run `make setup` first,
+# which installs everything on a fresh machine and is a no-op when nothing changed.
+SHELL := /bin/bash
+RUN := bash tools/run.sh
+
+.PHONY: setup demo test yaml clean
+
+setup:
+	@bash tools/setup.sh
+
+demo: setup
+	$(RUN) python -m panoptic_mapping.demo
+
+test: setup
+	$(RUN) python -m pytest
+
+# Regenerate config/mapping.yaml from the config dataclasses.
+yaml: setup
+	$(RUN) python -m panoptic_mapping.core.config --yaml > config/mapping.yaml
+
+clean:
+	rm -rf .ros_ws out .pytest_cache

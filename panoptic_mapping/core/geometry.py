@@ -1,0 +1,66 @@
+"""Rigid-body helpers shared by the core and the adapter (numpy only)."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["pose_matrix", "quaternion_to_rotation", "check_rigid", "check_intrinsics"]
+
+
+def quaternion_to_rotation(q_xyzw: np.ndarray) -> np.ndarray:
+    """Rotation matrix (3, 3) of a quaternion given as (x, y, z, w); normalised first.
+
+    Raises:
+        ValueError: for a non-finite or zero-length quaternion.
+    """
+    q = np.asarray(q_xyzw, dtype=np.float64).reshape(4)
+    norm = np.linalg.norm(q)
+    if not np.isfinite(q).all() or norm < 1e-9:
+        raise ValueError(f"invalid quaternion {q.tolist()} (must be finite and non-zero)")
+    x, y, z, w = q / norm
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def pose_matrix(translation: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
+    """Homogeneous transform (4, 4) from a translation (3,) and a quaternion (x, y, z, w)."""
+    t = np.asarray(translation, dtype=np.float64).reshape(3)
+    if not np.isfinite(t).all():
+        raise ValueError(f"invalid translation {t.tolist()} (must be finite)")
+    T = np.eye(4)
+    T[:3, :3] = quaternion_to_rotation(q_xyzw)
+    T[:3, 3] = t
+    return T
+
+
+def check_rigid(T: np.ndarray, tol: float = 1e-4) -> np.ndarray:
+    """Validate a camera-to-world transform (4, 4): finite, orthonormal, det +1.
+
+    Returns the transform as float64; raises ValueError with the reason otherwise.
+    """
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4):
+        raise ValueError(f"pose must be a 4x4 matrix, got shape {T.shape}")
+    if not np.isfinite(T).all():
+        raise ValueError("pose contains NaN or inf")
+    R = T[:3, :3]
+    if np.abs(R @ R.T - np.eye(3)).max() > tol or abs(np.linalg.det(R) - 1.0) > tol:
+        raise ValueError("pose rotation is not a proper rotation (R R^T != I or det != 1)")
+    if np.abs(T[3] - np.array([0.0, 0.0, 0.0, 1.0])).max() > tol:
+        raise ValueError(f"pose last row must be [0, 0, 0, 1], got {T[3].tolist()}")
+    return T
+
+
+def check_intrinsics(K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Validate a pinhole matrix (3, 3) for an image of ``width`` x ``height`` pixels."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ValueError(f"intrinsics must be 3x3, got shape {K.shape}")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ValueError("intrinsics need finite, positive focal lengths fx, fy "
+                         "(camera_info.k is empty or invalid)")
+    return K

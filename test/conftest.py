@@ -1,0 +1,115 @@
+"""Shared fixtures: repository paths, loopback-only ROS 2, and node processes."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+INSTALL = REPO / ".ros_ws" / "install" / "panoptic_mapping"
+NODE_EXECUTABLE = INSTALL / "lib" / "panoptic_mapping" / "mapping_node"
+PARAMS_FILE = REPO / "config" / "mapping.yaml"
+
+# Discovery stays on this machine, and each test session gets its own domain so that
+# parallel sessions (or a developer's running node) never answer our requests.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+
+
+def require_rclpy():
+    """Import rclpy or skip with the reason (a pip-only install of the core has no ROS)."""
+    return pytest.importorskip("rclpy", reason="rclpy is not installed (run `make setup`)")
+
+
+def require_interfaces():
+    """Import the generated service types or skip with the reason."""
+    require_rclpy()
+    try:
+        from panoptic_mapping import srv  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"interfaces not built ({exc}); run `make setup`")
+    return srv
+
+
+class NodeProcess:
+    """A mapping_node started as a separate process, with its output collected."""
+
+    def __init__(self, args: list[str]):
+        self.proc = subprocess.Popen(
+            [str(NODE_EXECUTABLE), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, env=os.environ.copy())
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, text: str, timeout: float = 30.0, regex: bool = False) -> str:
+        """First output line containing ``text`` (or matching it, if ``regex``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if (re.search(text, line) if regex else text in line):
+                    return line
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"'{text}' not printed by the node within {timeout} s; "
+                             f"output:\n{self.output}")
+
+    def interrupt(self, timeout: float = 15.0) -> int:
+        """SIGINT, as Ctrl-C or `ros2 launch` shutdown would send; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._reader.join(timeout=5)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def start_node():
+    """Factory starting mapping_node processes; all are stopped at teardown."""
+    if not NODE_EXECUTABLE.exists():
+        pytest.skip(f"{NODE_EXECUTABLE} is not built; run `make setup`")
+    started: list[NodeProcess] = []
+
+    def start(*args: str) -> NodeProcess:
+        node = NodeProcess(list(args))
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.kill()
+
+
+@pytest.fixture
+def rclpy_context():
+    """An initialised rclpy context of its own, shut down at teardown."""
+    rclpy = require_rclpy()
+    context = rclpy.context.Context()
+    rclpy.init(context=context, args=[])
+    yield context
+    context.try_shutdown()
+
+
+sys.path.insert(0, str(REPO))

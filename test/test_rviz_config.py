@@ -1,0 +1,60 @@
+"""rviz/mapping.rviz parses as YAML, uses only classes RViz 2 ships, and shows the map."""
+from __future__ import annotations
+
+import yaml
+
+from conftest import REPO
+
+# Plugin classes shipped by rviz_common and rviz_default_plugins (ROS 2 Humble .. Kilted).
+RVIZ2_CLASSES = {
+    *(f"rviz_common/{p}" for p in ("Displays", "Help", "Selection", "Time",
+                                     "Tool Properties", "Views")),
+    *(f"rviz_default_plugins/{d}" for d in (
+        "AccelStamped", "Axes", "Camera", "DepthCloud", "Effort", "FluidPressure", "Grid",
+        "GridCells", "Illuminance", "Image", "InteractiveMarkers", "LaserScan", "Map",
+        "Marker", "MarkerArray", "Odometry", "Path", "PointCloud", "PointCloud2",
+        "PointStamped", "Polygon", "Pose", "PoseArray", "PoseWithCovariance", "Range",
+        "RelativeHumidity", "RobotModel", "TF", "Temperature", "TwistStamped", "Wrench",
+        # tools
+        "Interact", "MoveCamera", "Select", "FocusCamera", "Measure", "SetInitialPose",
+        "SetGoal", "PublishPoint",
+        # view controllers
+        "Orbit", "XYOrbit", "FPS", "ThirdPersonFollower", "TopDownOrtho")),
+}
+
+
+def load() -> dict:
+    return yaml.safe_load((REPO / "rviz" / "mapping.rviz").read_text())
+
+
+def classes(node) -> list[str]:
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Class" and isinstance(value, str) and value:
+                found.append(value)
+            found += classes(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += classes(item)
+    return found
+
+
+def test_only_known_classes():
+    used = classes(load())
+    assert used, "no classes found"
+    assert set(used) <= RVIZ2_CLASSES, set(used) - RVIZ2_CLASSES
+
+
+def test_fixed_frame_and_displays():
+    manager = load()["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "map"
+    displays = {d["Class"]: d for d in manager["Displays"]}
+    cloud = displays["rviz_default_plugins/PointCloud2"]
+    assert cloud["Topic"]["Value"] == "/panoptic_mapping/labeled_cloud"
+    assert cloud["Channel Name"] == "instance"  # coloured by instance id
+    assert cloud["Topic"]["Durability Policy"] == "Transient Local"
+    assert displays["rviz_default_plugins/MarkerArray"]["Topic"]["Value"] == (
+        "/panoptic_mapping/instances")
+    assert "rviz_default_plugins/Image" in displays
+    assert "rviz_default_plugins/TF" in displays
