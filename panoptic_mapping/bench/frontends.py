@@ -1,0 +1,990 @@
+"""2D front-ends for the benchmark: what the mapper sees instead of a real FastSAM + CLIP.
+
+Three pieces:
+
+* :class:`SimulatedMaskFrontend` - a SIMULATION of a class-agnostic segmenter (FastSAM/SAM)
+  built from the ground truth with controllable error modes (:class:`MaskErrorModel`):
+  over-segmentation, merges of touching objects, missed (small) objects, boundary jitter,
+  spurious fragments and per-frame random ids.
+* :class:`SimulatedEmbeddingSpace` - a SIMULATION of a vision-language embedding space:
+  one fixed random unit vector per class name, a matching "text tower", per-view noise and
+  configurable confusions between classes. It is not a real model and knows nothing about
+  language; it only makes open-vocabulary queries testable without weights.
+* :class:`ClassicalSegmenterFrontend` - a real, weights-free segmenter (Felzenszwalb or
+  SLIC from scikit-image, split across depth discontinuities, tiny regions merged away).
+
+All of them return :class:`~panoptic_mapping.bench.types.MaskFrame` and share
+:func:`postprocess_labels`.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field, fields
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .types import VOID, MaskFrame, Scene, SceneFrame
+
+__all__ = [
+    "MaskErrorModel",
+    "SimulatedMaskFrontend",
+    "SimulatedEmbeddingSpace",
+    "ClassicalSegmenterFrontend",
+    "postprocess_labels",
+    "DEFAULT_PROMPT_TEMPLATES",
+]
+
+# 4-connectivity: masks touch when they share an edge, not only a corner.
+_CROSS = ndimage.generate_binary_structure(2, 1)
+
+
+# --------------------------------------------------------------------------------------
+# Shared post-processing
+# --------------------------------------------------------------------------------------
+
+def _postprocess_with_ids(labels: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`postprocess_labels` that also returns which input id each output id had.
+
+    Args:
+        labels: (H, W) integer label image, 0 = no mask, any non-negative ids.
+        min_area: masks with fewer pixels become 0.
+
+    Returns:
+        (H, W) int32 labels with compact ids 1..M, and (M,) int64 ``old_ids`` where
+        ``old_ids[i]`` is the input id of output label ``i + 1``.
+    """
+    labels = np.asarray(labels)
+    ids, inverse, counts = np.unique(labels.ravel(), return_inverse=True, return_counts=True)
+    keep = (ids != 0) & (counts >= max(int(min_area), 1))
+    # np.unique sorts, so the cumulative sum keeps the input order of the surviving ids.
+    new_of_unique = np.where(keep, np.cumsum(keep), 0).astype(np.int32)
+    out = new_of_unique[inverse].reshape(labels.shape)
+    return out, ids[keep].astype(np.int64)
+
+
+def postprocess_labels(labels: np.ndarray, min_area: int) -> np.ndarray:
+    """Drop masks smaller than ``min_area`` and compact the ids, keeping their order.
+
+    Args:
+        labels: (H, W) integer label image, 0 = no mask.
+        min_area: masks with fewer pixels are set to 0.
+
+    Returns:
+        (H, W) int32 label image with ids 1..M; a mask with a smaller input id than another
+        keeps a smaller output id.
+    """
+    return _postprocess_with_ids(labels, min_area)[0]
+
+
+def _neighbour_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label pairs of all horizontally and vertically adjacent pixels.
+
+    Returns:
+        Two (P,) arrays ``a, b`` with the labels on either side of every 4-neighbour edge
+        (P = H*(W-1) + (H-1)*W).
+    """
+    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
+    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
+    return a, b
+
+
+def _contacts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which non-zero labels touch, and along how many pixel edges.
+
+    Returns:
+        (Q, 2) pairs ``(lo, hi)`` with lo < hi, and (Q,) contact lengths in pixel edges.
+    """
+    a, b = _neighbour_pairs(labels)
+    m = (a != b) & (a != 0) & (b != 0)
+    if not m.any():
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+    pairs = np.stack([np.minimum(a[m], b[m]), np.maximum(a[m], b[m])], axis=1)
+    pairs, counts = np.unique(pairs, axis=0, return_counts=True)
+    return pairs.astype(np.int64), counts
+
+
+def _majority(labels: np.ndarray, values: np.ndarray, n_labels: int,
+              ignore_value: int | None = VOID) -> np.ndarray:
+    """Most frequent non-negative ``value`` under each label 1..n_labels.
+
+    Args:
+        labels: (H, W) ids 0..n_labels (0 is skipped).
+        values: (H, W) non-negative ints, e.g. class ids.
+        n_labels: number of labels.
+        ignore_value: value that only wins when nothing else is under the label.
+
+    Returns:
+        (n_labels,) int64 majority value per label; -1 where a label has no pixels or only
+        ``ignore_value`` pixels.
+    """
+    m = labels > 0
+    lab = labels[m].astype(np.int64) - 1
+    val = values[m].astype(np.int64)
+    if n_labels == 0:
+        return np.zeros(0, np.int64)
+    n_val = int(val.max()) + 1 if val.size else 1
+    hist = np.bincount(lab * n_val + val, minlength=n_labels * n_val).reshape(n_labels, n_val)
+    if ignore_value is not None and 0 <= ignore_value < n_val:
+        hist[:, ignore_value] = 0
+    out = hist.argmax(axis=1)
+    out[hist.max(axis=1) == 0] = -1
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Simulated vision-language embeddings
+# --------------------------------------------------------------------------------------
+
+DEFAULT_PROMPT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}", "a photo of an {}", "a photo of the {}", "a photo of {}",
+    "a picture of a {}", "a picture of an {}", "a picture of the {}",
+    "an image of a {}", "an image of an {}", "an image of the {}",
+    "a rendering of a {}", "a rendering of an {}", "a 3d rendering of a {}",
+    "a {} in the scene", "there is a {} in the scene",
+    "a {}", "an {}", "the {}",
+)
+
+
+def _normalize_text(text: str) -> str:
+    """Lower-case, '_'/'-' as spaces, single spaces, no trailing punctuation."""
+    text = re.sub(r"[_\-]+", " ", text.strip().lower())
+    text = re.sub(r"\s+", " ", text)
+    return text.strip(" .!?,;:")
+
+
+def _unit(v: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``v`` divided by its L2 norm along ``axis`` (zero vectors stay zero)."""
+    n = np.linalg.norm(v, axis=axis, keepdims=True)
+    return v / np.where(n > 0, n, 1.0)
+
+
+class SimulatedEmbeddingSpace:
+    """SIMULATION of a vision-language embedding space (image tower + text tower).
+
+    Not a real model: each (normalised) class name gets a fixed random unit vector of
+    dimension ``dim``, seeded by hashing the name together with ``seed``, so the same name
+    always maps to the same vector and unrelated names are nearly orthogonal (cosine about
+    N(0, 1/dim)). An image embedding of an object is its class vector, sometimes pulled
+    toward a confusable class, plus Gaussian per-view noise, re-normalised. A text prompt
+    maps to the vector of the class name it contains (templates such as
+    "a photo of a {}" are stripped), so text-image retrieval works like with a real model
+    without any weights. Unknown prompts get their own deterministic random vector.
+
+    Attributes:
+        dim: embedding dimension D.
+        seed: mixes into every class vector; two spaces with different seeds are unrelated.
+        noise_std: expected L2 norm of the per-view noise added to a unit class vector
+            (each component has std ``noise_std / sqrt(dim)``); the expected cosine to the
+            clean vector is about ``1 / sqrt(1 + noise_std**2)`` (0.96 for 0.3).
+        confusions: class name -> confusable class name, e.g. ``{"duck": "teddy"}``: some
+            image embeddings of a duck are pulled toward the teddy's vector.
+        confusion_rate: probability that one image embedding of a class in ``confusions``
+            is pulled toward its confusable class.
+        confusion_strength: weight ``s`` of the pull, ``(1 - s) * own + s * other``
+            (re-normalised); above 0.5 the confused view is closer to the other class.
+        templates: prompt templates with one ``{}`` stripped by :meth:`normalize_prompt`.
+    """
+
+    def __init__(self, dim: int = 64, seed: int = 0, noise_std: float = 0.3,
+                 confusions: dict[str, str] | None = None, confusion_rate: float = 0.2,
+                 confusion_strength: float = 0.6,
+                 templates: Sequence[str] = DEFAULT_PROMPT_TEMPLATES) -> None:
+        if dim < 2:
+            raise ValueError("dim must be >= 2")
+        self.dim = int(dim)
+        self.seed = int(seed)
+        self.noise_std = float(noise_std)
+        self.confusions = {_normalize_text(k): _normalize_text(v)
+                           for k, v in (confusions or {}).items()}
+        self.confusion_rate = float(confusion_rate)
+        self.confusion_strength = float(confusion_strength)
+        self.templates = tuple(templates)
+        # Longest templates first so "a photo of a {}" wins over "a {}".
+        self._template_res = [
+            re.compile("^" + re.escape(_normalize_text(t)).replace(r"\{\}", "(.+)") + "$")
+            for t in sorted(self.templates, key=len, reverse=True)
+        ]
+        self._cache: dict[str, np.ndarray] = {}
+
+    def normalize_prompt(self, prompt: str) -> str:
+        """The class name inside a prompt: "A photo of a Teddy_Bear." -> "teddy bear"."""
+        text = _normalize_text(prompt)
+        for pattern in self._template_res:
+            match = pattern.match(text)
+            if match and match.group(1).strip():
+                return match.group(1).strip()
+        return text
+
+    def class_embedding(self, class_name: str) -> np.ndarray:
+        """Noise-free unit vector of a class (the centre of its image embeddings).
+
+        Returns:
+            (D,) float32, L2 norm 1, deterministic in (normalised name, seed, dim).
+        """
+        key = _normalize_text(class_name)
+        vec = self._cache.get(key)
+        if vec is None:
+            digest = hashlib.sha256(f"{self.seed}\x00{self.dim}\x00{key}".encode()).digest()
+            rng = np.random.default_rng(int.from_bytes(digest[:16], "little"))
+            vec = _unit(rng.standard_normal(self.dim)).astype(np.float32)
+            self._cache[key] = vec
+        return vec.copy()
+
+    def sample_image_embedding(self, class_name: str,
+                               rng: np.random.Generator) -> tuple[np.ndarray, str | None]:
+        """One simulated view's embedding, and the class it was confused with (or None).
+
+        Returns:
+            (D,) float32 unit vector, and the confusable class name when this view was
+            pulled toward it.
+        """
+        key = _normalize_text(class_name)
+        vec = self.class_embedding(key).astype(np.float64)
+        confused = None
+        other = self.confusions.get(key)
+        # Always draw, so whether a confusion happens does not shift later random draws.
+        u = rng.random()
+        if other is not None and u < self.confusion_rate:
+            s = self.confusion_strength
+            vec = _unit((1.0 - s) * vec + s * self.class_embedding(other))
+            confused = other
+        if self.noise_std > 0:
+            vec = vec + rng.normal(0.0, self.noise_std / np.sqrt(self.dim), self.dim)
+        return _unit(vec).astype(np.float32), confused
+
+    def image_embedding(self, class_name: str, rng: np.random.Generator) -> np.ndarray:
+        """SIMULATED image-tower embedding of one view of an object of ``class_name``.
+
+        Returns:
+            (D,) float32 unit vector.
+        """
+        return self.sample_image_embedding(class_name, rng)[0]
+
+    def text_embeddings(self, prompts: Iterable[str]) -> np.ndarray:
+        """SIMULATED text tower: each prompt -> the vector of the class name it contains.
+
+        Args:
+            prompts: N strings, e.g. ["a photo of a duck", "teddy bear"].
+
+        Returns:
+            (N, D) float32 unit rows; an unknown name gets its own deterministic vector.
+        """
+        rows = [self.class_embedding(self.normalize_prompt(p)) for p in prompts]
+        if not rows:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack(rows).astype(np.float32)
+
+
+def _mask_embeddings(labels: np.ndarray, semantic: np.ndarray, n_masks: int,
+                     classes: Sequence[str], space: SimulatedEmbeddingSpace,
+                     rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """SIMULATED embedding per mask from the majority ground-truth class under it.
+
+    A mask over only void pixels (a spurious fragment) gets a random non-void class.
+
+    Args:
+        labels: (H, W) compact mask ids 1..n_masks.
+        semantic: (H, W) ground-truth class ids (indices into ``classes``).
+        classes: class names, classes[0] == "void".
+
+    Returns:
+        (n_masks, D) float32 unit rows, and how many of them were confused.
+    """
+    majority = _majority(labels, semantic, n_masks)
+    out = np.zeros((n_masks, space.dim), np.float32)
+    n_confused = 0
+    for i, cls in enumerate(majority):
+        if cls < 0 or cls >= len(classes):
+            cls = int(rng.integers(1, len(classes))) if len(classes) > 1 else 0
+        out[i], confused = space.sample_image_embedding(classes[cls], rng)
+        n_confused += confused is not None
+    return out, n_confused
+
+
+# --------------------------------------------------------------------------------------
+# Simulated class-agnostic masks
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class MaskErrorModel:
+    """Error modes of the SIMULATED class-agnostic segmenter, modelled on FastSAM/SAM.
+
+    Every rate is a probability in [0, 1]; the defaults are moderate errors similar to a
+    real FastSAM on 160x120 renders. :meth:`none` gives a perfect segmenter (ground truth up
+    to a per-frame permutation of ids, which is always applied).
+
+    Attributes:
+        split_rate: probability that a thing segment is over-segmented into 2-3 parts
+            (cut along a random line through its centroid, or k-means on pixel coordinates).
+        stuff_split_rate: the same for stuff segments (floor, table, wall), which a real
+            segmenter splits more often because they are large and shaded.
+        split_parts: (min, max) number of parts of a split.
+        merge_rate: probability that a segment is merged with one segment it touches in the
+            image (at least ``merge_min_contact_px`` shared pixel edges); each segment takes
+            part in at most one merge, so a merge always joins exactly two segments.
+        merge_stuff: also merge things with stuff and stuff with stuff (by default only two
+            touching things merge, e.g. stacked or neighbouring objects).
+        merge_min_contact_px: shared boundary length for two segments to count as touching.
+        miss_small_rate: probability that a segment smaller than ``small_area_px`` is missed.
+        small_area_px: area threshold of "small" in pixels (scale it with the image size).
+        miss_rate: probability that any other segment is missed.
+        boundary_jitter_px: maximum dilation/erosion of a jittered mask in pixels.
+        jitter_rate: probability that a mask is dilated or eroded (by 1..boundary_jitter_px,
+            only into ground-truth non-void pixels).
+        boundary_flip_rate: probability that a pixel on a mask boundary takes the label of a
+            random 4-neighbour (ragged edges).
+        spurious_rate: probability, per stuff segment and for the void region, of one
+            spurious fragment (a random elliptic blob clipped to that region).
+        spurious_area_px: (min, max) area of a spurious blob before clipping.
+        min_area: masks smaller than this after all errors are dropped (FastSAM's own
+            small-mask filter); splits that would leave a part below it are not made.
+    """
+
+    split_rate: float = 0.15
+    stuff_split_rate: float = 0.3
+    split_parts: tuple[int, int] = (2, 3)
+    merge_rate: float = 0.15
+    merge_stuff: bool = False
+    merge_min_contact_px: int = 3
+    miss_small_rate: float = 0.3
+    small_area_px: int = 150
+    miss_rate: float = 0.02
+    boundary_jitter_px: int = 1
+    jitter_rate: float = 0.5
+    boundary_flip_rate: float = 0.05
+    spurious_rate: float = 0.1
+    spurious_area_px: tuple[int, int] = (15, 80)
+    min_area: int = 8
+
+    @classmethod
+    def none(cls, **overrides) -> "MaskErrorModel":
+        """No errors at all (ids are still permuted per frame); ``overrides`` set fields."""
+        zero = dict(split_rate=0.0, stuff_split_rate=0.0, merge_rate=0.0, miss_small_rate=0.0,
+                    miss_rate=0.0, boundary_jitter_px=0, jitter_rate=0.0,
+                    boundary_flip_rate=0.0, spurious_rate=0.0, min_area=1)
+        zero.update(overrides)
+        return cls(**zero)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable parameters (for the benchmark's run record)."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in fields(self)}
+
+
+# Kinds of origin of an output mask, see SimulatedMaskFrontend.last_origin.
+_GT, _SPLIT, _MERGE, _SPURIOUS = "gt", "split", "merge", "spurious"
+
+_STAT_KEYS = ("frames", "gt_segments", "masks", "splits", "merges", "missed_small", "missed",
+              "jittered", "flipped_px", "spurious", "confusions")
+
+
+@dataclass
+class _Work:
+    """Mutable state while the errors of one frame are applied.
+
+    labels: (H, W) int64 internal mask ids (0 = none); provenance/origin keyed by them.
+    """
+
+    labels: np.ndarray
+    provenance: dict[int, list[int]] = field(default_factory=dict)
+    origin: dict[int, str] = field(default_factory=dict)
+    next_id: int = 1
+
+    def new_id(self, gt_ids: list[int], origin: str) -> int:
+        i = self.next_id
+        self.next_id += 1
+        self.provenance[i] = list(gt_ids)
+        self.origin[i] = origin
+        return i
+
+
+def _segment_classes(instance: np.ndarray, semantic: np.ndarray,
+                     gt_ids: np.ndarray) -> dict[int, int]:
+    """Majority semantic class of every ground-truth instance id in ``gt_ids``."""
+    index = np.searchsorted(gt_ids, instance)
+    index = np.where(instance == VOID, 0, index + 1)
+    majority = _majority(index, semantic, len(gt_ids))
+    return {int(g): int(c) for g, c in zip(gt_ids, majority)}
+
+
+def _kmeans_parts(coords: np.ndarray, k: int, rng: np.random.Generator,
+                  iters: int = 8) -> np.ndarray:
+    """Assign (N, 2) pixel coordinates to k clusters (Lloyd, k-means++ start).
+
+    Returns:
+        (N,) int cluster index in 0..k-1.
+    """
+    sample = coords if len(coords) <= 2000 else coords[rng.choice(len(coords), 2000, False)]
+    centres = [sample[rng.integers(len(sample))]]
+    for _ in range(1, k):
+        d2 = np.min([((sample - c) ** 2).sum(1) for c in centres], axis=0)
+        p = d2 / d2.sum() if d2.sum() > 0 else None
+        centres.append(sample[rng.choice(len(sample), p=p)])
+    centres = np.array(centres, np.float64)
+    for _ in range(iters):
+        assign = np.argmin(((sample[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        for j in range(k):
+            if (assign == j).any():
+                centres[j] = sample[assign == j].mean(0)
+    return np.argmin(((coords[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+
+
+def _split_parts(coords: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Cut a segment's (N, 2) pixel coordinates into k parts.
+
+    Two parts: half the time a random line through the centroid (straight cut), else
+    k-means; three parts: k-means (compact blobs like SAM's part-level masks).
+
+    Returns:
+        (N,) int part index in 0..k-1.
+    """
+    coords = coords.astype(np.float64)
+    if k == 2 and rng.random() < 0.5:
+        theta = rng.uniform(0.0, np.pi)
+        normal = np.array([np.cos(theta), np.sin(theta)])
+        return ((coords - coords.mean(0)) @ normal > 0).astype(np.int64)
+    return _kmeans_parts(coords, k, rng)
+
+
+class SimulatedMaskFrontend:
+    """SIMULATION of a class-agnostic 2D segmenter (FastSAM/SAM) from the ground truth.
+
+    Per frame, on the ground-truth instance image (things and stuff alike, void excluded)
+    it applies, in this order: misses, merges of touching segments, splits, spurious
+    fragments, boundary jitter, boundary label flips, the small-mask filter and a random
+    permutation of the ids. Everything is drawn from ``np.random.default_rng((seed,
+    frame.index))``, so a frame's output depends only on (seed, frame index, content).
+
+    Optionally fills ``MaskFrame.embeddings`` from a :class:`SimulatedEmbeddingSpace`
+    (majority ground-truth class under each mask). That needs the class names, so pass a
+    ``scene`` to the constructor or the call.
+
+    Attributes:
+        errors: the error model.
+        seed: random seed mixed with the frame index.
+        scene: default scene for thing/stuff decisions and class names (may be None: then
+            every segment is treated as a thing and no embeddings can be made).
+        embedding_space: when set, masks get SIMULATED vision-language embeddings.
+        last_provenance: output mask id -> ground-truth instance ids it came from, for the
+            last frame (a merge lists two ids, a fragment on void lists none).
+        last_origin: output mask id -> "gt", "split", "merge" or "spurious".
+        last_stats: counts of the errors applied to the last frame.
+        stats: the same counts summed over all frames since construction / reset_stats().
+    """
+
+    def __init__(self, errors: MaskErrorModel | None = None, seed: int = 0, *,
+                 scene: Scene | None = None,
+                 embedding_space: SimulatedEmbeddingSpace | None = None) -> None:
+        self.errors = errors if errors is not None else MaskErrorModel()
+        self.seed = int(seed)
+        self.scene = scene
+        self.embedding_space = embedding_space
+        self.last_provenance: dict[int, list[int]] = {}
+        self.last_origin: dict[int, str] = {}
+        self.last_stats: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
+        self.stats: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
+
+    def reset_stats(self) -> None:
+        """Zero the cumulative error counts."""
+        self.stats = dict.fromkeys(_STAT_KEYS, 0)
+
+    def format_stats(self) -> str:
+        """The cumulative counts as text, e.g. "82 splits, 50 merges, ..."."""
+        s = self.stats
+        return (f"{s['frames']} frames, {s['gt_segments']} GT segments -> {s['masks']} masks: "
+                f"{s['splits']} splits, {s['merges']} merges, {s['missed_small']} small missed, "
+                f"{s['missed']} other missed, {s['spurious']} spurious, {s['jittered']} "
+                f"jittered, {s['flipped_px']} px flipped, {s['confusions']} embedding "
+                f"confusions")
+
+    # -- the pipeline -------------------------------------------------------------------
+
+    def __call__(self, frame: SceneFrame, scene: Scene | None = None) -> MaskFrame:
+        """Simulated masks (and optionally embeddings) for one frame.
+
+        Args:
+            frame: the rendered view; uses ``instance``, ``semantic`` and ``index``.
+            scene: overrides the constructor's scene for this call.
+
+        Returns:
+            MaskFrame with (H, W) int32 labels 1..M, (M,) float32 scores and, when an
+            embedding space is set, (M, D) float32 unit embeddings.
+        """
+        scene = scene if scene is not None else self.scene
+        rng = np.random.default_rng((self.seed, int(frame.index)))
+        err = self.errors
+        stats = dict.fromkeys(_STAT_KEYS, 0)
+        instance = np.asarray(frame.instance)
+        semantic = np.asarray(frame.semantic)
+        void = instance == VOID
+
+        gt_ids, areas = np.unique(instance[~void], return_counts=True)
+        seg_class = _segment_classes(instance, semantic, gt_ids)
+        is_thing = self._thing_lookup(seg_class, scene)
+        stats["frames"], stats["gt_segments"] = 1, len(gt_ids)
+
+        work = _Work(labels=np.zeros(instance.shape, np.int64))
+        self._apply_misses(work, instance, gt_ids, areas, rng, stats)
+        self._apply_merges(work, is_thing, rng, stats)
+        self._apply_splits(work, is_thing, rng, stats)
+        self._apply_spurious(work, instance, gt_ids, is_thing, rng, stats)
+        self._apply_jitter(work, void, rng, stats)
+        self._apply_flips(work, void, rng, stats)
+
+        # Only spurious fragments may cover void pixels.
+        spurious_ids = [i for i, o in work.origin.items() if o == _SPURIOUS]
+        work.labels[void & ~np.isin(work.labels, spurious_ids)] = 0
+
+        labels, old_ids = _postprocess_with_ids(work.labels, err.min_area)
+        labels, old_ids = self._permute(labels, old_ids, rng)
+        n = len(old_ids)
+        self.last_provenance = {i + 1: sorted(work.provenance[int(o)]) for i, o in
+                                enumerate(old_ids)}
+        self.last_origin = {i + 1: work.origin[int(o)] for i, o in enumerate(old_ids)}
+        scores = self._scores(rng)
+
+        embeddings = None
+        if self.embedding_space is not None:
+            if scene is None:
+                raise ValueError("simulated embeddings need the scene's class names")
+            embeddings, stats["confusions"] = _mask_embeddings(
+                labels, semantic, n, scene.classes, self.embedding_space, rng)
+
+        stats["masks"] = n
+        self.last_stats = stats
+        for k, v in stats.items():
+            self.stats[k] += v
+        return MaskFrame(labels=labels, scores=scores, embeddings=embeddings)
+
+    @staticmethod
+    def _thing_lookup(seg_class: dict[int, int], scene: Scene | None) -> dict[int, bool]:
+        """GT id -> is a thing; without a scene every segment counts as a thing."""
+        if scene is None:
+            return {g: True for g in seg_class}
+        return {g: c in scene.thing_classes for g, c in seg_class.items()}
+
+    def _apply_misses(self, work: _Work, instance: np.ndarray, gt_ids: np.ndarray,
+                      areas: np.ndarray, rng: np.random.Generator, stats: dict) -> None:
+        """Give every GT segment a mask unless it is missed (small ones more often)."""
+        err = self.errors
+        # One draw per segment in id order, so a rate change does not reshuffle the others.
+        draws = rng.random(len(gt_ids))
+        lut_gt, lut_id = [], []
+        for g, area, u in zip(gt_ids, areas, draws):
+            small = area < err.small_area_px
+            if u < (err.miss_small_rate if small else err.miss_rate):
+                stats["missed_small" if small else "missed"] += 1
+                continue
+            lut_gt.append(g)
+            lut_id.append(work.new_id([int(g)], _GT))
+        if lut_gt:
+            lut_gt_a = np.asarray(lut_gt)
+            pos = np.clip(np.searchsorted(lut_gt_a, instance), 0, len(lut_gt_a) - 1)
+            hit = lut_gt_a[pos] == instance
+            work.labels[hit] = np.asarray(lut_id)[pos[hit]]
+
+    def _apply_merges(self, work: _Work, is_thing: dict[int, bool],
+                      rng: np.random.Generator, stats: dict) -> None:
+        """Merge pairs of touching segments (each segment in at most one merge)."""
+        err = self.errors
+        if err.merge_rate <= 0 or work.next_id <= 2:
+            return
+        pairs, contact = _contacts(work.labels)
+        pairs = pairs[contact >= err.merge_min_contact_px]
+        if not err.merge_stuff:
+            thing = np.array([is_thing[work.provenance[int(a)][0]] and
+                              is_thing[work.provenance[int(b)][0]] for a, b in pairs], bool)
+            pairs = pairs[thing] if len(pairs) else pairs
+        if len(pairs) == 0:
+            return
+        neighbours: dict[int, list[int]] = {}
+        for a, b in pairs:
+            neighbours.setdefault(int(a), []).append(int(b))
+            neighbours.setdefault(int(b), []).append(int(a))
+        used: set[int] = set()
+        lut = np.arange(work.next_id, dtype=np.int64)
+        for a in rng.permutation(sorted(neighbours)):
+            a = int(a)
+            if a in used or rng.random() >= err.merge_rate:
+                continue
+            free = [b for b in neighbours[a] if b not in used]
+            if not free:
+                continue
+            b = free[int(rng.integers(len(free)))]
+            used.update((a, b))
+            m = work.new_id(work.provenance[a] + work.provenance[b], _MERGE)
+            lut = np.append(lut, m)
+            lut[a] = lut[b] = m
+            stats["merges"] += 1
+        work.labels = lut[work.labels]
+
+    def _apply_splits(self, work: _Work, is_thing: dict[int, bool],
+                      rng: np.random.Generator, stats: dict) -> None:
+        """Over-segment masks into 2-3 parts (merged masks can be split again)."""
+        err = self.errors
+        if err.split_rate <= 0 and err.stuff_split_rate <= 0:
+            return
+        lo, hi = err.split_parts
+        objects = ndimage.find_objects(work.labels)
+        for i, sl in enumerate(objects, start=1):
+            if sl is None:
+                continue
+            thing = all(is_thing[g] for g in work.provenance[i])
+            rate = err.split_rate if thing else err.stuff_split_rate
+            if rng.random() >= rate:
+                continue
+            crop = work.labels[sl]
+            rr, cc = np.nonzero(crop == i)
+            k = int(rng.integers(lo, hi + 1))
+            part = _split_parts(np.stack([rr, cc], 1), k, rng)
+            sizes = np.bincount(part, minlength=k)
+            if (sizes < max(err.min_area, 1)).any():
+                continue  # a sliver would be dropped later and leave a hole; no split
+            origin = _SPLIT if work.origin[i] == _GT else work.origin[i]
+            for j in range(1, k):
+                new = work.new_id(work.provenance[i], origin)
+                crop[rr[part == j], cc[part == j]] = new
+            work.origin[i] = origin
+            stats["splits"] += 1
+
+    def _apply_spurious(self, work: _Work, instance: np.ndarray, gt_ids: np.ndarray,
+                        is_thing: dict[int, bool], rng: np.random.Generator,
+                        stats: dict) -> None:
+        """Small random blobs on stuff segments and on the void region."""
+        err = self.errors
+        if err.spurious_rate <= 0:
+            return
+        hosts = [VOID] + [int(g) for g in gt_ids if not is_thing[int(g)]]
+        h, w = instance.shape
+        for host in hosts:
+            if rng.random() >= err.spurious_rate:
+                continue
+            rr, cc = np.nonzero(instance == host)
+            if len(rr) < err.min_area:
+                continue
+            c = int(rng.integers(len(rr)))
+            blob = _ellipse_mask((h, w), (rr[c], cc[c]), rng.uniform(*err.spurious_area_px),
+                                 rng)
+            blob &= instance == host
+            if blob.sum() < max(err.min_area, 1):
+                continue
+            work.labels[blob] = work.new_id([] if host == VOID else [host], _SPURIOUS)
+            stats["spurious"] += 1
+
+    def _apply_jitter(self, work: _Work, void: np.ndarray, rng: np.random.Generator,
+                      stats: dict) -> None:
+        """Dilate or erode random masks by 1..boundary_jitter_px pixels."""
+        err = self.errors
+        n_px = int(err.boundary_jitter_px)
+        if n_px <= 0 or err.jitter_rate <= 0:
+            return
+        # Dilate/erode the masks as they were before any jitter, so a pixel moves at most
+        # boundary_jitter_px from an original boundary however the masks interact.
+        before = work.labels.copy()
+        objects = ndimage.find_objects(before)
+        for i in rng.permutation(len(objects)) + 1:
+            sl = objects[i - 1]
+            if sl is None or rng.random() >= err.jitter_rate:
+                continue
+            r = int(rng.integers(1, n_px + 1)) * (1 if rng.random() < 0.5 else -1)
+            # Crop with a margin of r pixels so the dilation can reach outside the bbox.
+            sl = tuple(slice(max(s.start - n_px, 0), s.stop + n_px) for s in sl)
+            crop, crop_void = work.labels[sl], void[sl]
+            mask = before[sl] == i
+            if r > 0:
+                grown = ndimage.binary_dilation(mask, _CROSS, iterations=r) & ~mask & ~crop_void
+                crop[grown] = i
+            else:
+                kept = ndimage.binary_erosion(mask, _CROSS, iterations=-r, border_value=1)
+                if kept.sum() < max(err.min_area, mask.sum() // 2):
+                    continue  # would erase the mask; jitter is meant to move boundaries
+                crop[mask & ~kept & (crop == i)] = 0
+            stats["jittered"] += 1
+
+    def _apply_flips(self, work: _Work, void: np.ndarray, rng: np.random.Generator,
+                     stats: dict) -> None:
+        """Boundary pixels take the label of a random 4-neighbour with probability p."""
+        rate = self.errors.boundary_flip_rate
+        if rate <= 0:
+            return
+        lab = work.labels
+        pad = np.pad(lab, 1, mode="edge")  # edge padding: the image border never flips
+        neigh = np.stack([pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]])
+        pick = rng.integers(0, 4, size=lab.shape)
+        other = np.take_along_axis(neigh, pick[None], axis=0)[0]
+        flip = (other != lab) & (rng.random(lab.shape) < rate) & ~void
+        lab[flip] = other[flip]
+        stats["flipped_px"] += int(flip.sum())
+
+    @staticmethod
+    def _permute(labels: np.ndarray, old_ids: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Random per-frame ids: new id of label l is perm[l - 1]; old_ids follow."""
+        n = len(old_ids)
+        perm = rng.permutation(n) + 1
+        lut = np.concatenate([[0], perm]).astype(np.int32)
+        reordered = np.empty_like(old_ids)
+        reordered[perm - 1] = old_ids
+        return lut[labels], reordered
+
+    def _scores(self, rng: np.random.Generator) -> np.ndarray:
+        """(M,) float32 confidences: erroneous masks score lower on average, overlapping.
+
+        Real FastSAM scores are only weakly informative, so the ranges overlap.
+        """
+        n = len(self.last_origin)
+        lo_hi = {_GT: (0.6, 1.0), _SPLIT: (0.4, 0.9), _MERGE: (0.4, 0.9),
+                 _SPURIOUS: (0.3, 0.7)}
+        bounds = np.array([lo_hi[self.last_origin[i + 1]] for i in range(n)]).reshape(n, 2)
+        return rng.uniform(bounds[:, 0], bounds[:, 1]).astype(np.float32)
+
+
+def _ellipse_mask(shape: tuple[int, int], centre: tuple[int, int], area: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """(H, W) bool random ellipse of about ``area`` pixels (aspect 1..2.5, any angle)."""
+    aspect = rng.uniform(1.0, 2.5)
+    a = np.sqrt(area * aspect / np.pi)
+    b = a / aspect
+    theta = rng.uniform(0.0, np.pi)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    dy, dx = yy - centre[0], xx - centre[1]
+    u = dx * np.cos(theta) + dy * np.sin(theta)
+    v = -dx * np.sin(theta) + dy * np.cos(theta)
+    return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+
+
+# --------------------------------------------------------------------------------------
+# Real weights-free segmenter
+# --------------------------------------------------------------------------------------
+
+def _depth_compatible(d0: np.ndarray, d1: np.ndarray, jump_m: float,
+                      jump_rel: float) -> np.ndarray:
+    """Whether two neighbouring depths lie on one surface: |d0 - d1| <= abs + rel * min."""
+    return np.abs(d0 - d1) <= jump_m + jump_rel * np.minimum(d0, d1)
+
+
+def _split_by_depth(seg: np.ndarray, depth: np.ndarray | None, valid: np.ndarray,
+                    jump_m: float, jump_rel: float) -> np.ndarray:
+    """Connected components of each region, not crossing depth discontinuities.
+
+    Args:
+        seg: (H, W) region ids from the colour segmentation.
+        depth: (H, W) metric depth, or None to only split disconnected regions.
+        valid: (H, W) bool; invalid pixels get label 0.
+
+    Returns:
+        (H, W) int64 labels 1..N (0 on invalid pixels).
+    """
+    h, w = seg.shape
+    idx = np.arange(h * w).reshape(h, w)
+    rows, cols = [], []
+    for sl0, sl1 in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+                     ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+        keep = (seg[sl0] == seg[sl1]) & valid[sl0] & valid[sl1]
+        if depth is not None:
+            keep &= _depth_compatible(depth[sl0], depth[sl1], jump_m, jump_rel)
+        rows.append(idx[sl0][keep])
+        cols.append(idx[sl1][keep])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(h * w, h * w))
+    _, comp = connected_components(graph, directed=False)
+    comp = comp.reshape(h, w).astype(np.int64) + 1
+    comp[~valid] = 0
+    return comp
+
+
+def _interior_counts(labels: np.ndarray) -> np.ndarray:
+    """Per label, how many of its pixels have all four neighbours in the same label.
+
+    Returns:
+        (labels.max() + 1,) int64; 0 for regions at most 2 px wide everywhere.
+    """
+    pad = np.pad(labels, 1, mode="edge")
+    inner = ((pad[:-2, 1:-1] == labels) & (pad[2:, 1:-1] == labels)
+             & (pad[1:-1, :-2] == labels) & (pad[1:-1, 2:] == labels))
+    return np.bincount(labels[inner], minlength=int(labels.max()) + 1)
+
+
+def _merge_small_regions(labels: np.ndarray, depth: np.ndarray | None, min_area: int,
+                         jump_m: float, jump_rel: float, merge_thin: bool = True,
+                         passes: int = 3) -> np.ndarray:
+    """Merge regions under ``min_area`` into the neighbour they share most boundary with.
+
+    Neighbours on the same surface (no depth jump across the shared edges) are preferred,
+    so slivers from depth splitting join their own object, not the one behind it. With
+    ``merge_thin``, regions at most 2 px wide (no interior pixel) count as small too: they
+    are the blurred edge strips Felzenszwalb makes between flat-coloured areas. Regions
+    without any neighbour stay (and are dropped by :func:`postprocess_labels` if small).
+    """
+    for _ in range(passes):
+        sizes = np.bincount(labels.ravel())
+        small = (sizes < min_area) & (sizes > 0)
+        if merge_thin:
+            small |= (_interior_counts(labels) == 0) & (sizes > 0)
+        small[0] = False
+        if not small.any():
+            break
+        a, b = _neighbour_pairs(labels)
+        if depth is not None:
+            da, db = _neighbour_pairs(depth)
+            same = _depth_compatible(da, db, jump_m, jump_rel)
+        else:
+            same = np.ones_like(a, bool)
+        m = (a != b) & (a != 0) & (b != 0)
+        a, b, same = a[m], b[m], same[m]
+        # Both directions: the small region is the one that moves.
+        src = np.concatenate([a, b])
+        dst = np.concatenate([b, a])
+        same = np.concatenate([same, same])
+        sel = small[src]
+        if not sel.any():
+            break
+        src, dst, same = src[sel], dst[sel], same[sel]
+        # Score per (src, dst): contacts on the same surface dominate, then any contact.
+        key = src * (labels.max() + 1) + dst
+        uniq, inv = np.unique(key, return_inverse=True)
+        score = np.bincount(inv, weights=np.where(same, 1e6, 1.0))
+        u_src, u_dst = uniq // (labels.max() + 1), uniq % (labels.max() + 1)
+        order = np.lexsort((-score, u_src))
+        first = np.ones(len(order), bool)
+        first[1:] = u_src[order][1:] != u_src[order][:-1]
+        best_src, best_dst = u_src[order][first], u_dst[order][first]
+        lut = np.arange(labels.max() + 1)
+        # Process smallest first; follow chains so two small neighbours end up together.
+        for s in best_src[np.argsort(sizes[best_src], kind="stable")]:
+            d = best_dst[np.searchsorted(best_src, s)]
+            root = d
+            while lut[root] != root:
+                root = lut[root]
+            if root != s:
+                lut[s] = root
+        # Resolve chains to their roots.
+        for _ in range(len(lut)):
+            nxt = lut[lut]
+            if np.array_equal(nxt, lut):
+                break
+            lut = nxt
+        labels = lut[labels]
+    return labels
+
+
+def _compactness_scores(labels: np.ndarray, n: int) -> np.ndarray:
+    """(n,) float32 isoperimetric compactness 4*pi*area / perimeter^2 clipped to (0, 1].
+
+    Perimeter = pixel edges to other labels or the image border (a square scores ~0.79).
+    """
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    a, b = _neighbour_pairs(labels)
+    m = a != b
+    perim = (np.bincount(a[m], minlength=n + 1) + np.bincount(b[m], minlength=n + 1))[1:]
+    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    perim = perim + np.bincount(border, minlength=n + 1)[1:]
+    perim = np.maximum(perim.astype(np.float64), 1.0)
+    return np.clip(4 * np.pi * area / perim ** 2, 1e-3, 1.0).astype(np.float32)
+
+
+class ClassicalSegmenterFrontend:
+    """Real, weights-free class-agnostic segmenter: scikit-image superpixels + depth.
+
+    Steps: Felzenszwalb (or SLIC) on the RGB image; each region split into connected
+    components that do not cross a depth discontinuity (neighbouring depths differ by more
+    than ``depth_jump_m + depth_jump_rel * depth``); regions under ``min_area`` merged into
+    the neighbour on the same surface they share most boundary with; pixels without depth
+    left unlabelled; ids compacted. Scores are the regions' compactness. No embeddings,
+    unless a :class:`SimulatedEmbeddingSpace` is passed: then each mask gets the SIMULATED
+    embedding of the majority ground-truth class under it (an oracle for semantics, used
+    only to run open-vocabulary metrics on real masks).
+
+    Attributes:
+        method: "felzenszwalb" or "slic".
+        scale, sigma, fz_min_size: Felzenszwalb's parameters (bigger scale, bigger regions).
+        n_segments, compactness: SLIC's parameters.
+        min_area: smallest output mask in pixels.
+        use_depth: split regions across depth discontinuities when the frame has depth.
+        depth_jump_m, depth_jump_rel: depth discontinuity threshold, absolute (metres) and
+            relative to the nearer depth.
+        ignore_invalid_depth: pixels with depth <= 0 (nothing hit) get no mask.
+        embedding_space, scene: optional SIMULATED embeddings (both needed).
+        seed: seeds the embedding noise with the frame index.
+    """
+
+    def __init__(self, method: str = "felzenszwalb", *, scale: float = 150.0,
+                 sigma: float = 0.5, fz_min_size: int = 30, n_segments: int = 100,
+                 compactness: float = 10.0, min_area: int = 30, use_depth: bool = True,
+                 depth_jump_m: float = 0.03, depth_jump_rel: float = 0.03,
+                 ignore_invalid_depth: bool = True,
+                 embedding_space: SimulatedEmbeddingSpace | None = None,
+                 scene: Scene | None = None, seed: int = 0) -> None:
+        if method not in ("felzenszwalb", "slic"):
+            raise ValueError(f"unknown method {method!r}")
+        self.method = method
+        self.scale, self.sigma, self.fz_min_size = float(scale), float(sigma), int(fz_min_size)
+        self.n_segments, self.compactness = int(n_segments), float(compactness)
+        self.min_area = int(min_area)
+        self.use_depth = bool(use_depth)
+        self.depth_jump_m, self.depth_jump_rel = float(depth_jump_m), float(depth_jump_rel)
+        self.ignore_invalid_depth = bool(ignore_invalid_depth)
+        self.embedding_space = embedding_space
+        self.scene = scene
+        self.seed = int(seed)
+
+    def _colour_regions(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W) region ids from scikit-image on a (H, W, 3) uint8 image."""
+        # Imported here so the rest of the benchmark does not pay scikit-image's import.
+        from skimage.segmentation import felzenszwalb, slic
+
+        if self.method == "felzenszwalb":
+            return felzenszwalb(rgb, scale=self.scale, sigma=self.sigma,
+                                min_size=self.fz_min_size)
+        return slic(rgb, n_segments=self.n_segments, compactness=self.compactness,
+                    start_label=1)
+
+    def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
+        """Class-agnostic masks of one image.
+
+        Args:
+            rgb: (H, W, 3) uint8.
+            depth: (H, W) float metric depth (0 = nothing hit), or None.
+
+        Returns:
+            (H, W) int32 non-overlapping labels, ids 1..M, every mask >= min_area pixels.
+        """
+        seg = self._colour_regions(np.asarray(rgb))
+        valid = np.ones(seg.shape, bool)
+        d = None
+        if depth is not None:
+            depth = np.asarray(depth, np.float64)
+            if self.ignore_invalid_depth:
+                valid = depth > 0
+            if self.use_depth:
+                d = depth
+        regions = _split_by_depth(seg, d, valid, self.depth_jump_m, self.depth_jump_rel)
+        regions = _merge_small_regions(regions, d, self.min_area, self.depth_jump_m,
+                                       self.depth_jump_rel)
+        return postprocess_labels(regions, self.min_area)
+
+    def __call__(self, frame: SceneFrame, scene: Scene | None = None) -> MaskFrame:
+        """Masks for one frame (uses rgb and depth; the ground truth only for SIMULATED
+        embeddings).
+
+        Returns:
+            MaskFrame with (H, W) int32 labels, (M,) float32 compactness scores and
+            (M, D) embeddings or None.
+        """
+        labels = self.segment(frame.rgb, frame.depth)
+        n = int(labels.max())
+        scores = _compactness_scores(labels, n)
+        embeddings = None
+        scene = scene if scene is not None else self.scene
+        if self.embedding_space is not None:
+            if scene is None:
+                raise ValueError("simulated embeddings need the scene's class names")
+            rng = np.random.default_rng((self.seed, int(frame.index)))
+            embeddings, _ = _mask_embeddings(labels, np.asarray(frame.semantic), n,
+                                             scene.classes, self.embedding_space, rng)
+        return MaskFrame(labels=labels, scores=scores, embeddings=embeddings)

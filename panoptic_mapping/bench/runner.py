@@ -1,0 +1,359 @@
+"""``python -m panoptic_mapping.bench``: render a scene, run a front-end, feed every method
+the same frames, and print/write metrics, baselines, ratios and timings."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from panoptic_mapping.bench.frontends import (
+    ClassicalSegmenterFrontend,
+    MaskErrorModel,
+    SimulatedEmbeddingSpace,
+    SimulatedMaskFrontend,
+)
+from panoptic_mapping.bench.methods import Method, make_baseline
+from panoptic_mapping.bench.scenes import make_scene
+from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
+from panoptic_mapping.core import metrics
+
+BASELINES = ("per_frame_masks", "iou_tracking", "voxel_fusion")
+# Metrics where larger is better; the table's "wins" column and ratios use this.
+HIGHER_IS_BETTER = {"PQ_scene": True, "PQ_things": True, "PQ_stuff": True, "SQ": True,
+                    "RQ": True, "mIoU": True, "matched_mIoU": True, "loc_PQ": True,
+                    "loc_matched_mIoU": True, "late_id_changes": False,
+                    "id_changes_per_object": False}
+
+
+@dataclass
+class BenchConfig:
+    """Everything one benchmark run depends on (written into the JSON record)."""
+
+    scene: str = "tabletop"
+    seed: int = 0
+    frames: int = 60
+    novel_frames: int = 10
+    width: int = 160
+    height: int = 120
+    trajectory: str = "orbit"
+    num_objects: int | None = None
+    frontend: str = "simulated"  # simulated | classical | gt
+    errors: dict = field(default_factory=dict)  # MaskErrorModel overrides
+    embedding_noise: float = 0.3
+    embedding_dim: int = 64
+    use_depth: bool = True
+    train_seconds: float = 120.0
+    device: str = "cpu"
+    methods: tuple[str, ...] = ("mapper", *BASELINES)
+    voxel_size: float = 0.01
+    eval_every: int = 10  # frames between PQ_scene evaluations (time-to-90% curve)
+
+
+# --------------------------------------------------------------------------- front-ends
+
+
+def build_frontends(cfg: BenchConfig, scene: Scene, space: SimulatedEmbeddingSpace):
+    """(front-end for the training frames, front-end for the held-out views)."""
+    if cfg.frontend in ("simulated", "gt"):
+        errors = MaskErrorModel.none() if cfg.frontend == "gt" else MaskErrorModel(**cfg.errors)
+        # The held-out views get their own seed: frame indices restart at 0 there.
+        return (SimulatedMaskFrontend(errors, cfg.seed, scene=scene, embedding_space=space),
+                SimulatedMaskFrontend(errors, cfg.seed + 7919, scene=scene,
+                                      embedding_space=space))
+    if cfg.frontend == "classical":
+        make = lambda seed: ClassicalSegmenterFrontend(  # noqa: E731
+            use_depth=cfg.use_depth, embedding_space=space, scene=scene, seed=seed)
+        return make(cfg.seed), make(cfg.seed + 7919)
+    raise ValueError(f"unknown front-end {cfg.frontend!r} (simulated, classical, gt)")
+
+
+def frontend_quality(frames: list[SceneFrame], masks: list[MaskFrame], scene: Scene) -> dict:
+    """Mean per-frame class-agnostic PQ of the masks against ground truth (things+stuff)."""
+    every_class = set(range(1, len(scene.classes)))
+    pq = [metrics.panoptic_quality_scene([m.labels], None, [f.instance], [f.semantic],
+                                         every_class, class_agnostic=True)
+          for f, m in zip(frames, masks)]
+    return {"PQ": float(np.mean([p["PQ"] for p in pq])),
+            "SQ": float(np.mean([p["SQ"] for p in pq])),
+            "RQ": float(np.mean([p["RQ"] for p in pq])),
+            "masks_per_frame": float(np.mean([m.labels.max() for m in masks]))}
+
+
+def drop_depth(frame: SceneFrame) -> SceneFrame:
+    """The frame as an RGB-only camera delivers it (depth unknown everywhere)."""
+    return dataclasses.replace(frame, depth=np.zeros_like(frame.depth))
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def build_methods(cfg: BenchConfig, scene: Scene, text_emb: np.ndarray) -> list[Method]:
+    methods: list[Method] = []
+    for name in cfg.methods:
+        if name == "mapper":
+            try:
+                from panoptic_mapping.bench.mapper_method import MapperMethod
+            except ImportError as exc:
+                print(f"bench: the mapper is not available yet ({exc}); running baselines only",
+                      file=sys.stderr)
+                continue
+            methods.append(MapperMethod(cfg, scene, text_emb))
+        else:
+            methods.append(make_baseline(name, text_emb, cfg.voxel_size))
+    return methods
+
+
+def evaluate(method: Method, scene: Scene, train_masks: list[MaskFrame],
+             novel_masks: list[MaskFrame], cfg: BenchConfig, save_dir: Path | None) -> dict:
+    """Stream, finish, and measure one method."""
+    frames = scene.frames if cfg.use_depth else [drop_depth(f) for f in scene.frames]
+    novel = scene.novel_frames if cfg.use_depth else [drop_depth(f) for f in scene.novel_frames]
+    snapshots, ingest_s, curve = [], [], []
+    for k, (frame, masks) in enumerate(zip(frames, train_masks)):
+        t0 = time.perf_counter()
+        method.ingest(frame, masks)
+        ingest_s.append(time.perf_counter() - t0)
+        if getattr(method, "renders_map", False) and (k + 1) % cfg.eval_every == 0:
+            curve.append((sum(ingest_s), scene_pq(method, frames, scene)))
+        # a map snapshot: what the map says about the view it just took in
+        snapshots.append(metrics.majority_mapping([method.instance_image(frame)],
+                                                  [frame.instance]))
+    finish = method.finish(cfg.train_seconds)
+    if curve:
+        final = scene_pq(method, frames, scene)
+        reached = [t for t, pq in curve + [(sum(ingest_s), final)] if pq >= 0.9 * final]
+        finish["time_to_90pct_pq_s"] = reached[0]
+        finish["pq_curve"] = curve
+
+    pred_inst = [method.instance_image(f) for f in frames]
+    pred_sem = [method.semantic_image(f, i) for f, i in zip(frames, pred_inst)]
+    gt_inst = [f.instance for f in scene.frames]
+    gt_sem = [f.semantic for f in scene.frames]
+    pq = metrics.panoptic_quality_scene(pred_inst, pred_sem, gt_inst, gt_sem,
+                                        scene.thing_classes)
+    miou = metrics.mean_iou(pred_sem, gt_sem, len(scene.classes))
+    matched = metrics.matched_mask_miou(pred_inst, gt_inst)
+    stability = metrics.id_stability(snapshots, k=5)
+    result = {
+        "PQ_scene": pq["PQ"], "PQ_things": pq["PQ_th"], "PQ_stuff": pq["PQ_st"],
+        "SQ": pq["SQ"], "RQ": pq["RQ"], "mIoU": miou["mIoU"],
+        "matched_mIoU": matched["mIoU"], "matched_masks": matched["n_matched"],
+        "gt_masks": matched["n_gt"],
+        "late_id_changes": stability["late_changes"],
+        "id_changes_per_object": stability["mean_changes_per_object"],
+        "ingest_fps": len(ingest_s) / max(sum(ingest_s), 1e-9),
+        "ingest_ms_p50": 1000 * float(np.median(ingest_s)),
+        **finish,
+    }
+    if method.supports_localization:
+        loc, loc_s = [], []
+        for frame, masks in zip(novel, novel_masks):
+            t0 = time.perf_counter()
+            loc.append(method.localize(frame, masks))
+            loc_s.append(time.perf_counter() - t0)
+        novel_sem = [method.semantic_image(f, i) for f, i in zip(novel, loc)]
+        loc_pq = metrics.panoptic_quality_scene(
+            loc, novel_sem, [f.instance for f in scene.novel_frames],
+            [f.semantic for f in scene.novel_frames], scene.thing_classes)
+        loc_m = metrics.matched_mask_miou(loc, [f.instance for f in scene.novel_frames])
+        result.update({"loc_PQ": loc_pq["PQ"], "loc_matched_mIoU": loc_m["mIoU"],
+                       "loc_ms_p50": 1000 * float(np.percentile(loc_s, 50)),
+                       "loc_ms_p95": 1000 * float(np.percentile(loc_s, 95))})
+        if save_dir is not None:
+            save_images(save_dir / method.name / "novel", loc, novel_sem)
+    result.update(method.extra_metrics(novel))
+    if save_dir is not None:
+        save_images(save_dir / method.name / "train", pred_inst, pred_sem)
+    return result
+
+
+def scene_pq(method: Method, frames: list[SceneFrame], scene: Scene) -> float:
+    """PQ_scene of the method's map rendered at every training view (things and stuff)."""
+    inst = [method.instance_image(f) for f in frames]
+    sem = [method.semantic_image(f, i) for f, i in zip(frames, inst)]
+    return metrics.panoptic_quality_scene(inst, sem, [f.instance for f in scene.frames],
+                                          [f.semantic for f in scene.frames],
+                                          scene.thing_classes)["PQ"]
+
+
+def save_images(directory: Path, instances: list[np.ndarray], semantics: list[np.ndarray]) -> None:
+    """16-bit PNGs: NNNN_instance.png and NNNN_semantic.png (ids >= 65536 wrap: remapped)."""
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, (inst, sem) in enumerate(zip(instances, semantics)):
+        for kind, img in (("instance", inst), ("semantic", sem)):
+            img = np.asarray(img)
+            if img.max(initial=0) > 65535:  # compact while keeping 0 = none
+                uniq, inv = np.unique(img, return_inverse=True)
+                img = (np.searchsorted(uniq, uniq)[inv] + (uniq[0] != 0)).reshape(img.shape)
+                img[np.asarray(instances[i] if kind == "instance" else sem) == 0] = 0
+            Image.fromarray(img.astype(np.uint16)).save(directory / f"{i:04d}_{kind}.png")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def format_report(record: dict) -> str:
+    """Readable table: one column per method; the mapper's ratio to each baseline."""
+    results = record["methods"]
+    names = list(results)
+    rows = ["PQ_scene", "PQ_things", "PQ_stuff", "SQ", "RQ", "mIoU", "matched_mIoU",
+            "matched_masks", "loc_PQ", "loc_matched_mIoU", "late_id_changes",
+            "id_changes_per_object", "ingest_fps", "ingest_ms_p50", "loc_ms_p50", "loc_ms_p95",
+            "train_steps_per_s", "time_to_90pct_pq_s", "novel_psnr", "novel_depth_mae"]
+    rows = [r for r in rows if any(r in results[n] for n in names)]
+    width = max(14, *(len(n) + 2 for n in names))
+    lines = [f"scene {record['scene']['name']}  frames {record['config']['frames']} at "
+             f"{record['config']['width']}x{record['config']['height']}  depth "
+             f"{'on' if record['config']['use_depth'] else 'off'}  front-end "
+             f"{record['frontend']['name']} (PQ vs GT {record['frontend']['quality']['PQ']:.3f})"]
+    lines.append("metric".ljust(24) + "".join(n.rjust(width) for n in names))
+    for r in rows:
+        cells = []
+        for n in names:
+            v = results[n].get(r)
+            cells.append(("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v))
+                         .rjust(width))
+        lines.append(r.ljust(24) + "".join(cells))
+    if "mapper" in results:
+        lines.append("")
+        for b in (n for n in names if n != "mapper"):
+            parts, losses = [], []
+            for r, higher in HIGHER_IS_BETTER.items():
+                m, v = results["mapper"].get(r), results[b].get(r)
+                if m is None or v is None or not np.isfinite(m) or not np.isfinite(v):
+                    continue
+                if v and r not in ("late_id_changes", "id_changes_per_object"):
+                    parts.append(f"{r} x{m / v:.2f}")
+                if (v > m) if higher else (v < m):
+                    losses.append(r)
+            lines.append(f"mapper vs {b}: " + ", ".join(parts[:6]))
+            if losses:
+                lines.append(f"  {b} WINS on: {', '.join(losses)}")
+    lines.append(f"peak RSS {record['peak_rss_mb']:.0f} MB, total {record['total_s']:.1f} s")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def run(cfg: BenchConfig, save_dir: Path | None = None) -> dict:
+    """Run one benchmark configuration; return the full record."""
+    t_start = time.perf_counter()
+    t0 = time.perf_counter()
+    scene = make_scene(cfg.scene, seed=cfg.seed, num_frames=cfg.frames, width=cfg.width,
+                       height=cfg.height, num_objects=cfg.num_objects,
+                       trajectory=cfg.trajectory, num_novel_frames=cfg.novel_frames)
+    render_s = time.perf_counter() - t0
+    space = SimulatedEmbeddingSpace(dim=cfg.embedding_dim, seed=cfg.seed,
+                                    noise_std=cfg.embedding_noise)
+    text_emb = space.text_embeddings(scene.classes[1:])
+    train_fe, novel_fe = build_frontends(cfg, scene, space)
+    t0 = time.perf_counter()
+    train_masks = [train_fe(f, scene) for f in scene.frames]
+    frontend_s = (time.perf_counter() - t0) / max(len(scene.frames), 1)
+    novel_masks = [novel_fe(f, scene) for f in scene.novel_frames]
+    frontend = {"name": cfg.frontend, "ms_per_frame": 1000 * frontend_s,
+                "quality": frontend_quality(scene.frames, train_masks, scene)}
+    if isinstance(train_fe, SimulatedMaskFrontend):
+        frontend["errors"] = train_fe.errors.to_dict()
+        frontend["applied"] = train_fe.format_stats()
+    if save_dir is not None:
+        save_images(save_dir / "gt" / "train", [f.instance for f in scene.frames],
+                    [f.semantic for f in scene.frames])
+        save_images(save_dir / "gt" / "novel", [f.instance for f in scene.novel_frames],
+                    [f.semantic for f in scene.novel_frames])
+    results = {}
+    for method in build_methods(cfg, scene, text_emb):
+        results[method.name] = evaluate(method, scene, train_masks, novel_masks, cfg, save_dir)
+    return {
+        "config": dataclasses.asdict(cfg),
+        "scene": {"name": scene.name, "classes": scene.classes,
+                  "thing_classes": sorted(scene.thing_classes),
+                  "instances": len(scene.instance_class), "render_s": render_s,
+                  "layout": scene.config.get("layout")},
+        "frontend": frontend,
+        "embeddings": "SIMULATED vision-language embeddings (not a real model)",
+        "methods": results,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "python": platform.python_version()},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "total_s": time.perf_counter() - t_start,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m panoptic_mapping.bench",
+                                description=__doc__.splitlines()[0])
+    d = BenchConfig()
+    p.add_argument("--scene", default=d.scene, choices=("tabletop", "room"))
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--frames", type=int, default=d.frames)
+    p.add_argument("--novel-frames", type=int, default=d.novel_frames)
+    p.add_argument("--width", type=int, default=d.width)
+    p.add_argument("--height", type=int, default=d.height)
+    p.add_argument("--trajectory", default=d.trajectory, choices=("orbit", "walkthrough"))
+    p.add_argument("--num-objects", type=int, default=None)
+    p.add_argument("--frontend", default=d.frontend, choices=("simulated", "classical", "gt"))
+    for f in dataclasses.fields(MaskErrorModel):
+        if f.type in ("float", "int", float, int):
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=float, default=None,
+                           help=f"simulated front-end error parameter (default {f.default})")
+    p.add_argument("--embedding-noise", type=float, default=d.embedding_noise)
+    p.add_argument("--no-depth", action="store_true", help="RGB-only: frames carry no depth")
+    p.add_argument("--train-seconds", type=float, default=d.train_seconds,
+                   help="training time budget of the mapper")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--methods", default=",".join(d.methods),
+                   help=f"comma-separated subset of mapper,{','.join(BASELINES)}")
+    p.add_argument("--voxel-size", type=float, default=d.voxel_size,
+                   help="voxel edge of the geometric fusion baseline [m]")
+    p.add_argument("--json", type=Path, default=None, help="write the full record here")
+    p.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
+                   help="write per-frame predicted and ground-truth id images (16-bit PNG)")
+    a = p.parse_args(argv)
+    errors = {}
+    for f in dataclasses.fields(MaskErrorModel):
+        v = getattr(a, f.name, None)
+        if v is not None:
+            errors[f.name] = int(v) if isinstance(f.default, int) else float(v)
+    cfg = BenchConfig(scene=a.scene, seed=a.seed, frames=a.frames, novel_frames=a.novel_frames,
+                      width=a.width, height=a.height, trajectory=a.trajectory,
+                      num_objects=a.num_objects, frontend=a.frontend, errors=errors,
+                      embedding_noise=a.embedding_noise, use_depth=not a.no_depth,
+                      train_seconds=a.train_seconds, device=a.device,
+                      methods=tuple(m for m in a.methods.split(",") if m),
+                      voxel_size=a.voxel_size)
+    return cfg, a
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, args = parse_args(argv)
+    record = run(cfg, args.save_predictions)
+    print(format_report(record))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2, default=_json_default))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)
