@@ -1,0 +1,626 @@
+"""3D instance map: associates each frame's class-agnostic masks with map instances.
+
+The map is a sparse voxel grid (:class:`~panoptic_mapping.core.voxels.VoxelIndex`) whose
+voxels hold a few (instance id, weight) votes. Per frame:
+
+1. **Reference.** The map's current labels are rendered into the view at the frame's 3D
+   points (its depth back-projected); the mapper may override the reference with the
+   field's rendering (:meth:`InstanceMap.associate` takes any reference image).
+2. **Association** of every mask m with the reference R, from the overlap counts
+   o(m, i) = |m ∩ R_i| and each id's visible size r(i). A mask *owns* id i when
+   o(m, i) >= ``cover_fraction`` * r(i) (at most one owner per id):
+   * a mask owning one id takes it (stray fragments of other ids under it included);
+   * a mask owning several established (confirmed) ids glued touching objects together
+     (a front-end merge): those pixels keep their reference ids; nothing is merged on one
+     view's word. Unconfirmed ids it owns are absorbed into its largest id;
+   * a mask owning nothing is new when little of it is mapped (coverage <
+     ``new_coverage``); otherwise it joins its plurality id, competing with that id's
+     owner, if any, for it:
+   * *one mask per id* — when several masks join one id, the one overlapping it most
+     keeps it; each other one moves to the runner-up id its voxels voted for, or to a new
+     id. The id may hold several objects (glued together when first seen, or a small
+     object absorbed by its support); a front-end split of one object is undone by the
+     merge evidence below;
+   * otherwise the mask is ambiguous and joins its plurality id.
+3. **Evidence for merging ids.** For touching ids i, j visible in the view, the frame
+   says "together" when one mask holds most of both, "apart" when different masks do.
+   A real object split into two map ids is together in most views (front-end splits are
+   view-dependent); two touching objects are apart in most views. Ids are merged when
+   together >= ``merge_min_together`` and together >= ``merge_ratio`` * apart; the id
+   observed in more frames survives, so established objects keep their ids.
+4. **Integration.** Each voxel gets one vote per frame for the label most of its pixels
+   carry (close-ups do not outvote distant views).
+5. **Confirmation.** An id counts (in renderings, exports, InstanceLoc) once masks joined
+   it in ``confirm_frames`` frames. An id visible in ``ghost_visible_frames`` frames but
+   not confirmed is a ghost (a spurious fragment) and is deleted.
+
+Ids are open-ended integers starting at 1, never reused.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from panoptic_mapping.core.config import param
+from panoptic_mapping.core.voxels import VoxelIndex, pack_keys, voxel_coords
+
+__all__ = ["InstanceConfig", "InstanceMap", "backproject", "AssociationResult"]
+
+
+@dataclass
+class InstanceConfig:
+    """Association and fusion of 2D masks into 3D instances."""
+
+    voxel_size_m: float = param(0.01, "Edge of the instance voxels [m].", minimum=0.001)
+    votes_per_voxel: int = param(4, "Instance votes kept per voxel.", minimum=1, maximum=16)
+    cover_fraction: float = param(0.5, "A mask owns a map id when it covers this share of "
+                                  "the id's visible pixels.", minimum=0.5, maximum=1.0)
+    new_coverage: float = param(0.3, "A mask whose pixels are mapped less than this share "
+                                "becomes a new instance.", minimum=0.0, maximum=1.0)
+    min_pixels: int = param(6, "Overlaps smaller than this many pixels are ignored.",
+                            minimum=1)
+    merge_min_together: int = param(4, "Views in which one mask held both ids before two "
+                                    "ids may merge.", minimum=1)
+    merge_ratio: float = param(2.0, "Ids merge when 'together' views outnumber 'apart' "
+                               "views by this factor.", minimum=0.0)
+    confirm_frames: int = param(2, "Frames in which masks joined an id before it counts.",
+                                minimum=1)
+    ghost_visible_frames: int = param(5, "An unconfirmed id visible this often is deleted.",
+                                      minimum=1)
+    search_radius: int = param(1, "Voxels searched around a point whose own voxel is empty.",
+                               minimum=0, maximum=2)
+
+
+def backproject(depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """World points of pixels with depth > 0.
+
+    Returns:
+        points (P, 3) float64 and flat pixel indices (P,) int64 into the (H, W) image.
+    """
+    h, w = depth.shape
+    flat = np.flatnonzero(depth.reshape(-1) > 0)
+    v, u = np.divmod(flat, w)
+    z = depth.reshape(-1)[flat].astype(np.float64)
+    x = (u + 0.5 - K[0, 2]) / K[0, 0] * z
+    y = (v + 0.5 - K[1, 2]) / K[1, 1] * z
+    cam = np.stack([x, y, z], axis=1)
+    return cam @ camera_to_world[:3, :3].T + camera_to_world[:3, 3], flat
+
+
+@dataclass
+class AssociationResult:
+    """What associating one frame's masks produced.
+
+    Attributes:
+        labels: (H, W) int32 map ids per pixel (0 = none), as assigned.
+        mask_to_id: mask id -> map id for masks that joined or created one id.
+        new_ids: ids created by this frame.
+        front_end_merges: masks found to glue established ids together.
+    """
+
+    labels: np.ndarray
+    mask_to_id: dict[int, int] = field(default_factory=dict)
+    new_ids: list[int] = field(default_factory=list)
+    front_end_merges: int = 0
+    displaced: list[tuple[np.ndarray, int]] = field(default_factory=list)  # (pixels, old id)
+
+
+class InstanceMap:
+    """Voxel instance votes, per-instance statistics and the association logic.
+
+    Thread safety: every public method takes the map's lock.
+    """
+
+    def __init__(self, cfg: InstanceConfig | None = None, embedding_dim: int | None = None):
+        self.cfg = cfg or InstanceConfig()
+        self._lock = threading.RLock()
+        self._index = VoxelIndex()
+        k = self.cfg.votes_per_voxel
+        self._vote_ids = np.zeros((0, k), dtype=np.int32)
+        self._vote_w = np.zeros((0, k), dtype=np.float32)
+        self._next_id = 1
+        # per-id statistics, indexed by id (grown in blocks)
+        self._alive = np.zeros(1, dtype=bool)
+        self._assigned = np.zeros(1, dtype=np.int32)  # frames in which masks joined the id
+        self._visible = np.zeros(1, dtype=np.int32)  # frames in which it was rendered
+        self._first_frame = np.zeros(1, dtype=np.int64)
+        self._emb_dim = embedding_dim
+        self._emb = np.zeros((1, embedding_dim or 0), dtype=np.float64)
+        self._pairs: dict[tuple[int, int], list[int]] = {}
+        self._alias: dict[int, int] = {}
+        self.frames_integrated = 0
+        self.merges: list[tuple[int, int]] = []  # (absorbed, survivor), in order
+
+    # ------------------------------------------------------------------ ids
+
+    def _grow_ids(self, upto: int) -> None:
+        n = self._alive.size
+        if upto < n:
+            return
+        new = max(upto + 1, 2 * n)
+        pad = new - n
+        self._alive = np.concatenate([self._alive, np.zeros(pad, bool)])
+        self._assigned = np.concatenate([self._assigned, np.zeros(pad, np.int32)])
+        self._visible = np.concatenate([self._visible, np.zeros(pad, np.int32)])
+        self._first_frame = np.concatenate([self._first_frame, np.zeros(pad, np.int64)])
+        self._emb = np.concatenate([self._emb, np.zeros((pad, self._emb.shape[1]))])
+
+    def _new_id(self) -> int:
+        i = self._next_id
+        self._next_id += 1
+        self._grow_ids(i)
+        self._alive[i] = True
+        self._first_frame[i] = self.frames_integrated
+        return i
+
+    def resolve(self, i: int) -> int:
+        """The id that ``i`` survives as after merges (``i`` itself if never merged)."""
+        while i in self._alias:
+            i = self._alias[i]
+        return i
+
+    def confirmed_ids(self) -> np.ndarray:
+        with self._lock:
+            ok = self._alive & (self._assigned >= self.cfg.confirm_frames)
+            return np.flatnonzero(ok)
+
+    @property
+    def num_voxels(self) -> int:
+        return len(self._index)
+
+    # ------------------------------------------------------------------ rendering
+
+    def _slots_of(self, points: np.ndarray) -> np.ndarray:
+        """(N,) voxel slots of points, searching the neighbourhood where empty (-1: none)."""
+        coords = voxel_coords(points, self.cfg.voxel_size_m)
+        slots = self._index.lookup(pack_keys(coords))
+        r = self.cfg.search_radius
+        miss = np.flatnonzero(slots < 0)
+        if r > 0 and miss.size and len(self._index):
+            rng = np.arange(-r, r + 1)
+            offsets = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
+            # nearest offsets first, so the closest existing voxel wins
+            offsets = offsets[np.argsort(np.abs(offsets).sum(1), kind="stable")][1:]
+            cand = self._index.lookup(pack_keys(coords[miss, None, :] + offsets[None]))
+            has = cand >= 0
+            first = np.argmax(has, axis=1)
+            found = has[np.arange(miss.size), first]
+            slots[miss[found]] = cand[found, first[found]]
+        return slots
+
+    def _voxel_labels(self, slots: np.ndarray, confirmed_only: bool
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, confidence) of voxel slots; 0 / 0.0 for slot -1 or no eligible vote."""
+        labels = np.zeros(slots.shape, dtype=np.int32)
+        conf = np.zeros(slots.shape, dtype=np.float32)
+        ok = slots >= 0
+        if not ok.any():
+            return labels, conf
+        ids = self._vote_ids[slots[ok]]
+        w = self._vote_w[slots[ok]].copy()
+        eligible = self._alive[ids]
+        if confirmed_only:
+            eligible &= self._assigned[ids] >= self.cfg.confirm_frames
+        w[~eligible | (ids == 0)] = 0.0
+        best = np.argmax(w, axis=1)
+        rows = np.arange(best.size)
+        total = np.maximum(self._vote_w[slots[ok]].sum(1), 1e-9)
+        top = w[rows, best]
+        labels[ok] = np.where(top > 0, ids[rows, best], 0)
+        conf[ok] = top / total
+        return labels, conf
+
+    def render_points(self, points: np.ndarray, confirmed_only: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Map ids (N,) int32 and vote confidences (N,) in [0, 1] at world points (N, 3)."""
+        with self._lock:
+            return self._voxel_labels(self._slots_of(points), confirmed_only)
+
+    def render_view(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
+                    confirmed_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) int32 ids and (H, W) float32 confidences at a view's measured depth."""
+        points, flat = backproject(depth, K, camera_to_world)
+        ids, conf = self.render_points(points, confirmed_only)
+        out = np.zeros(depth.size, dtype=np.int32)
+        out_c = np.zeros(depth.size, dtype=np.float32)
+        out[flat], out_c[flat] = ids, conf
+        return out.reshape(depth.shape), out_c.reshape(depth.shape)
+
+    # ------------------------------------------------------------------ association
+
+    def associate(self, masks: np.ndarray, reference: np.ndarray, valid: np.ndarray
+                  ) -> AssociationResult:
+        """Associate masks (H, W) with reference ids (H, W) over valid pixels (H, W) bool.
+
+        Creates ids for new masks and records merge evidence; does not integrate votes.
+        """
+        with self._lock:
+            return self._associate(masks.astype(np.int64), reference.astype(np.int64), valid)
+
+    def _associate(self, masks: np.ndarray, ref: np.ndarray, valid: np.ndarray,
+                   slots: np.ndarray | None = None) -> AssociationResult:
+        cfg = self.cfg
+        m_all, r_all = masks[valid], ref[valid]
+        n_masks = int(masks.max(initial=0))
+        n_ids = int(max(ref.max(initial=0), 0)) + 1
+        n_m = np.bincount(m_all, minlength=n_masks + 1)
+        r_vis = np.bincount(r_all, minlength=n_ids)
+        sel = (m_all > 0) & (r_all > 0)
+        pair_keys, o = np.unique(m_all[sel] * n_ids + r_all[sel], return_counts=True)
+        pm, pi = np.divmod(pair_keys, n_ids)
+        owner = self._owners(pm, pi, o, r_vis)
+        owned: dict[int, list[int]] = {}
+        for i, m in owner.items():
+            owned.setdefault(m, []).append(i)
+        result = AssociationResult(labels=np.zeros(masks.shape, dtype=np.int32))
+        joined: dict[int, list[tuple[int, int]]] = {}  # id -> [(overlap, mask)] of joins
+        for m in range(1, n_masks + 1):
+            if n_m[m] < cfg.min_pixels:
+                continue
+            rows = (pm == m) & (o >= cfg.min_pixels)
+            self._assign_mask(m, pi[rows], o[rows], int(n_m[m]), owned.get(m, []), owner,
+                              masks, ref, valid, result, joined)
+        self._divide(joined, masks, valid, slots, result)
+        self._record_pair_evidence(masks, ref, valid, pm, pi, o, r_vis)
+        return result
+
+    def _owners(self, pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray
+                ) -> dict[int, int]:
+        """id -> the mask covering at least ``cover_fraction`` of its visible pixels."""
+        owner: dict[int, int] = {}
+        ok = (o >= self.cfg.min_pixels) & (o >= self.cfg.cover_fraction * r_vis[pi])
+        for m, i, c in sorted(zip(pm[ok], pi[ok], o[ok]), key=lambda t: -t[2]):
+            owner.setdefault(int(i), int(m))
+        return owner
+
+    def _assign_mask(self, m: int, ids: np.ndarray, counts: np.ndarray, n: int,
+                     owns: list[int], owner: dict[int, int], masks: np.ndarray,
+                     ref: np.ndarray, valid: np.ndarray, result: AssociationResult,
+                     joined: dict[int, list[tuple[int, int]]]) -> None:
+        """Label one mask's pixels (see the module doc for the cases)."""
+        in_mask = valid & (masks == m)
+        labels = result.labels
+        if owns:
+            # Only established ids are protected from one view's glue; a fresh id (perhaps
+            # a spurious fragment) under a mask that owns an established one is absorbed.
+            established = [i for i in owns if self._assigned[i] >= self.cfg.confirm_frames]
+            glued = established if len(established) >= 2 else []
+            by_size = {int(i): int(c) for i, c in zip(ids, counts)}
+            largest = max(established or owns, key=lambda i: by_size.get(i, 0))
+            keep = in_mask & np.isin(ref, glued)
+            labels[keep] = ref[keep]
+            labels[in_mask & ~keep] = largest
+            if glued:
+                result.front_end_merges += 1
+            else:
+                result.mask_to_id[m] = int(largest)
+            return
+        coverage = counts.sum() / n if ids.size else 0.0
+        if coverage < self.cfg.new_coverage:
+            new = self._new_id()
+            labels[in_mask] = new
+            result.mask_to_id[m] = new
+            result.new_ids.append(new)
+            return
+        best = int(ids[np.argmax(counts)])
+        labels[in_mask] = best
+        result.mask_to_id[m] = best
+        # a part of an id another mask owns competes with that owner in _divide
+        if best in owner:
+            joined.setdefault(best, []).append((1 << 40, owner[best]))
+        joined.setdefault(best, []).append((int(counts.max()), m))
+
+    def _divide(self, joined: dict[int, list[tuple[int, int]]], masks: np.ndarray,
+                valid: np.ndarray, slots: np.ndarray | None, result: AssociationResult
+                ) -> None:
+        """Keep one joining mask per id; move the others to their runner-up or a new id.
+
+        A runner-up must be unclaimed: an id another mask of this frame holds (the table
+        under a small object) is no place for a displaced part.
+        """
+        claimed = set(int(i) for i in np.unique(result.labels)) - {0}
+        for i, parts in joined.items():
+            parts = sorted(set(parts), reverse=True)
+            if len(parts) < 2:
+                continue
+            for _, m in parts[1:]:
+                in_mask = valid & (masks == m)
+                alt = (self._runner_up(slots, in_mask, claimed)
+                       if slots is not None else 0)
+                if alt == 0:
+                    alt = self._new_id()
+                    result.new_ids.append(alt)
+                result.labels[in_mask] = alt
+                result.mask_to_id[m] = alt
+                result.displaced.append((in_mask, i))
+                claimed.add(alt)
+
+    def _runner_up(self, slots: np.ndarray, in_mask: np.ndarray, exclude: set[int]) -> int:
+        """The alive id not in ``exclude`` with most vote weight under a mask (or 0).
+
+        Args:
+            slots: (H, W) voxel slot per pixel (-1: none).
+        """
+        s = slots[in_mask]
+        s = s[s >= 0]
+        if s.size == 0:
+            return 0
+        ids = self._vote_ids[s].ravel()
+        w = self._vote_w[s].ravel()
+        ok = (ids > 0) & self._alive[ids] & ~np.isin(ids, list(exclude))
+        if not ok.any():
+            return 0
+        totals = np.bincount(ids[ok], weights=w[ok])
+        best = int(np.argmax(totals))
+        # a presence under most of the mask, not a stray boundary vote
+        return best if totals[best] >= 0.5 * np.unique(s).size else 0
+
+    def _record_pair_evidence(self, masks, ref, valid, pm, pi, o, r_vis) -> None:
+        """Count 'together' / 'apart' for touching reference ids (see module doc)."""
+        cfg = self.cfg
+        owner: dict[int, int] = {}
+        order = np.lexsort((-o, pi))  # per id, largest overlap first
+        for k in order:
+            i = int(pi[k])
+            if i in owner or o[k] < cfg.min_pixels:
+                continue
+            if o[k] >= 0.5 * r_vis[i]:
+                owner[i] = int(pm[k])
+        if len(owner) < 2:
+            return
+        for i, j in _touching_pairs(np.where(valid, ref, 0), cfg.min_pixels // 2 + 1):
+            if i in owner and j in owner:
+                stats = self._pairs.setdefault((i, j), [0, 0])
+                stats[0 if owner[i] == owner[j] else 1] += 1
+
+    def _merge_ready_pairs(self) -> list[tuple[int, int]]:
+        cfg = self.cfg
+        return [(i, j) for (i, j), (tog, apart) in self._pairs.items()
+                if tog >= cfg.merge_min_together and tog >= cfg.merge_ratio * apart]
+
+    def _merge(self, a: int, b: int) -> int:
+        """Merge ids a and b; the one masks joined in more frames (then the older) survives."""
+        a, b = self.resolve(a), self.resolve(b)
+        if a == b:
+            return a
+        key = lambda i: (self._assigned[i], -i)  # noqa: E731
+        survivor, absorbed = (a, b) if key(a) >= key(b) else (b, a)
+        self._alias[absorbed] = survivor
+        self._alive[absorbed] = False
+        self._assigned[survivor] += self._assigned[absorbed]
+        self._visible[survivor] = max(self._visible[survivor], self._visible[absorbed])
+        self._emb[survivor] += self._emb[absorbed]
+        self._vote_ids[self._vote_ids == absorbed] = survivor
+        self._dedupe_votes()
+        merged_pairs: dict[tuple[int, int], list[int]] = {}
+        for (i, j), stats in self._pairs.items():
+            i, j = self.resolve(i), self.resolve(j)
+            if i == j:
+                continue
+            acc = merged_pairs.setdefault((min(i, j), max(i, j)), [0, 0])
+            acc[0] += stats[0]
+            acc[1] += stats[1]
+        self._pairs = merged_pairs
+        self.merges.append((absorbed, survivor))
+        return survivor
+
+    def _dedupe_votes(self) -> None:
+        """Sum the weights of repeated ids within a voxel's vote list (after a merge)."""
+        ids, w = self._vote_ids, self._vote_w
+        k = ids.shape[1]
+        for a in range(k):
+            for b in range(a + 1, k):
+                same = (ids[:, a] == ids[:, b]) & (ids[:, a] != 0)
+                if same.any():
+                    w[same, a] += w[same, b]
+                    w[same, b] = 0.0
+                    ids[same, b] = 0
+
+    # ------------------------------------------------------------------ integration
+
+    def integrate(self, points: np.ndarray, point_labels: np.ndarray, weight: float = 1.0
+                  ) -> None:
+        """One vote per voxel for the label most of its points carry.
+
+        Args:
+            points: (P, 3) world points; point_labels: (P,) int map ids (0 = no vote).
+        """
+        with self._lock:
+            keep = point_labels > 0
+            if not keep.any():
+                return
+            slots = self._index.insert(pack_keys(voxel_coords(points[keep],
+                                                              self.cfg.voxel_size_m)))
+            self._grow_voxels(len(self._index))
+            lab = point_labels[keep].astype(np.int64)
+            # majority label per voxel in this frame
+            pairs, counts = np.unique(slots * (self._next_id + 1) + lab, return_counts=True)
+            s, l = np.divmod(pairs, self._next_id + 1)
+            order = np.lexsort((-counts, s))
+            first = np.ones(order.size, dtype=bool)
+            first[1:] = s[order][1:] != s[order][:-1]
+            chosen = order[first]
+            self._vote(s[chosen], l[chosen].astype(np.int32), weight)
+
+    def _unvote(self, slots: np.ndarray, old: int) -> None:
+        """Withdraw one vote for ``old`` from voxels a frame showed to be something else."""
+        s = np.unique(slots[slots >= 0])
+        hit = self._vote_ids[s] == old
+        w = self._vote_w[s]
+        w[hit] = np.maximum(w[hit] - 1.0, 0.0)
+        self._vote_w[s] = w
+
+    def _grow_voxels(self, n: int) -> None:
+        if n > self._vote_ids.shape[0]:
+            pad = n - self._vote_ids.shape[0]
+            k = self.cfg.votes_per_voxel
+            self._vote_ids = np.concatenate([self._vote_ids, np.zeros((pad, k), np.int32)])
+            self._vote_w = np.concatenate([self._vote_w, np.zeros((pad, k), np.float32)])
+
+    def _vote(self, slots: np.ndarray, labels: np.ndarray, weight: float) -> None:
+        ids = self._vote_ids[slots]
+        w = self._vote_w[slots]
+        hit = ids == labels[:, None]
+        has = hit.any(1)
+        rows = np.arange(slots.size)
+        col = np.where(has, np.argmax(hit, 1), np.argmin(w, 1))
+        # a new id only displaces an entry holding at most one vote's weight
+        replace = ~has & (w[rows, col] <= weight)
+        add = has | replace
+        ids[rows[replace], col[replace]] = labels[replace]
+        w[rows[replace], col[replace]] = 0.0
+        w[rows[add], col[add]] += weight
+        self._vote_ids[slots] = ids
+        self._vote_w[slots] = w
+
+    # ------------------------------------------------------------------ per frame
+
+    def process_frame(self, masks: np.ndarray, depth: np.ndarray, K: np.ndarray,
+                      camera_to_world: np.ndarray, embeddings: np.ndarray | None = None,
+                      reference: np.ndarray | None = None) -> AssociationResult:
+        """Associate, integrate and update statistics for one frame with depth.
+
+        Args:
+            masks: (H, W) int mask ids (0 = none); depth: (H, W) metres (0 = unknown).
+            embeddings: (M, D) per-mask embeddings, accumulated per id (pixel-weighted).
+            reference: (H, W) ids to associate against instead of the voxel rendering
+                (the mapper passes the field's rendering).
+        Returns:
+            The association; ``labels`` are the frame's online ids.
+        """
+        with self._lock:
+            valid = depth > 0
+            points, flat = backproject(depth, K, camera_to_world)
+            slots_flat = self._slots_of(points)
+            slots = np.full(depth.size, -1, dtype=np.int64)
+            slots[flat] = slots_flat
+            slots = slots.reshape(depth.shape)
+            if reference is None:
+                ids, _ = self._voxel_labels(slots_flat, confirmed_only=False)
+                reference = np.zeros(depth.size, dtype=np.int32)
+                reference[flat] = ids
+                reference = reference.reshape(depth.shape)
+            reference = np.array([self.resolve(int(i)) for i in range(int(reference.max(
+                initial=0)) + 1)], dtype=np.int64)[reference]
+            reference[~self._alive[reference]] = 0
+            self._count_visible(reference, valid)
+            result = self._associate(masks.astype(np.int64), reference, valid, slots)
+            self._count_assigned(result, masks, embeddings)
+            self.integrate(points, result.labels.reshape(-1)[flat])
+            for pixels, old in result.displaced:
+                self._unvote(slots[pixels], old)
+            self.frames_integrated += 1
+            for a, b in self._merge_ready_pairs():
+                self._merge(a, b)
+            self._delete_ghosts()
+            result.labels = self._resolve_image(result.labels)
+            return result
+
+    def _resolve_image(self, labels: np.ndarray) -> np.ndarray:
+        if not self._alias:
+            return labels
+        lut = np.array([self.resolve(i) for i in range(self._next_id)], dtype=np.int32)
+        return lut[labels]
+
+    def _count_visible(self, reference: np.ndarray, valid: np.ndarray) -> None:
+        counts = np.bincount(reference[valid], minlength=self._next_id)
+        seen = np.flatnonzero(counts >= self.cfg.min_pixels)
+        seen = seen[seen > 0]
+        self._visible[seen] += 1
+
+    def _count_assigned(self, result: AssociationResult, masks: np.ndarray,
+                        embeddings: np.ndarray | None) -> None:
+        ids, counts = np.unique(result.labels[result.labels > 0], return_counts=True)
+        self._assigned[ids[counts >= self.cfg.min_pixels]] += 1
+        if embeddings is None or self._emb.shape[1] == 0:
+            return
+        sel = (result.labels > 0) & (masks > 0)
+        pairs, n = np.unique(np.stack([result.labels[sel], masks[sel]]), axis=1,
+                             return_counts=True)
+        for (i, m), c in zip(pairs.T, n):
+            self._emb[i] += c * embeddings[m - 1]
+
+    def _delete_ghosts(self) -> None:
+        cfg = self.cfg
+        ghost = (self._alive & (self._assigned < cfg.confirm_frames)
+                 & (self._visible >= cfg.ghost_visible_frames))
+        if ghost.any():
+            self._alive[ghost] = False
+            drop = ghost[self._vote_ids]
+            self._vote_w[drop] = 0.0
+            self._vote_ids[drop] = 0
+
+    # ------------------------------------------------------------------ queries
+
+    def localize(self, masks: np.ndarray, depth: np.ndarray, K: np.ndarray,
+                 camera_to_world: np.ndarray, min_share: float = 0.3
+                 ) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
+        """InstanceLoc on voxels: majority map id per mask at the view's depth.
+
+        Returns:
+            (H, W) int32 ids (0 = none) and mask id -> (map id, vote share).
+        """
+        rendered, _ = self.render_view(depth, K, camera_to_world, confirmed_only=True)
+        return vote_masks(masks, rendered, depth > 0, min_share)
+
+    def instance_embeddings(self) -> dict[int, np.ndarray]:
+        """Confirmed id -> unit mean embedding of the masks that joined it."""
+        with self._lock:
+            out = {}
+            for i in self.confirmed_ids():
+                e = self._emb[i]
+                n = np.linalg.norm(e)
+                if n > 0:
+                    out[int(i)] = e / n
+            return out
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"voxels": self.num_voxels, "ids_created": self._next_id - 1,
+                    "confirmed": int(self.confirmed_ids().size), "merges": len(self.merges),
+                    "frames": self.frames_integrated}
+
+
+def vote_masks(masks: np.ndarray, rendered: np.ndarray, valid: np.ndarray,
+               min_share: float) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
+    """Give each mask the majority non-zero id of ``rendered`` inside it.
+
+    Args:
+        masks: (H, W) int mask ids; rendered: (H, W) int map ids; valid: (H, W) bool.
+        min_share: a mask whose majority id holds less than this share of its pixels
+            stays 0.
+    Returns:
+        (H, W) int32 ids and mask id -> (id, share of the mask's valid pixels).
+    """
+    out = np.zeros(masks.shape, dtype=np.int32)
+    answers: dict[int, tuple[int, float]] = {}
+    sel = valid & (masks > 0)
+    m, r = masks[sel].astype(np.int64), rendered[sel].astype(np.int64)
+    n_m = np.bincount(m, minlength=int(masks.max(initial=0)) + 1)
+    hit = r > 0
+    if not hit.any():
+        return out, answers
+    pairs, counts = np.unique(m[hit] * (int(r.max()) + 1) + r[hit], return_counts=True)
+    pm, pi = np.divmod(pairs, int(r.max()) + 1)
+    order = np.lexsort((-counts, pm))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = pm[order][1:] != pm[order][:-1]
+    for k in order[first]:
+        share = counts[k] / max(n_m[pm[k]], 1)
+        if share >= min_share:
+            out[masks == pm[k]] = pi[k]
+            answers[int(pm[k])] = (int(pi[k]), float(share))
+    return out, answers
+
+
+def _touching_pairs(ids: np.ndarray, min_contact: int) -> list[tuple[int, int]]:
+    """Pairs (i < j) of non-zero ids sharing at least ``min_contact`` pixel edges."""
+    a = np.concatenate([ids[:, :-1].ravel(), ids[:-1, :].ravel()])
+    b = np.concatenate([ids[:, 1:].ravel(), ids[1:, :].ravel()])
+    sel = (a != b) & (a > 0) & (b > 0)
+    lo, hi = np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])
+    pairs, counts = np.unique(np.stack([lo, hi]), axis=1, return_counts=True)
+    return [(int(i), int(j)) for (i, j), c in zip(pairs.T, counts) if c >= min_contact]

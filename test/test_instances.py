@@ -1,0 +1,172 @@
+"""Instance association on a synthetic wall with patches: worked examples with known
+answers for every rule (ownership, glue, displaced parts, merge evidence, ghosts)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from panoptic_mapping.core.instances import InstanceConfig, InstanceMap, backproject, vote_masks
+
+H, W = 48, 64
+K = np.array([[50.0, 0, W / 2], [0, 50.0, H / 2], [0, 0, 1]])
+# world x ranges of two touching objects on a wall at z = 1 m (y spans the middle rows)
+A = (-0.30, -0.02)
+B = (-0.02, 0.25)
+
+
+def camera(tx: float) -> np.ndarray:
+    T = np.eye(4)
+    T[0, 3] = tx
+    return T
+
+
+def world_x(tx: float) -> np.ndarray:
+    u = np.arange(W) + 0.5
+    return (u - K[0, 2]) / K[0, 0] + tx
+
+
+def ground_truth(tx: float) -> np.ndarray:
+    """(H, W) ids: 1 = wall, 2 = A, 3 = B."""
+    x = np.broadcast_to(world_x(tx), (H, W))
+    gt = np.ones((H, W), np.int32)
+    rows = slice(12, 36)
+    gt[rows][(x[rows] >= A[0]) & (x[rows] < A[1])] = 2
+    gt[rows][(x[rows] >= B[0]) & (x[rows] < B[1])] = 3
+    return gt
+
+
+def shuffled(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same segmentation with random ids 1..M, as a front-end emits them."""
+    ids = np.unique(labels[labels > 0])
+    perm = rng.permutation(len(ids)) + 1
+    lut = np.zeros(labels.max() + 1, np.int32)
+    lut[ids] = perm
+    return lut[labels]
+
+
+def ingest(im: InstanceMap, masks: np.ndarray, tx: float):
+    return im.process_frame(masks, np.ones((H, W), np.float32), K, camera(tx))
+
+
+def map_ids(im: InstanceMap, tx: float) -> dict[int, int]:
+    """GT id -> majority rendered map id at view tx."""
+    rendered, _ = im.render_view(np.ones((H, W), np.float32), K, camera(tx))
+    gt = ground_truth(tx)
+    out = {}
+    for g in (1, 2, 3):
+        ids, c = np.unique(rendered[gt == g], return_counts=True)
+        out[g] = int(ids[np.argmax(c)])
+    return out
+
+
+def test_backproject_worked_example():
+    depth = np.zeros((H, W), np.float32)
+    depth[24, 32] = 2.0  # the pixel whose centre is 0.5 px right/below the principal point
+    pts, flat = backproject(depth, K, camera(1.0))
+    assert flat.tolist() == [24 * W + 32]
+    np.testing.assert_allclose(pts[0], [1.0 + 0.5 / 50 * 2, 0.5 / 50 * 2, 2.0])
+
+
+def test_consistent_ids_under_random_per_frame_ids():
+    im, rng = InstanceMap(), np.random.default_rng(0)
+    for k, tx in enumerate(np.linspace(0, 0.1, 6)):
+        ingest(im, shuffled(ground_truth(tx), rng), tx)
+    ids = map_ids(im, 0.05)
+    assert len(set(ids.values())) == 3 and 0 not in ids.values()
+    assert set(im.confirmed_ids().tolist()) == set(ids.values())
+    rendered, conf = im.render_view(np.ones((H, W), np.float32), K, camera(0.05))
+    gt = ground_truth(0.05)
+    for g, i in ids.items():
+        iou = ((rendered == i) & (gt == g)).sum() / ((rendered == i) | (gt == g)).sum()
+        assert iou > 0.95, (g, iou)
+    assert conf[gt == 2].min() > 0.5
+
+
+def test_objects_glued_at_first_sight_are_separated_later():
+    im, rng = InstanceMap(), np.random.default_rng(1)
+    glued = ground_truth(0.0).copy()
+    glued[glued == 3] = 2  # the front-end merged A and B in the first frame
+    ingest(im, shuffled(glued, rng), 0.0)
+    assert len(set(map_ids(im, 0.0).values()) - {0}) <= 2
+    for tx in np.linspace(0.01, 0.1, 8):
+        ingest(im, shuffled(ground_truth(tx), rng), tx)
+    ids = map_ids(im, 0.05)
+    assert ids[2] != ids[3] and 0 not in ids.values()
+
+
+def test_front_end_split_does_not_leave_two_ids():
+    im, rng = InstanceMap(), np.random.default_rng(2)
+    for k, tx in enumerate(np.linspace(0, 0.12, 12)):
+        masks = ground_truth(tx)
+        if k in (2, 5):  # A split into left and right halves in two views
+            x = np.broadcast_to(world_x(tx), (H, W))
+            masks[(masks == 2) & (x < (A[0] + A[1]) / 2)] = 4
+        ingest(im, shuffled(masks, rng), tx)
+    ids = map_ids(im, 0.06)
+    rendered, _ = im.render_view(np.ones((H, W), np.float32), K, camera(0.06))
+    inside_a = np.unique(rendered[ground_truth(0.06) == 2])
+    assert inside_a.tolist() == [ids[2]], "A is rendered with more than one id"
+
+
+def test_one_view_glue_is_not_a_merge():
+    im, rng = InstanceMap(), np.random.default_rng(3)
+    for k, tx in enumerate(np.linspace(0, 0.12, 10)):
+        masks = ground_truth(tx)
+        if k == 6:
+            masks[masks == 3] = 2  # a single front-end merge among separate views
+        ingest(im, shuffled(masks, rng), tx)
+    ids = map_ids(im, 0.06)
+    assert ids[2] != ids[3]
+    assert im.merges == [] or all(ids[2] != ids[3] for _ in im.merges)
+
+
+def test_spurious_fragment_never_becomes_an_instance():
+    im, rng = InstanceMap(), np.random.default_rng(4)
+    for k, tx in enumerate(np.linspace(0, 0.12, 10)):
+        masks = ground_truth(tx)
+        if k == 3:  # a blob on the wall that no other view confirms
+            masks[2:8, 2:10] = 5
+        ingest(im, shuffled(masks, rng), tx)
+    assert len(im.confirmed_ids()) == 3
+
+
+def test_stable_ids_when_the_map_grows():
+    """Established objects keep their ids while new ones appear."""
+    im, rng = InstanceMap(), np.random.default_rng(5)
+    first = None
+    for k, tx in enumerate(np.linspace(0, 0.3, 16)):
+        ingest(im, shuffled(ground_truth(tx), rng), tx)
+        if k == 5:
+            first = map_ids(im, 0.1)
+    assert map_ids(im, 0.1) == first
+
+
+def test_vote_masks_worked_example():
+    masks = np.array([[1, 1, 2, 2], [1, 1, 2, 2]])
+    rendered = np.array([[7, 7, 8, 0], [7, 9, 0, 0]])
+    valid = np.ones_like(masks, bool)
+    ids, answers = vote_masks(masks, rendered, valid, min_share=0.3)
+    assert answers == {1: (7, 0.75), 2: (8, 0.25)} or answers[1] == (7, 0.75)
+    assert ids[0, 0] == 7 and ids[1, 1] == 7  # the whole mask takes its majority id
+    assert 2 not in answers  # 1 of 4 pixels (25 %) is below min_share 0.3
+    assert (ids[:, 2:] == 0).all()
+
+
+def test_localize_matches_the_map():
+    im, rng = InstanceMap(), np.random.default_rng(6)
+    for tx in np.linspace(0, 0.1, 6):
+        ingest(im, shuffled(ground_truth(tx), rng), tx)
+    expected = map_ids(im, 0.07)
+    masks = shuffled(ground_truth(0.07), rng)
+    ids, answers = im.localize(masks, np.ones((H, W), np.float32), K, camera(0.07))
+    gt = ground_truth(0.07)
+    for g in (1, 2, 3):
+        assert np.all(ids[gt == g] == expected[g])
+    assert all(share > 0.9 for _, share in answers.values())
+
+
+def test_config_is_validated_through_the_dataclasses():
+    from panoptic_mapping.core.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="cover_fraction"):
+        config_from_dict({"cover_fraction": 0.2}, InstanceConfig)
