@@ -146,10 +146,18 @@ def test_vote_masks_worked_example():
     rendered = np.array([[7, 7, 8, 0], [7, 9, 0, 0]])
     valid = np.ones_like(masks, bool)
     ids, answers = vote_masks(masks, rendered, valid, min_share=0.3)
-    assert answers == {1: (7, 0.75), 2: (8, 0.25)} or answers[1] == (7, 0.75)
-    assert ids[0, 0] == 7 and ids[1, 1] == 7  # the whole mask takes its majority id
-    assert 2 not in answers  # 1 of 4 pixels (25 %) is below min_share 0.3
+    assert answers == {1: (7, 0.75)}  # mask 2: 1 of 4 pixels (25 %) < min_share 0.3
+    # 9 holds 1 of mask 1's 4 pixels = 25 % >= split_share 0.25, so it keeps its pixel
+    assert ids[:, :2].tolist() == [[7, 7], [7, 9]]
     assert (ids[:, 2:] == 0).all()
+
+
+def test_vote_masks_keeps_glued_objects_apart():
+    masks = np.array([[1, 1, 1, 1, 1, 1, 1, 1]])
+    rendered = np.array([[7, 7, 7, 7, 7, 8, 8, 8]])  # one mask over two map objects
+    ids, answers = vote_masks(masks, rendered, np.ones_like(masks, bool), min_share=0.3)
+    assert ids.tolist() == [[7, 7, 7, 7, 7, 8, 8, 8]]
+    assert answers == {1: (7, 5 / 8)}
 
 
 def test_localize_matches_the_map():

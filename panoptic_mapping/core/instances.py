@@ -585,15 +585,20 @@ class InstanceMap:
 
 
 def vote_masks(masks: np.ndarray, rendered: np.ndarray, valid: np.ndarray,
-               min_share: float) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
-    """Give each mask the majority non-zero id of ``rendered`` inside it.
+               min_share: float, split_share: float = 0.25
+               ) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
+    """Give each mask the majority non-zero id of ``rendered`` inside it (InstanceLoc).
+
+    A mask in which a second id also holds ``split_share`` of the pixels glued two
+    objects together (a front-end merge): each such id keeps its own rendered pixels and
+    the remaining pixels take the majority id.
 
     Args:
         masks: (H, W) int mask ids; rendered: (H, W) int map ids; valid: (H, W) bool.
-        min_share: a mask whose majority id holds less than this share of its pixels
+        min_share: a mask whose majority id holds less than this share of its valid pixels
             stays 0.
     Returns:
-        (H, W) int32 ids and mask id -> (id, share of the mask's valid pixels).
+        (H, W) int32 ids and mask id -> (majority id, its share of the mask's valid pixels).
     """
     out = np.zeros(masks.shape, dtype=np.int32)
     answers: dict[int, tuple[int, float]] = {}
@@ -603,16 +608,20 @@ def vote_masks(masks: np.ndarray, rendered: np.ndarray, valid: np.ndarray,
     hit = r > 0
     if not hit.any():
         return out, answers
-    pairs, counts = np.unique(m[hit] * (int(r.max()) + 1) + r[hit], return_counts=True)
-    pm, pi = np.divmod(pairs, int(r.max()) + 1)
-    order = np.lexsort((-counts, pm))
-    first = np.ones(order.size, dtype=bool)
-    first[1:] = pm[order][1:] != pm[order][:-1]
-    for k in order[first]:
-        share = counts[k] / max(n_m[pm[k]], 1)
-        if share >= min_share:
-            out[masks == pm[k]] = pi[k]
-            answers[int(pm[k])] = (int(pi[k]), float(share))
+    base = int(r.max()) + 1
+    pairs, counts = np.unique(m[hit] * base + r[hit], return_counts=True)
+    pm, pi = np.divmod(pairs, base)
+    for mask_id in np.unique(pm):
+        rows = pm == mask_id
+        ids, shares = pi[rows], counts[rows] / max(n_m[mask_id], 1)
+        best = int(np.argmax(shares))
+        if shares[best] < min_share:
+            continue
+        in_mask = masks == mask_id
+        out[in_mask] = ids[best]
+        for i in ids[(shares >= split_share) & (ids != ids[best])]:
+            out[in_mask & (rendered == i)] = i
+        answers[int(mask_id)] = (int(ids[best]), float(shares[best]))
     return out, answers
 
 
