@@ -8,7 +8,8 @@ import pytest
 from panoptic_mapping.core.instances import InstanceConfig, InstanceMap, backproject, vote_masks
 
 H, W = 48, 64
-K = np.array([[50.0, 0, W / 2], [0, 50.0, H / 2], [0, 0, 1]])
+# principal point off the 1 cm voxel lattice, so no pixel ray lands on a voxel boundary
+K = np.array([[50.0, 0, W / 2 + 0.3], [0, 50.0, H / 2 + 0.3], [0, 0, 1]])
 # world x ranges of two touching objects on a wall at z = 1 m (y spans the middle rows)
 A = (-0.30, -0.02)
 B = (-0.02, 0.25)
@@ -21,7 +22,7 @@ def camera(tx: float) -> np.ndarray:
 
 
 def world_x(tx: float) -> np.ndarray:
-    u = np.arange(W) + 0.5
+    u = np.arange(W)
     return (u - K[0, 2]) / K[0, 0] + tx
 
 
@@ -61,15 +62,16 @@ def map_ids(im: InstanceMap, tx: float) -> dict[int, int]:
 
 def test_backproject_worked_example():
     depth = np.zeros((H, W), np.float32)
-    depth[24, 32] = 2.0  # the pixel whose centre is 0.5 px right/below the principal point
+    depth[24, 42] = 2.0  # 9.7 px right of and 0.3 px above the principal point, 2 m away
     pts, flat = backproject(depth, K, camera(1.0))
-    assert flat.tolist() == [24 * W + 32]
-    np.testing.assert_allclose(pts[0], [1.0 + 0.5 / 50 * 2, 0.5 / 50 * 2, 2.0])
+    assert flat.tolist() == [24 * W + 42]
+    np.testing.assert_allclose(pts[0], [1.0 + 9.7 / 50 * 2, -0.3 / 50 * 2, 2.0])
 
 
 def test_consistent_ids_under_random_per_frame_ids():
     im, rng = InstanceMap(), np.random.default_rng(0)
-    for k, tx in enumerate(np.linspace(0, 0.1, 6)):
+    # steps of 1.67 cm: the 2 cm pixel footprint samples every 1 cm voxel in some view
+    for k, tx in enumerate(np.linspace(0, 0.1, 7)):
         ingest(im, shuffled(ground_truth(tx), rng), tx)
     ids = map_ids(im, 0.05)
     assert len(set(ids.values())) == 3 and 0 not in ids.values()

@@ -7,7 +7,8 @@ import numpy as np
 
 from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
 from panoptic_mapping.core.frames import Frame
-from panoptic_mapping.core.mapper import Mapper
+from panoptic_mapping.core import metrics
+from panoptic_mapping.core.mapper import Mapper, MapperConfig
 
 __all__ = ["MapperMethod"]
 
@@ -28,9 +29,14 @@ class MapperMethod:
     supports_localization = True
     renders_map = True
 
+    # share of the training budget spent while the frames stream in (the rest after)
+    ONLINE_SHARE = 0.5
+
     def __init__(self, cfg, scene: Scene, text_embeddings: np.ndarray) -> None:
         self.cfg = cfg
-        self.mapper = Mapper(embedding_dim=text_embeddings.shape[1])
+        mcfg = MapperConfig(device=cfg.device)
+        self.mapper = Mapper(mcfg, embedding_dim=text_embeddings.shape[1])
+        self.train_per_frame_s = cfg.train_seconds * self.ONLINE_SHARE / max(cfg.frames, 1)
         # label ids 1..C of the vocabulary are the scene's classes 1..C
         self.mapper.vocabulary.set(scene.classes[1:], text_embeddings)
         self.scene = scene
@@ -38,12 +44,22 @@ class MapperMethod:
     def ingest(self, frame: SceneFrame, masks: MaskFrame) -> np.ndarray:
         return self.mapper.ingest(to_frame(frame, masks, self.cfg.use_depth)).labels
 
+    def between_frames(self) -> None:
+        self.mapper.train_for(self.train_per_frame_s)
+
     def finish(self, budget_s: float) -> dict:
-        return {}
+        t0 = time.perf_counter()
+        self.mapper.train_for(budget_s * (1.0 - self.ONLINE_SHARE))
+        stats = self.mapper.stats()
+        return {"train_steps": stats["training_steps"],
+                "train_steps_per_s": stats["training_steps_per_s"],
+                "train_after_stream_s": time.perf_counter() - t0,
+                "keyframes": stats["keyframes"], "final_losses": stats["losses"]}
 
     def instance_image(self, frame: SceneFrame) -> np.ndarray:
-        ids, _ = self.mapper.render_instances(frame.K, frame.camera_to_world, frame.depth)
-        return ids
+        depth = frame.depth if self.cfg.use_depth else None
+        return self.mapper.render_instances(frame.K, frame.camera_to_world, depth,
+                                            frame.rgb.shape[:2])
 
     def semantic_image(self, frame: SceneFrame, instances: np.ndarray) -> np.ndarray:
         sem = self.mapper.semantic_image(instances)
@@ -51,7 +67,16 @@ class MapperMethod:
         return sem
 
     def localize(self, frame: SceneFrame, masks: MaskFrame) -> np.ndarray:
-        return self.mapper.localize(to_frame(frame, masks, True)).ids
+        return self.mapper.localize(to_frame(frame, masks, self.cfg.use_depth)).ids
 
     def extra_metrics(self, frames: list[SceneFrame]) -> dict:
-        return {"instances": self.mapper.instances.stats()}
+        """Novel-view PSNR and depth error of the field, and the instance map's counts."""
+        psnr, depth_mae = [], []
+        t0 = time.perf_counter()
+        for f in frames:
+            rgb, depth = self.mapper.render_rgbd(f.K, f.camera_to_world, f.rgb.shape[:2])
+            psnr.append(metrics.psnr(rgb, f.rgb))
+            depth_mae.append(metrics.depth_errors(depth, f.depth, (f.depth > 0) & (depth > 0))["mae"])
+        return {"novel_psnr": float(np.mean(psnr)), "novel_depth_mae": float(np.nanmean(depth_mae)),
+                "render_ms_per_view": 1000 * (time.perf_counter() - t0) / max(len(frames), 1),
+                "instances": self.mapper.instances.stats()}

@@ -34,6 +34,9 @@ class Method(Protocol):
     def ingest(self, frame: SceneFrame, masks: MaskFrame) -> np.ndarray:
         """Take the next frame; return (H, W) int32 ids assigned to it online."""
 
+    def between_frames(self) -> None:
+        """Online work between two frames (the mapper trains); not counted as ingestion."""
+
     def finish(self, budget_s: float) -> dict:
         """Work left after the stream (the mapper trains); returns timing facts."""
 
@@ -107,6 +110,9 @@ class BaselineMethod:
         ids = self.baseline.ingest(frame, masks)
         self.labeler.observe(ids, masks)
         return ids
+
+    def between_frames(self) -> None:
+        pass
 
     def finish(self, budget_s: float) -> dict:
         return {}

@@ -35,6 +35,7 @@ __all__ = [
     "PanopticMappingConfig",
     "param",
     "param_specs",
+    "validate_fields",
     "config_from_dict",
     "config_from_flat",
     "config_to_dict",
@@ -108,12 +109,20 @@ class OutputConfig:
                                    "and status topic).", minimum=0.1, runtime=True)
 
 
+def _mapper_config():
+    # imported here: the core's modules import this one for param()
+    from panoptic_mapping.core.mapper import MapperConfig
+
+    return MapperConfig()
+
+
 @dataclass
 class PanopticMappingConfig:
     """Root of the configuration: one section per component."""
 
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    mapping: "MapperConfig" = field(default_factory=_mapper_config)
 
 
 # --------------------------------------------------------------------------- introspection
@@ -151,24 +160,32 @@ def _is_section(tp: Any) -> bool:
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    from panoptic_mapping.core.mapper import MapperConfig  # resolves the root's annotation
+
+    return typing.get_type_hints(cls, localns={"MapperConfig": MapperConfig})
 
 
-def param_specs(cls: type = PanopticMappingConfig, prefix: str = "") -> list[ParamSpec]:
-    """All leaf parameters of a config class, depth first, in declaration order."""
+def param_specs(cls: type = PanopticMappingConfig, prefix: str = "",
+                instance: Any = None) -> list[ParamSpec]:
+    """All leaf parameters of a config class, depth first, in declaration order.
+
+    Defaults come from a default-constructed instance, so a section whose parent sets
+    other defaults for it (two hash grids of different sizes) reports the parent's.
+    """
+    instance = cls() if instance is None else instance
     specs: list[ParamSpec] = []
     hints = _field_types(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         name = prefix + f.name
+        value = getattr(instance, f.name)
         if _is_section(tp):
-            specs.extend(param_specs(tp, name + "."))
+            specs.extend(param_specs(tp, name + ".", value))
             continue
         if "doc" not in f.metadata:
             raise TypeError(f"config field '{name}' is not declared with param()")
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         md = f.metadata
-        specs.append(ParamSpec(name, tp, default, md["doc"], md["choices"], md["minimum"],
+        specs.append(ParamSpec(name, tp, value, md["doc"], md["choices"], md["minimum"],
                                md["maximum"], md["runtime"]))
     return specs
 
@@ -215,10 +232,28 @@ def validate_value(spec: ParamSpec, value: Any) -> Any:
     return value
 
 
+def validate_fields(instance: Any, section: str = "") -> None:
+    """Type-, range- and choice-check every leaf field of a config dataclass in place.
+
+    For ``__post_init__`` of sections, so that direct construction gets the same checks as
+    a loaded file; nested sections validate themselves.
+    """
+    for spec in param_specs(type(instance), instance=instance):
+        if "." in spec.name:
+            continue
+        try:
+            setattr(instance, spec.name, validate_value(spec, getattr(instance, spec.name)))
+        except ConfigError as exc:
+            raise ConfigError(f"{section}: {exc}" if section else str(exc)) from None
+
+
 def config_from_dict(data: Mapping[str, Any] | None,
-                     cls: type = PanopticMappingConfig, prefix: str = "") -> Any:
+                     cls: type = PanopticMappingConfig, prefix: str = "",
+                     base: Any = None) -> Any:
     """Build a config from a nested mapping; missing keys keep their defaults.
 
+    Args:
+        base: the instance whose values are the defaults (``cls()`` when None).
     Raises:
         ConfigError: for an unknown key, a wrong type or an out-of-range value.
     """
@@ -226,21 +261,27 @@ def config_from_dict(data: Mapping[str, Any] | None,
     if not isinstance(data, Mapping):
         where = f"section '{prefix[:-1]}'" if prefix else "the configuration"
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    base = cls() if base is None else base
     hints = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in names:
             raise ConfigError(f"unknown parameter '{prefix}{key}' (known in this section: "
                               f"{', '.join(sorted(names))})")
-    specs = {s.name: s for s in param_specs(cls, prefix)}
+    specs = {s.name: s for s in param_specs(cls, prefix, base)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         tp = hints[key]
         if _is_section(tp):
-            kwargs[key] = config_from_dict(value, tp, f"{prefix}{key}.")
+            kwargs[key] = config_from_dict(value, tp, f"{prefix}{key}.", getattr(base, key))
         else:
             kwargs[key] = validate_value(specs[prefix + key], value)
-    return cls(**kwargs)
+    try:
+        return dataclasses.replace(base, **kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # cross-field checks in __post_init__
+        raise ConfigError(f"{prefix[:-1] or 'configuration'}: {exc}") from exc
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -75,7 +75,8 @@ class InstanceConfig:
 
 def backproject(depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """World points of pixels with depth > 0.
+    """World points of pixels with depth > 0 (pixel centres at integer (u, v), as in
+    OpenCV and sensor_msgs/CameraInfo).
 
     Returns:
         points (P, 3) float64 and flat pixel indices (P,) int64 into the (H, W) image.
@@ -84,8 +85,8 @@ def backproject(depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray
     flat = np.flatnonzero(depth.reshape(-1) > 0)
     v, u = np.divmod(flat, w)
     z = depth.reshape(-1)[flat].astype(np.float64)
-    x = (u + 0.5 - K[0, 2]) / K[0, 0] * z
-    y = (v + 0.5 - K[1, 2]) / K[1, 1] * z
+    x = (u - K[0, 2]) / K[0, 0] * z
+    y = (v - K[1, 2]) / K[1, 1] * z
     cam = np.stack([x, y, z], axis=1)
     return cam @ camera_to_world[:3, :3].T + camera_to_world[:3, 3], flat
 
@@ -182,13 +183,16 @@ class InstanceMap:
         if r > 0 and miss.size and len(self._index):
             rng = np.arange(-r, r + 1)
             offsets = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
-            # nearest offsets first, so the closest existing voxel wins
-            offsets = offsets[np.argsort(np.abs(offsets).sum(1), kind="stable")][1:]
-            cand = self._index.lookup(pack_keys(coords[miss, None, :] + offsets[None]))
-            has = cand >= 0
-            first = np.argmax(has, axis=1)
-            found = has[np.arange(miss.size), first]
-            slots[miss[found]] = cand[found, first[found]]
+            offsets = offsets[np.abs(offsets).sum(1) > 0]
+            cand_coords = coords[miss, None, :] + offsets[None]  # (M, O, 3)
+            cand = self._index.lookup(pack_keys(cand_coords))
+            # the existing neighbour whose centre is nearest the point, not the first found
+            centres = (cand_coords + 0.5) * self.cfg.voxel_size_m
+            dist = np.linalg.norm(centres - points[miss, None, :], axis=-1)
+            dist[cand < 0] = np.inf
+            best = np.argmin(dist, axis=1)
+            found = np.isfinite(dist[np.arange(miss.size), best])
+            slots[miss[found]] = cand[found, best[found]]
         return slots
 
     def _voxel_labels(self, slots: np.ndarray, confirmed_only: bool
@@ -503,9 +507,7 @@ class InstanceMap:
                 reference = np.zeros(depth.size, dtype=np.int32)
                 reference[flat] = ids
                 reference = reference.reshape(depth.shape)
-            reference = np.array([self.resolve(int(i)) for i in range(int(reference.max(
-                initial=0)) + 1)], dtype=np.int64)[reference]
-            reference[~self._alive[reference]] = 0
+            reference = self.id_lut()[reference]
             self._count_visible(reference, valid)
             result = self._associate(masks.astype(np.int64), reference, valid, slots)
             self._count_assigned(result, masks, embeddings)
@@ -519,11 +521,22 @@ class InstanceMap:
             result.labels = self._resolve_image(result.labels)
             return result
 
+    def _alias_lut(self) -> np.ndarray:
+        """(next_id,) int64: every id issued -> the id it survives as."""
+        lut = np.arange(self._next_id, dtype=np.int64)
+        for absorbed in self._alias:
+            lut[absorbed] = self.resolve(absorbed)
+        return lut
+
+    def id_lut(self) -> np.ndarray:
+        """(next_id,) int64: every id issued -> its current id, 0 when it was deleted."""
+        with self._lock:
+            lut = self._alias_lut()
+            lut[~self._alive[lut]] = 0
+            return lut
+
     def _resolve_image(self, labels: np.ndarray) -> np.ndarray:
-        if not self._alias:
-            return labels
-        lut = np.array([self.resolve(i) for i in range(self._next_id)], dtype=np.int32)
-        return lut[labels]
+        return self._alias_lut().astype(np.int32)[labels] if self._alias else labels
 
     def _count_visible(self, reference: np.ndarray, valid: np.ndarray) -> None:
         counts = np.bincount(reference[valid], minlength=self._next_id)
@@ -576,6 +589,39 @@ class InstanceMap:
                 if n > 0:
                     out[int(i)] = e / n
             return out
+
+    def state(self) -> dict:
+        """Everything needed to restore the map (plain arrays and scalars)."""
+        with self._lock:
+            pairs = np.array([[i, j, t, a] for (i, j), (t, a) in self._pairs.items()],
+                             dtype=np.int64).reshape(-1, 4)
+            alias = np.array(list(self._alias.items()), dtype=np.int64).reshape(-1, 2)
+            return {"voxels": self._index.state(), "vote_ids": self._vote_ids.copy(),
+                    "vote_w": self._vote_w.copy(), "next_id": self._next_id,
+                    "alive": self._alive.copy(), "assigned": self._assigned.copy(),
+                    "visible": self._visible.copy(), "first_frame": self._first_frame.copy(),
+                    "embeddings": self._emb.copy(), "pairs": pairs, "alias": alias,
+                    "frames_integrated": self.frames_integrated,
+                    "merges": np.array(self.merges, dtype=np.int64).reshape(-1, 2)}
+
+    @classmethod
+    def from_state(cls, state: dict, cfg: InstanceConfig | None = None) -> "InstanceMap":
+        """Inverse of :meth:`state`."""
+        im = cls(cfg, embedding_dim=state["embeddings"].shape[1] or None)
+        im._index = VoxelIndex.from_state(state["voxels"])
+        im._vote_ids, im._vote_w = state["vote_ids"].copy(), state["vote_w"].copy()
+        if im._vote_ids.shape[1] != im.cfg.votes_per_voxel:
+            raise ValueError(f"map has {im._vote_ids.shape[1]} votes per voxel, the "
+                             f"configuration {im.cfg.votes_per_voxel}")
+        im._next_id = int(state["next_id"])
+        for name in ("alive", "assigned", "visible", "first_frame"):
+            setattr(im, f"_{name}", state[name].copy())
+        im._emb = state["embeddings"].copy()
+        im._pairs = {(int(i), int(j)): [int(t), int(a)] for i, j, t, a in state["pairs"]}
+        im._alias = {int(a): int(b) for a, b in state["alias"]}
+        im.frames_integrated = int(state["frames_integrated"])
+        im.merges = [(int(a), int(b)) for a, b in state["merges"]]
+        return im
 
     def stats(self) -> dict:
         with self._lock:

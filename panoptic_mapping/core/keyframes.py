@@ -91,7 +91,7 @@ from typing import Any
 
 import numpy as np
 
-from panoptic_mapping.core.config import ConfigError, param, param_specs, validate_value
+from panoptic_mapping.core.config import ConfigError, param, validate_fields
 from panoptic_mapping.core.frames import Frame
 
 __all__ = ["BYTES_PER_MB", "KeyframeConfig", "Keyframe", "KeyframeBuffer"]
@@ -166,11 +166,7 @@ class KeyframeConfig:
 
     def __post_init__(self) -> None:
         # Direct construction gets the same type and range checks as a loaded config.
-        for spec in param_specs(KeyframeConfig):
-            try:
-                setattr(self, spec.name, validate_value(spec, getattr(self, spec.name)))
-            except ConfigError as exc:
-                raise ConfigError(f"keyframes: {exc}") from None
+        validate_fields(self, "keyframes")
 
     @property
     def budget_bytes(self) -> int:

@@ -1,29 +1,81 @@
 """The mapper: the one object the node and the benchmark talk to.
 
-It validates frames, keeps the instance map and the vocabulary, and answers renderings,
-InstanceLoc and text queries. Every public method is thread-safe (one lock; readers get
-copies).
+It validates frames, fuses their masks into the instance map, keeps the keyframe buffer,
+trains the panoptic field, and answers renderings, InstanceLoc and text queries.
+
+The field sits in the association loop: new frames are associated against the map's
+rendering, where the field fills what the voxels have not seen; while training, keyframes
+are re-associated one by one against the current map (whose ids merge and clean up as
+evidence accumulates), so the labels the field learns follow the map. RGB-only keyframes
+join the instance map once the field can render their depth.
+
+Every public method is thread-safe: one lock; readers get copies.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from panoptic_mapping.core.config import config_from_dict, config_to_dict, param
+from panoptic_mapping.core.encoding import center_from_points
+from panoptic_mapping.core.export import (
+    ExportConfig,
+    InstanceRecord,
+    LabeledCloud,
+    downsample_labeled_points,
+    instance_table,
+)
+from panoptic_mapping.core.field import FieldConfig, PanopticField
 from panoptic_mapping.core.frames import Frame, validate_frame
-from panoptic_mapping.core.instances import InstanceConfig, InstanceMap
+from panoptic_mapping.core.instances import InstanceConfig, InstanceMap, backproject, vote_masks
+from panoptic_mapping.core.keyframes import KeyframeBuffer, KeyframeConfig
+from panoptic_mapping.core.persistence import MapFileError, load_map, save_map
+from panoptic_mapping.core.sampling import (
+    OccupancyGrid,
+    SamplingConfig,
+    SceneExtent,
+    all_pixel_coords,
+    pixel_rays,
+    sample_rays,
+)
 from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
+from panoptic_mapping.core.trainer import Trainer, TrainerConfig, render_rays
 
-__all__ = ["MapperConfig", "Mapper", "IngestReport", "Localization"]
+__all__ = ["MapperConfig", "Mapper", "IngestReport", "Localization", "MAP_SECTIONS"]
+
+MAP_SECTIONS = ("config", "embedding_dim", "instances", "keyframes", "vocabulary", "field",
+                "grid", "extent", "counters")
 
 
 @dataclass
 class MapperConfig:
     """Configuration of the mapping core."""
 
-    instances: InstanceConfig = field(default_factory=InstanceConfig)
-    semantics: SemanticConfig = field(default_factory=SemanticConfig)
+    device: str = param("auto", "Torch device of the field: 'auto' (CUDA when available), "
+                        "'cpu', 'cuda', 'cuda:1', ...")
+    reassociate_every: int = param(10, "Training steps between re-associations of one "
+                                   "keyframe's masks against the current map.", minimum=1)
+    rgb_only_min_steps: int = param(200, "Training steps before the field's depth is trusted "
+                                    "to place RGB-only keyframes in the instance map.",
+                                    minimum=0)
+    field_fill_confidence: float = param(0.5, "Least probability for the field's instance "
+                                         "label to fill a pixel the voxels do not cover.",
+                                         minimum=0.0, maximum=1.0)
+    render_chunk_rays: int = param(4096, "Rays per chunk when rendering whole images.",
+                                   minimum=64)
+    # dataclasses.field spelled out: the section named "field" shadows it in this body
+    instances: InstanceConfig = dataclasses.field(default_factory=InstanceConfig)
+    semantics: SemanticConfig = dataclasses.field(default_factory=SemanticConfig)
+    keyframes: KeyframeConfig = dataclasses.field(default_factory=KeyframeConfig)
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 
 @dataclass
@@ -33,12 +85,15 @@ class IngestReport:
     Attributes:
         labels: (H, W) int32 map ids assigned online to the frame's pixels (0 = none).
         new_ids: ids the frame created.
-        integrated: False when the frame could not be fused (e.g. no depth and no field).
+        integrated: False when the frame's masks could not be fused yet (no depth, and the
+            field cannot render it yet); it may still have become a keyframe.
+        keyframe: id of the keyframe it became, or None.
     """
 
     labels: np.ndarray
     new_ids: list[int]
     integrated: bool
+    keyframe: int | None = None
 
 
 @dataclass
@@ -54,35 +109,209 @@ class Localization:
     matches: list[tuple[int, int, float]]
 
 
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 class Mapper:
     """Online panoptic mapping core (ROS-free)."""
 
     def __init__(self, cfg: MapperConfig | None = None, embedding_dim: int | None = None):
         self.cfg = cfg or MapperConfig()
+        self.device = _device(self.cfg.device)
+        self.embedding_dim = int(embedding_dim or 0)
         self._lock = threading.RLock()
         self.instances = InstanceMap(self.cfg.instances, embedding_dim)
         self.vocabulary = Vocabulary(self.cfg.semantics)
+        self.keyframes = KeyframeBuffer(self.cfg.keyframes)
+        self.extent = SceneExtent()
+        self.grid = OccupancyGrid.from_config(self.cfg.sampling, device=self.device)
+        self.field: PanopticField | None = None
+        self.trainer: Trainer | None = None
         self.frames_ingested = 0
+        self._reassoc_cursor = 0
+        self._unplaced: set[int] = set()  # RGB-only keyframes not yet in the instance map
 
     # ------------------------------------------------------------------ input
 
     def ingest(self, frame: Frame) -> IngestReport:
-        """Validate and fuse one frame. Raises FrameError (map untouched) on bad input."""
+        """Validate and take in one frame. Raises FrameError (map untouched) on bad input."""
         frame = validate_frame(frame)
         with self._lock:
             self.frames_ingested += 1
-            if frame.masks is None or frame.depth is None or not (frame.depth > 0).any():
-                return IngestReport(np.zeros(frame.shape, np.int32), [], False)
-            result = self.instances.process_frame(frame.masks, frame.depth, frame.K,
-                                                  frame.camera_to_world, frame.mask_embeddings)
-            return IngestReport(result.labels, result.new_ids, True)
+            self._ensure_field(frame)
+            self._update_geometry(frame)
+            labels = np.zeros(frame.shape, np.int32)
+            new_ids: list[int] = []
+            integrated = False
+            if frame.masks is not None and frame.depth is not None and (frame.depth > 0).any():
+                reference = self._reference(frame.K, frame.camera_to_world, frame.depth)
+                result = self.instances.process_frame(
+                    frame.masks, frame.depth, frame.K, frame.camera_to_world,
+                    frame.mask_embeddings, reference=reference)
+                labels, new_ids, integrated = result.labels, result.new_ids, True
+            kf = self.keyframes.add(frame)
+            if kf is not None:
+                self.keyframes.set_labels(kf.id, labels)
+                if not integrated and frame.masks is not None:
+                    self._unplaced.add(kf.id)
+            return IngestReport(labels, new_ids, integrated, None if kf is None else kf.id)
 
-    # ------------------------------------------------------------------ output
+    def _ensure_field(self, frame: Frame) -> None:
+        if self.field is not None:
+            return
+        if frame.depth is not None and (frame.depth > 0).any():
+            pts, _ = backproject(frame.depth, frame.K, frame.camera_to_world)
+            center = center_from_points(pts)
+        else:  # RGB-only: a point a little in front of the first camera
+            c2w = frame.camera_to_world
+            center = tuple(c2w[:3, 3] + c2w[:3, 2])
+        self.field = PanopticField(self.cfg.field, center, self.embedding_dim, self.device)
+        self.trainer = Trainer(self.cfg.trainer, self.field, self.keyframes, self.grid,
+                               self.cfg.sampling, self.instances.id_lut)
+
+    def _update_geometry(self, frame: Frame) -> None:
+        """Grow the scene extent and mark occupied space from the frame's depth."""
+        if frame.depth is not None and (frame.depth > 0).any():
+            pts, _ = backproject(frame.depth, frame.K, frame.camera_to_world)
+            pts_t = torch.as_tensor(pts, dtype=torch.float32, device=self.device)
+            self.grid.mark_points(pts_t)
+            self.extent.update_from_points(pts)
+        else:
+            self.extent.update_from_frustum(frame.K, frame.camera_to_world, frame.shape,
+                                            (self.cfg.sampling.near_m, self.cfg.sampling.far_m))
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, steps: int = 1) -> dict[str, float]:
+        """Run ``steps`` optimiser steps (with re-association between them)."""
+        losses: dict[str, float] = {}
+        for _ in range(steps):
+            with self._lock:
+                if self.trainer is None:
+                    return {}
+                losses = self.trainer.step()
+                if not losses:
+                    return {}
+                if self.trainer.steps % self.cfg.reassociate_every == 0:
+                    self._reassociate_next()
+        return losses
+
+    def train_for(self, seconds: float) -> int:
+        """Train until ``seconds`` have passed; returns the number of steps taken."""
+        t_end, n = time.perf_counter() + seconds, 0
+        while time.perf_counter() < t_end:
+            if not self.train(1):
+                break
+            n += 1
+        return n
+
+    def _reassociate_next(self) -> None:
+        """Relabel one keyframe from its own masks against the current map."""
+        ids = self.keyframes.ids()
+        if not ids:
+            return
+        self._reassoc_cursor = (self._reassoc_cursor + 1) % len(ids)
+        kf = self.keyframes.get(ids[self._reassoc_cursor])
+        if kf is None or kf.frame.masks is None:
+            return
+        f = kf.frame
+        if kf.id in self._unplaced:
+            self._place_rgb_only(kf)
+            return
+        if f.depth is None:
+            return
+        rendered = self._reference(f.K, f.camera_to_world, f.depth, confirmed_only=True)
+        labels, _ = vote_masks(f.masks, rendered, f.depth > 0, min_share=0.3)
+        self.keyframes.set_labels(kf.id, labels)
+
+    def _place_rgb_only(self, kf) -> None:
+        """Fuse an RGB-only keyframe's masks at the field's rendered depth."""
+        if self.trainer is None or self.trainer.steps < self.cfg.rgb_only_min_steps:
+            return
+        f = kf.frame
+        _, depth = self.render_rgbd(f.K, f.camera_to_world, f.shape)
+        result = self.instances.process_frame(f.masks, depth, f.K, f.camera_to_world,
+                                              f.mask_embeddings)
+        self.keyframes.set_labels(kf.id, result.labels)
+        self._unplaced.discard(kf.id)
+
+    # ------------------------------------------------------------------ rendering
+
+    def _reference(self, K: np.ndarray, camera_to_world: np.ndarray, depth: np.ndarray,
+                   confirmed_only: bool = False) -> np.ndarray:
+        """(H, W) map ids at measured depth: voxels first, the field where they are silent."""
+        ids, _ = self.instances.render_view(depth, K, camera_to_world, confirmed_only)
+        holes = (ids == 0) & (depth > 0)
+        if holes.any() and self.trainer is not None and self.trainer.steps > 0:
+            pts, flat = backproject(np.where(holes, depth, 0.0), K, camera_to_world)
+            fill, prob = self._field_instances(pts, confirmed_only)
+            keep = prob >= self.cfg.field_fill_confidence
+            ids.reshape(-1)[flat[keep]] = fill[keep]
+        return ids
+
+    @torch.no_grad()
+    def _field_instances(self, points: np.ndarray, confirmed_only: bool
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Field instance ids (N,) and probabilities (N,) at surface points (N, 3)."""
+        n = len(points)
+        out_ids, out_p = np.zeros(n, np.int32), np.zeros(n, np.float32)
+        active_ids, rows = self.field.prototypes.active()
+        lut = self.instances.id_lut()
+        alive = lut[active_ids] == active_ids
+        if confirmed_only:
+            alive &= np.isin(active_ids, self.instances.confirmed_ids())
+        if n == 0 or not alive.any():
+            return out_ids, out_p
+        active_ids, rows = active_ids[alive], rows[alive]
+        x = torch.as_tensor(points, dtype=torch.float32, device=self.device)
+        feats = self.field.instance_features(x)
+        prob = torch.softmax(self.field.instance_logits(feats, rows), dim=-1)
+        p, k = prob.max(-1)
+        out_ids[:] = active_ids[k.cpu().numpy()]
+        out_p[:] = p.cpu().numpy()
+        return out_ids, out_p
 
     def render_instances(self, K: np.ndarray, camera_to_world: np.ndarray,
-                         depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W) int32 confirmed map ids and (H, W) confidences at a view with depth."""
-        return self.instances.render_view(depth, K, camera_to_world, confirmed_only=True)
+                         depth: np.ndarray | None, shape: tuple[int, int] | None = None
+                         ) -> np.ndarray:
+        """(H, W) int32 confirmed map ids at a view; without depth, at the field's depth."""
+        with self._lock:
+            if depth is None or not (depth > 0).any():
+                if self.trainer is None or self.trainer.steps == 0:
+                    return np.zeros(shape if depth is None else depth.shape, np.int32)
+                _, depth = self.render_rgbd(K, camera_to_world,
+                                            shape if depth is None else depth.shape)
+            return self._reference(K, camera_to_world, depth, confirmed_only=True)
+
+    @torch.no_grad()
+    def render_rgbd(self, K: np.ndarray, camera_to_world: np.ndarray,
+                    shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Field rendering of a whole view: RGB (H, W, 3) uint8 and depth (H, W) metres."""
+        with self._lock:
+            h, w = shape
+            if self.field is None:
+                return np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.float32)
+            pix = all_pixel_coords(h, w, device=self.device)
+            K_t = torch.as_tensor(K, dtype=torch.float32, device=self.device)
+            pose = torch.as_tensor(camera_to_world, dtype=torch.float32, device=self.device)
+            rgb, depth = [], []
+            for chunk in torch.split(pix, self.cfg.render_chunk_rays):
+                o, d, z = pixel_rays(K_t, pose, chunk)
+                samples = sample_rays(o, d, z, None, self.grid, self.cfg.sampling,
+                                      stratified=False)
+                out = render_rays(self.field, o, d, samples, semantics=False, instances=False)
+                rgb.append(out["rgb"])
+                opacity = out["opacity"].clamp_min(1e-6)
+                # expected depth of the surface actually hit, not pulled towards 0 by misses
+                depth.append(torch.where(out["opacity"] > 0.5, out["depth"] / opacity, 0.0) * z)
+            rgb_img = (torch.cat(rgb).clamp(0, 1) * 255).round().to(torch.uint8)
+            return (rgb_img.reshape(h, w, 3).cpu().numpy(),
+                    torch.cat(depth).reshape(h, w).cpu().numpy().astype(np.float32))
+
+    # ------------------------------------------------------------------ semantics
 
     def instance_labels(self) -> dict[int, tuple[int, float]]:
         """Confirmed instance id -> (vocabulary label id, confidence)."""
@@ -100,11 +329,177 @@ class Mapper:
         lut = np.array([table.get(int(u), (0, 0.0))[0] for u in uniq], dtype=np.int32)
         return lut[inv].reshape(instance_ids.shape)
 
+    # ------------------------------------------------------------------ InstanceLoc
+
     def localize(self, frame: Frame, min_share: float = 0.3) -> Localization:
-        """InstanceLoc: which map instances the frame's masks show. Needs masks and depth."""
+        """InstanceLoc: which map instances the frame's masks show.
+
+        With depth the masks vote with the map at the measured surface; without it, at the
+        field's rendered depth.
+        """
         frame = validate_frame(frame)
-        if frame.masks is None or frame.depth is None:
-            raise ValueError("localize needs the frame's masks and depth")
-        ids, answers = self.instances.localize(frame.masks, frame.depth, frame.K,
-                                               frame.camera_to_world, min_share)
-        return Localization(ids, [(m, i, s) for m, (i, s) in sorted(answers.items())])
+        if frame.masks is None:
+            raise ValueError("localize needs the frame's masks")
+        with self._lock:
+            depth = frame.depth
+            rendered = self.render_instances(frame.K, frame.camera_to_world, depth, frame.shape)
+            valid = rendered > 0 if depth is None else depth > 0
+            ids, answers = vote_masks(frame.masks, rendered, valid, min_share)
+            return Localization(ids, [(m, i, s) for m, (i, s) in sorted(answers.items())])
+
+    # ------------------------------------------------------------------ queries and export
+
+    def query(self, text_embedding: np.ndarray) -> list[tuple[int, float]]:
+        """Confirmed instances ranked by cosine similarity to a text embedding (D,)."""
+        emb = self.instances.instance_embeddings()
+        if not emb:
+            return []
+        ids = list(emb)
+        sim = self.vocabulary.similarity(np.stack([emb[i] for i in ids]), text_embedding)
+        order = np.argsort(-sim, kind="stable")
+        return [(ids[k], float(sim[k])) for k in order]
+
+    def labeled_cloud(self) -> LabeledCloud:
+        """The map as labeled points from every keyframe, voxel-downsampled.
+
+        Positions from the keyframes' depth (the field's depth for RGB-only ones, once
+        trained), instance ids and vote confidences from the instance map, semantic ids
+        from the instances' labels.
+        """
+        with self._lock:
+            xyz, rgb, ids, conf = [], [], [], []
+            for kf in self.keyframes.snapshot():
+                f = kf.frame
+                depth = f.depth
+                if depth is None:
+                    if self.trainer is None or self.trainer.steps < self.cfg.rgb_only_min_steps:
+                        continue
+                    _, depth = self.render_rgbd(f.K, f.camera_to_world, f.shape)
+                pts, flat = backproject(depth, f.K, f.camera_to_world)
+                i, c = self.instances.render_points(pts, confirmed_only=True)
+                xyz.append(pts)
+                rgb.append(f.rgb.reshape(-1, 3)[flat])
+                ids.append(i)
+                conf.append(c)
+            if not xyz:
+                return LabeledCloud.empty()
+            ids_all = np.concatenate(ids)
+            labels = self.instance_labels()
+            uniq, inv = np.unique(ids_all, return_inverse=True)
+            sem = np.array([labels.get(int(u), (0, 0.0))[0] for u in uniq], np.int64)[inv]
+            return downsample_labeled_points(np.concatenate(xyz), np.concatenate(rgb), ids_all,
+                                             sem, np.concatenate(conf),
+                                             self.cfg.export.voxel_size_m)
+
+    def instance_table(self, cloud: LabeledCloud | None = None) -> list[InstanceRecord]:
+        """Id, label, confidences, centroid, oriented box and point count per instance."""
+        cloud = self.labeled_cloud() if cloud is None else cloud
+        labels = {i: (self.vocabulary.name(l), l, c)
+                  for i, (l, c) in self.instance_labels().items()}
+        return instance_table(cloud, labels, {}, self.cfg.export)
+
+    # ------------------------------------------------------------------ persistence
+
+    def state_dict(self) -> dict:
+        """The whole map: instance map, keyframes, field, occupancy, vocabulary, counters."""
+        with self._lock:
+            kfs = []
+            for kf in self.keyframes.snapshot():
+                f = kf.frame
+                kfs.append({k: v for k, v in {
+                    "rgb": f.rgb, "K": f.K, "camera_to_world": f.camera_to_world,
+                    "stamp": f.stamp, "depth": f.depth, "masks": f.masks,
+                    "mask_embeddings": f.mask_embeddings, "mask_scores": f.mask_scores,
+                    "labels": kf.labels, "unplaced": kf.id in self._unplaced}.items()
+                    if v is not None})
+            field_state = None
+            if self.field is not None:
+                protos = self.field.prototypes
+                field_state = {"center": list(self.field.center),
+                               "weights": self.field.state_dict(),
+                               "prototype_rows": np.array(sorted(protos.row_of.items()),
+                                                          dtype=np.int64).reshape(-1, 2),
+                               "steps": self.trainer.steps if self.trainer else 0}
+            return {"config": config_to_dict(self.cfg), "embedding_dim": self.embedding_dim,
+                    "instances": self.instances.state(), "keyframes": kfs,
+                    "vocabulary": {"prompts": self.vocabulary.prompts,
+                                   "text": self.vocabulary.text_embeddings()},
+                    "field": field_state, "grid": self.grid.state_dict(),
+                    "extent": self.extent.state_dict(),
+                    "counters": {"frames_ingested": self.frames_ingested}}
+
+    def save(self, path) -> int:
+        """Write the map atomically to ``path`` (versioned format); returns bytes written."""
+        return save_map(path, self.state_dict())
+
+    def load(self, path) -> None:
+        """Replace the map by the one in ``path``.
+
+        The file is read and rebuilt into a new map first; only a complete, valid map is
+        swapped in, so a corrupt or incompatible file leaves the running map untouched.
+
+        Raises:
+            MapFileError: missing, corrupt or incompatible file (the message says which).
+        """
+        state = load_map(path, MAP_SECTIONS)
+        try:
+            loaded = Mapper.from_state_dict(state, device=self.cfg.device)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise MapFileError(f"map file {path}: incompatible content ({exc})") from exc
+        with self._lock:
+            for name, value in vars(loaded).items():
+                if name != "_lock":
+                    setattr(self, name, value)
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: str = "auto") -> "Mapper":
+        """A mapper rebuilt from :meth:`state_dict` output, on ``device``."""
+        cfg = config_from_dict(state["config"], MapperConfig)
+        cfg.device = device
+        mapper = cls(cfg, embedding_dim=state["embedding_dim"] or None)
+        mapper.instances = InstanceMap.from_state(state["instances"], cfg.instances)
+        vocab = state["vocabulary"]
+        if vocab["prompts"]:
+            mapper.vocabulary.set(list(vocab["prompts"]), vocab["text"])
+        for kf_state in state["keyframes"]:
+            frame = Frame(**{k: kf_state.get(k) for k in (
+                "rgb", "K", "camera_to_world", "stamp", "depth", "masks", "mask_embeddings",
+                "mask_scores")})
+            kf = mapper.keyframes.add(validate_frame(frame), force=True)
+            if kf is not None:
+                mapper.keyframes.set_labels(kf.id, kf_state.get("labels"))
+                if kf_state.get("unplaced"):
+                    mapper._unplaced.add(kf.id)
+        mapper.grid.load_state_dict(state["grid"])
+        mapper.extent.load_state_dict(state["extent"])
+        if state["field"] is not None:
+            mapper._restore_field(state["field"])
+        mapper.frames_ingested = int(state["counters"]["frames_ingested"])
+        return mapper
+
+    def _restore_field(self, fs: dict) -> None:
+        self.field = PanopticField(self.cfg.field, tuple(fs["center"]), self.embedding_dim,
+                                   self.device)
+        protos = self.field.prototypes
+        capacity = fs["weights"]["prototypes.weight"].shape[0]
+        protos.weight = torch.nn.Parameter(torch.zeros(capacity, protos.weight.shape[1],
+                                                       device=self.device))
+        self.field.load_state_dict(fs["weights"])
+        protos.row_of = {int(i): int(r) for i, r in fs["prototype_rows"]}
+        used = set(protos.row_of.values())
+        protos._free = [r for r in range(capacity - 1, -1, -1) if r not in used]
+        self.trainer = Trainer(self.cfg.trainer, self.field, self.keyframes, self.grid,
+                               self.cfg.sampling, self.instances.id_lut)
+        self.trainer.steps = int(fs["steps"])
+
+    def stats(self) -> dict:
+        """Counts and rates for status reports."""
+        with self._lock:
+            t = self.trainer
+            return {"frames": self.frames_ingested, "keyframes": len(self.keyframes),
+                    "keyframe_mb": self.keyframes.nbytes() / 1e6,
+                    "occupied_voxels": self.grid.num_occupied,
+                    "training_steps": 0 if t is None else t.steps,
+                    "training_steps_per_s": 0.0 if t is None else t.steps_per_second,
+                    "losses": {} if t is None else dict(t.last_losses),
+                    **{f"instances_{k}": v for k, v in self.instances.stats().items()}}

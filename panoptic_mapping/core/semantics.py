@@ -53,6 +53,11 @@ class Vocabulary:
         with self._lock:
             return list(self._prompts)
 
+    def text_embeddings(self) -> np.ndarray:
+        """(C, D) unit text embeddings of the prompts (a copy)."""
+        with self._lock:
+            return self._text.copy()
+
     @property
     def other_id(self) -> int:
         return len(self._prompts) + 1

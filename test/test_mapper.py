@@ -1,0 +1,144 @@
+"""The mapping core end to end on a tiny rendered scene (CPU): ingest, train, render,
+InstanceLoc, text query, export, and save -> load -> same outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pybullet", reason="pybullet renders the test scene")
+
+from panoptic_mapping.bench.frontends import (  # noqa: E402
+    MaskErrorModel,
+    SimulatedEmbeddingSpace,
+    SimulatedMaskFrontend,
+)
+from panoptic_mapping.bench.mapper_method import to_frame  # noqa: E402
+from panoptic_mapping.bench.scenes import make_scene  # noqa: E402
+from panoptic_mapping.core.frames import FrameError  # noqa: E402
+from panoptic_mapping.core.mapper import Mapper, MapperConfig  # noqa: E402
+from panoptic_mapping.core.persistence import MapFileError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene("tabletop", num_frames=10, width=80, height=60, num_novel_frames=2)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return SimulatedEmbeddingSpace(dim=16, noise_std=0.1)
+
+
+def masks_for(scene, space, seed=0):
+    fe = SimulatedMaskFrontend(MaskErrorModel.none(), seed, scene=scene, embedding_space=space)
+    return lambda f: fe(f, scene)
+
+
+@pytest.fixture(scope="module")
+def mapped(scene, space):
+    m = Mapper(MapperConfig(device="cpu"), embedding_dim=16)
+    m.vocabulary.set(scene.classes[1:], space.text_embeddings(scene.classes[1:]))
+    fe = masks_for(scene, space)
+    losses = []
+    for f in scene.frames:
+        m.ingest(to_frame(f, fe(f), True))
+        losses.append(m.train(3))
+    return m, losses
+
+
+def pooled_iou(pred: list[np.ndarray], gt: list[np.ndarray], g: int) -> float:
+    p, t = np.concatenate([x.ravel() for x in pred]), np.concatenate([x.ravel() for x in gt])
+    ids, c = np.unique(p[t == g], return_counts=True)
+    best = ids[np.argmax(c)]
+    return 0.0 if best == 0 else ((p == best) & (t == g)).sum() / ((p == best) | (t == g)).sum()
+
+
+def test_instances_consistent_across_views(mapped, scene):
+    m, _ = mapped
+    pred = [m.render_instances(f.K, f.camera_to_world, f.depth) for f in scene.frames]
+    gt = [f.instance for f in scene.frames]
+    big = [g for g in np.unique(np.concatenate([x.ravel() for x in gt]))
+           if g and sum((x == g).sum() for x in gt) > 200]
+    ious = [pooled_iou(pred, gt, g) for g in big]
+    assert np.mean(ious) > 0.8, ious
+    assert m.stats()["instances_confirmed"] >= 0.8 * len(big)
+
+
+def test_training_reduces_the_losses(mapped):
+    _, losses = mapped
+    assert losses[-1]["depth"] < losses[0]["depth"]
+    assert losses[-1]["rgb"] < losses[0]["rgb"]
+    assert set(losses[-1]) == {"rgb", "depth", "semantic", "instance"}
+
+
+def test_bad_frame_leaves_the_map_untouched(mapped, scene, space):
+    m, _ = mapped
+    before = m.stats()
+    f = scene.frames[0]
+    bad = to_frame(f, masks_for(scene, space)(f), True)
+    bad.camera_to_world = np.full((4, 4), np.nan)
+    with pytest.raises(FrameError, match="NaN"):
+        m.ingest(bad)
+    assert m.stats() == before
+
+
+def test_localize_on_held_out_views(mapped, scene, space):
+    m, _ = mapped
+    fe = masks_for(scene, space, seed=5)
+    for f in scene.novel_frames:
+        loc = m.localize(to_frame(f, fe(f), True))
+        reference = m.render_instances(f.K, f.camera_to_world, f.depth)
+        agree = (loc.ids == reference)[reference > 0].mean()
+        assert agree > 0.8 and loc.matches
+
+
+def test_text_query_and_export(mapped, space):
+    m, _ = mapped
+    ranked = m.query(space.text_embeddings(["table"])[0])
+    labels = m.instance_labels()
+    assert m.vocabulary.name(labels[ranked[0][0]][0]) == "table"
+    cloud = m.labeled_cloud()
+    table = m.instance_table(cloud)
+    assert len(cloud) > 1000 and table
+    assert {r.id for r in table} <= set(m.instances.confirmed_ids().tolist())
+    for r in table:
+        assert np.all(r.box_size >= 0) and abs(np.linalg.det(r.box_rotation) - 1) < 1e-6
+
+
+def test_save_load_same_outputs_and_corrupt_file(mapped, scene, tmp_path, space):
+    m, _ = mapped
+    path = tmp_path / "map.pt"
+    assert m.save(path) > 0
+    m2 = Mapper(MapperConfig(device="cpu"), embedding_dim=16)
+    m2.load(path)
+    f = scene.frames[3]
+    np.testing.assert_array_equal(m.render_instances(f.K, f.camera_to_world, f.depth),
+                                  m2.render_instances(f.K, f.camera_to_world, f.depth))
+    rgb1, d1 = m.render_rgbd(f.K, f.camera_to_world, (20, 24))
+    rgb2, d2 = m2.render_rgbd(f.K, f.camera_to_world, (20, 24))
+    np.testing.assert_array_equal(rgb1, rgb2)
+    np.testing.assert_allclose(d1, d2)
+    text = space.text_embeddings(["duck"])[0]
+    assert m.query(text) == m2.query(text)
+    # a corrupt file is refused and the running map stays as it was
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(path.read_bytes()[:1000])
+    before = m2.stats()
+    with pytest.raises(MapFileError, match="bad.pt"):
+        m2.load(bad)
+    assert m2.stats() == before
+
+
+def test_rgb_only_keyframes_are_placed_once_the_field_can_render_them(scene, space):
+    cfg = MapperConfig(device="cpu", rgb_only_min_steps=5, reassociate_every=1)
+    m = Mapper(cfg, embedding_dim=16)
+    fe = masks_for(scene, space)
+    f0 = scene.frames[0]
+    m.ingest(to_frame(f0, fe(f0), True))  # one frame with depth seeds the geometry
+    for f in scene.frames[1:4]:
+        report = m.ingest(to_frame(f, fe(f), False))
+        assert not report.integrated
+    assert m._unplaced
+    m.train(40)
+    assert not m._unplaced  # every RGB-only keyframe reached the instance map
+    assert m.instances.frames_integrated == 4
