@@ -268,8 +268,24 @@ class InstanceMap:
             self._assign_mask(m, pi[rows], o[rows], int(n_m[m]), owned.get(m, []), owner,
                               masks, ref, valid, result, joined)
         self._divide(joined, masks, valid, slots, result)
+        self._contested(result, ref, valid, owner)
         self._record_pair_evidence(masks, ref, valid, pm, pi, o, r_vis)
         return result
+
+    @staticmethod
+    def _contested(result: AssociationResult, ref: np.ndarray, valid: np.ndarray,
+                   owner: dict[int, int]) -> None:
+        """Pixels labelled A whose reference id B another mask owns: evidence against B.
+
+        Nested and touching objects share boundary voxels whose votes stay contested;
+        withdrawing a vote for the id the frame placed elsewhere settles them.
+        """
+        labels = result.labels
+        owned = np.zeros(int(ref.max(initial=0)) + 1, dtype=bool)
+        owned[[i for i in owner if i < owned.size]] = True
+        against = valid & (labels > 0) & (ref > 0) & (labels != ref) & owned[ref]
+        for old in np.unique(ref[against]):
+            result.displaced.append((against & (ref == old), int(old)))
 
     def _owners(self, pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray
                 ) -> dict[int, int]:
