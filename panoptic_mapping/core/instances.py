@@ -569,8 +569,11 @@ class InstanceMap:
         sel = (result.labels > 0) & (masks > 0)
         pairs, n = np.unique(np.stack([result.labels[sel], masks[sel]]), axis=1,
                              return_counts=True)
+        mask_size = np.bincount(masks[sel], minlength=int(masks.max()) + 1)
+        # a mask votes with the share of its own pixels on the id: one large mask grazing a
+        # small object must not outvote that object's own views
         for (i, m), c in zip(pairs.T, n):
-            self._emb[i] += c * embeddings[m - 1]
+            self._emb[i] += (c / mask_size[m]) * embeddings[m - 1]
 
     def _delete_ghosts(self) -> None:
         cfg = self.cfg
@@ -596,7 +599,8 @@ class InstanceMap:
         return vote_masks(masks, rendered, depth > 0, min_share)
 
     def instance_embeddings(self) -> dict[int, np.ndarray]:
-        """Confirmed id -> unit mean embedding of the masks that joined it."""
+        """Confirmed id -> unit mean embedding of the masks that joined it (each mask
+        weighted by the share of its pixels on the id)."""
         with self._lock:
             out = {}
             for i in self.confirmed_ids():

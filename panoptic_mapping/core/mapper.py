@@ -331,11 +331,13 @@ class Mapper:
 
     # ------------------------------------------------------------------ InstanceLoc
 
-    def localize(self, frame: Frame, min_share: float = 0.3) -> Localization:
+    def localize(self, frame: Frame, min_share: float = 0.3,
+                 fill_unmasked: bool = True) -> Localization:
         """InstanceLoc: which map instances the frame's masks show.
 
         With depth the masks vote with the map at the measured surface; without it, at the
-        field's rendered depth.
+        field's rendered depth. Pixels no mask covers (objects the front-end missed) take
+        the map's own rendering when ``fill_unmasked``.
         """
         frame = validate_frame(frame)
         if frame.masks is None:
@@ -345,6 +347,9 @@ class Mapper:
             rendered = self.render_instances(frame.K, frame.camera_to_world, depth, frame.shape)
             valid = rendered > 0 if depth is None else depth > 0
             ids, answers = vote_masks(frame.masks, rendered, valid, min_share)
+            if fill_unmasked:
+                unmasked = frame.masks == 0
+                ids[unmasked] = rendered[unmasked]
             return Localization(ids, [(m, i, s) for m, (i, s) in sorted(answers.items())])
 
     # ------------------------------------------------------------------ queries and export
