@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from panoptic_mapping.core.instances import InstanceConfig, InstanceMap, backproject, vote_masks
+from panoptic_mapping.core.geometry import backproject
+from panoptic_mapping.core.instances import InstanceConfig, InstanceMap, vote_masks
 
 H, W = 48, 64
 # principal point off the 1 cm voxel lattice, so no pixel ray lands on a voxel boundary

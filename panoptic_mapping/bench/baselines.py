@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from panoptic_mapping.core.geometry import backproject
+
 from .types import MaskFrame
 
 __all__ = [
@@ -90,29 +92,6 @@ class FrameGeometry:
     @property
     def has_depth(self) -> bool:
         return self.depth is not None and bool(np.any(self.depth > 0))
-
-
-def backproject(depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """World points of the pixels with valid depth.
-
-    Args:
-        depth: (H, W) depth along the optical axis; <= 0 or non-finite = none.
-        K: (3, 3) intrinsics. camera_to_world: (4, 4) pose.
-
-    Returns:
-        points (P, 3) float64 in the world frame and pix (P,) int64 flat pixel indices
-        (row-major) they come from.
-    """
-    h, w = depth.shape
-    d = depth.reshape(-1).astype(np.float64)
-    pix = np.flatnonzero(np.isfinite(d) & (d > 0))
-    v, u = np.divmod(pix, w)
-    z = d[pix]
-    x = (u - K[0, 2]) / K[0, 0] * z
-    y = (v - K[1, 2]) / K[1, 1] * z
-    cam = np.stack([x, y, z], axis=1)
-    return cam @ camera_to_world[:3, :3].T + camera_to_world[:3, 3], pix
 
 
 def _project(points: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pose_matrix", "quaternion_to_rotation", "check_rigid", "check_intrinsics"]
+__all__ = ["pose_matrix", "quaternion_to_rotation", "check_rigid", "check_intrinsics",
+           "backproject"]
 
 
 def quaternion_to_rotation(q_xyzw: np.ndarray) -> np.ndarray:
@@ -64,3 +65,28 @@ def check_intrinsics(K: np.ndarray, width: int, height: int) -> np.ndarray:
         raise ValueError("intrinsics need finite, positive focal lengths fx, fy "
                          "(camera_info.k is empty or invalid)")
     return K
+
+
+def backproject(depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """World points of the pixels with valid depth.
+
+    Pixel centres are at integer (u, v), as in OpenCV and sensor_msgs/CameraInfo.
+
+    Args:
+        depth: (H, W) depth along the optical axis; <= 0 or non-finite = none.
+        K: (3, 3) intrinsics. camera_to_world: (4, 4) pose.
+
+    Returns:
+        points (P, 3) float64 in the world frame and pix (P,) int64 flat pixel indices
+        (row-major) they come from.
+    """
+    h, w = depth.shape
+    d = depth.reshape(-1).astype(np.float64)
+    pix = np.flatnonzero(np.isfinite(d) & (d > 0))
+    v, u = np.divmod(pix, w)
+    z = d[pix]
+    x = (u - K[0, 2]) / K[0, 0] * z
+    y = (v - K[1, 2]) / K[1, 1] * z
+    cam = np.stack([x, y, z], axis=1)
+    return cam @ camera_to_world[:3, :3].T + camera_to_world[:3, 3], pix

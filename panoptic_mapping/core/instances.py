@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from panoptic_mapping.core.config import param
+from panoptic_mapping.core.geometry import backproject
 from panoptic_mapping.core.voxels import VoxelIndex, pack_keys, voxel_coords
 
 __all__ = ["InstanceConfig", "InstanceMap", "backproject", "AssociationResult"]
@@ -71,24 +72,6 @@ class InstanceConfig:
                                       minimum=1)
     search_radius: int = param(1, "Voxels searched around a point whose own voxel is empty.",
                                minimum=0, maximum=2)
-
-
-def backproject(depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """World points of pixels with depth > 0 (pixel centres at integer (u, v), as in
-    OpenCV and sensor_msgs/CameraInfo).
-
-    Returns:
-        points (P, 3) float64 and flat pixel indices (P,) int64 into the (H, W) image.
-    """
-    h, w = depth.shape
-    flat = np.flatnonzero(depth.reshape(-1) > 0)
-    v, u = np.divmod(flat, w)
-    z = depth.reshape(-1)[flat].astype(np.float64)
-    x = (u - K[0, 2]) / K[0, 0] * z
-    y = (v - K[1, 2]) / K[1, 1] * z
-    cam = np.stack([x, y, z], axis=1)
-    return cam @ camera_to_world[:3, :3].T + camera_to_world[:3, 3], flat
 
 
 @dataclass

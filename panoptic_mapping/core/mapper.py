@@ -32,7 +32,8 @@ from panoptic_mapping.core.export import (
 )
 from panoptic_mapping.core.field import FieldConfig, PanopticField
 from panoptic_mapping.core.frames import Frame, validate_frame
-from panoptic_mapping.core.instances import InstanceConfig, InstanceMap, backproject, vote_masks
+from panoptic_mapping.core.geometry import backproject
+from panoptic_mapping.core.instances import InstanceConfig, InstanceMap, vote_masks
 from panoptic_mapping.core.keyframes import KeyframeBuffer, KeyframeConfig
 from panoptic_mapping.core.persistence import MapFileError, load_map, save_map
 from panoptic_mapping.core.sampling import (
