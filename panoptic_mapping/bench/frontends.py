@@ -25,8 +25,14 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+
+from panoptic_mapping.frontends.postprocess import (
+    CROSS,
+    neighbour_pairs,
+    postprocess_labels,
+    postprocess_with_ids,
+)
+from panoptic_mapping.frontends.segmenters import ClassicalSegmenter
 
 from .types import VOID, MaskFrame, Scene, SceneFrame
 
@@ -39,59 +45,13 @@ __all__ = [
     "DEFAULT_PROMPT_TEMPLATES",
 ]
 
-# 4-connectivity: masks touch when they share an edge, not only a corner.
-_CROSS = ndimage.generate_binary_structure(2, 1)
+# The shared post-processing (postprocess_labels, re-exported here) and the classical
+# segmenter live in panoptic_mapping.frontends: the node uses them too.
 
 
 # --------------------------------------------------------------------------------------
-# Shared post-processing
+# Label-image helpers
 # --------------------------------------------------------------------------------------
-
-def _postprocess_with_ids(labels: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`postprocess_labels` that also returns which input id each output id had.
-
-    Args:
-        labels: (H, W) integer label image, 0 = no mask, any non-negative ids.
-        min_area: masks with fewer pixels become 0.
-
-    Returns:
-        (H, W) int32 labels with compact ids 1..M, and (M,) int64 ``old_ids`` where
-        ``old_ids[i]`` is the input id of output label ``i + 1``.
-    """
-    labels = np.asarray(labels)
-    ids, inverse, counts = np.unique(labels.ravel(), return_inverse=True, return_counts=True)
-    keep = (ids != 0) & (counts >= max(int(min_area), 1))
-    # np.unique sorts, so the cumulative sum keeps the input order of the surviving ids.
-    new_of_unique = np.where(keep, np.cumsum(keep), 0).astype(np.int32)
-    out = new_of_unique[inverse].reshape(labels.shape)
-    return out, ids[keep].astype(np.int64)
-
-
-def postprocess_labels(labels: np.ndarray, min_area: int) -> np.ndarray:
-    """Drop masks smaller than ``min_area`` and compact the ids, keeping their order.
-
-    Args:
-        labels: (H, W) integer label image, 0 = no mask.
-        min_area: masks with fewer pixels are set to 0.
-
-    Returns:
-        (H, W) int32 label image with ids 1..M; a mask with a smaller input id than another
-        keeps a smaller output id.
-    """
-    return _postprocess_with_ids(labels, min_area)[0]
-
-
-def _neighbour_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Label pairs of all horizontally and vertically adjacent pixels.
-
-    Returns:
-        Two (P,) arrays ``a, b`` with the labels on either side of every 4-neighbour edge
-        (P = H*(W-1) + (H-1)*W).
-    """
-    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
-    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
-    return a, b
-
 
 def _contacts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Which non-zero labels touch, and along how many pixel edges.
@@ -99,7 +59,7 @@ def _contacts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         (Q, 2) pairs ``(lo, hi)`` with lo < hi, and (Q,) contact lengths in pixel edges.
     """
-    a, b = _neighbour_pairs(labels)
+    a, b = neighbour_pairs(labels)
     m = (a != b) & (a != 0) & (b != 0)
     if not m.any():
         return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
@@ -540,7 +500,7 @@ class SimulatedMaskFrontend:
         spurious_ids = [i for i, o in work.origin.items() if o == _SPURIOUS]
         work.labels[void & ~np.isin(work.labels, spurious_ids)] = 0
 
-        labels, old_ids = _postprocess_with_ids(work.labels, err.min_area)
+        labels, old_ids = postprocess_with_ids(work.labels, err.min_area)
         labels, old_ids = self._permute(labels, old_ids, rng)
         n = len(old_ids)
         self.last_provenance = {i + 1: sorted(work.provenance[int(o)]) for i, o in
@@ -697,10 +657,10 @@ class SimulatedMaskFrontend:
             crop, crop_void = work.labels[sl], void[sl]
             mask = before[sl] == i
             if r > 0:
-                grown = ndimage.binary_dilation(mask, _CROSS, iterations=r) & ~mask & ~crop_void
+                grown = ndimage.binary_dilation(mask, CROSS, iterations=r) & ~mask & ~crop_void
                 crop[grown] = i
             else:
-                kept = ndimage.binary_erosion(mask, _CROSS, iterations=-r, border_value=1)
+                kept = ndimage.binary_erosion(mask, CROSS, iterations=-r, border_value=1)
                 if kept.sum() < max(err.min_area, mask.sum() // 2):
                     continue  # would erase the mask; jitter is meant to move boundaries
                 crop[mask & ~kept & (crop == i)] = 0
@@ -762,153 +722,20 @@ def _ellipse_mask(shape: tuple[int, int], centre: tuple[int, int], area: float,
 # Real weights-free segmenter
 # --------------------------------------------------------------------------------------
 
-def _depth_compatible(d0: np.ndarray, d1: np.ndarray, jump_m: float,
-                      jump_rel: float) -> np.ndarray:
-    """Whether two neighbouring depths lie on one surface: |d0 - d1| <= abs + rel * min."""
-    return np.abs(d0 - d1) <= jump_m + jump_rel * np.minimum(d0, d1)
-
-
-def _split_by_depth(seg: np.ndarray, depth: np.ndarray | None, valid: np.ndarray,
-                    jump_m: float, jump_rel: float) -> np.ndarray:
-    """Connected components of each region, not crossing depth discontinuities.
-
-    Args:
-        seg: (H, W) region ids from the colour segmentation.
-        depth: (H, W) metric depth, or None to only split disconnected regions.
-        valid: (H, W) bool; invalid pixels get label 0.
-
-    Returns:
-        (H, W) int64 labels 1..N (0 on invalid pixels).
-    """
-    h, w = seg.shape
-    idx = np.arange(h * w).reshape(h, w)
-    rows, cols = [], []
-    for sl0, sl1 in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
-                     ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
-        keep = (seg[sl0] == seg[sl1]) & valid[sl0] & valid[sl1]
-        if depth is not None:
-            keep &= _depth_compatible(depth[sl0], depth[sl1], jump_m, jump_rel)
-        rows.append(idx[sl0][keep])
-        cols.append(idx[sl1][keep])
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(h * w, h * w))
-    _, comp = connected_components(graph, directed=False)
-    comp = comp.reshape(h, w).astype(np.int64) + 1
-    comp[~valid] = 0
-    return comp
-
-
-def _interior_counts(labels: np.ndarray) -> np.ndarray:
-    """Per label, how many of its pixels have all four neighbours in the same label.
-
-    Returns:
-        (labels.max() + 1,) int64; 0 for regions at most 2 px wide everywhere.
-    """
-    pad = np.pad(labels, 1, mode="edge")
-    inner = ((pad[:-2, 1:-1] == labels) & (pad[2:, 1:-1] == labels)
-             & (pad[1:-1, :-2] == labels) & (pad[1:-1, 2:] == labels))
-    return np.bincount(labels[inner], minlength=int(labels.max()) + 1)
-
-
-def _merge_small_regions(labels: np.ndarray, depth: np.ndarray | None, min_area: int,
-                         jump_m: float, jump_rel: float, merge_thin: bool = True,
-                         passes: int = 3) -> np.ndarray:
-    """Merge regions under ``min_area`` into the neighbour they share most boundary with.
-
-    Neighbours on the same surface (no depth jump across the shared edges) are preferred,
-    so slivers from depth splitting join their own object, not the one behind it. With
-    ``merge_thin``, regions at most 2 px wide (no interior pixel) count as small too: they
-    are the blurred edge strips Felzenszwalb makes between flat-coloured areas. Regions
-    without any neighbour stay (and are dropped by :func:`postprocess_labels` if small).
-    """
-    for _ in range(passes):
-        sizes = np.bincount(labels.ravel())
-        small = (sizes < min_area) & (sizes > 0)
-        if merge_thin:
-            small |= (_interior_counts(labels) == 0) & (sizes > 0)
-        small[0] = False
-        if not small.any():
-            break
-        a, b = _neighbour_pairs(labels)
-        if depth is not None:
-            da, db = _neighbour_pairs(depth)
-            same = _depth_compatible(da, db, jump_m, jump_rel)
-        else:
-            same = np.ones_like(a, bool)
-        m = (a != b) & (a != 0) & (b != 0)
-        a, b, same = a[m], b[m], same[m]
-        # Both directions: the small region is the one that moves.
-        src = np.concatenate([a, b])
-        dst = np.concatenate([b, a])
-        same = np.concatenate([same, same])
-        sel = small[src]
-        if not sel.any():
-            break
-        src, dst, same = src[sel], dst[sel], same[sel]
-        # Score per (src, dst): contacts on the same surface dominate, then any contact.
-        key = src * (labels.max() + 1) + dst
-        uniq, inv = np.unique(key, return_inverse=True)
-        score = np.bincount(inv, weights=np.where(same, 1e6, 1.0))
-        u_src, u_dst = uniq // (labels.max() + 1), uniq % (labels.max() + 1)
-        order = np.lexsort((-score, u_src))
-        first = np.ones(len(order), bool)
-        first[1:] = u_src[order][1:] != u_src[order][:-1]
-        best_src, best_dst = u_src[order][first], u_dst[order][first]
-        lut = np.arange(labels.max() + 1)
-        # Process smallest first; follow chains so two small neighbours end up together.
-        for s in best_src[np.argsort(sizes[best_src], kind="stable")]:
-            d = best_dst[np.searchsorted(best_src, s)]
-            root = d
-            while lut[root] != root:
-                root = lut[root]
-            if root != s:
-                lut[s] = root
-        # Resolve chains to their roots.
-        for _ in range(len(lut)):
-            nxt = lut[lut]
-            if np.array_equal(nxt, lut):
-                break
-            lut = nxt
-        labels = lut[labels]
-    return labels
-
-
-def _compactness_scores(labels: np.ndarray, n: int) -> np.ndarray:
-    """(n,) float32 isoperimetric compactness 4*pi*area / perimeter^2 clipped to (0, 1].
-
-    Perimeter = pixel edges to other labels or the image border (a square scores ~0.79).
-    """
-    area = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
-    a, b = _neighbour_pairs(labels)
-    m = a != b
-    perim = (np.bincount(a[m], minlength=n + 1) + np.bincount(b[m], minlength=n + 1))[1:]
-    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    perim = perim + np.bincount(border, minlength=n + 1)[1:]
-    perim = np.maximum(perim.astype(np.float64), 1.0)
-    return np.clip(4 * np.pi * area / perim ** 2, 1e-3, 1.0).astype(np.float32)
-
-
 class ClassicalSegmenterFrontend:
-    """Real, weights-free class-agnostic segmenter: scikit-image superpixels + depth.
+    """The benchmark's wrapper of the real, weights-free segmenter
+    :class:`panoptic_mapping.frontends.segmenters.ClassicalSegmenter` (scikit-image
+    superpixels split across depth discontinuities, small regions merged; scores are the
+    regions' compactness), returning :class:`MaskFrame`.
 
-    Steps: Felzenszwalb (or SLIC) on the RGB image; each region split into connected
-    components that do not cross a depth discontinuity (neighbouring depths differ by more
-    than ``depth_jump_m + depth_jump_rel * depth``); regions under ``min_area`` merged into
-    the neighbour on the same surface they share most boundary with; pixels without depth
-    left unlabelled; ids compacted. Scores are the regions' compactness. No embeddings,
-    unless a :class:`SimulatedEmbeddingSpace` is passed: then each mask gets the SIMULATED
-    embedding of the majority ground-truth class under it (an oracle for semantics, used
-    only to run open-vocabulary metrics on real masks).
+    No embeddings, unless a :class:`SimulatedEmbeddingSpace` is passed: then each mask gets
+    the SIMULATED embedding of the majority ground-truth class under it (an oracle for
+    semantics, used only to run open-vocabulary metrics on real masks).
 
     Attributes:
-        method: "felzenszwalb" or "slic".
-        scale, sigma, fz_min_size: Felzenszwalb's parameters (bigger scale, bigger regions).
-        n_segments, compactness: SLIC's parameters.
-        min_area: smallest output mask in pixels.
-        use_depth: split regions across depth discontinuities when the frame has depth.
-        depth_jump_m, depth_jump_rel: depth discontinuity threshold, absolute (metres) and
-            relative to the nearer depth.
-        ignore_invalid_depth: pixels with depth <= 0 (nothing hit) get no mask.
+        segmenter: the ClassicalSegmenter doing the work; its parameters (method, scale,
+            sigma, fz_min_size, n_segments, compactness, min_area, use_depth, depth_jump_m,
+            depth_jump_rel, ignore_invalid_depth) read through as attributes of this object.
         embedding_space, scene: optional SIMULATED embeddings (both needed).
         seed: seeds the embedding noise with the frame index.
     """
@@ -920,29 +747,20 @@ class ClassicalSegmenterFrontend:
                  ignore_invalid_depth: bool = True,
                  embedding_space: SimulatedEmbeddingSpace | None = None,
                  scene: Scene | None = None, seed: int = 0) -> None:
-        if method not in ("felzenszwalb", "slic"):
-            raise ValueError(f"unknown method {method!r}")
-        self.method = method
-        self.scale, self.sigma, self.fz_min_size = float(scale), float(sigma), int(fz_min_size)
-        self.n_segments, self.compactness = int(n_segments), float(compactness)
-        self.min_area = int(min_area)
-        self.use_depth = bool(use_depth)
-        self.depth_jump_m, self.depth_jump_rel = float(depth_jump_m), float(depth_jump_rel)
-        self.ignore_invalid_depth = bool(ignore_invalid_depth)
+        self.segmenter = ClassicalSegmenter(
+            method, scale=scale, sigma=sigma, fz_min_size=fz_min_size, n_segments=n_segments,
+            compactness=compactness, min_area=min_area, use_depth=use_depth,
+            depth_jump_m=depth_jump_m, depth_jump_rel=depth_jump_rel,
+            ignore_invalid_depth=ignore_invalid_depth)
         self.embedding_space = embedding_space
         self.scene = scene
         self.seed = int(seed)
 
-    def _colour_regions(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W) region ids from scikit-image on a (H, W, 3) uint8 image."""
-        # Imported here so the rest of the benchmark does not pay scikit-image's import.
-        from skimage.segmentation import felzenszwalb, slic
-
-        if self.method == "felzenszwalb":
-            return felzenszwalb(rgb, scale=self.scale, sigma=self.sigma,
-                                min_size=self.fz_min_size)
-        return slic(rgb, n_segments=self.n_segments, compactness=self.compactness,
-                    start_label=1)
+    def __getattr__(self, name: str):
+        # Only called for attributes not found here: the segmenter's parameters.
+        if name == "segmenter":
+            raise AttributeError(name)
+        return getattr(self.segmenter, name)
 
     def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
         """Class-agnostic masks of one image.
@@ -954,19 +772,7 @@ class ClassicalSegmenterFrontend:
         Returns:
             (H, W) int32 non-overlapping labels, ids 1..M, every mask >= min_area pixels.
         """
-        seg = self._colour_regions(np.asarray(rgb))
-        valid = np.ones(seg.shape, bool)
-        d = None
-        if depth is not None:
-            depth = np.asarray(depth, np.float64)
-            if self.ignore_invalid_depth:
-                valid = depth > 0
-            if self.use_depth:
-                d = depth
-        regions = _split_by_depth(seg, d, valid, self.depth_jump_m, self.depth_jump_rel)
-        regions = _merge_small_regions(regions, d, self.min_area, self.depth_jump_m,
-                                       self.depth_jump_rel)
-        return postprocess_labels(regions, self.min_area)
+        return self.segmenter.label_image(rgb, depth)
 
     def __call__(self, frame: SceneFrame, scene: Scene | None = None) -> MaskFrame:
         """Masks for one frame (uses rgb and depth; the ground truth only for SIMULATED
@@ -976,9 +782,8 @@ class ClassicalSegmenterFrontend:
             MaskFrame with (H, W) int32 labels, (M,) float32 compactness scores and
             (M, D) embeddings or None.
         """
-        labels = self.segment(frame.rgb, frame.depth)
-        n = int(labels.max())
-        scores = _compactness_scores(labels, n)
+        seg = self.segmenter.segment(frame.rgb, frame.depth)
+        labels, n = seg.labels, seg.num_masks
         embeddings = None
         scene = scene if scene is not None else self.scene
         if self.embedding_space is not None:
@@ -987,4 +792,4 @@ class ClassicalSegmenterFrontend:
             rng = np.random.default_rng((self.seed, int(frame.index)))
             embeddings, _ = _mask_embeddings(labels, np.asarray(frame.semantic), n,
                                              scene.classes, self.embedding_space, rng)
-        return MaskFrame(labels=labels, scores=scores, embeddings=embeddings)
+        return MaskFrame(labels=labels, scores=seg.scores, embeddings=embeddings)
