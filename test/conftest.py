@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / ".ros_ws" / "install" / "panoptic_mapping"
 NODE_EXECUTABLE = INSTALL / "lib" / "panoptic_mapping" / "mapping_node"
+REPLAY_EXECUTABLE = INSTALL / "lib" / "panoptic_mapping" / "replay"
 PARAMS_FILE = REPO / "config" / "mapping.yaml"
 
 # Discovery stays on this machine, and each test session gets its own domain so that
@@ -88,6 +89,23 @@ class NodeProcess:
 @pytest.fixture
 def start_node():
     """Factory starting mapping_node processes; all are stopped at teardown."""
+    if not NODE_EXECUTABLE.exists():
+        pytest.skip(f"{NODE_EXECUTABLE} is not built; run `make setup`")
+    started: list[NodeProcess] = []
+
+    def start(*args: str) -> NodeProcess:
+        node = NodeProcess(list(args))
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.kill()
+
+
+@pytest.fixture(scope="module")
+def start_node_module():
+    """Like start_node, for a node shared by the tests of one module."""
     if not NODE_EXECUTABLE.exists():
         pytest.skip(f"{NODE_EXECUTABLE} is not built; run `make setup`")
     started: list[NodeProcess] = []

@@ -15,7 +15,13 @@ require_interfaces()
 import rclpy  # noqa: E402
 
 from panoptic_mapping.ros.conversions import numpy_to_image  # noqa: E402
-from panoptic_mapping.srv import LocalizeInstances, QueryInstances, ResetMap  # noqa: E402
+from panoptic_mapping.srv import (  # noqa: E402
+    LoadMap,
+    LocalizeInstances,
+    QueryInstances,
+    ResetMap,
+    SaveMap,
+)
 
 
 def call(node, client, request, timeout: float = 20.0):
@@ -81,12 +87,20 @@ def test_services_answer_between_processes(start_node, client_node):
     resp = call(client_node, localize, nan_pose)
     assert not resp.success and "quaternion" in resp.message
 
+    # without an open_clip checkpoint the node has no text encoder, and says so
     resp = call(client_node, query, QueryInstances.Request(query="mug"))
-    assert not resp.success and "no map yet" in resp.message
+    assert not resp.success and "no text encoder" in resp.message
+    assert "frontend.embedder.checkpoint" in resp.message
     resp = call(client_node, query, QueryInstances.Request(query="  "))
     assert not resp.success and "empty" in resp.message
     resp = call(client_node, reset, ResetMap.Request())
     assert resp.success
+    save = client_node.create_client(SaveMap, f"{ns}/save_map")
+    load = client_node.create_client(LoadMap, f"{ns}/load_map")
+    resp = call(client_node, save, SaveMap.Request(path=""))
+    assert not resp.success and "path is empty" in resp.message
+    resp = call(client_node, load, LoadMap.Request(path="/nonexistent/map.pmap"))
+    assert not resp.success and "no map file at /nonexistent/map.pmap" in resp.message
 
     # the node survived every bad request and reports what it waits for
     mapper.wait_for_line("waiting for: image on /image")

@@ -84,11 +84,17 @@ def param(
 
 @dataclass
 class InputConfig:
-    """How camera frames and their poses enter the node.
+    """How camera frames and their poses enter the node, and its input and training threads.
 
     The node subscribes to the relative topics ``image``, ``camera_info``, ``depth``,
-    ``pose`` and ``odometry``; the launch file remaps them.
+    ``pose`` and ``odometry``; the launch file remaps them. Image, camera_info and depth are
+    matched by an approximate time synchroniser (message_filters semantics).
     """
+
+    # (class constants, not parameters) The optical frame in a REP-103 body frame (x forward,
+    # y left, z up): optical z = body x, optical x = -body y, optical y = -body z.
+    BODY_TO_OPTICAL_REP103 = [0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5]
+    IDENTITY_POSE = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
     use_depth: bool = param(True, "Subscribe to a depth image (16UC1 in mm or 32FC1 in m) "
                             "and synchronise it with the colour image.")
@@ -99,14 +105,93 @@ class InputConfig:
         "'odometry'), or 'auto' (tf when tf2_ros is importable, else 'pose').",
         choices=("auto", "tf", "pose", "odometry"))
     map_frame: str = param("map", "Fixed frame of the map; every output is expressed in it.")
+    camera_frame: str = param("", "Camera optical frame looked up in tf (z forward, x right, "
+                              "y down); empty: the image's header.frame_id.")
+    body_to_optical: list[float] = param(
+        IDENTITY_POSE,
+        "For pose_source 'pose'/'odometry': the camera optical frame in the frame whose pose "
+        "is received, as x, y, z, qx, qy, qz, qw. The identity (default) means the received "
+        "pose is already that of the optical frame (z forward, x right, y down); for a "
+        "REP-103 body/camera_link frame (x forward, y left, z up) at the camera use "
+        "[0, 0, 0, -0.5, 0.5, -0.5, 0.5].")
+    sync_slop_s: float = param(0.05, "Largest stamp difference [s] between the image, its "
+                               "camera_info and its depth for them to be matched "
+                               "(approximate time synchronisation).", minimum=0.0)
+    sync_queue_size: int = param(5, "Unmatched messages kept per input topic by the "
+                                 "synchroniser (older ones are dropped, counted).", minimum=1)
+    pose_buffer_size: int = param(1000, "Poses kept for the lookup at image stamps when tf2 "
+                                  "is not used (oldest dropped).", minimum=2)
+    pose_max_gap_s: float = param(0.5, "Largest gap [s] between two buffered poses across "
+                                  "which a pose is interpolated.", minimum=0.0)
+    pose_tolerance_s: float = param(0.02, "How far [s] an image stamp may lie before the "
+                                    "first or after the last buffered pose (the nearest "
+                                    "pose is used; no extrapolation beyond).", minimum=0.0)
+    pose_wait_s: float = param(0.2, "How long [s] a frame waits for its pose (tf or the pose "
+                               "topic) before it is dropped, counted and logged.",
+                               minimum=0.0)
+    error_log_period_s: float = param(5.0, "Rejected inputs (bad encoding, size mismatch, "
+                                      "no pose) are logged at most this often per reason; "
+                                      "each is counted.", minimum=0.0)
+    train_duty_cycle: float = param(1.0, "Share of wall time the training thread trains "
+                                    "(1 = continuously); lower values leave the CPU to "
+                                    "segmentation on machines without a GPU.", minimum=0.01,
+                                    maximum=1.0, runtime=True)
+
+    def __post_init__(self) -> None:
+        pose = self.body_to_optical
+        if (not isinstance(pose, (list, tuple)) or len(pose) != 7
+                or any(not isinstance(v, (int, float)) or v != v or abs(v) == float("inf")
+                       for v in pose)
+                or sum(float(v) ** 2 for v in pose[3:]) < 1e-12):
+            raise ConfigError("parameter 'input.body_to_optical' must be 7 finite numbers "
+                              "x, y, z, qx, qy, qz, qw with a non-zero quaternion, got "
+                              f"{pose!r}")
 
 
 @dataclass
 class OutputConfig:
-    """What the node publishes and how often."""
+    """What the node publishes and how often (all in ``input.map_frame``)."""
+
+    # (class constant, not a parameter)
+    DEFAULT_VOCABULARY = ["floor", "wall", "table", "chair", "shelf", "box", "mug", "bottle",
+                          "bowl", "ball", "toy", "book"]
 
     status_period_s: float = param(2.0, "Period, in seconds, of the status report (log line "
                                    "and status topic).", minimum=0.1, runtime=True)
+    cloud_period_s: float = param(2.0, "Period [s] of the labeled point cloud on "
+                                  "~/labeled_cloud (and of the map snapshot the instance "
+                                  "markers and services read).", minimum=0.1, runtime=True)
+    cloud_max_points: int = param(200000, "Most points in one published cloud (evenly "
+                                  "subsampled above it); 0 = no limit.", minimum=0,
+                                  runtime=True)
+    markers_period_s: float = param(2.0, "Period [s] of the instance boxes and labels on "
+                                    "~/instances; 0 = off.", minimum=0.0, runtime=True)
+    panoptic_image_period_s: float = param(1.0, "Period [s] of the panoptic rendering of the "
+                                           "latest view on ~/panoptic_image; 0 = off.",
+                                           minimum=0.0, runtime=True)
+    vocabulary: list[str] = param(
+        DEFAULT_VOCABULARY, "Open-vocabulary class prompts the instances are labelled with "
+        "(embedded by the text encoder, frontend.embedder; without one there are no labels).",
+        runtime=True)
+
+
+@dataclass
+class FrontendConfig:
+    """The 2D front-end: segmenter, open-vocabulary embedder and their worker thread.
+
+    The classes live in :mod:`panoptic_mapping.frontends.config` (plain dataclasses, no
+    model imports); nested here so that files and ROS parameters cover them too.
+    """
+
+    segmenter: "SegmenterConfig" = field(default_factory=lambda: _frontend("SegmenterConfig"))
+    embedder: "EmbedderConfig" = field(default_factory=lambda: _frontend("EmbedderConfig"))
+    worker: "WorkerConfig" = field(default_factory=lambda: _frontend("WorkerConfig"))
+
+
+def _frontend(name: str):
+    from panoptic_mapping.frontends import config as frontend_config
+
+    return getattr(frontend_config, name)()
 
 
 def _mapper_config():
@@ -122,6 +207,7 @@ class PanopticMappingConfig:
 
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
     mapping: "MapperConfig" = field(default_factory=_mapper_config)
 
 
@@ -160,9 +246,14 @@ def _is_section(tp: Any) -> bool:
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    from panoptic_mapping.core.mapper import MapperConfig  # resolves the root's annotation
+    # the root's sections defined in modules that import this one are resolved late
+    from panoptic_mapping.core.mapper import MapperConfig
+    from panoptic_mapping.frontends import config as frontend_config
 
-    return typing.get_type_hints(cls, localns={"MapperConfig": MapperConfig})
+    names = {"MapperConfig": MapperConfig, "SegmenterConfig": frontend_config.SegmenterConfig,
+             "EmbedderConfig": frontend_config.EmbedderConfig,
+             "WorkerConfig": frontend_config.WorkerConfig}
+    return typing.get_type_hints(cls, localns=names)
 
 
 def param_specs(cls: type = PanopticMappingConfig, prefix: str = "",

@@ -110,6 +110,19 @@ class Localization:
     matches: list[tuple[int, int, float]]
 
 
+def _detached_copy(value):
+    """A deep copy of a state's tensors and arrays (live parameters keep training)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, dict):
+        return {k: _detached_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detached_copy(v) for v in value)
+    return value
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -435,8 +448,13 @@ class Mapper:
                     "counters": {"frames_ingested": self.frames_ingested}}
 
     def save(self, path) -> int:
-        """Write the map atomically to ``path`` (versioned format); returns bytes written."""
-        return save_map(path, self.state_dict())
+        """Write the map atomically to ``path`` (versioned format); returns bytes written.
+
+        The state is copied under the lock, so training may go on while the file is written.
+        """
+        with self._lock:
+            state = _detached_copy(self.state_dict())
+        return save_map(path, state)
 
     def load(self, path) -> None:
         """Replace the map by the one in ``path``.

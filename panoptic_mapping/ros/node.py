@@ -1,43 +1,110 @@
 """The ``mapping_node`` executable: the ROS 2 face of panoptic_mapping.
 
-Threads and callback groups:
-* input subscriptions (sensor-data QoS) only record the newest message of each stream
-  into bounded, latest-only slots;
-* services run in their own callback group, so a slow request never blocks the input path;
-* a timer reports, as a log line, what has arrived and what the node is still waiting for.
+The node converts messages, wires threads and parameters; the mathematics lives in
+:mod:`panoptic_mapping.core`. Threads and queues (every queue bounded, the backlog never
+grows with the input rate):
 
-Relative topic names (remap them, e.g. in ``launch/mapping.launch.py``):
-``image`` (sensor_msgs/Image), ``camera_info`` (sensor_msgs/CameraInfo), ``depth``
-(sensor_msgs/Image, when ``input.use_depth``), ``pose`` (geometry_msgs/PoseStamped) or
-``odometry`` (nav_msgs/Odometry) when poses do not come from tf.
+* **input callbacks** (one mutually exclusive callback group, sensor-data QoS) only
+  enqueue: image, camera_info and depth go into the approximate time synchroniser
+  (``input.sync_queue_size`` per topic; message_filters when importable, else
+  :mod:`.sync`), poses into the bounded pose buffer (:mod:`.poses`; tf2 when used);
+  a matched set goes into a latest-only slot of one;
+* the **frame assembler** thread takes the newest matched set, looks its pose up at the
+  image stamp (waiting at most ``input.pose_wait_s``), decodes it and submits the frame to
+* the **segmentation worker** thread (:class:`~panoptic_mapping.frontends.worker.
+  SegmentationWorker`, latest-only queue of ``frontend.worker.queue_size``), which segments,
+  embeds and ingests it into the mapper;
+* the **training worker** thread, the one that owns the GPU, trains the map continuously
+  (``mapping``), one step per lock acquisition;
+* **publishers** (their own callback group, on timers) read snapshots taken under the
+  mapper's lock: ``~/labeled_cloud``, ``~/instances``, ``~/panoptic_image``, ``~/status``;
+* **services** run in a callback group of their own, so a slow request never blocks the
+  input path; bad requests are answered with ``success=false`` and the reason.
+
+Relative input topics (remap them, e.g. in ``launch/mapping.launch.py``): ``image``
+(sensor_msgs/Image), ``camera_info`` (sensor_msgs/CameraInfo), ``depth`` (sensor_msgs/Image,
+when ``input.use_depth``), ``pose`` (geometry_msgs/PoseStamped) or ``odometry``
+(nav_msgs/Odometry) when poses do not come from tf.
+
+Pose conventions: with tf, the pose is ``map <- camera optical frame`` (the image's
+frame_id or ``input.camera_frame``) at the image stamp. A PoseStamped (header.frame_id =
+the map frame) or an Odometry (header.frame_id = the map frame, pose of child_frame_id)
+gives the pose of a frame F in the map; ``input.body_to_optical`` is the optical frame in F
+(identity: F is the optical frame). Poses are interpolated at the image stamp.
 """
 from __future__ import annotations
 
+import collections
+import logging
 import sys
 import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
 from panoptic_mapping.core.config import ConfigError, PanopticMappingConfig
-from panoptic_mapping.ros.conversions import InputError
+from panoptic_mapping.core.export import LabeledCloud
+from panoptic_mapping.core.frames import Frame, FrameError
+from panoptic_mapping.core.mapper import Mapper
+from panoptic_mapping.ros.conversions import (
+    InputError,
+    camera_info_to_intrinsics,
+    image_to_depth,
+    image_to_rgb,
+    numpy_to_image,
+)
+from panoptic_mapping.ros.markers import instance_markers
 from panoptic_mapping.ros.parameters import declare_config, runtime_validator
-from panoptic_mapping.ros.requests import decode_localize_request
-from panoptic_mapping.srv import LocalizeInstances, QueryInstances, ResetMap
+from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg, subsample
+from panoptic_mapping.ros.pose_sources import HAVE_TF2, TfPoses, TopicPoses, stamp_ns
+from panoptic_mapping.ros.poses import PoseLookupError
+from panoptic_mapping.ros.services import NO_TEXT_ENCODER, MapServices
+from panoptic_mapping.ros.sync import ApproximateTimeSync
+from panoptic_mapping.ros.visuals import colorize
+from panoptic_mapping.ros.workers import (
+    LatencyWindow,
+    LatestSlot,
+    LockedModel,
+    RateMeter,
+    SlotWorker,
+    Throttle,
+    TrainingWorker,
+    limit_heap_growth,
+    process_memory_mb,
+)
+from panoptic_mapping.srv import (
+    LoadMap,
+    LocalizeInstances,
+    QueryInstances,
+    ResetMap,
+    SaveMap,
+)
 
 try:  # present on a real ROS 2 install, not among the PyPI wheels
-    import tf2_ros  # noqa: F401
+    import message_filters
 
-    HAVE_TF2 = True
+    HAVE_MESSAGE_FILTERS = True
 except ImportError:
-    HAVE_TF2 = False
+    message_filters = None
+    HAVE_MESSAGE_FILTERS = False
 
 try:
     from nav_msgs.msg import Odometry
@@ -45,6 +112,10 @@ except ImportError:  # pragma: no cover - nav_msgs ships with every ROS 2 distri
     Odometry = None
 
 NODE_NAME = "panoptic_mapping"
+__all__ = ["MappingNode", "main", "NODE_NAME", "NO_TEXT_ENCODER", "HAVE_TF2",
+           "HAVE_MESSAGE_FILTERS"]
+
+log = logging.getLogger("panoptic_mapping.ros")
 
 
 @dataclass
@@ -53,35 +124,110 @@ class StreamState:
 
     topic: str
     received: int = 0
-    last_wall: float | None = None
-    latest: object | None = None  # newest message only: the slot never grows
+    rate: RateMeter | None = None
 
 
-class MappingNode(Node):
-    """Subscribes to posed images, serves the map's services, reports its state."""
+@dataclass
+class MapSnapshot:
+    """The map as publishers and services read it (taken under the mapper's lock)."""
+
+    key: tuple
+    cloud: object  # LabeledCloud
+    records: dict  # instance id -> InstanceRecord
+    labels: dict  # instance id -> (label name, semantic confidence)
+    built_s: float
+    seconds: float
+
+
+# ---------------------------------------------------------------------------- node
+
+
+class MappingNode(MapServices, Node):
+    """Maps posed images online; publishes the labeled map and answers its services."""
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self.config: PanopticMappingConfig = declare_config(self)
-        self._input_lock = threading.Lock()
+        cfg = self.config
+        self._throttle = Throttle(cfg.input.error_log_period_s)
         self.pose_source = self._resolve_pose_source()
-        self.streams: dict[str, StreamState] = {}
-        self._subscribe_inputs()
-        self._service_group = MutuallyExclusiveCallbackGroup()
-        self.create_service(LocalizeInstances, "~/localize_instances", self._on_localize,
-                            callback_group=self._service_group)
-        self.create_service(QueryInstances, "~/query_instances", self._on_query,
-                            callback_group=self._service_group)
-        self.create_service(ResetMap, "~/reset", self._on_reset, callback_group=self._service_group)
-        self.add_on_set_parameters_callback(runtime_validator(self._apply_runtime_parameter))
-        self._status_timer = self.create_timer(self.config.output.status_period_s,
-                                               self.report_status)
-        self.get_logger().info(
-            f"started: pose from {self.pose_source}, depth "
-            f"{'on' if self.config.input.use_depth else 'off'}, map frame "
-            f"'{self.config.input.map_frame}'")
+        self._input_lock = threading.Lock()
+        self._started = time.monotonic()
 
-    # ------------------------------------------------------------------ inputs
+        # -- the front-end and the map
+        self._build_frontend()
+        self.mapper = Mapper(cfg.mapping, embedding_dim=self.embedding_dim or None)
+        self._generation = 0
+        self._map_lock = threading.Lock()  # swaps of self.mapper (reset, load)
+        self._snapshot: MapSnapshot | None = None
+        self._snapshot_lock = threading.Lock()
+        self._latest_view = None
+        self._vocabulary_note = ""
+        self._apply_vocabulary(self.mapper)
+
+        # -- statistics (all bounded)
+        self.counts = collections.Counter()
+        self._ingest_rate = RateMeter(10.0)
+        self._ingest_time = LatencyWindow(200)
+        self._frame_latency = LatencyWindow(200)
+        self._localize_time = LatencyWindow(200)
+        self._arrivals: collections.OrderedDict[float, float] = collections.OrderedDict()
+
+        # -- threads and queues
+        self._frames = LatestSlot(1)
+        self._assembler = SlotWorker(self._frames, self._assemble, "frame-assembler")
+        self._trainer = TrainingWorker(lambda: self.mapper,
+                                       lambda: self.config.input.train_duty_cycle)
+
+        # -- inputs
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self.streams: dict[str, StreamState] = {}
+        self._sync_names = ["image", "camera_info"] + (["depth"] if cfg.input.use_depth else [])
+        self._make_synchronizer()
+        self.poses = (TfPoses(self, cfg.input.map_frame) if self.pose_source == "tf"
+                      else TopicPoses(cfg.input, self.pose_source))
+        self._subscribe_inputs()
+
+        # -- outputs
+        self._publish_group = MutuallyExclusiveCallbackGroup()
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             history=HistoryPolicy.KEEP_LAST)
+        self._cloud_pub = self.create_publisher(PointCloud2, "~/labeled_cloud", latched)
+        self._markers_pub = self.create_publisher(MarkerArray, "~/instances", latched)
+        self._panoptic_pub = self.create_publisher(Image, "~/panoptic_image", 2)
+        self._status_pub = self.create_publisher(DiagnosticArray, "~/status", 10)
+        self._publish_timers: dict[str, object] = {}
+        self._published_key = None
+        self._markers_empty = False
+        self._published_view = None
+        self._publish_cost: dict[str, float] = collections.defaultdict(float)
+        self._last_publish: dict[str, float] = collections.defaultdict(lambda: -1e9)
+        self._reset_timers()
+
+        # -- services
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        for srv_type, name, handler in (
+                (LocalizeInstances, "~/localize_instances", self._on_localize),
+                (QueryInstances, "~/query_instances", self._on_query),
+                (SaveMap, "~/save_map", self._on_save),
+                (LoadMap, "~/load_map", self._on_load),
+                (ResetMap, "~/reset", self._on_reset)):
+            self.create_service(srv_type, name, self._guarded(handler),
+                                callback_group=self._service_group)
+        self.add_on_set_parameters_callback(runtime_validator(self._apply_runtime_parameter))
+
+        self.worker.start()
+        self._assembler.start()
+        self._trainer.start()
+        self.get_logger().info(
+            f"started: pose from {self.poses.describe()}, depth "
+            f"{'on' if cfg.input.use_depth else 'off'}, map frame '{cfg.input.map_frame}', "
+            f"front-end {self.frontend_description()}, map on {self.mapper.device}, "
+            f"synchroniser {'message_filters' if HAVE_MESSAGE_FILTERS else 'own'} "
+            f"(slop {cfg.input.sync_slop_s} s)")
+
+    # ------------------------------------------------------------------ set-up
 
     def _resolve_pose_source(self) -> str:
         source = self.config.input.pose_source
@@ -95,17 +241,65 @@ class MappingNode(Node):
                               "not importable")
         return source
 
-    def _subscribe(self, msg_type, name: str) -> None:
-        state = StreamState(topic=self.resolve_topic_name(name))
-        self.streams[name] = state
+    def _build_frontend(self) -> None:
+        """Segmenter, optional embedder and their worker (weights load here, at start-up)."""
+        from panoptic_mapping.frontends.segmenters import make_segmenter, segmenter_kind
+        from panoptic_mapping.frontends.worker import SegmentationWorker
 
-        def callback(msg, state=state) -> None:
+        fcfg = self.config.frontend
+        self.segmenter_kind = segmenter_kind(fcfg.segmenter)
+        self.segmenter = LockedModel(make_segmenter(fcfg.segmenter), ("segment",))
+        self.embedder = None
+        if fcfg.embedder.enabled:
+            from panoptic_mapping.frontends.embeddings import OpenClipEmbedder
+
+            self.embedder = LockedModel(OpenClipEmbedder(fcfg.embedder), ("embed_masks",))
+        self.embedding_dim = 0 if self.embedder is None else int(self.embedder.dim)
+        self.worker = SegmentationWorker(self.segmenter, self.embedder, fcfg.worker,
+                                         sink=self._ingest)
+
+    def frontend_description(self) -> str:
+        seg = self.segmenter_kind
+        if seg == "classical":
+            seg = "classical (weights-free scikit-image)"
+        else:
+            seg = f"{seg} ({self.config.frontend.segmenter.checkpoint})"
+        if self.embedder is None:
+            return f"{seg}, no embedder (no open-vocabulary semantics)"
+        return f"{seg}, open_clip {self.config.frontend.embedder.model_name}"
+
+    def _make_synchronizer(self) -> None:
+        cfg = self.config.input
+        names = self._sync_names
+        if HAVE_MESSAGE_FILTERS:
+            inputs = [message_filters.SimpleFilter() for _ in names]
+            sync = message_filters.ApproximateTimeSynchronizer(
+                inputs, cfg.sync_queue_size, cfg.sync_slop_s)
+            sync.registerCallback(self._on_matched)
+            self._sync = None
+            self._feed = lambda index, stamp, msg: inputs[index].signalMessage(msg)
+        else:
+            self._sync = ApproximateTimeSync(names, cfg.sync_queue_size,
+                                             int(round(cfg.sync_slop_s * 1e9)),
+                                             self._on_matched)
+            self._feed = self._sync.add
+
+    def _subscribe(self, msg_type, name: str) -> None:
+        state = StreamState(topic=self.resolve_topic_name(name), rate=RateMeter(5.0))
+        self.streams[name] = state
+        index = self._sync_names.index(name) if name in self._sync_names else None
+
+        def callback(msg, state=state, index=index, name=name) -> None:
             with self._input_lock:
                 state.received += 1
-                state.last_wall = time.monotonic()
-                state.latest = msg
+            state.rate.tick()
+            if index is not None:
+                self._feed(index, stamp_ns(msg.header.stamp), msg)
+            else:
+                self._on_pose(name, msg)
 
-        self.create_subscription(msg_type, name, callback, qos_profile_sensor_data)
+        self.create_subscription(msg_type, name, callback, qos_profile_sensor_data,
+                                 callback_group=self._input_group)
 
     def _subscribe_inputs(self) -> None:
         self._subscribe(Image, "image")
@@ -117,69 +311,386 @@ class MappingNode(Node):
         elif self.pose_source == "odometry":
             self._subscribe(Odometry, "odometry")
 
+    # ------------------------------------------------------------------ input path
+
+    def _reject(self, key: str, message: str) -> None:
+        """Count a rejected input and log the reason, throttled per kind."""
+        self.counts[f"rejected_{key}"] += 1
+        ready, suppressed = self._throttle.ready(key)
+        if ready:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            self.get_logger().warning(f"input rejected: {message}{more}")
+
+    def _on_pose(self, name: str, msg) -> None:
+        pose = msg.pose if name == "pose" else msg.pose.pose
+        try:
+            self.poses.add(msg.header, pose)
+        except InputError as exc:
+            self._reject("pose", str(exc))
+
+    def _on_matched(self, *msgs) -> None:
+        """A synchronised image (+ camera_info, + depth): hand it to the assembler."""
+        self.counts["synced"] += 1
+        image, info = msgs[0], msgs[1]
+        depth = msgs[2] if len(msgs) > 2 else None
+        if not self._frames.put((time.monotonic(), image, info, depth)):
+            self.counts["dropped_input"] += 1
+
+    def _assemble(self, item) -> None:
+        """Frame-assembler thread: decode, look the pose up, submit to the front-end."""
+        arrival, image, info, depth_msg = item
+        stamp = stamp_ns(image.header.stamp)
+        try:
+            rgb = image_to_rgb(image)
+            K, width, height = camera_info_to_intrinsics(info)
+            if rgb.shape[:2] != (height, width):
+                raise InputError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but camera_info "
+                                 f"is {width}x{height}")
+            depth = None
+            if depth_msg is not None:
+                depth = image_to_depth(depth_msg)
+                if depth.shape != rgb.shape[:2]:
+                    raise InputError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the "
+                                     f"image is {rgb.shape[1]}x{rgb.shape[0]}")
+        except InputError as exc:
+            self._reject("image", str(exc))
+            return
+        frame_id = self.config.input.camera_frame or image.header.frame_id
+        try:
+            pose = self.poses.lookup(frame_id, stamp, self.config.input.pose_wait_s)
+        except PoseLookupError as exc:
+            self._reject("no_pose", f"no camera pose at the image stamp "
+                         f"{stamp / 1e9:.3f} s: {exc}")
+            return
+        frame = Frame(rgb=rgb, K=K, camera_to_world=pose, stamp=stamp / 1e9, depth=depth)
+        with self._input_lock:
+            self._arrivals[frame.stamp] = arrival
+            while len(self._arrivals) > 64:
+                self._arrivals.popitem(last=False)
+        try:
+            self.worker.submit(frame)
+        except RuntimeError:  # stopping
+            return
+
+    def _ingest(self, result) -> None:
+        """Segmentation-worker thread: the front-end's result goes into the map."""
+        with self._input_lock:
+            arrival = self._arrivals.pop(result.frame.stamp, None)
+        if not result.ok:
+            self.counts["frontend_failed"] += 1
+            return
+        mapper = self.mapper
+        t0 = time.perf_counter()
+        try:
+            report = mapper.ingest(result.frame)
+        except FrameError as exc:
+            self._reject("frame", f"the mapper refused the frame: {exc}")
+            return
+        now = time.perf_counter()
+        self._ingest_time.add(now - t0)
+        self._ingest_rate.tick()
+        if arrival is not None:
+            self._frame_latency.add(time.monotonic() - arrival)
+        self.counts["ingested"] += 1
+        if report.keyframe is not None:
+            self.counts["keyframes_added"] += 1
+        f = result.frame
+        self._latest_view = (mapper, f.K, f.camera_to_world, f.depth, f.rgb, f.stamp)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _map_key(self, mapper: Mapper) -> tuple:
+        st = mapper.stats()
+        key = (id(mapper), st["frames"], st["keyframes"], st.get("instances_confirmed"),
+               st.get("instances_merges"), st.get("instances_ids_created"))
+        if not self.config.input.use_depth:  # the field's depth places RGB-only keyframes
+            key += (st["training_steps"] // 100,)
+        return key
+
+    def snapshot(self, max_age_s: float | None = None) -> MapSnapshot | None:
+        """The newest snapshot, rebuilt if the map changed and it is older than max_age_s."""
+        with self._snapshot_lock:
+            mapper = self.mapper
+            snap = self._snapshot
+            key = self._map_key(mapper)
+            fresh = snap is not None and snap.key == key
+            young = (snap is not None and max_age_s is not None
+                     and time.monotonic() - snap.built_s < max_age_s
+                     and snap.key[0] == key[0])
+            if fresh or young:
+                return snap
+            t0 = time.perf_counter()
+            cloud = mapper.labeled_cloud()
+            records = {r.id: r for r in mapper.instance_table(cloud)}
+            labels = {i: (mapper.vocabulary.name(l), c)
+                      for i, (l, c) in mapper.instance_labels().items()}
+            snap = MapSnapshot(key, cloud, records, labels, time.monotonic(),
+                               time.perf_counter() - t0)
+            if mapper is self.mapper:
+                self._snapshot = snap
+            return snap
+
+    # ------------------------------------------------------------------ publishers
+
+    def _header(self, frame_id: str | None = None) -> Header:
+        return Header(stamp=self.get_clock().now().to_msg(),
+                      frame_id=frame_id or self.config.input.map_frame)
+
+    def _due(self, name: str, period: float) -> bool:
+        """Publish no more often than 4x the time the last one took (bounded load)."""
+        now = time.monotonic()
+        if now - self._last_publish[name] < max(period, 4 * self._publish_cost[name]) - 1e-3:
+            return False
+        self._last_publish[name] = now
+        return True
+
+    def _reset_timers(self) -> None:
+        out = self.config.output
+        for name, period, callback in (("status", out.status_period_s, self.report_status),
+                                       ("cloud", out.cloud_period_s, self.publish_cloud),
+                                       ("markers", out.markers_period_s, self.publish_markers),
+                                       ("panoptic", out.panoptic_image_period_s,
+                                        self.publish_panoptic_image)):
+            timer = self._publish_timers.pop(name, None)
+            if timer is not None:
+                self.destroy_timer(timer)
+            if period > 0:
+                self._publish_timers[name] = self.create_timer(period, callback,
+                                                       callback_group=self._publish_group)
+
+    def publish_cloud(self) -> None:
+        if self.mapper.stats()["keyframes"] == 0:
+            if self._published_key != "empty":  # an empty map (start, reset): clear RViz
+                self._cloud_pub.publish(labeled_cloud_to_msg(LabeledCloud.empty(),
+                                                             self._header()))
+                self._published_key = "empty"
+            return
+        if not self._due("cloud", self.config.output.cloud_period_s):
+            return
+        t0 = time.perf_counter()
+        snap = self.snapshot()
+        if snap is None or snap.key == self._published_key:
+            self._publish_cost["cloud"] = time.perf_counter() - t0
+            return
+        cloud = subsample(snap.cloud, self.config.output.cloud_max_points)
+        self._cloud_pub.publish(labeled_cloud_to_msg(cloud, self._header()))
+        self._published_key = snap.key
+        self.counts["clouds_published"] += 1
+        self._publish_cost["cloud"] = time.perf_counter() - t0
+
+    def publish_markers(self) -> None:
+        snap = self._snapshot
+        records = [] if snap is None else [snap.records[i] for i in sorted(snap.records)]
+        if not records and self._markers_empty:
+            return
+        if not self._due("markers", self.config.output.markers_period_s):
+            return
+        self._markers_pub.publish(instance_markers(records, self._header()))
+        self._markers_empty = not records
+
+    def publish_panoptic_image(self) -> None:
+        view = self._latest_view
+        if view is None or view is self._published_view:
+            return
+        if not self._due("panoptic", self.config.output.panoptic_image_period_s):
+            return
+        mapper, K, c2w, depth, rgb, _ = view
+        t0 = time.perf_counter()
+        ids = mapper.render_instances(K, c2w, depth, rgb.shape[:2])
+        header = self._header(self.config.input.camera_frame or None)
+        msg = numpy_to_image(colorize(ids, rgb, alpha=0.65), "rgb8", header)
+        self._panoptic_pub.publish(msg)
+        self._published_view = view
+        self._publish_cost["panoptic"] = time.perf_counter() - t0
+
+    def status(self) -> dict:
+        """Everything the status report says, as plain values."""
+        mapper = self.mapper
+        st = mapper.stats()
+        wst = self.worker.stats()
+        with self._input_lock:
+            streams = {n: (s.received, s.rate.rate()) for n, s in self.streams.items()}
+        dropped = (self.counts["dropped_input"] + wst["dropped"]
+                   + sum(v for k, v in self.counts.items() if k.startswith("rejected_")))
+        seg = wst["latency"].get("segment", {})
+        gpu_mb = 0.0
+        if mapper.device.type == "cuda":
+            gpu_mb = torch.cuda.memory_allocated(mapper.device) / 1e6
+        return {
+            "streams": streams,
+            "synced": self.counts["synced"],
+            "sync_unmatched_dropped": (sum(self._sync.dropped.values())
+                                       if self._sync is not None else 0),
+            "sync_pending": (sum(self._sync.pending().values())
+                             if self._sync is not None else 0),
+            "poses_buffered": len(self.poses.buffer) if self.pose_source != "tf" else 0,
+            "assembler_queued": len(self._frames),
+            "dropped": dropped,
+            "dropped_input": self.counts["dropped_input"],
+            "dropped_frontend": wst["dropped"],
+            "rejected": {k[len("rejected_"):]: v for k, v in self.counts.items()
+                         if k.startswith("rejected_")},
+            "frontend_queued": wst["queued"],
+            "segment_ms_p50": seg.get("p50_ms", float("nan")),
+            "ingested": self.counts["ingested"],
+            "ingest_fps": self._ingest_rate.rate(),
+            "ingest_ms": self._ingest_time.summary(),
+            "frame_latency_ms": self._frame_latency.summary(),
+            "localize_ms": self._localize_time.summary(),
+            "keyframes": st["keyframes"],
+            "instances": st.get("instances_confirmed", 0),
+            "training_steps": st["training_steps"],
+            "training_steps_per_s": self._trainer.rate.rate(),
+            "rss_mb": process_memory_mb(),
+            "keyframes_mb": st["keyframe_mb"],
+            "gpu_mb": gpu_mb,
+        }
+
     def waiting_for(self) -> list[str]:
         """Inputs that have not delivered a single message yet (for the status report)."""
         with self._input_lock:
             missing = [f"{name} on {s.topic}" for name, s in self.streams.items()
                        if s.received == 0]
-        if self.pose_source == "tf":
+        if self.pose_source == "tf" and self.counts["ingested"] == 0:
             missing.append(f"poses from tf ({self.config.input.map_frame} <- camera frame)")
         return missing
 
     def report_status(self) -> None:
-        with self._input_lock:
-            counts = ", ".join(f"{n} {s.received}" for n, s in self.streams.items())
+        s = self.status()
+        counts = ", ".join(f"{n} {c}" for n, (c, _) in s["streams"].items())
         missing = self.waiting_for()
+        lat = s["frame_latency_ms"]
+        summary = (f"map: {s['keyframes']} keyframes, {s['instances']} instances, "
+                   f"{s['training_steps']} training steps ({s['training_steps_per_s']:.1f}/s); "
+                   f"frames: {s['ingested']} mapped ({s['ingest_fps']:.1f}/s), "
+                   f"{s['dropped']} dropped; latency p50 {lat['p50_ms']:.0f} ms; "
+                   f"memory {s['rss_mb']:.0f} MB")
         if missing:
-            self.get_logger().info(f"waiting for: {'; '.join(missing)} (received: {counts})")
+            self.get_logger().info(f"waiting for: {'; '.join(missing)} (received: {counts}); "
+                                   f"{summary}")
         else:
-            self.get_logger().info(f"receiving: {counts}; map: empty (no mapping core yet)")
+            rates = ", ".join(f"{n} {c} ({r:.1f} Hz)" for n, (c, r) in s["streams"].items())
+            self.get_logger().info(f"receiving: {rates}; {summary}")
+        self._status_pub.publish(self._diagnostics(s, missing))
+
+    def _diagnostics(self, s: dict, missing: list[str]) -> DiagnosticArray:
+        level = DiagnosticStatus.OK
+        message = "mapping"
+        if missing:
+            level, message = DiagnosticStatus.WARN, "waiting for " + "; ".join(missing)
+        elif s["dropped"] and s["ingested"] == 0:
+            level, message = DiagnosticStatus.WARN, "frames arrive but none was mapped"
+        values = {
+            "frontend": self.frontend_description(),
+            "pose_source": self.pose_source,
+            **{f"input.{n}.received": c for n, (c, _) in s["streams"].items()},
+            **{f"input.{n}.rate_hz": r for n, (_, r) in s["streams"].items()},
+            "frames.synced": s["synced"],
+            "frames.mapped": s["ingested"],
+            "frames.dropped": s["dropped"],
+            "frames.dropped_input_slot": s["dropped_input"],
+            "frames.dropped_frontend_queue": s["dropped_frontend"],
+            **{f"frames.rejected.{k}": v for k, v in s["rejected"].items()},
+            "sync.unmatched_dropped": s["sync_unmatched_dropped"],
+            "sync.pending": s["sync_pending"],
+            "poses.buffered": s["poses_buffered"],
+            "assembler.queued": s["assembler_queued"],
+            "frontend.queued": s["frontend_queued"],
+            "frontend.segment_ms_p50": s["segment_ms_p50"],
+            "mapping.ingest_fps": s["ingest_fps"],
+            "mapping.ingest_ms_p50": s["ingest_ms"]["p50_ms"],
+            "mapping.frame_latency_ms_p50": s["frame_latency_ms"]["p50_ms"],
+            "mapping.frame_latency_ms_p95": s["frame_latency_ms"]["p95_ms"],
+            "mapping.keyframes": s["keyframes"],
+            "mapping.instances": s["instances"],
+            "training.steps": s["training_steps"],
+            "training.steps_per_s": s["training_steps_per_s"],
+            "localize.ms_p50": s["localize_ms"]["p50_ms"],
+            "localize.ms_p95": s["localize_ms"]["p95_ms"],
+            "memory.rss_mb": s["rss_mb"],
+            "memory.keyframes_mb": s["keyframes_mb"],
+            "memory.gpu_mb": s["gpu_mb"],
+        }
+        status = DiagnosticStatus(
+            level=level, name=f"{self.get_name()}: mapping", message=message,
+            hardware_id=self.get_fully_qualified_name(),
+            values=[KeyValue(key=k, value=(f"{v:.3f}" if isinstance(v, float) else str(v)))
+                    for k, v in values.items()])
+        return DiagnosticArray(header=self._header(""), status=[status])
+
+    # ------------------------------------------------------------------ parameters
 
     def _apply_runtime_parameter(self, name: str, value) -> None:
-        section, leaf = name.split(".", 1)
-        setattr(getattr(self.config, section), leaf, value)
-        if name == "output.status_period_s":
-            self._status_timer.cancel()
-            self._status_timer = self.create_timer(value, self.report_status)
+        *sections, leaf = name.split(".")
+        target = self.config
+        for section in sections:
+            target = getattr(target, section)
+        setattr(target, leaf, value)
+        if name.startswith("mapping.semantics."):
+            mapper_cfg = self.mapper.vocabulary.cfg
+            if mapper_cfg is not self.config.mapping.semantics:
+                setattr(mapper_cfg, leaf, value)
+        elif name.startswith("output.") and name.endswith("_period_s"):
+            self._reset_timers()
+        elif name == "output.vocabulary":
+            self._apply_vocabulary(self.mapper)
+            self.get_logger().info(f"vocabulary: {len(value)} prompts"
+                                   + (f" ({self._vocabulary_note})"
+                                      if self._vocabulary_note else ""))
+        elif name == "input.error_log_period_s":
+            self._throttle.period_s = value
 
-    # ------------------------------------------------------------------ services
+    def _apply_vocabulary(self, mapper: Mapper) -> None:
+        """Embed output.vocabulary with the text encoder and give it to ``mapper``."""
+        prompts = [p.strip() for p in self.config.output.vocabulary if p.strip()]
+        if self.embedder is None:
+            self._vocabulary_note = "kept, but unused without a text encoder"
+            return
+        text = (self.embedder.embed_text(prompts) if prompts
+                else np.zeros((0, self.embedding_dim), np.float32))
+        mapper.vocabulary.set(prompts, text)
+        self._vocabulary_note = ""
 
-    def _on_localize(self, request, response):
-        try:
-            decode_localize_request(request, self.config.input.map_frame)
-        except InputError as exc:
-            response.success, response.message = False, f"bad request: {exc}"
-            return response
-        response.success = False
-        response.message = "no map yet: no keyframe has been mapped"
-        return response
+    # ------------------------------------------------------------------ map swaps
 
-    def _on_query(self, request, response):
-        if not request.query.strip():
-            response.success, response.message = False, "bad request: the query text is empty"
-            return response
-        response.success, response.message = False, "no map yet: no instance to rank"
-        return response
+    def _swap(self, mapper: Mapper) -> None:
+        """Replace the running map; threads pick the new one up at their next step."""
+        with self._map_lock, self._snapshot_lock:
+            self.mapper = mapper
+            self._generation += 1
+            self._snapshot = None
+            self._latest_view = None
+        self.get_logger().info(f"map replaced (generation {self._generation})")
 
-    def _on_reset(self, request, response):
-        with self._input_lock:
-            for state in self.streams.values():
-                state.latest = None
-        response.success, response.message = True, "map reset (it held no keyframes)"
-        return response
+    # ------------------------------------------------------------------ shutdown
+
+    def destroy_node(self):
+        for stop in (lambda: self._assembler.stop(2.0), lambda: self.worker.stop(5.0),
+                     lambda: self._trainer.stop(10.0)):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                log.exception("stopping a worker failed")
+        return super().destroy_node()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ros2 run panoptic_mapping mapping_node``."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="[%(levelname)s] [%(name)s]: %(message)s")
+    limit_heap_growth()  # image buffers by mmap: flat memory under a flood of frames
     rclpy.init(args=sys.argv if argv is None else argv)
     node = None
     try:
         node = MappingNode()
-        executor = MultiThreadedExecutor(num_threads=3)
+        executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
     except ConfigError as exc:
         print(f"[{NODE_NAME}] configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ImportError) as exc:  # model weights or packages missing
+        print(f"[{NODE_NAME}] front-end error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

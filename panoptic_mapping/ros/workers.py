@@ -1,0 +1,353 @@
+"""The node's threads and bounded queues (ROS-free, unit-tested on their own).
+
+* :class:`LatestSlot` - a bounded hand-over queue that keeps the newest items: a put into a
+  full slot drops the oldest (counted). ROS callbacks only put into such slots.
+* :class:`SlotWorker` - a thread that takes items from a slot and handles them (the node's
+  frame assembler: pose lookup, decoding, hand-over to the segmentation worker).
+* :class:`TrainingWorker` - the one thread that trains the map (and so owns the GPU):
+  calls ``mapper.train(1)`` continuously, releasing the mapper's lock between steps so that
+  ingestion, publishers and services get their turn; idles when there is nothing to train;
+  can be paused (reset, load) and throttled to a duty cycle (CPU-only machines).
+* :class:`RateMeter`, :class:`LatencyWindow`, :class:`Throttle` - bounded statistics and
+  rate-limited logging.
+* :class:`LockedModel` - serialises a segmenter or embedder between the segmentation worker
+  and the localize service (models are not required to be thread-safe).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+__all__ = ["LatestSlot", "SlotWorker", "TrainingWorker", "RateMeter", "LatencyWindow",
+           "Throttle", "LockedModel", "process_memory_mb", "limit_heap_growth"]
+
+log = logging.getLogger("panoptic_mapping.ros")
+
+
+class LatestSlot:
+    """Bounded queue keeping the newest ``capacity`` items (thread-safe).
+
+    ``put`` never blocks: when full, the oldest item is dropped and counted.
+    """
+
+    def __init__(self, capacity: int = 1) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.put_count = 0
+        self.dropped = 0
+
+    def put(self, item: Any) -> bool:
+        """Add ``item``; returns False when an older item was dropped to make room."""
+        with self._cond:
+            self.put_count += 1
+            dropped = False
+            while len(self._items) >= self.capacity:
+                self._items.popleft()
+                self.dropped += 1
+                dropped = True
+            self._items.append(item)
+            self._cond.notify()
+            return not dropped
+
+    def get(self, timeout: float | None = None) -> Any | None:
+        """Oldest waiting item, or None after ``timeout`` or once closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._items:
+                if self._closed:
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            return self._items.popleft()
+
+    def clear(self) -> int:
+        with self._cond:
+            n = len(self._items)
+            self._items.clear()
+            return n
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class SlotWorker:
+    """A thread handling the items of a :class:`LatestSlot` one by one.
+
+    An exception in ``handler`` is logged and the thread goes on with the next item.
+    """
+
+    def __init__(self, slot: LatestSlot, handler: Callable[[Any], None], name: str) -> None:
+        self.slot = slot
+        self.handler = handler
+        self.name = name
+        self.handled = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "SlotWorker":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        self._stop.set()
+        self.slot.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            item = self.slot.get(timeout=0.2)
+            if item is None:
+                continue
+            try:
+                self.handler(item)
+                self.handled += 1
+            except Exception:  # the input path must survive anything one frame does
+                self.errors += 1
+                log.exception("%s: failed on an item", self.name)
+
+
+class RateMeter:
+    """Events per second over the last ``window_s`` seconds (bounded memory)."""
+
+    def __init__(self, window_s: float = 5.0, max_events: int = 1000) -> None:
+        self.window_s = float(window_s)
+        self._times: collections.deque = collections.deque(maxlen=max_events)
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def tick(self, now: float | None = None) -> None:
+        with self._lock:
+            self._times.append(time.monotonic() if now is None else now)
+            self.count += 1
+
+    def rate(self, now: float | None = None) -> float:
+        """Mean event rate [1/s] of the events in the window (0 with fewer than two)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = [t for t in self._times if now - t <= self.window_s]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
+
+    def last(self) -> float | None:
+        with self._lock:
+            return self._times[-1] if self._times else None
+
+
+class LatencyWindow:
+    """Sliding window of durations (seconds) with percentiles in milliseconds."""
+
+    def __init__(self, window: int = 500) -> None:
+        self._samples: collections.deque = collections.deque(maxlen=window)
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._samples.append(float(seconds))
+            self.count += 1
+
+    def summary(self) -> dict[str, float]:
+        """count, p50_ms, p95_ms, max_ms (NaN when empty)."""
+        with self._lock:
+            s = np.array(self._samples, dtype=np.float64) * 1e3
+        if s.size == 0:
+            return {"count": self.count, "p50_ms": float("nan"), "p95_ms": float("nan"),
+                    "max_ms": float("nan")}
+        return {"count": self.count, "p50_ms": float(np.percentile(s, 50)),
+                "p95_ms": float(np.percentile(s, 95)), "max_ms": float(s.max())}
+
+
+class Throttle:
+    """Rate limit per key: ``ready(key)`` is True at most once per ``period_s``.
+
+    Counts every call, so a throttled log line can say how many it stands for.
+    """
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = float(period_s)
+        self._last: dict[str, float] = {}
+        self._suppressed: collections.Counter = collections.Counter()
+        self.counts: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def ready(self, key: str, now: float | None = None) -> tuple[bool, int]:
+        """(whether to log now, how many occurrences were suppressed since the last log)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self.counts[key] += 1
+            last = self._last.get(key)
+            if last is not None and now - last < self.period_s:
+                self._suppressed[key] += 1
+                return False, 0
+            self._last[key] = now
+            n = self._suppressed.pop(key, 0)
+            return True, n
+
+
+class LockedModel:
+    """A model shared by several threads, one call of the named methods at a time.
+
+    Segmenters and embedders are not required to be thread-safe; the segmentation worker
+    and the localize service both use them. Other attributes pass through.
+    """
+
+    def __init__(self, inner, methods: tuple[str, ...] = ("segment",)) -> None:
+        self.inner = inner
+        self._methods = set(methods)
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        value = getattr(self.inner, name)
+        if name not in self._methods:
+            return value
+
+        def locked(*args, **kwargs):
+            with self._lock, torch.inference_mode():
+                return value(*args, **kwargs)
+
+        return locked
+
+    def __call__(self, *args, **kwargs):
+        return self.segment(*args, **kwargs)
+
+
+class TrainingWorker:
+    """The thread that trains the current map continuously.
+
+    Args:
+        get_mapper: returns the mapper to train now (it may be replaced by reset/load).
+        duty_cycle: returns the share of wall time to train (1 = always).
+        idle_s: sleep when the mapper has nothing to train yet.
+    """
+
+    def __init__(self, get_mapper: Callable[[], Any], duty_cycle: Callable[[], float],
+                 idle_s: float = 0.1, name: str = "training-worker") -> None:
+        self.get_mapper = get_mapper
+        self.duty_cycle = duty_cycle
+        self.idle_s = float(idle_s)
+        self.name = name
+        self.steps = 0
+        self.errors = 0
+        self.busy_s = 0.0
+        self.rate = RateMeter(window_s=10.0, max_events=2000)
+        self._stop = threading.Event()
+        self._resume = threading.Event()
+        self._resume.set()
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.device: torch.device | None = None
+
+    def start(self) -> "TrainingWorker":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        self._stop.set()
+        self._resume.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def pause(self, timeout: float = 30.0) -> bool:
+        """Stop training after the current step; True once the thread is between steps."""
+        self._resume.clear()
+        return self._idle.wait(timeout) if self._thread.is_alive() else True
+
+    def resume(self) -> None:
+        self._resume.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._resume.is_set():
+                self._idle.set()
+                self._resume.wait(0.2)
+                continue
+            self._idle.clear()
+            mapper = self.get_mapper()
+            device = getattr(mapper, "device", None)
+            if device is not None and device != self.device:
+                self.device = device
+                if device.type == "cuda" and device.index is not None:
+                    torch.cuda.set_device(device)  # this thread owns the map's GPU
+            t0 = time.perf_counter()
+            try:
+                losses = mapper.train(1)
+            except Exception:
+                self.errors += 1
+                log.exception("%s: training step failed", self.name)
+                losses = {}
+                time.sleep(1.0)
+            dt = time.perf_counter() - t0
+            if not losses:
+                self._idle.set()
+                self._stop.wait(self.idle_s)
+                continue
+            self.steps += 1
+            self.busy_s += dt
+            self.rate.tick()
+            duty = min(max(float(self.duty_cycle()), 0.01), 1.0)
+            if duty < 1.0:
+                self._idle.set()
+                self._stop.wait(dt * (1.0 - duty) / duty)
+        self._idle.set()
+
+
+def process_memory_mb() -> float:
+    """Resident memory of this process in MB (10^6 bytes)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        import os
+
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):  # not Linux
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def limit_heap_growth(threshold_bytes: int = 128 * 1024) -> bool:
+    """Serve large allocations (images) by mmap, so freed ones go back to the system.
+
+    glibc raises its mmap threshold dynamically (up to 32 MB) once a large block is freed;
+    afterwards every image buffer (hundreds of kB) comes from the heaps of the threads that
+    touch it, which fragment and keep growing with the number of frames seen. Fixing the
+    threshold (``mallopt(M_MMAP_THRESHOLD)``, like ``MALLOC_MMAP_THRESHOLD_``) keeps the
+    node's memory flat under a flood of frames. Returns False where it does not apply
+    (not glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_MMAP_THRESHOLD = -3
+    return bool(mallopt(M_MMAP_THRESHOLD, int(threshold_bytes)))
