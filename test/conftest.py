@@ -86,9 +86,8 @@ class NodeProcess:
             self.proc.wait(5)
 
 
-@pytest.fixture
-def start_node():
-    """Factory starting mapping_node processes; all are stopped at teardown."""
+def _node_factory():
+    """Yields a function starting mapping_node processes; all are killed afterwards."""
     if not NODE_EXECUTABLE.exists():
         pytest.skip(f"{NODE_EXECUTABLE} is not built; run `make setup`")
     started: list[NodeProcess] = []
@@ -101,23 +100,18 @@ def start_node():
     yield start
     for node in started:
         node.kill()
+
+
+@pytest.fixture
+def start_node():
+    """Factory starting mapping_node processes; all are stopped at teardown."""
+    yield from _node_factory()
 
 
 @pytest.fixture(scope="module")
 def start_node_module():
     """Like start_node, for a node shared by the tests of one module."""
-    if not NODE_EXECUTABLE.exists():
-        pytest.skip(f"{NODE_EXECUTABLE} is not built; run `make setup`")
-    started: list[NodeProcess] = []
-
-    def start(*args: str) -> NodeProcess:
-        node = NodeProcess(list(args))
-        started.append(node)
-        return node
-
-    yield start
-    for node in started:
-        node.kill()
+    yield from _node_factory()
 
 
 @pytest.fixture

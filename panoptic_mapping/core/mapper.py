@@ -465,15 +465,24 @@ class Mapper:
         Raises:
             MapFileError: missing, corrupt or incompatible file (the message says which).
         """
-        state = load_map(path, MAP_SECTIONS)
-        try:
-            loaded = Mapper.from_state_dict(state, device=self.cfg.device)
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise MapFileError(f"map file {path}: incompatible content ({exc})") from exc
+        loaded = Mapper.from_file(path, device=self.cfg.device)
         with self._lock:
             for name, value in vars(loaded).items():
                 if name != "_lock":
                     setattr(self, name, value)
+
+    @classmethod
+    def from_file(cls, path, device: str = "auto") -> "Mapper":
+        """A new mapper holding the map saved at ``path``, on ``device``.
+
+        Raises:
+            MapFileError: missing, corrupt or incompatible file (the message says which).
+        """
+        state = load_map(path, MAP_SECTIONS)
+        try:
+            return cls.from_state_dict(state, device=device)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise MapFileError(f"map file {path}: incompatible content ({exc})") from exc
 
     @classmethod
     def from_state_dict(cls, state: dict, device: str = "auto") -> "Mapper":

@@ -7,7 +7,6 @@ unexpected error becomes ``success=false`` with "internal error: ..." (never an 
 """
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -213,10 +212,8 @@ class MapServices:
         if not path.is_file():
             response.success, response.message = False, f"no map file at {path}"
             return response
-        candidate = Mapper(copy.deepcopy(self.config.mapping),
-                           embedding_dim=self.embedding_dim or None)
         try:
-            candidate.load(path)
+            candidate = Mapper.from_file(path, device=self.config.mapping.device)
         except MapFileError as exc:
             response.success, response.message = False, f"map not loaded: {exc}"
             return response
