@@ -58,6 +58,9 @@ class InstanceConfig:
     votes_per_voxel: int = param(4, "Instance votes kept per voxel.", minimum=1, maximum=16)
     cover_fraction: float = param(0.5, "A mask owns a map id when it covers this share of "
                                   "the id's visible pixels.", minimum=0.5, maximum=1.0)
+    major_share: float = param(0.25, "An id a mask owns defines the mask only when it is "
+                               "at least this share of the mask's mapped pixels; smaller owned "
+                               "ids keep their own pixels.", minimum=0.0, maximum=1.0)
     new_coverage: float = param(0.3, "A mask whose pixels are mapped less than this share "
                                 "becomes a new instance.", minimum=0.0, maximum=1.0)
     min_pixels: int = param(6, "Overlaps smaller than this many pixels are ignored.",
@@ -66,6 +69,9 @@ class InstanceConfig:
                                     "ids may merge.", minimum=1)
     merge_ratio: float = param(2.0, "Ids merge when 'together' views outnumber 'apart' "
                                "views by this factor.", minimum=0.0)
+    release_min_apart: int = param(3, "A part split off an id (see 'one mask per id') "
+                                   "shows as that id until seen apart from it in this many "
+                                   "views, and apart >= merge_ratio * together.", minimum=1)
     confirm_frames: int = param(2, "Frames in which masks joined an id before it counts.",
                                 minimum=1)
     ghost_visible_frames: int = param(5, "An unconfirmed id visible this often is deleted.",
@@ -111,6 +117,7 @@ class InstanceMap:
         self._assigned = np.zeros(1, dtype=np.int32)  # frames in which masks joined the id
         self._visible = np.zeros(1, dtype=np.int32)  # frames in which it was rendered
         self._first_frame = np.zeros(1, dtype=np.int64)
+        self._parent = np.zeros(1, dtype=np.int64)  # id a pending part is shown as (0: none)
         self._emb_dim = embedding_dim
         self._emb = np.zeros((1, embedding_dim or 0), dtype=np.float64)
         self._pairs: dict[tuple[int, int], list[int]] = {}
@@ -130,6 +137,7 @@ class InstanceMap:
         self._assigned = np.concatenate([self._assigned, np.zeros(pad, np.int32)])
         self._visible = np.concatenate([self._visible, np.zeros(pad, np.int32)])
         self._first_frame = np.concatenate([self._first_frame, np.zeros(pad, np.int64)])
+        self._parent = np.concatenate([self._parent, np.zeros(pad, np.int64)])
         self._emb = np.concatenate([self._emb, np.zeros((pad, self._emb.shape[1]))])
 
     def _new_id(self) -> int:
@@ -147,8 +155,9 @@ class InstanceMap:
         return i
 
     def confirmed_ids(self) -> np.ndarray:
+        """Ids that count in outputs: confirmed, alive, and not a pending part of another."""
         with self._lock:
-            ok = self._alive & (self._assigned >= self.cfg.confirm_frames)
+            ok = self._alive & (self._assigned >= self.cfg.confirm_frames) & (self._parent == 0)
             return np.flatnonzero(ok)
 
     @property
@@ -188,9 +197,13 @@ class InstanceMap:
             return labels, conf
         ids = self._vote_ids[slots[ok]]
         w = self._vote_w[slots[ok]].copy()
-        eligible = self._alive[ids]
         if confirmed_only:
-            eligible &= self._assigned[ids] >= self.cfg.confirm_frames
+            # outputs show pending parts as their parent: their votes count for it
+            ids = self._display_lut()[ids]
+            w = (w[:, None, :] * (ids[:, :, None] == ids[:, None, :])).sum(-1)
+            eligible = (ids > 0) & (self._assigned[ids] >= self.cfg.confirm_frames)
+        else:
+            eligible = self._alive[ids]
         w[~eligible | (ids == 0)] = 0.0
         best = np.argmax(w, axis=1)
         rows = np.arange(best.size)
@@ -286,14 +299,20 @@ class InstanceMap:
         """Label one mask's pixels (see the module doc for the cases)."""
         in_mask = valid & (masks == m)
         labels = result.labels
-        if owns:
+        by_size = {int(i): int(c) for i, c in zip(ids, counts)}
+        mapped = max(int(counts.sum()), 1)
+        # An owned id that is only a sliver of the mask (a small object the front-end
+        # missed and swallowed into its support) does not define the mask.
+        major = [i for i in owns if by_size.get(i, 0) >= self.cfg.major_share * mapped]
+        minor = [i for i in owns if i not in major]
+        protected = [i for i in minor if self._assigned[i] >= self.cfg.confirm_frames]
+        if major:
             # Only established ids are protected from one view's glue; a fresh id (perhaps
             # a spurious fragment) under a mask that owns an established one is absorbed.
-            established = [i for i in owns if self._assigned[i] >= self.cfg.confirm_frames]
+            established = [i for i in major if self._assigned[i] >= self.cfg.confirm_frames]
             glued = established if len(established) >= 2 else []
-            by_size = {int(i): int(c) for i, c in zip(ids, counts)}
-            largest = max(established or owns, key=lambda i: by_size.get(i, 0))
-            keep = in_mask & np.isin(ref, glued)
+            largest = max(established or major, key=lambda i: by_size.get(i, 0))
+            keep = in_mask & np.isin(ref, glued + protected)
             labels[keep] = ref[keep]
             labels[in_mask & ~keep] = largest
             if glued:
@@ -301,20 +320,24 @@ class InstanceMap:
             else:
                 result.mask_to_id[m] = int(largest)
             return
+        keep = in_mask & np.isin(ref, protected)
         coverage = counts.sum() / n if ids.size else 0.0
         if coverage < self.cfg.new_coverage:
             new = self._new_id()
             labels[in_mask] = new
+            labels[keep] = ref[keep]
             result.mask_to_id[m] = new
             result.new_ids.append(new)
             return
-        best = int(ids[np.argmax(counts)])
+        rest = ~np.isin(ids, protected)
+        best = int(ids[rest][np.argmax(counts[rest])]) if rest.any() else int(ids[np.argmax(counts)])
         labels[in_mask] = best
+        labels[keep] = ref[keep]
         result.mask_to_id[m] = best
         # a part of an id another mask owns competes with that owner in _divide
         if best in owner:
             joined.setdefault(best, []).append((1 << 40, owner[best]))
-        joined.setdefault(best, []).append((int(counts.max()), m))
+        joined.setdefault(best, []).append((by_size.get(best, 0), m))
 
     def _divide(self, joined: dict[int, list[tuple[int, int]]], masks: np.ndarray,
                 valid: np.ndarray, slots: np.ndarray | None, result: AssociationResult
@@ -330,11 +353,12 @@ class InstanceMap:
             if len(parts) < 2:
                 continue
             for _, m in parts[1:]:
-                in_mask = valid & (masks == m)
+                in_mask = valid & (masks == m) & (result.labels == i)
                 alt = (self._runner_up(slots, in_mask, claimed)
                        if slots is not None else 0)
                 if alt == 0:
                     alt = self._new_id()
+                    self._parent[alt] = i
                     result.new_ids.append(alt)
                 result.labels[in_mask] = alt
                 result.mask_to_id[m] = alt
@@ -396,6 +420,8 @@ class InstanceMap:
         self._assigned[survivor] += self._assigned[absorbed]
         self._visible[survivor] = max(self._visible[survivor], self._visible[absorbed])
         self._emb[survivor] += self._emb[absorbed]
+        if self.resolve(int(self._parent[survivor])) == survivor:
+            self._parent[survivor] = 0
         self._vote_ids[self._vote_ids == absorbed] = survivor
         self._dedupe_votes()
         merged_pairs: dict[tuple[int, int], list[int]] = {}
@@ -449,10 +475,16 @@ class InstanceMap:
             self._vote(s[chosen], l[chosen].astype(np.int32), weight)
 
     def _unvote(self, slots: np.ndarray, old: int) -> None:
-        """Withdraw one vote for ``old`` from voxels a frame showed to be something else."""
+        """Withdraw one vote for ``old`` from voxels a frame showed to be something else.
+
+        Only where another id holds weight: negative evidence moves a voxel to the id the
+        frame saw, it never empties a surface the map has observed.
+        """
         s = np.unique(slots[slots >= 0])
         hit = self._vote_ids[s] == old
         w = self._vote_w[s]
+        others = (w * ~hit).sum(1, keepdims=True) > 0
+        hit &= others
         w[hit] = np.maximum(w[hit] - 1.0, 0.0)
         self._vote_w[s] = w
 
@@ -511,14 +543,56 @@ class InstanceMap:
             result = self._associate(masks.astype(np.int64), reference, valid, slots)
             self._count_assigned(result, masks, embeddings)
             self.integrate(points, result.labels.reshape(-1)[flat])
-            for pixels, old in result.displaced:
-                self._unvote(slots[pixels], old)
+            if result.displaced:
+                # the points' own voxels (they exist now), not the neighbours that stood in
+                # for them before integration: evidence is about what this frame saw
+                own = np.full(depth.size, -1, dtype=np.int64)
+                own[flat] = self._index.lookup(pack_keys(voxel_coords(
+                    points, self.cfg.voxel_size_m)))
+                own = own.reshape(depth.shape)
+                for pixels, old in result.displaced:
+                    self._unvote(own[pixels], old)
             self.frames_integrated += 1
             for a, b in self._merge_ready_pairs():
                 self._merge(a, b)
+            self._release_parts()
             self._delete_ghosts()
             result.labels = self._resolve_image(result.labels)
             return result
+
+    def _release_parts(self) -> None:
+        """A pending part seen apart from its parent often enough becomes an instance.
+
+        A part split off by 'one mask per id' is either a front-end split of the same
+        object (later views hold both in one mask: 'together', and they merge) or an object
+        that was glued to the parent when first seen (later views show it apart). Until
+        the evidence decides, outputs show the part as its parent, so an object does not
+        change its id for a front-end split.
+        """
+        cfg = self.cfg
+        for child in np.flatnonzero(self._parent):
+            parent = self.resolve(int(self._parent[child]))
+            if not self._alive[child] or parent == child or not self._alive[parent]:
+                self._parent[child] = 0
+                continue
+            tog, apart = self._pairs.get((min(child, parent), max(child, parent)), (0, 0))
+            if apart >= cfg.release_min_apart and apart >= cfg.merge_ratio * tog:
+                self._parent[child] = 0
+
+    def _display_lut(self) -> np.ndarray:
+        """(next_id,) int64: every id -> the id outputs show for it (0: deleted).
+
+        Merged ids resolve to their survivor, pending parts to their parent.
+        """
+        lut = self._alias_lut()
+        for _ in range(8):  # parts of parts: a short chain at most
+            parent = self._parent[lut]
+            pending = (parent > 0) & self._alive[lut]
+            if not pending.any():
+                break
+            lut = np.where(pending, self._alias_lut()[parent], lut)
+        lut[~self._alive[lut]] = 0
+        return lut
 
     def _alias_lut(self) -> np.ndarray:
         """(next_id,) int64: every id issued -> the id it survives as."""
@@ -603,6 +677,7 @@ class InstanceMap:
                     "vote_w": self._vote_w.copy(), "next_id": self._next_id,
                     "alive": self._alive.copy(), "assigned": self._assigned.copy(),
                     "visible": self._visible.copy(), "first_frame": self._first_frame.copy(),
+                    "parent": self._parent.copy(),
                     "embeddings": self._emb.copy(), "pairs": pairs, "alias": alias,
                     "frames_integrated": self.frames_integrated,
                     "merges": np.array(self.merges, dtype=np.int64).reshape(-1, 2)}
@@ -619,6 +694,8 @@ class InstanceMap:
         im._next_id = int(state["next_id"])
         for name in ("alive", "assigned", "visible", "first_frame"):
             setattr(im, f"_{name}", state[name].copy())
+        # maps written before parts were tracked have none pending
+        im._parent = np.asarray(state.get("parent", np.zeros_like(im._first_frame))).copy()
         im._emb = state["embeddings"].copy()
         im._pairs = {(int(i), int(j)): [int(t), int(a)] for i, j, t, a in state["pairs"]}
         im._alias = {int(a): int(b) for a, b in state["alias"]}
