@@ -148,7 +148,7 @@ def test_vote_masks_worked_example():
     masks = np.array([[1, 1, 2, 2], [1, 1, 2, 2]])
     rendered = np.array([[7, 7, 8, 0], [7, 9, 0, 0]])
     valid = np.ones_like(masks, bool)
-    ids, answers = vote_masks(masks, rendered, valid, min_share=0.3)
+    ids, answers = vote_masks(masks, rendered, valid, min_share=0.3, min_pixels=1)
     assert answers == {1: (7, 0.75)}  # mask 2: 1 of 4 pixels (25 %) < min_share 0.3
     # 9 holds 1 of mask 1's 4 pixels = 25 % >= split_share 0.25, so it keeps its pixel
     assert ids[:, :2].tolist() == [[7, 7], [7, 9]]
@@ -158,9 +158,32 @@ def test_vote_masks_worked_example():
 def test_vote_masks_keeps_glued_objects_apart():
     masks = np.array([[1, 1, 1, 1, 1, 1, 1, 1]])
     rendered = np.array([[7, 7, 7, 7, 7, 8, 8, 8]])  # one mask over two map objects
-    ids, answers = vote_masks(masks, rendered, np.ones_like(masks, bool), min_share=0.3)
+    ids, answers = vote_masks(masks, rendered, np.ones_like(masks, bool), min_share=0.3,
+                              min_pixels=1)
     assert ids.tolist() == [[7, 7, 7, 7, 7, 8, 8, 8]]
     assert answers == {1: (7, 5 / 8)}
+
+
+def test_vote_masks_takes_boundaries_between_present_objects_from_the_map():
+    masks = np.array([[1, 1, 1, 2, 2, 2]])  # mask 1 overreaches one pixel into object 8
+    rendered = np.array([[7, 7, 8, 8, 8, 8]])
+    ids, answers = vote_masks(masks, rendered, np.ones_like(masks, bool), min_share=0.3,
+                              min_pixels=1)
+    assert answers == {1: (7, 2 / 3), 2: (8, 1.0)}
+    assert ids.tolist() == [[7, 7, 8, 8, 8, 8]]
+
+
+def test_vote_masks_keeps_a_swallowed_small_object_only_where_the_mask_holds_it():
+    masks = np.array([[1, 1, 1, 1, 1, 1, 1, 1],
+                      [0, 0, 0, 0, 0, 0, 0, 0]])
+    rendered = np.array([[7, 7, 7, 7, 7, 7, 7, 5],  # 5: one pixel, 12 % of the mask
+                         [0, 0, 0, 0, 0, 0, 0, 0]])
+    ones = np.ones_like(masks, bool)
+    ids, _ = vote_masks(masks, rendered, ones, min_share=0.3, min_pixels=1)
+    assert ids[0].tolist() == [7] * 7 + [5]  # all of 5's view lies in the mask: kept
+    rendered[1, :3] = 5  # most of 5 lies outside the mask: the mask's pixel is not 5's
+    ids, _ = vote_masks(masks, rendered, ones, min_share=0.3, min_pixels=1)
+    assert ids[0].tolist() == [7] * 8
 
 
 def test_localize_matches_the_map():
@@ -169,11 +192,23 @@ def test_localize_matches_the_map():
         ingest(im, shuffled(ground_truth(tx), rng), tx)
     expected = map_ids(im, 0.07)
     masks = shuffled(ground_truth(0.07), rng)
-    ids, answers = im.localize(masks, np.ones((H, W), np.float32), K, camera(0.07))
+    depth = np.ones((H, W), np.float32)
+    ids, answers = im.localize(masks, depth, K, camera(0.07), map_boundaries=False)
     gt = ground_truth(0.07)
     for g in (1, 2, 3):
         assert np.all(ids[gt == g] == expected[g])
     assert all(share > 0.9 for _, share in answers.values())
+    # with the map's boundaries: the same ids, edges off by at most the voxels' quantisation
+    ids_map, answers_map = im.localize(masks, depth, K, camera(0.07))
+    assert answers_map == answers
+    differ = ids_map != ids
+    assert differ.mean() < 0.02
+    edge = np.zeros_like(gt, bool)
+    edge[:, 1:] |= gt[:, 1:] != gt[:, :-1]
+    edge[:, :-1] |= gt[:, 1:] != gt[:, :-1]
+    edge[1:] |= gt[1:] != gt[:-1]
+    edge[:-1] |= gt[1:] != gt[:-1]
+    assert not (differ & ~edge).any()
 
 
 def test_config_is_validated_through_the_dataclasses():

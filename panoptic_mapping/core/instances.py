@@ -219,6 +219,11 @@ class InstanceMap:
         with self._lock:
             return self._voxel_labels(self._slots_of(points), confirmed_only)
 
+    def observed(self, points: np.ndarray) -> np.ndarray:
+        """(N,) bool: a voxel at or next to each world point (N, 3) has been integrated."""
+        with self._lock:
+            return self._slots_of(points) >= 0
+
     def render_view(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
                     confirmed_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) int32 ids and (H, W) float32 confidences at a view's measured depth."""
@@ -645,15 +650,20 @@ class InstanceMap:
     # ------------------------------------------------------------------ queries
 
     def localize(self, masks: np.ndarray, depth: np.ndarray, K: np.ndarray,
-                 camera_to_world: np.ndarray, min_share: float = 0.3
+                 camera_to_world: np.ndarray, min_share: float = 0.3,
+                 map_boundaries: bool = True
                  ) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
         """InstanceLoc on voxels: majority map id per mask at the view's depth.
+
+        ``map_boundaries``: between two objects the frame shows, follow the map's boundary
+        where it is sure (see :func:`vote_masks`), else the masks' edges.
 
         Returns:
             (H, W) int32 ids (0 = none) and mask id -> (map id, vote share).
         """
-        rendered, _ = self.render_view(depth, K, camera_to_world, confirmed_only=True)
-        return vote_masks(masks, rendered, depth > 0, min_share)
+        rendered, conf = self.render_view(depth, K, camera_to_world, confirmed_only=True)
+        return vote_masks(masks, rendered, depth > 0, min_share, confidence=conf,
+                          boundary_confidence=0.75 if map_boundaries else np.inf)
 
     def instance_embeddings(self) -> dict[int, np.ndarray]:
         """Confirmed id -> unit mean embedding of the masks that joined it (each mask
@@ -711,18 +721,29 @@ class InstanceMap:
 
 
 def vote_masks(masks: np.ndarray, rendered: np.ndarray, valid: np.ndarray,
-               min_share: float, split_share: float = 0.25
+               min_share: float, split_share: float = 0.25, swallow_share: float = 0.5,
+               min_pixels: int = 6, confidence: np.ndarray | None = None,
+               boundary_confidence: float = 0.75
                ) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
     """Give each mask the majority non-zero id of ``rendered`` inside it (InstanceLoc).
 
-    A mask in which a second id also holds ``split_share`` of the pixels glued two
-    objects together (a front-end merge): each such id keeps its own rendered pixels and
-    the remaining pixels take the majority id.
+    The masks decide which map instances the frame shows; where two of them meet, the
+    boundary is the map's (rendered at measured depth, fused over many views), not the
+    one frame's ragged mask edge. Inside a mask whose majority id is A, a rendered id B
+    keeps its own pixels when
+      * another mask of the frame answered B (a boundary between two present objects)
+        and the map is sure of the pixel (``confidence`` >= ``boundary_confidence``:
+        voxels on a boundary hold mixed votes, and there a clean mask knows better),
+      * B holds ``split_share`` of the mask (a front-end merge of two objects), or
+      * at least ``swallow_share`` of B's rendered pixels in the view lie in this mask
+        (a small object the front-end missed and swallowed into its support).
 
     Args:
         masks: (H, W) int mask ids; rendered: (H, W) int map ids; valid: (H, W) bool.
         min_share: a mask whose majority id holds less than this share of its valid pixels
             stays 0.
+        min_pixels: a rendered id needs this many pixels in a mask to keep them.
+        confidence: (H, W) confidence of ``rendered`` in [0, 1] (None: sure everywhere).
     Returns:
         (H, W) int32 ids and mask id -> (majority id, its share of the mask's valid pixels).
     """
@@ -737,17 +758,28 @@ def vote_masks(masks: np.ndarray, rendered: np.ndarray, valid: np.ndarray,
     base = int(r.max()) + 1
     pairs, counts = np.unique(m[hit] * base + r[hit], return_counts=True)
     pm, pi = np.divmod(pairs, base)
+    visible = np.bincount(rendered[valid].astype(np.int64), minlength=base)
     for mask_id in np.unique(pm):
         rows = pm == mask_id
-        ids, shares = pi[rows], counts[rows] / max(n_m[mask_id], 1)
+        ids, c = pi[rows], counts[rows]
+        shares = c / max(n_m[mask_id], 1)
         best = int(np.argmax(shares))
         if shares[best] < min_share:
             continue
-        in_mask = masks == mask_id
-        out[in_mask] = ids[best]
-        for i in ids[(shares >= split_share) & (ids != ids[best])]:
-            out[in_mask & (rendered == i)] = i
         answers[int(mask_id)] = (int(ids[best]), float(shares[best]))
+    answered = list({i for i, _ in answers.values()})
+    sure = valid if confidence is None else valid & (confidence >= boundary_confidence)
+    for mask_id, (best, _) in answers.items():
+        rows = pm == mask_id
+        ids, c = pi[rows], counts[rows]
+        in_mask = masks == mask_id
+        out[in_mask] = best
+        big = (c >= min_pixels) & (ids != best)
+        whole = big & ((c >= split_share * n_m[mask_id]) | (c >= swallow_share * visible[ids]))
+        for i in ids[whole]:
+            out[in_mask & (rendered == i) & valid] = i
+        for i in ids[big & ~whole & np.isin(ids, answered)]:
+            out[in_mask & (rendered == i) & sure] = i
     return out, answers
 
 
