@@ -641,6 +641,13 @@ class InstanceMap:
         cfg = self.cfg
         ghost = (self._alive & (self._assigned < cfg.confirm_frames)
                  & (self._visible >= cfg.ghost_visible_frames))
+        # a part split off an id that never became an instance of its own goes back to
+        # that id (its surface stays labelled) instead of vanishing
+        for part in np.flatnonzero(ghost & (self._parent > 0)):
+            parent = self.resolve(int(self._parent[part]))
+            if self._alive[parent] and parent != part:
+                self._merge(int(part), parent)
+                ghost[part] = False
         if ghost.any():
             self._alive[ghost] = False
             drop = ghost[self._vote_ids]
