@@ -69,9 +69,12 @@ class InstanceConfig:
                                     "ids may merge.", minimum=1)
     merge_ratio: float = param(2.0, "Ids merge when 'together' views outnumber 'apart' "
                                "views by this factor.", minimum=0.0)
-    release_min_apart: int = param(3, "A part split off an id (see 'one mask per id') "
+    release_min_apart: int = param(6, "A part split off an id (see 'one mask per id') "
                                    "shows as that id until seen apart from it in this many "
                                    "views, and apart >= merge_ratio * together.", minimum=1)
+    part_min_share: float = param(0.1, "A displaced mask at least this share of the id's "
+                                  "visible size is a pending part of it; a smaller one is "
+                                  "a new object.", minimum=0.0, maximum=1.0)
     confirm_frames: int = param(2, "Frames in which masks joined an id before it counts.",
                                 minimum=1)
     ghost_visible_frames: int = param(5, "An unconfirmed id visible this often is deleted.",
@@ -268,7 +271,7 @@ class InstanceMap:
             rows = (pm == m) & (o >= cfg.min_pixels)
             self._assign_mask(m, pi[rows], o[rows], int(n_m[m]), owned.get(m, []), owner,
                               masks, ref, valid, result, joined)
-        self._divide(joined, masks, valid, slots, result)
+        self._divide(joined, masks, valid, slots, result, r_vis)
         self._contested(result, ref, valid, owner)
         self._record_pair_evidence(masks, ref, valid, pm, pi, o, r_vis)
         return result
@@ -314,7 +317,9 @@ class InstanceMap:
         if major:
             # Only established ids are protected from one view's glue; a fresh id (perhaps
             # a spurious fragment) under a mask that owns an established one is absorbed.
-            established = [i for i in major if self._assigned[i] >= self.cfg.confirm_frames]
+            # (a pending part is a piece of its parent, not an object of its own yet)
+            established = [i for i in major if self._assigned[i] >= self.cfg.confirm_frames
+                           and self._parent[i] == 0]
             glued = established if len(established) >= 2 else []
             largest = max(established or major, key=lambda i: by_size.get(i, 0))
             keep = in_mask & np.isin(ref, glued + protected)
@@ -345,12 +350,18 @@ class InstanceMap:
         joined.setdefault(best, []).append((by_size.get(best, 0), m))
 
     def _divide(self, joined: dict[int, list[tuple[int, int]]], masks: np.ndarray,
-                valid: np.ndarray, slots: np.ndarray | None, result: AssociationResult
-                ) -> None:
+                valid: np.ndarray, slots: np.ndarray | None, result: AssociationResult,
+                r_vis: np.ndarray) -> None:
         """Keep one joining mask per id; move the others to their runner-up or a new id.
 
         A runner-up must be unclaimed: an id another mask of this frame holds (the table
-        under a small object) is no place for a displaced part.
+        under a small object) is no place for a displaced part. A new id for a part of
+        comparable size (``part_min_share`` of the id's visible pixels) is a pending part
+        of the id (see :meth:`_release_parts`); a much smaller one is an object of its own
+        that its support had absorbed.
+
+        Args:
+            r_vis: (n_ids,) visible pixels per reference id in this frame.
         """
         claimed = set(int(i) for i in np.unique(result.labels)) - {0}
         for i, parts in joined.items():
@@ -363,7 +374,8 @@ class InstanceMap:
                        if slots is not None else 0)
                 if alt == 0:
                     alt = self._new_id()
-                    self._parent[alt] = i
+                    if in_mask.sum() >= self.cfg.part_min_share * r_vis[i]:
+                        self._parent[alt] = i
                     result.new_ids.append(alt)
                 result.labels[in_mask] = alt
                 result.mask_to_id[m] = alt
