@@ -221,3 +221,80 @@ def test_config_is_validated_through_the_dataclasses():
 
     with pytest.raises(ConfigError, match="cover_fraction"):
         config_from_dict({"cover_fraction": 0.2}, InstanceConfig)
+
+
+# --------------------------------------------------------------------------- hand-built maps
+
+
+def established(im: InstanceMap, n: int) -> list[int]:
+    """n fresh ids that masks have joined often enough to be confirmed."""
+    ids = [im._new_id() for _ in range(n)]
+    im._assigned[ids] = im.cfg.confirm_frames
+    return ids
+
+
+def test_negative_evidence_moves_a_voxel_but_never_empties_it():
+    im = InstanceMap()
+    table, cup = established(im, 2)
+    pts = np.array([[0.005, 0.005, 0.005], [0.105, 0.005, 0.005]])  # two voxels
+    im.integrate(pts, np.array([table, table]))
+    im.integrate(pts[1:], np.array([cup]))
+    slots = im._slots_of(pts)
+    im._unvote(slots, table)
+    assert im._vote_w[slots[0]].sum() == 1.0  # table's only vote stays: nothing else seen
+    ids, w = im._vote_ids[slots[1]], im._vote_w[slots[1]]
+    assert w[ids == table].tolist() == [0.0] and w[ids == cup].tolist() == [1.0]
+
+
+def test_a_small_object_swallowed_by_a_split_part_of_its_support_keeps_its_id():
+    im = InstanceMap()
+    table, cup = established(im, 2)
+    ref = np.full((10, 20), table)
+    ref[4:6, 14:18] = cup  # 8 pixels
+    masks = np.ones((10, 20), np.int64)
+    masks[:, 11:] = 2  # the table split in two; the cup missed, inside the right part
+    result = im.associate(masks, ref, np.ones_like(ref, bool))
+    assert (result.labels[ref == cup] == cup).all()
+    right = (masks == 2) & (ref == table)
+    # the right part is no cup: it is the table's (a part of it; mask 1 owns the table)
+    assert not (result.labels[right] == cup).any()
+    part = int(result.labels[right][0])
+    assert (result.labels[right] == part).all() and part != table
+    assert im._parent[part] == table  # shown as the table until seen apart from it
+    shown = im._display_lut()[[table, part, cup]].tolist()
+    assert shown == [table, table, cup]
+
+
+def test_a_small_displaced_mask_is_an_object_not_a_pending_part():
+    im = InstanceMap()
+    (table,) = established(im, 1)
+    ref = np.full((10, 20), table)
+    masks = np.ones((10, 20), np.int64)
+    masks[4:7, 4:7] = 2  # 9 px absorbed into the table when first seen: 5 % of it
+    result = im.associate(masks, ref, np.ones_like(ref, bool))
+    new = int(result.labels[5, 5])
+    assert new != table and new in result.new_ids
+    assert im._parent[new] == 0
+
+
+def test_interior_pixels_worked_example():
+    from panoptic_mapping.core.instances import _interior
+
+    masks = np.array([[1, 1, 1, 2],
+                      [1, 1, 1, 2],
+                      [1, 1, 1, 2]])
+    assert _interior(masks).tolist() == [[True, True, False, False],
+                                         [True, True, False, False],
+                                         [True, True, False, False]]
+
+
+def test_mask_edges_vote_with_half_weight():
+    im = InstanceMap()
+    masks = np.ones((H, W), np.int64)
+    masks[:, W // 2:] = 2
+    ingest(im, masks, 0.0)
+    rendered, _ = im.render_view(np.ones((H, W), np.float32), K, camera(0.0))
+    slots = im._slots_of(backproject(np.ones((H, W), np.float32), K, camera(0.0))[0])
+    w = im._vote_w[slots].sum(1).reshape(H, W)
+    assert w[H // 2, 2] == 1.0  # inside a mask
+    assert w[H // 2, W // 2] == 0.5  # on the edge between the two masks

@@ -42,7 +42,8 @@ def mapped(scene, space):
     losses = []
     for f in scene.frames:
         m.ingest(to_frame(f, fe(f), True))
-        losses.append(m.train(3))
+        losses += [m.train(1) for _ in range(3)]
+    losses += [m.train(1) for _ in range(30)]  # settle on the complete buffer
     return m, losses
 
 
@@ -66,8 +67,11 @@ def test_instances_consistent_across_views(mapped, scene):
 
 def test_training_reduces_the_losses(mapped):
     _, losses = mapped
-    assert losses[-1]["depth"] < losses[0]["depth"]
-    assert losses[-1]["rgb"] < losses[0]["rgb"]
+    # single minibatch losses are noisy: compare the first and the last ten steps
+    for key in ("depth", "rgb"):
+        first = np.mean([step[key] for step in losses[:10]])
+        last = np.mean([step[key] for step in losses[-10:]])
+        assert last < 0.8 * first, key
     assert set(losses[-1]) == {"rgb", "depth", "semantic", "instance"}
 
 
@@ -142,3 +146,18 @@ def test_rgb_only_keyframes_are_placed_once_the_field_can_render_them(scene, spa
     m.train(40)
     assert not m._unplaced  # every RGB-only keyframe reached the instance map
     assert m.instances.frames_integrated == 4
+
+
+def test_the_field_fills_observed_surfaces_only(mapped, scene):
+    m, _ = mapped
+    f = scene.frames[3]
+    far = np.where(f.depth > 0, f.depth + 2.0, 0.0).astype(np.float32)  # behind everything
+    from panoptic_mapping.core.geometry import backproject
+
+    pts, _ = backproject(far, f.K, f.camera_to_world)
+    _, prob = m._field_instances(pts, confirmed_only=True)
+    # the field has an opinion there (it extrapolates) ...
+    assert (prob >= m.cfg.field_fill_confidence).any()
+    # ... but the map does not take it where nothing was observed
+    assert not m.render_instances(f.K, f.camera_to_world, far).any()
+    assert m.render_instances(f.K, f.camera_to_world, f.depth).any()
