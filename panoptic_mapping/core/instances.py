@@ -82,6 +82,9 @@ class InstanceConfig:
                                       minimum=1)
     search_radius: int = param(1, "Voxels searched around a point whose own voxel is empty.",
                                minimum=0, maximum=2)
+    max_search_radius: int = param(3, "Widest search (voxels) for points whose pixel covers "
+                                   "more than a voxel on the surface (far surfaces).",
+                                   minimum=0, maximum=4)
 
 
 @dataclass
@@ -170,12 +173,28 @@ class InstanceMap:
 
     # ------------------------------------------------------------------ rendering
 
-    def _slots_of(self, points: np.ndarray) -> np.ndarray:
-        """(N,) voxel slots of points, searching the neighbourhood where empty (-1: none)."""
+    def _slots_of(self, points: np.ndarray, footprint: np.ndarray | None = None
+                  ) -> np.ndarray:
+        """(N,) voxel slots of points, searching the neighbourhood where empty (-1: none).
+
+        Args:
+            footprint: (N,) size of each point's pixel on the surface [m]. Where a pixel is
+                larger than a voxel (far surfaces), one view's points leave gaps between the
+                voxels another view filled: the search widens to the footprint, up to
+                ``max_search_radius`` voxels.
+        """
         coords = voxel_coords(points, self.cfg.voxel_size_m)
         slots = self._index.lookup(pack_keys(coords))
-        r = self.cfg.search_radius
-        miss = np.flatnonzero(slots < 0)
+        self._search(points, coords, slots, np.flatnonzero(slots < 0), self.cfg.search_radius)
+        if footprint is not None:
+            need = np.ceil(footprint / self.cfg.voxel_size_m).astype(np.int64)
+            for r in range(self.cfg.search_radius + 1, self.cfg.max_search_radius + 1):
+                self._search(points, coords, slots, np.flatnonzero((slots < 0) & (need >= r)), r)
+        return slots
+
+    def _search(self, points: np.ndarray, coords: np.ndarray, slots: np.ndarray,
+                miss: np.ndarray, r: int) -> None:
+        """Fill ``slots[miss]`` with the nearest existing voxel within ``r`` voxels."""
         if r > 0 and miss.size and len(self._index):
             rng = np.arange(-r, r + 1)
             offsets = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
@@ -189,7 +208,6 @@ class InstanceMap:
             best = np.argmin(dist, axis=1)
             found = np.isfinite(dist[np.arange(miss.size), best])
             slots[miss[found]] = cand[found, best[found]]
-        return slots
 
     def _voxel_labels(self, slots: np.ndarray, confirmed_only: bool
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -217,22 +235,27 @@ class InstanceMap:
         conf[ok] = top / total
         return labels, conf
 
-    def render_points(self, points: np.ndarray, confirmed_only: bool = True
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Map ids (N,) int32 and vote confidences (N,) in [0, 1] at world points (N, 3)."""
-        with self._lock:
-            return self._voxel_labels(self._slots_of(points), confirmed_only)
+    def render_points(self, points: np.ndarray, confirmed_only: bool = True,
+                      footprint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Map ids (N,) int32 and vote confidences (N,) in [0, 1] at world points (N, 3).
 
-    def observed(self, points: np.ndarray) -> np.ndarray:
+        ``footprint``: (N,) pixel size on the surface [m] (see :meth:`_slots_of`).
+        """
+        with self._lock:
+            return self._voxel_labels(self._slots_of(points, footprint), confirmed_only)
+
+    def observed(self, points: np.ndarray, footprint: np.ndarray | None = None
+                 ) -> np.ndarray:
         """(N,) bool: a voxel at or next to each world point (N, 3) has been integrated."""
         with self._lock:
-            return self._slots_of(points) >= 0
+            return self._slots_of(points, footprint) >= 0
 
     def render_view(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
                     confirmed_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) int32 ids and (H, W) float32 confidences at a view's measured depth."""
         points, flat = backproject(depth, K, camera_to_world)
-        ids, conf = self.render_points(points, confirmed_only)
+        ids, conf = self.render_points(points, confirmed_only,
+                                       pixel_footprint(depth, K, flat))
         out = np.zeros(depth.size, dtype=np.int32)
         out_c = np.zeros(depth.size, dtype=np.float32)
         out[flat], out_c[flat] = ids, conf
@@ -549,7 +572,7 @@ class InstanceMap:
         with self._lock:
             valid = depth > 0
             points, flat = backproject(depth, K, camera_to_world)
-            slots_flat = self._slots_of(points)
+            slots_flat = self._slots_of(points, pixel_footprint(depth, K, flat))
             slots = np.full(depth.size, -1, dtype=np.int64)
             slots[flat] = slots_flat
             slots = slots.reshape(depth.shape)
@@ -810,6 +833,11 @@ def vote_masks(masks: np.ndarray, rendered: np.ndarray, valid: np.ndarray,
         for i in ids[big & ~whole & np.isin(ids, answered)]:
             out[in_mask & (rendered == i) & sure] = i
     return out, answers
+
+
+def pixel_footprint(depth: np.ndarray, K: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """(N,) size [m] of the pixels ``flat`` (indices into the (H, W) depth) on the surface."""
+    return depth.reshape(-1)[flat] / float(min(K[0, 0], K[1, 1]))
 
 
 def _interior(labels: np.ndarray) -> np.ndarray:

@@ -33,7 +33,12 @@ from panoptic_mapping.core.export import (
 from panoptic_mapping.core.field import FieldConfig, PanopticField
 from panoptic_mapping.core.frames import Frame, validate_frame
 from panoptic_mapping.core.geometry import backproject
-from panoptic_mapping.core.instances import InstanceConfig, InstanceMap, vote_masks
+from panoptic_mapping.core.instances import (
+    InstanceConfig,
+    InstanceMap,
+    pixel_footprint,
+    vote_masks,
+)
 from panoptic_mapping.core.keyframes import KeyframeBuffer, KeyframeConfig
 from panoptic_mapping.core.persistence import MapFileError, load_map, save_map
 from panoptic_mapping.core.sampling import (
@@ -273,7 +278,7 @@ class Mapper:
         holes = (ids == 0) & (depth > 0)
         if holes.any() and self.trainer is not None and self.trainer.steps > 0:
             pts, flat = backproject(np.where(holes, depth, 0.0), K, camera_to_world)
-            seen = self.instances.observed(pts)
+            seen = self.instances.observed(pts, pixel_footprint(depth, K, flat))
             pts, flat = pts[seen], flat[seen]
             fill, prob = self._field_instances(pts, confirmed_only)
             keep = prob >= self.cfg.field_fill_confidence
