@@ -298,3 +298,14 @@ def test_mask_edges_vote_with_half_weight():
     w = im._vote_w[slots].sum(1).reshape(H, W)
     assert w[H // 2, 2] == 1.0  # inside a mask
     assert w[H // 2, W // 2] == 0.5  # on the edge between the two masks
+
+
+def test_search_widens_to_the_pixel_footprint():
+    im = InstanceMap()
+    (far_object,) = established(im, 1)
+    im.integrate(np.array([[0.005, 0.005, 0.005]]), np.array([far_object]))
+    point = np.array([[0.025, 0.005, 0.005]])  # two voxels away from the only voxel
+    assert im._slots_of(point)[0] == -1  # search_radius 1 does not reach it
+    assert im._slots_of(point, footprint=np.array([0.005]))[0] == -1  # a small pixel
+    ids, _ = im.render_points(point, footprint=np.array([0.02]))  # a 2 cm pixel does
+    assert ids.tolist() == [far_object]
