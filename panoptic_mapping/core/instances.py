@@ -19,8 +19,14 @@ voxels hold a few (instance id, weight) votes. Per frame:
    * *one mask per id* — when several masks join one id, the one overlapping it most
      keeps it; each other one moves to the runner-up id its voxels voted for, or to a new
      id. The id may hold several objects (glued together when first seen, or a small
-     object absorbed by its support); a front-end split of one object is undone by the
-     merge evidence below;
+     object absorbed by its support). A new id of comparable size is a *pending part*:
+     outputs show it as the id it came from until it is seen apart from it in
+     ``release_min_apart`` views (an object glued at first sight), or it merges back (a
+     front-end split of one object, undone by the merge evidence below) — so a split
+     does not change what id an object is shown with;
+   * an owned id that is only a sliver of the mask (``major_share``: a small object the
+     front-end missed and swallowed into its support) keeps its own pixels and does not
+     decide the mask's id;
    * otherwise the mask is ambiguous and joins its plurality id.
 3. **Evidence for merging ids.** For touching ids i, j visible in the view, the frame
    says "together" when one mask holds most of both, "apart" when different masks do.
@@ -34,6 +40,9 @@ voxels hold a few (instance id, weight) votes. Per frame:
 5. **Confirmation.** An id counts (in renderings, exports, InstanceLoc) once masks joined
    it in ``confirm_frames`` frames. An id visible in ``ghost_visible_frames`` frames but
    not confirmed is a ghost (a spurious fragment) and is deleted.
+
+Rendering looks a point up in its voxel, or the nearest voxel within ``search_radius``
+(wider where the pixel's footprint on the surface exceeds a voxel: far, small objects).
 
 Ids are open-ended integers starting at 1, never reused.
 """
