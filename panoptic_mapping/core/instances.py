@@ -91,7 +91,7 @@ class InstanceConfig:
                                       minimum=1)
     search_radius: int = param(1, "Voxels searched around a point whose own voxel is empty.",
                                minimum=0, maximum=2)
-    max_search_radius: int = param(3, "Widest search (voxels) for points whose pixel covers "
+    max_search_radius: int = param(2, "Widest search (voxels) for points whose pixel covers "
                                    "more than a voxel on the surface (far surfaces).",
                                    minimum=0, maximum=4)
 
@@ -198,16 +198,19 @@ class InstanceMap:
         if footprint is not None:
             need = np.ceil(footprint / self.cfg.voxel_size_m).astype(np.int64)
             for r in range(self.cfg.search_radius + 1, self.cfg.max_search_radius + 1):
-                self._search(points, coords, slots, np.flatnonzero((slots < 0) & (need >= r)), r)
+                # points still missing have nothing within r - 1: search the shell only
+                self._search(points, coords, slots, np.flatnonzero((slots < 0) & (need >= r)),
+                             r, inner=r - 1)
         return slots
 
     def _search(self, points: np.ndarray, coords: np.ndarray, slots: np.ndarray,
-                miss: np.ndarray, r: int) -> None:
-        """Fill ``slots[miss]`` with the nearest existing voxel within ``r`` voxels."""
+                miss: np.ndarray, r: int, inner: int = 0) -> None:
+        """Fill ``slots[miss]`` with the nearest existing voxel at a Chebyshev distance
+        in (``inner``, ``r``] voxels."""
         if r > 0 and miss.size and len(self._index):
             rng = np.arange(-r, r + 1)
             offsets = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
-            offsets = offsets[np.abs(offsets).sum(1) > 0]
+            offsets = offsets[np.abs(offsets).max(1) > inner]
             cand_coords = coords[miss, None, :] + offsets[None]  # (M, O, 3)
             cand = self._index.lookup(pack_keys(cand_coords))
             # the existing neighbour whose centre is nearest the point, not the first found
