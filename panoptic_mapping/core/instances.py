@@ -49,6 +49,7 @@ Ids are open-ended integers starting at 1, never reused.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -570,14 +571,17 @@ class InstanceMap:
 
     def process_frame(self, masks: np.ndarray, depth: np.ndarray, K: np.ndarray,
                       camera_to_world: np.ndarray, embeddings: np.ndarray | None = None,
-                      reference: np.ndarray | None = None) -> AssociationResult:
+                      reference: np.ndarray | None = None,
+                      fill: Callable[[np.ndarray], np.ndarray] | None = None
+                      ) -> AssociationResult:
         """Associate, integrate and update statistics for one frame with depth.
 
         Args:
             masks: (H, W) int mask ids (0 = none); depth: (H, W) metres (0 = unknown).
             embeddings: (M, D) per-mask embeddings, accumulated per id (pixel-weighted).
-            reference: (H, W) ids to associate against instead of the voxel rendering
-                (the mapper passes the field's rendering).
+            reference: (H, W) ids to associate against instead of the voxel rendering.
+            fill: without ``reference``: maps points (N, 3) on observed voxels that hold no
+                eligible vote to ids (N,) (0: no opinion); the mapper passes its field.
         Returns:
             The association; ``labels`` are the frame's online ids.
         """
@@ -590,6 +594,9 @@ class InstanceMap:
             slots = slots.reshape(depth.shape)
             if reference is None:
                 ids, _ = self._voxel_labels(slots_flat, confirmed_only=False)
+                hole = (ids == 0) & (slots_flat >= 0)
+                if fill is not None and hole.any():
+                    ids[hole] = fill(points[hole])
                 reference = np.zeros(depth.size, dtype=np.int32)
                 reference[flat] = ids
                 reference = reference.reshape(depth.shape)

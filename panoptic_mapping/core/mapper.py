@@ -171,10 +171,11 @@ class Mapper:
             new_ids: list[int] = []
             integrated = False
             if frame.masks is not None and frame.depth is not None and (frame.depth > 0).any():
-                reference, _ = self._reference(frame.K, frame.camera_to_world, frame.depth)
+                # one voxel search serves the reference and the integration
+                trained = self.trainer is not None and self.trainer.steps > 0
                 result = self.instances.process_frame(
                     frame.masks, frame.depth, frame.K, frame.camera_to_world,
-                    frame.mask_embeddings, reference=reference)
+                    frame.mask_embeddings, fill=self._field_fill if trained else None)
                 labels, new_ids, integrated = result.labels, result.new_ids, True
             kf = self.keyframes.add(frame)
             if kf is not None:
@@ -285,6 +286,11 @@ class Mapper:
             ids.reshape(-1)[flat[keep]] = fill[keep]
             conf.reshape(-1)[flat[keep]] = prob[keep]
         return ids, conf
+
+    def _field_fill(self, points: np.ndarray) -> np.ndarray:
+        """(N,) field instance ids at observed points (N, 3), 0 where it is unsure."""
+        fill, prob = self._field_instances(points, confirmed_only=False)
+        return np.where(prob >= self.cfg.field_fill_confidence, fill, 0).astype(np.int32)
 
     @torch.no_grad()
     def _field_instances(self, points: np.ndarray, confirmed_only: bool
