@@ -60,6 +60,9 @@ from panoptic_mapping.core.voxels import VoxelIndex, pack_keys, voxel_coords
 
 __all__ = ["InstanceConfig", "InstanceMap", "backproject", "AssociationResult"]
 
+# points (M, 3) -> (ids (M,) int32, 0 = no opinion; confidences (M,) float32)
+Fill = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
 
 @dataclass
 class InstanceConfig:
@@ -249,26 +252,38 @@ class InstanceMap:
         return labels, conf
 
     def render_points(self, points: np.ndarray, confirmed_only: bool = True,
-                      footprint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      footprint: np.ndarray | None = None, fill: Fill | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
         """Map ids (N,) int32 and vote confidences (N,) in [0, 1] at world points (N, 3).
 
-        ``footprint``: (N,) pixel size on the surface [m] (see :meth:`_slots_of`).
+        Args:
+            footprint: (N,) pixel size on the surface [m] (see :meth:`_slots_of`).
+            fill: labels points on observed voxels that hold no eligible vote: points
+                (M, 3) -> ids (M,) (0: no opinion) and confidences (M,); the mapper passes
+                its field. Unobserved points stay 0: the fill interpolates, never
+                extrapolates into unseen territory.
         """
         with self._lock:
-            return self._voxel_labels(self._slots_of(points, footprint), confirmed_only)
+            return self._labels(points, self._slots_of(points, footprint), confirmed_only,
+                                fill)
 
-    def observed(self, points: np.ndarray, footprint: np.ndarray | None = None
-                 ) -> np.ndarray:
-        """(N,) bool: a voxel at or next to each world point (N, 3) has been integrated."""
-        with self._lock:
-            return self._slots_of(points, footprint) >= 0
+    def _labels(self, points: np.ndarray, slots: np.ndarray, confirmed_only: bool,
+                fill: Fill | None) -> tuple[np.ndarray, np.ndarray]:
+        """Voxel labels and confidences of points (N, 3) at their slots (N,), filled."""
+        ids, conf = self._voxel_labels(slots, confirmed_only)
+        hole = (ids == 0) & (slots >= 0)
+        if fill is not None and hole.any():
+            ids[hole], conf[hole] = fill(points[hole])
+        return ids, conf
 
     def render_view(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
-                    confirmed_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W) int32 ids and (H, W) float32 confidences at a view's measured depth."""
+                    confirmed_only: bool = True, fill: Fill | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) int32 ids and (H, W) float32 confidences at a view's measured depth
+        (``fill``: see :meth:`render_points`)."""
         points, flat = backproject(depth, K, camera_to_world)
         ids, conf = self.render_points(points, confirmed_only,
-                                       pixel_footprint(depth, K, flat))
+                                       pixel_footprint(depth, K, flat), fill)
         out = np.zeros(depth.size, dtype=np.int32)
         out_c = np.zeros(depth.size, dtype=np.float32)
         out[flat], out_c[flat] = ids, conf
@@ -571,8 +586,7 @@ class InstanceMap:
 
     def process_frame(self, masks: np.ndarray, depth: np.ndarray, K: np.ndarray,
                       camera_to_world: np.ndarray, embeddings: np.ndarray | None = None,
-                      reference: np.ndarray | None = None,
-                      fill: Callable[[np.ndarray], np.ndarray] | None = None
+                      reference: np.ndarray | None = None, fill: Fill | None = None
                       ) -> AssociationResult:
         """Associate, integrate and update statistics for one frame with depth.
 
@@ -580,8 +594,8 @@ class InstanceMap:
             masks: (H, W) int mask ids (0 = none); depth: (H, W) metres (0 = unknown).
             embeddings: (M, D) per-mask embeddings, accumulated per id (pixel-weighted).
             reference: (H, W) ids to associate against instead of the voxel rendering.
-            fill: without ``reference``: maps points (N, 3) on observed voxels that hold no
-                eligible vote to ids (N,) (0: no opinion); the mapper passes its field.
+            fill: without ``reference``: fills the voxel rendering that serves as the
+                reference (see :meth:`render_points`).
         Returns:
             The association; ``labels`` are the frame's online ids.
         """
@@ -593,10 +607,7 @@ class InstanceMap:
             slots[flat] = slots_flat
             slots = slots.reshape(depth.shape)
             if reference is None:
-                ids, _ = self._voxel_labels(slots_flat, confirmed_only=False)
-                hole = (ids == 0) & (slots_flat >= 0)
-                if fill is not None and hole.any():
-                    ids[hole] = fill(points[hole])
+                ids, _ = self._labels(points, slots_flat, False, fill)
                 reference = np.zeros(depth.size, dtype=np.int32)
                 reference[flat] = ids
                 reference = reference.reshape(depth.shape)

@@ -33,12 +33,7 @@ from panoptic_mapping.core.export import (
 from panoptic_mapping.core.field import FieldConfig, PanopticField
 from panoptic_mapping.core.frames import Frame, validate_frame
 from panoptic_mapping.core.geometry import backproject
-from panoptic_mapping.core.instances import (
-    InstanceConfig,
-    InstanceMap,
-    pixel_footprint,
-    vote_masks,
-)
+from panoptic_mapping.core.instances import InstanceConfig, InstanceMap, vote_masks
 from panoptic_mapping.core.keyframes import KeyframeBuffer, KeyframeConfig
 from panoptic_mapping.core.persistence import MapFileError, load_map, save_map
 from panoptic_mapping.core.sampling import (
@@ -175,7 +170,7 @@ class Mapper:
                 trained = self.trainer is not None and self.trainer.steps > 0
                 result = self.instances.process_frame(
                     frame.masks, frame.depth, frame.K, frame.camera_to_world,
-                    frame.mask_embeddings, fill=self._field_fill if trained else None)
+                    frame.mask_embeddings, fill=self._field_fill(False) if trained else None)
                 labels, new_ids, integrated = result.labels, result.new_ids, True
             kf = self.keyframes.add(frame)
             if kf is not None:
@@ -275,22 +270,19 @@ class Mapper:
         extrapolation (measured: filling unseen surfaces glued new objects to their
         neighbours and cost PQ, mIoU and InstanceLoc as training went on).
         """
-        ids, conf = self.instances.render_view(depth, K, camera_to_world, confirmed_only)
-        holes = (ids == 0) & (depth > 0)
-        if holes.any() and self.trainer is not None and self.trainer.steps > 0:
-            pts, flat = backproject(np.where(holes, depth, 0.0), K, camera_to_world)
-            seen = self.instances.observed(pts, pixel_footprint(depth, K, flat))
-            pts, flat = pts[seen], flat[seen]
-            fill, prob = self._field_instances(pts, confirmed_only)
-            keep = prob >= self.cfg.field_fill_confidence
-            ids.reshape(-1)[flat[keep]] = fill[keep]
-            conf.reshape(-1)[flat[keep]] = prob[keep]
-        return ids, conf
+        trained = self.trainer is not None and self.trainer.steps > 0
+        return self.instances.render_view(
+            depth, K, camera_to_world, confirmed_only,
+            fill=self._field_fill(confirmed_only) if trained else None)
 
-    def _field_fill(self, points: np.ndarray) -> np.ndarray:
-        """(N,) field instance ids at observed points (N, 3), 0 where it is unsure."""
-        fill, prob = self._field_instances(points, confirmed_only=False)
-        return np.where(prob >= self.cfg.field_fill_confidence, fill, 0).astype(np.int32)
+    def _field_fill(self, confirmed_only: bool):
+        """The field as the instance map's fill: points (N, 3) -> ids (N,) and
+        probabilities (N,), both 0 where it is less sure than ``field_fill_confidence``."""
+        def fill(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            ids, prob = self._field_instances(points, confirmed_only)
+            keep = prob >= self.cfg.field_fill_confidence
+            return np.where(keep, ids, 0).astype(np.int32), np.where(keep, prob, 0.0)
+        return fill
 
     @torch.no_grad()
     def _field_instances(self, points: np.ndarray, confirmed_only: bool
