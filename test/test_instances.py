@@ -85,17 +85,38 @@ def test_consistent_ids_under_random_per_frame_ids():
     assert conf[gt == 2].min() > 0.5
 
 
-def test_objects_glued_at_first_sight_are_separated_later():
+def test_objects_glued_at_first_sight_are_separated_at_once():
+    """One glued view against apart views: the young id splits, and B is shown on its own
+    as soon as it is confirmed (before it could count as a late id change)."""
     im, rng = InstanceMap(), np.random.default_rng(1)
     glued = ground_truth(0.0).copy()
     glued[glued == 3] = 2  # the front-end merged A and B in the first frame
-    ingest(im, shuffled(glued, rng), 0.0)
-    assert len(set(map_ids(im, 0.0).values()) - {0}) <= 2
-    views = np.linspace(0.01, 0.2, 18)
-    for tx in views[:3]:  # B is a pending part of A's id: shown as A until seen apart
+    labels = ingest(im, shuffled(glued, rng), 0.0).labels
+    gt = ground_truth(0.0)
+    (glued_id,) = np.unique(labels[(gt == 2) | (gt == 3)])
+    for tx in (0.02, 0.04):  # whole pixel footprints: the voxels the glued view filled
+        ingest(im, shuffled(ground_truth(tx), rng), tx)
+    ids = map_ids(im, 0.04)
+    assert ids[2] != ids[3] and 0 not in ids.values()
+    assert glued_id in (ids[2], ids[3])  # one of them keeps the glued id
+    assert not im._parent.any()
+
+
+def test_objects_glued_while_the_id_settled_are_separated_after_apart_views():
+    """Glued in the first settled_frames + 1 views: B is a pending part of the established
+    id, shown as it until seen apart in release_min_apart views."""
+    cfg = InstanceConfig()
+    im, rng = InstanceMap(cfg), np.random.default_rng(1)
+    glued_views = np.linspace(0.0, 0.01, cfg.settled_frames + 1)
+    for tx in glued_views:
+        glued = ground_truth(tx)
+        glued[glued == 3] = 2
+        ingest(im, shuffled(glued, rng), tx)
+    views = np.linspace(0.02, 0.2, 18)
+    for tx in views[:3]:
         ingest(im, shuffled(ground_truth(tx), rng), tx)
     ids = map_ids(im, 0.05)
-    assert ids[2] == ids[3]
+    assert ids[2] == ids[3] and im._parent.any()
     for tx in views[3:]:
         ingest(im, shuffled(ground_truth(tx), rng), tx)
     ids = map_ids(im, 0.05)
@@ -230,6 +251,7 @@ def established(im: InstanceMap, n: int) -> list[int]:
     """n fresh ids that masks have joined often enough to be confirmed."""
     ids = [im._new_id() for _ in range(n)]
     im._assigned[ids] = im.cfg.confirm_frames
+    im._visible[ids] = im.cfg.settled_frames + 1
     return ids
 
 
@@ -263,6 +285,21 @@ def test_a_small_object_swallowed_by_a_split_part_of_its_support_keeps_its_id():
     assert im._parent[part] == table  # shown as the table until seen apart from it
     shown = im._display_lut()[[table, part, cup]].tolist()
     assert shown == [table, table, cup]
+
+
+def test_together_evidence_does_not_merge_things_that_look_different():
+    """A ball glued to its tray by front-end merges is 'together' with it in many views;
+    the masks' embeddings say they are different things."""
+    im = InstanceMap(embedding_dim=2)
+    tray, ball, tray_part = established(im, 3)
+    im._emb[tray], im._emb[ball], im._emb[tray_part] = [1.0, 0.0], [0.5, 1.0], [3.0, 0.5]
+    evidence = [im.cfg.merge_min_together, 0]
+    im._pairs = {(tray, ball): list(evidence), (tray, tray_part): list(evidence)}
+    assert im._merge_ready_pairs() == [(tray, tray_part)]
+    no_embeddings = InstanceMap()
+    a, b = established(no_embeddings, 2)
+    no_embeddings._pairs = {(a, b): list(evidence)}
+    assert no_embeddings._merge_ready_pairs() == [(a, b)]
 
 
 def test_a_small_displaced_mask_is_an_object_not_a_pending_part():

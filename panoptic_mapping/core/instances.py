@@ -19,11 +19,14 @@ voxels hold a few (instance id, weight) votes. Per frame:
    * *one mask per id* — when several masks join one id, the one overlapping it most
      keeps it; each other one moves to the runner-up id its voxels voted for, or to a new
      id. The id may hold several objects (glued together when first seen, or a small
-     object absorbed by its support). A new id of comparable size is a *pending part*:
-     outputs show it as the id it came from until it is seen apart from it in
+     object absorbed by its support). A new id of comparable size split off an id that
+     has been seen in more than ``settled_frames`` frames is a *pending part*: outputs
+     show it as the id it came from until it is seen apart from it in
      ``release_min_apart`` views (an object glued at first sight), or it merges back (a
      front-end split of one object, undone by the merge evidence below) — so a split
-     does not change what id an object is shown with;
+     does not change what id a settled object is shown with. A part split off a young id
+     is an object at once: one or two glued views are no evidence against an apart view,
+     and releasing it later would change the id of an object seen many times;
    * an owned id that is only a sliver of the mask (``major_share``: a small object the
      front-end missed and swallowed into its support) keeps its own pixels and does not
      decide the mask's id;
@@ -33,7 +36,9 @@ voxels hold a few (instance id, weight) votes. Per frame:
    A real object split into two map ids is together in most views (front-end splits are
    view-dependent); two touching objects are apart in most views. Ids are merged when
    together >= ``merge_min_together`` and together >= ``merge_ratio`` * apart; the id
-   observed in more frames survives, so established objects keep their ids.
+   observed in more frames survives, so established objects keep their ids. Ids whose
+   mean mask embeddings disagree (cosine < ``merge_min_cosine``) never merge: a small
+   object that front-end merges glue to its support is 'together' with it in many views.
 4. **Integration.** Each voxel gets one vote per frame for the label most of its pixels
    carry (close-ups do not outvote distant views); pixels on a mask's edge vote with
    half weight and are no negative evidence.
@@ -83,12 +88,17 @@ class InstanceConfig:
                                     "ids may merge.", minimum=1)
     merge_ratio: float = param(2.0, "Ids merge when 'together' views outnumber 'apart' "
                                "views by this factor.", minimum=0.0)
+    merge_min_cosine: float = param(0.75, "Ids whose mean mask embeddings have a lower cosine "
+                                    "similarity are different things and never merge.",
+                                    minimum=-1.0, maximum=1.0)
     release_min_apart: int = param(6, "A part split off an id (see 'one mask per id') "
                                    "shows as that id until seen apart from it in this many "
                                    "views, and apart >= merge_ratio * together.", minimum=1)
     part_min_share: float = param(0.1, "A displaced mask at least this share of the id's "
                                   "visible size is a pending part of it; a smaller one is "
                                   "a new object.", minimum=0.0, maximum=1.0)
+    settled_frames: int = param(4, "A part split off an id seen in at most this many frames "
+                                "is an object at once, not a pending part.", minimum=0)
     confirm_frames: int = param(2, "Frames in which masks joined an id before it counts.",
                                 minimum=1)
     ghost_visible_frames: int = param(5, "An unconfirmed id visible this often is deleted.",
@@ -428,7 +438,8 @@ class InstanceMap:
                        if slots is not None else 0)
                 if alt == 0:
                     alt = self._new_id()
-                    if in_mask.sum() >= self.cfg.part_min_share * r_vis[i]:
+                    if (in_mask.sum() >= self.cfg.part_min_share * r_vis[i]
+                            and self._visible[i] > self.cfg.settled_frames):
                         self._parent[alt] = i
                     result.new_ids.append(alt)
                 result.labels[in_mask] = alt
@@ -477,7 +488,18 @@ class InstanceMap:
     def _merge_ready_pairs(self) -> list[tuple[int, int]]:
         cfg = self.cfg
         return [(i, j) for (i, j), (tog, apart) in self._pairs.items()
-                if tog >= cfg.merge_min_together and tog >= cfg.merge_ratio * apart]
+                if tog >= cfg.merge_min_together and tog >= cfg.merge_ratio * apart
+                and self._similar(i, j)]
+
+    def _similar(self, i: int, j: int) -> bool:
+        """Whether two ids' mean embeddings do not contradict one object (True without
+        embeddings): a small object glued to its support by front-end merges is together
+        with it in many views, but the two look like different things."""
+        a, b = self._emb[i], self._emb[j]
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        if na == 0 or nb == 0:
+            return True
+        return float(a @ b) / (na * nb) >= self.cfg.merge_min_cosine
 
     def _merge(self, a: int, b: int) -> int:
         """Merge ids a and b; the one masks joined in more frames (then the older) survives."""
