@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from panoptic_mapping.core.geometry import backproject
+from panoptic_mapping.core.geometry import backproject, depth_edges
 from panoptic_mapping.core.instances import InstanceConfig, InstanceMap, vote_masks
 
 H, W = 48, 64
@@ -104,8 +104,11 @@ def test_objects_glued_at_first_sight_are_separated_at_once():
 
 def test_objects_glued_while_the_id_settled_are_separated_after_apart_views():
     """Glued in the first settled_frames + 1 views: B is a pending part of the established
-    id, shown as it until seen apart in release_min_apart views."""
-    cfg = InstanceConfig()
+    id, shown as it until seen apart in release_min_apart views.
+
+    (A and B are patches on one flat wall here: no depth edge between them, so the gate on
+    'apart' evidence is off; it has its own test.)"""
+    cfg = InstanceConfig(apart_edge_share=0.0)
     im, rng = InstanceMap(cfg), np.random.default_rng(1)
     glued_views = np.linspace(0.0, 0.01, cfg.settled_frames + 1)
     for tx in glued_views:
@@ -300,6 +303,48 @@ def test_together_evidence_does_not_merge_things_that_look_different():
     a, b = established(no_embeddings, 2)
     no_embeddings._pairs = {(a, b): list(evidence)}
     assert no_embeddings._merge_ready_pairs() == [(a, b)]
+
+
+def test_apart_evidence_needs_a_depth_edge_between_the_ids():
+    """Two masks over two map ids: evidence they are apart only where the view shows a
+    jump or crease between them, not for a cut across one flat surface."""
+    h, w = 20, 40
+    masks = np.ones((h, w), np.int64)
+    masks[:, 20:] = 2
+    valid = np.ones((h, w), bool)
+    flat = np.full((h, w), 2.0)
+    step = flat.copy()
+    step[:, 20:] = 1.5  # the right object stands 0.5 m in front of the left one
+    for depth, apart in ((flat, 0), (step, 1)):
+        im = InstanceMap()
+        left, right = established(im, 2)
+        ref = np.where(masks == 1, left, right)
+        im._associate(masks, ref, valid, edges=depth_edges(depth, 0.02))
+        assert im._pairs.get((left, right), [0, 0]) == [0, apart]
+
+
+def test_depth_edges_worked_example():
+    # a plane tilted in x: inverse depth affine in u, depth not -> no edge anywhere
+    u = np.arange(30, dtype=np.float64)
+    plane = np.broadcast_to(1.0 / (0.5 + 0.01 * u), (10, 30)).copy()
+    assert not depth_edges(plane, 0.02).any()
+    # two planes meeting at column 15 (a corner): inverse depth bends there
+    inverse = np.where(u <= 15, 0.5 + 0.01 * u, 0.65 - 0.01 * (u - 15))
+    e = depth_edges(np.broadcast_to(1.0 / inverse, (10, 30)).copy(), 0.02)
+    assert e[:, 14:17].all() and not e[:, :14].any() and not e[:, 17:].any()
+    hole = plane.copy()
+    hole[5, 5] = 0.0  # missing depth marks its neighbours
+    assert depth_edges(hole, 0.02)[4:7, 4:7].all()
+
+
+def test_merge_survivor_is_the_id_most_of_the_object_is_shown_as():
+    im = InstanceMap()
+    old, big = established(im, 2)
+    im._assigned[old] += 5  # joined in more frames, but
+    pts = np.stack([np.arange(10) * 0.01 + 0.005, np.full(10, 0.005), np.full(10, 0.005)], 1)
+    im.integrate(pts[:3], np.full(3, old))
+    im.integrate(pts[3:], np.full(7, big))  # most of the object's voxels vote for `big`
+    assert im._merge(old, big) == big and im.resolve(old) == big
 
 
 def test_a_small_displaced_mask_is_an_object_not_a_pending_part():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["pose_matrix", "quaternion_to_rotation", "check_rigid", "check_intrinsics",
-           "backproject"]
+           "backproject", "depth_edges"]
 
 
 def quaternion_to_rotation(q_xyzw: np.ndarray) -> np.ndarray:
@@ -90,3 +90,32 @@ def backproject(depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray
     y = (v - K[1, 2]) / K[1, 1] * z
     cam = np.stack([x, y, z], axis=1)
     return cam @ camera_to_world[:3, :3].T + camera_to_world[:3, 3], pix
+
+
+def depth_edges(depth: np.ndarray, curvature: float) -> np.ndarray:
+    """(H, W) bool: pixels on or next to a depth edge (a jump, a crease, or missing depth).
+
+    On a plane, inverse depth is affine in the pixel coordinates, so its second difference
+    along a row or column vanishes; at a jump or a crease between surfaces it does not.
+    A pixel is on an edge where |second difference of 1/d| > ``curvature`` * 1/d in either
+    direction, or where a neighbour has no depth; the result is dilated by one pixel so
+    that both sides of an edge are marked.
+
+    Args:
+        depth: (H, W) depth; <= 0 or non-finite = none.
+        curvature: relative threshold (scale-free: the same for near and far surfaces).
+    """
+    d = np.where(np.isfinite(depth), depth, 0.0).astype(np.float64)
+    valid = d > 0
+    z = np.where(valid, 1.0 / np.where(valid, d, 1.0), 0.0)
+    edge = ~valid
+    across_cols = np.abs(z[:, 2:] - 2 * z[:, 1:-1] + z[:, :-2]) > curvature * z[:, 1:-1]
+    across_rows = np.abs(z[2:] - 2 * z[1:-1] + z[:-2]) > curvature * z[1:-1]
+    edge[:, 1:-1] |= across_cols
+    edge[1:-1] |= across_rows
+    out = edge.copy()
+    out[:, 1:] |= edge[:, :-1]
+    out[:, :-1] |= edge[:, 1:]
+    out[1:] |= edge[:-1]
+    out[:-1] |= edge[1:]
+    return out
