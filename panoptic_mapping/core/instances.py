@@ -934,13 +934,18 @@ def _interior(labels: np.ndarray) -> np.ndarray:
     return inner
 
 
+def _across_pixel_edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values on the two sides of every horizontal and vertical pixel edge of an
+    (H, W) image: two flat arrays of equal length."""
+    return (np.concatenate([image[:, :-1].ravel(), image[:-1, :].ravel()]),
+            np.concatenate([image[:, 1:].ravel(), image[1:, :].ravel()]))
+
+
 def _boundary_edge_share(ids: np.ndarray, edges: np.ndarray) -> dict[tuple[int, int], float]:
     """(i, j) with i < j -> share of the pixel edges between non-zero ids i and j that
     touch a pixel of ``edges`` ((H, W) bool)."""
-    a = np.concatenate([ids[:, :-1].ravel(), ids[:-1, :].ravel()]).astype(np.int64)
-    b = np.concatenate([ids[:, 1:].ravel(), ids[1:, :].ravel()]).astype(np.int64)
-    e = np.concatenate([(edges[:, :-1] | edges[:, 1:]).ravel(),
-                        (edges[:-1, :] | edges[1:, :]).ravel()])
+    a, b = (x.astype(np.int64) for x in _across_pixel_edges(ids))
+    e = np.logical_or(*_across_pixel_edges(edges))
     sel = (a != b) & (a > 0) & (b > 0)
     if not sel.any():
         return {}
@@ -953,8 +958,7 @@ def _boundary_edge_share(ids: np.ndarray, edges: np.ndarray) -> dict[tuple[int, 
 
 def _touching_pairs(ids: np.ndarray, min_contact: int) -> list[tuple[int, int]]:
     """Pairs (i < j) of non-zero ids sharing at least ``min_contact`` pixel edges."""
-    a = np.concatenate([ids[:, :-1].ravel(), ids[:-1, :].ravel()])
-    b = np.concatenate([ids[:, 1:].ravel(), ids[1:, :].ravel()])
+    a, b = _across_pixel_edges(ids)
     sel = (a != b) & (a > 0) & (b > 0)
     lo, hi = np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])
     pairs, counts = np.unique(np.stack([lo, hi]), axis=1, return_counts=True)
