@@ -15,6 +15,7 @@ from panoptic_mapping.bench.frontends import (  # noqa: E402
 from panoptic_mapping.bench.mapper_method import to_frame  # noqa: E402
 from panoptic_mapping.bench.scenes import make_scene  # noqa: E402
 from panoptic_mapping.core.frames import FrameError  # noqa: E402
+from panoptic_mapping.core.geometry import backproject  # noqa: E402
 from panoptic_mapping.core.mapper import Mapper, MapperConfig  # noqa: E402
 from panoptic_mapping.core.persistence import MapFileError  # noqa: E402
 
@@ -152,8 +153,6 @@ def test_the_field_fills_observed_surfaces_only(mapped, scene):
     m, _ = mapped
     f = scene.frames[3]
     far = np.where(f.depth > 0, f.depth + 2.0, 0.0).astype(np.float32)  # behind everything
-    from panoptic_mapping.core.geometry import backproject
-
     pts, _ = backproject(far, f.K, f.camera_to_world)
     _, prob = m._field_instances(pts, confirmed_only=True)
     # the field has an opinion there (it extrapolates) ...

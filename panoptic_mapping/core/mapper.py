@@ -33,7 +33,7 @@ from panoptic_mapping.core.export import (
 from panoptic_mapping.core.field import FieldConfig, PanopticField
 from panoptic_mapping.core.frames import Frame, validate_frame
 from panoptic_mapping.core.geometry import backproject
-from panoptic_mapping.core.instances import InstanceConfig, InstanceMap, vote_masks
+from panoptic_mapping.core.instances import Fill, InstanceConfig, InstanceMap, vote_masks
 from panoptic_mapping.core.keyframes import KeyframeBuffer, KeyframeConfig
 from panoptic_mapping.core.persistence import MapFileError, load_map, save_map
 from panoptic_mapping.core.sampling import (
@@ -167,10 +167,9 @@ class Mapper:
             integrated = False
             if frame.masks is not None and frame.depth is not None and (frame.depth > 0).any():
                 # one voxel search serves the reference and the integration
-                trained = self.trainer is not None and self.trainer.steps > 0
                 result = self.instances.process_frame(
                     frame.masks, frame.depth, frame.K, frame.camera_to_world,
-                    frame.mask_embeddings, fill=self._field_fill(False) if trained else None)
+                    frame.mask_embeddings, fill=self._field_fill(False))
                 labels, new_ids, integrated = result.labels, result.new_ids, True
             kf = self.keyframes.add(frame)
             if kf is not None:
@@ -270,14 +269,15 @@ class Mapper:
         extrapolation (measured: filling unseen surfaces glued new objects to their
         neighbours and cost PQ, mIoU and InstanceLoc as training went on).
         """
-        trained = self.trainer is not None and self.trainer.steps > 0
-        return self.instances.render_view(
-            depth, K, camera_to_world, confirmed_only,
-            fill=self._field_fill(confirmed_only) if trained else None)
+        return self.instances.render_view(depth, K, camera_to_world, confirmed_only,
+                                          fill=self._field_fill(confirmed_only))
 
-    def _field_fill(self, confirmed_only: bool):
+    def _field_fill(self, confirmed_only: bool) -> Fill | None:
         """The field as the instance map's fill: points (N, 3) -> ids (N,) and
-        probabilities (N,), both 0 where it is less sure than ``field_fill_confidence``."""
+        probabilities (N,), both 0 where it is less sure than ``field_fill_confidence``;
+        None while the field is untrained (it has no opinion yet)."""
+        if self.trainer is None or self.trainer.steps == 0:
+            return None
         def fill(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             ids, prob = self._field_instances(points, confirmed_only)
             keep = prob >= self.cfg.field_fill_confidence
