@@ -359,6 +359,33 @@ def test_a_small_displaced_mask_is_an_object_not_a_pending_part():
     assert im._parent[new] == 0
 
 
+def test_a_mask_displaced_from_a_young_id_takes_the_fragment_it_owns_across_a_depth_edge():
+    """Two objects glued into one young id; now a mask holds each. The right one owns a
+    fragment id left by an earlier split of it: it takes that id where the view shows a
+    depth edge between the two masks, and a new id where the cut crosses a flat surface."""
+    h, w = 20, 40
+    masks = np.ones((h, w), np.int64)
+    masks[:, 20:] = 2
+    valid = np.ones((h, w), bool)
+    flat = np.full((h, w), 2.0)
+    step = flat.copy()
+    step[:, 20:] = 1.5
+    for depth, takes_fragment in ((flat, False), (step, True)):
+        im = InstanceMap()
+        glued = im._new_id()
+        im._assigned[glued], im._visible[glued] = im.cfg.confirm_frames, 2  # young
+        fragment = im._new_id()
+        im._assigned[fragment], im._visible[fragment] = 1, 1
+        ref = np.full((h, w), glued)
+        ref[:, 36:] = fragment  # a sliver of mask 2: it owns the fragment, joins `glued`
+        result = im._associate(masks, ref, valid, edges=depth_edges(depth, 0.02))
+        assert (result.labels[masks == 1] == glued).all()
+        right = np.unique(result.labels[masks == 2]).tolist()
+        assert len(right) == 1 and right[0] != glued
+        assert (right[0] == fragment) == takes_fragment
+        assert im._parent[right[0]] == 0  # split off a young id: an object at once
+
+
 def test_interior_pixels_worked_example():
     from panoptic_mapping.core.instances import _interior
 

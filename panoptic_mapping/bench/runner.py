@@ -154,6 +154,9 @@ def evaluate(method: Method, scene: Scene, train_masks: list[MaskFrame],
         "gt_masks": matched["n_gt"],
         "late_id_changes": stability["late_changes"],
         "id_changes_per_object": stability["mean_changes_per_object"],
+        # which ground-truth objects changed id late (gt id -> changes), to trace them
+        "late_id_changes_by_object": {str(g): n for g, n in
+                                      stability["late_changes_per_object"].items() if n},
         "ingest_fps": len(ingest_s) / max(sum(ingest_s), 1e-9),
         "ingest_ms_p50": 1000 * float(np.median(ingest_s)),
         **finish,

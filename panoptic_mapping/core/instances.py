@@ -17,16 +17,18 @@ voxels hold a few (instance id, weight) votes. Per frame:
      ``new_coverage``); otherwise it joins its plurality id, competing with that id's
      owner, if any, for it:
    * *one mask per id* — when several masks join one id, the one overlapping it most
-     keeps it; each other one moves to the runner-up id its voxels voted for, or to a new
-     id. The id may hold several objects (glued together when first seen, or a small
-     object absorbed by its support). A new id of comparable size split off an id that
-     has been seen in more than ``settled_frames`` frames is a *pending part*: outputs
-     show it as the id it came from until it is seen apart from it in
-     ``release_min_apart`` views (an object glued at first sight), or it merges back (a
-     front-end split of one object, undone by the merge evidence below) — so a split
-     does not change what id a settled object is shown with. A part split off a young id
-     is an object at once: one or two glued views are no evidence against an apart view,
-     and releasing it later would change the id of an object seen many times;
+     keeps it; each other one moves to a fragment id it owns (only off a young id and
+     across a depth edge: an object seen alone after glued first views), the runner-up
+     id its voxels voted for, or a new id. The id may hold several objects (glued
+     together when first seen, or a small object absorbed by its support). A new id of
+     comparable size split off an id that has been seen in more than ``settled_frames``
+     frames is a *pending part*: outputs show it as the id it came from until it is seen
+     apart from it in ``release_min_apart`` views (an object glued at first sight), or
+     it merges back (a front-end split of one object, undone by the merge evidence
+     below) — so a split does not change what id a settled object is shown with. A part
+     split off a young id is an object at once: one or two glued views are no evidence
+     against an apart view, and releasing it later would change the id of an object seen
+     many times;
    * an owned id that is only a sliver of the mask (``major_share``: a small object the
      front-end missed and swallowed into its support) keeps its own pixels and does not
      decide the mask's id;
@@ -343,7 +345,7 @@ class InstanceMap:
             rows = (pm == m) & (o >= cfg.min_pixels)
             self._assign_mask(m, pi[rows], o[rows], int(n_m[m]), owned.get(m, []), owner,
                               masks, ref, valid, result, joined)
-        self._divide(joined, masks, valid, slots, result, r_vis)
+        self._divide(joined, masks, valid, slots, result, r_vis, owned, edges)
         self._contested(result, masks, ref, valid, owner)
         self._record_pair_evidence(masks, ref, valid, pm, pi, o, r_vis, edges)
         return result
@@ -425,8 +427,10 @@ class InstanceMap:
 
     def _divide(self, joined: dict[int, list[tuple[int, int]]], masks: np.ndarray,
                 valid: np.ndarray, slots: np.ndarray | None, result: AssociationResult,
-                r_vis: np.ndarray) -> None:
-        """Keep one joining mask per id; move the others to their runner-up or a new id.
+                r_vis: np.ndarray, owned: dict[int, list[int]] | None = None,
+                edges: np.ndarray | None = None) -> None:
+        """Keep one joining mask per id; move the others to a fragment they own (see
+        :meth:`_owned_fragment`), their runner-up, or a new id.
 
         A runner-up must be unclaimed: an id another mask of this frame holds (the table
         under a small object) is no place for a displaced part. A new id for a part of
@@ -436,6 +440,7 @@ class InstanceMap:
 
         Args:
             r_vis: (n_ids,) visible pixels per reference id in this frame.
+            owned: mask -> the ids it owns; edges: (H, W) bool depth edges (None: no depth).
         """
         claimed = set(int(i) for i in np.unique(result.labels)) - {0}
         for i, parts in joined.items():
@@ -444,8 +449,10 @@ class InstanceMap:
                 continue
             for _, m in parts[1:]:
                 in_mask = valid & (masks == m) & (result.labels == i)
-                alt = (self._runner_up(slots, in_mask, claimed)
-                       if slots is not None else 0)
+                alt = self._owned_fragment(i, (owned or {}).get(m, []), in_mask,
+                                           valid & (result.labels == i), claimed, r_vis, edges)
+                if alt == 0 and slots is not None:
+                    alt = self._runner_up(slots, in_mask, claimed)
                 if alt == 0:
                     alt = self._new_id()
                     if (in_mask.sum() >= self.cfg.part_min_share * r_vis[i]
@@ -456,6 +463,32 @@ class InstanceMap:
                 result.mask_to_id[m] = alt
                 result.displaced.append((in_mask, i))
                 claimed.add(alt)
+
+    def _owned_fragment(self, i: int, owns: list[int], part: np.ndarray, kept: np.ndarray,
+                        claimed: set[int], r_vis: np.ndarray, edges: np.ndarray | None
+                        ) -> int:
+        """The id a mask displaced from young id ``i`` takes because it owns it (or 0).
+
+        An object glued to its neighbour in the first views and then seen on its own has
+        left fragments (ids made from earlier splits of it) that its mask owns now; taking
+        the largest keeps its surface under one id instead of starting a third. Only for a
+        young ``i`` (a settled one gets a pending part) and where the frame shows a depth
+        edge between the displaced ``part`` and the ``kept`` pixels of ``i``: across a cut
+        of one surface the fragment is a piece of ``i``, and confirming it would split it.
+
+        Args:
+            part, kept: (H, W) bool pixels of the displaced mask / of the mask keeping ``i``.
+        """
+        if self._visible[i] > self.cfg.settled_frames:
+            return 0
+        mine = [j for j in owns if j != i and j not in claimed and self._alive[j]]
+        if not mine:
+            return 0
+        two = np.where(part, 2, np.where(kept, 1, 0))
+        contact, on_edge = _boundaries(two, edges).get((1, 2), (0, 1.0))
+        if contact >= self.cfg.min_pixels // 2 + 1 and on_edge < self.cfg.apart_edge_share:
+            return 0
+        return max(mine, key=lambda j: r_vis[j])
 
     def _runner_up(self, slots: np.ndarray, in_mask: np.ndarray, exclude: set[int]) -> int:
         """The alive id not in ``exclude`` with most vote weight under a mask (or 0).
