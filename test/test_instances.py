@@ -323,6 +323,32 @@ def test_apart_evidence_needs_a_depth_edge_between_the_ids():
         assert im._pairs.get((left, right), [0, 0]) == [0, apart]
 
 
+def test_apart_evidence_for_an_id_no_mask_holds_most_of():
+    """An id whose pixels the front-end left partly unmasked (or that glued views spread
+    over two objects) has no owner; the mask whose plurality id it is speaks for it, so
+    views showing it apart from its neighbour still count. One mask over both, holding
+    neither's majority, says nothing."""
+    h, w = 20, 40
+    valid = np.ones((h, w), bool)
+    step = np.full((h, w), 2.0)
+    step[:, 20:] = 1.5
+    edges = depth_edges(step, 0.02)
+    im = InstanceMap()
+    left, right = established(im, 2)
+    ref = np.where(np.arange(w) < 20, left, right)[None].repeat(h, 0)
+    masks = np.zeros((h, w), np.int64)
+    masks[:, 11:20] = 1  # 45 % of `left`: no owner, but its plurality id
+    masks[:, 20:] = 2
+    im._associate(masks, ref, valid, edges=edges)
+    assert im._pairs.get((left, right)) == [0, 1]
+    im = InstanceMap()
+    left, right = established(im, 2)
+    glued = np.zeros((h, w), np.int64)
+    glued[:, 11:] = 1  # holds all of `right` but not most of `left`
+    im._associate(glued, ref, valid, edges=edges)
+    assert (left, right) not in im._pairs
+
+
 def test_depth_edges_worked_example():
     # a plane tilted in x: inverse depth affine in u, depth not -> no edge anywhere
     u = np.arange(30, dtype=np.float64)
