@@ -412,6 +412,21 @@ def test_a_mask_displaced_from_a_young_id_takes_the_fragment_it_owns_across_a_de
         assert im._parent[right[0]] == 0  # split off a young id: an object at once
 
 
+def test_a_small_far_object_joins_its_id_from_a_few_pixels():
+    """A 12-px mask over a far mug whose rendering shows 4 px of its id (the rest stray
+    ids of 2-3 px and unmapped pixels) joins the mug instead of making a new id."""
+    im = InstanceMap()
+    table, mug, stray = established(im, 3)
+    ref = np.full((10, 20), table)
+    ref[3:7, 8:11] = 0  # the mug's 12 pixels
+    ref[3, 8:10], ref[4, 8:10] = mug, mug
+    ref[5, 8:10] = stray
+    masks = np.ones((10, 20), np.int64)
+    masks[3:7, 8:11] = 2
+    result = im.associate(masks, ref, np.ones_like(ref, bool))
+    assert result.mask_to_id[2] == mug and not result.new_ids
+
+
 def test_interior_pixels_worked_example():
     from panoptic_mapping.core.instances import _interior
 

