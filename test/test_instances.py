@@ -258,6 +258,19 @@ def established(im: InstanceMap, n: int) -> list[int]:
     return ids
 
 
+def side_by_side(h: int = 20, w: int = 40
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two masks, the left and right halves of an (h, w) view (all pixels valid), and two
+    depths for them: one flat surface 2 m away, or the right half standing 0.5 m in front
+    of the left (a depth step at the masks' boundary)."""
+    masks = np.ones((h, w), np.int64)
+    masks[:, w // 2:] = 2
+    flat = np.full((h, w), 2.0)
+    step = flat.copy()
+    step[:, w // 2:] = 1.5
+    return masks, np.ones((h, w), bool), flat, step
+
+
 def test_negative_evidence_moves_a_voxel_but_never_empties_it():
     im = InstanceMap()
     table, cup = established(im, 2)
@@ -308,13 +321,7 @@ def test_together_evidence_does_not_merge_things_that_look_different():
 def test_apart_evidence_needs_a_depth_edge_between_the_ids():
     """Two masks over two map ids: evidence they are apart only where the view shows a
     jump or crease between them, not for a cut across one flat surface."""
-    h, w = 20, 40
-    masks = np.ones((h, w), np.int64)
-    masks[:, 20:] = 2
-    valid = np.ones((h, w), bool)
-    flat = np.full((h, w), 2.0)
-    step = flat.copy()
-    step[:, 20:] = 1.5  # the right object stands 0.5 m in front of the left one
+    masks, valid, flat, step = side_by_side()
     for depth, apart in ((flat, 0), (step, 1)):
         im = InstanceMap()
         left, right = established(im, 2)
@@ -328,10 +335,8 @@ def test_apart_evidence_for_an_id_no_mask_holds_most_of():
     over two objects) has no owner; the mask whose plurality id it is speaks for it, so
     views showing it apart from its neighbour still count. One mask over both, holding
     neither's majority, says nothing."""
-    h, w = 20, 40
-    valid = np.ones((h, w), bool)
-    step = np.full((h, w), 2.0)
-    step[:, 20:] = 1.5
+    _, valid, _, step = side_by_side()
+    h, w = valid.shape
     edges = depth_edges(step, 0.02)
     im = InstanceMap()
     left, right = established(im, 2)
@@ -389,13 +394,8 @@ def test_a_mask_displaced_from_a_young_id_takes_the_fragment_it_owns_across_a_de
     """Two objects glued into one young id; now a mask holds each. The right one owns a
     fragment id left by an earlier split of it: it takes that id where the view shows a
     depth edge between the two masks, and a new id where the cut crosses a flat surface."""
-    h, w = 20, 40
-    masks = np.ones((h, w), np.int64)
-    masks[:, 20:] = 2
-    valid = np.ones((h, w), bool)
-    flat = np.full((h, w), 2.0)
-    step = flat.copy()
-    step[:, 20:] = 1.5
+    masks, valid, flat, step = side_by_side()
+    h, w = masks.shape
     for depth, takes_fragment in ((flat, False), (step, True)):
         im = InstanceMap()
         glued = im._new_id()

@@ -37,11 +37,11 @@ voxels hold a few (instance id, weight) votes. Per frame:
    says "together" when one mask holds most of both, "apart" when different masks speak
    for them (each holds most of its id, or has it as its plurality id: an id that glued
    views spread over two objects is held by no mask) and their boundary in the view is
-   a depth edge (``apart_edge_share``; a front-end cut
-   across a wall is no evidence of two walls). A real object split into two map ids is
-   together in most views (front-end splits are view-dependent); two touching objects
-   are apart in most views. Ids are merged when together >= ``merge_min_together`` and
-   together >= ``merge_ratio`` * apart; the id holding more vote weight survives (what
+   a depth edge (``apart_edge_share``; a front-end cut across a wall is no evidence of
+   two walls). A real object split into two map ids is together in most views
+   (front-end splits are view-dependent); two touching objects are apart in most views.
+   Ids are merged when together >= ``merge_min_together`` and together >=
+   ``merge_ratio`` * apart; the id holding more vote weight survives (what
    most of the object is already shown as, so the merge does not change it). Ids whose
    mean mask embeddings disagree (cosine < ``merge_min_cosine``) never merge: a small
    object that front-end merges glue to its support is 'together' with it in many views.
@@ -376,11 +376,13 @@ class InstanceMap:
             result.displaced.append((against & (ref == old), int(old)))
 
     def _owners(self, pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray,
-                least: np.ndarray) -> dict[int, int]:
-        """id -> the mask covering at least ``cover_fraction`` of its visible pixels
-        (overlaps (K,) ``o`` of at least ``least`` (K,) pixels)."""
+                least: np.ndarray | int, share: float | None = None) -> dict[int, int]:
+        """id -> the mask covering at least ``share`` (default ``cover_fraction``) of its
+        visible pixels, largest overlap first (overlaps (K,) ``o`` of at least ``least``
+        pixels: (K,) or one number)."""
+        share = self.cfg.cover_fraction if share is None else share
         owner: dict[int, int] = {}
-        ok = (o >= least) & (o >= self.cfg.cover_fraction * r_vis[pi])
+        ok = (o >= least) & (o >= share * r_vis[pi])
         for m, i, c in sorted(zip(pm[ok], pi[ok], o[ok]), key=lambda t: -t[2]):
             owner.setdefault(int(i), int(m))
         return owner
@@ -495,7 +497,7 @@ class InstanceMap:
             return 0
         two = np.where(part, 2, np.where(kept, 1, 0))
         contact, on_edge = _boundaries(two, edges).get((1, 2), (0, 1.0))
-        if contact >= self.cfg.min_pixels // 2 + 1 and on_edge < self.cfg.apart_edge_share:
+        if contact >= self._min_contact and on_edge < self.cfg.apart_edge_share:
             return 0
         return max(mine, key=lambda j: r_vis[j])
 
@@ -530,9 +532,8 @@ class InstanceMap:
         owner, claim = self._claims(pm, pi, o, r_vis)
         if len(claim) < 2:
             return
-        min_contact = cfg.min_pixels // 2 + 1
         for (i, j), (contact, on_edge) in _boundaries(np.where(valid, ref, 0), edges).items():
-            if contact < min_contact or i not in claim or j not in claim:
+            if contact < self._min_contact or i not in claim or j not in claim:
                 continue
             together = i in owner and j in owner and owner[i] == owner[j]
             if not together and claim[i] == claim[j]:
@@ -544,6 +545,11 @@ class InstanceMap:
                 continue
             stats = self._pairs.setdefault((i, j), [0, 0])
             stats[0 if together else 1] += 1
+
+    @property
+    def _min_contact(self) -> int:
+        """Pixel edges two ids must share in a view to count as touching."""
+        return self.cfg.min_pixels // 2 + 1
 
     def _claims(self, pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray
                 ) -> tuple[dict[int, int], dict[int, int]]:
@@ -560,11 +566,7 @@ class InstanceMap:
         """
         keep = o >= self.cfg.min_pixels
         pm, pi, o = pm[keep], pi[keep], o[keep]
-        owner: dict[int, int] = {}
-        for k in np.lexsort((-o, pi)):  # per id, largest overlap first
-            i = int(pi[k])
-            if i not in owner and o[k] >= 0.5 * r_vis[i]:
-                owner[i] = int(pm[k])
+        owner = self._owners(pm, pi, o, r_vis, self.cfg.min_pixels, share=0.5)
         claim = dict(owner)
         plurality: dict[int, tuple[int, int]] = {}  # mask -> (id, overlap)
         for m, i, c in zip(pm.tolist(), pi.tolist(), o.tolist()):
