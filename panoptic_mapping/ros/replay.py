@@ -128,6 +128,16 @@ def _pace(t0_wall: float, t_rec: float, rate: float) -> None:
         time.sleep(delay)
 
 
+def _wait_for_acks(publishers, timeout_s: float = 5.0) -> None:
+    """Let subscribers acknowledge what was sent: exiting right after the last publish
+    tore the reliable publishers down before the last message was delivered (seen in the
+    bag replay test, about one run in six)."""
+    from rclpy.duration import Duration
+
+    for p in publishers:
+        p.wait_for_all_acked(Duration(nanoseconds=int(timeout_s * 1e9)))
+
+
 def play_scene(node, folder: Path, args) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.time import Time
@@ -176,6 +186,7 @@ def play_scene(node, folder: Path, args) -> int:
                 pubs[key].publish(msgs[key])
         sent += 1
     wall = time.monotonic() - t0_wall
+    _wait_for_acks(pubs.values())
     print(f"replay: published {sent} frames in {wall:.1f} s "
           f"({sent / max(wall, 1e-9):.2f} frames/s)", flush=True)
     if args.summary:
@@ -214,6 +225,7 @@ def play_bag(node, path: Path, args) -> int:
             if args.limit and sent >= args.limit:
                 break
     wall = time.monotonic() - t0_wall
+    _wait_for_acks(pubs.values())
     print(f"replay: published {sent} messages in {wall:.1f} s", flush=True)
     return 0
 
