@@ -9,14 +9,14 @@ setup:
 	@bash tools/setup.sh
 
 demo: setup
-	$(RUN) python -m panoptic_mapping.demo
+	$(RUN) python -m panoptic_mapping.tools.demo
 
 test: setup
 	$(RUN) python -m pytest
 
 # Regenerate config/mapping.yaml from the config dataclasses.
 yaml: setup
-	$(RUN) python -m panoptic_mapping.core.config --yaml > config/mapping.yaml
+	$(RUN) python -m panoptic_mapping.config --yaml > config/mapping.yaml
 
 clean:
 	rm -rf .ros_ws out .pytest_cache

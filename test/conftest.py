@@ -1,4 +1,5 @@
-"""Shared fixtures: repository paths, loopback-only ROS 2, and node processes."""
+"""Shared fixtures: repository paths, loopback-only ROS 2, node processes and the
+tabletop test scene (frame helpers: helpers.py)."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / ".ros_ws" / "install" / "panoptic_mapping"
+INTERFACES_INSTALL = REPO / ".ros_ws" / "install" / "panoptic_mapping_interfaces"
 NODE_EXECUTABLE = INSTALL / "lib" / "panoptic_mapping" / "mapping_node"
 REPLAY_EXECUTABLE = INSTALL / "lib" / "panoptic_mapping" / "replay"
 PARAMS_FILE = REPO / "config" / "mapping.yaml"
@@ -33,7 +35,7 @@ def require_interfaces():
     """Import the generated service types or skip with the reason."""
     require_rclpy()
     try:
-        from panoptic_mapping import srv  # noqa: F401
+        from panoptic_mapping_interfaces import srv  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"interfaces not built ({exc}); run `make setup`")
     return srv
@@ -112,6 +114,24 @@ def start_node():
 def start_node_module():
     """Like start_node, for a node shared by the tests of one module."""
     yield from _node_factory()
+
+
+# The tabletop benchmark scene at test size (rendering it takes a few seconds).
+TABLETOP = dict(num_frames=10, width=80, height=60, num_novel_frames=2)
+
+
+def make_tabletop(**overrides):
+    """The tabletop scene, TABLETOP with ``overrides`` (skips without pybullet)."""
+    pytest.importorskip("pybullet", reason="pybullet renders the test scene")
+    from panoptic_mapping.bench.scenes import make_scene
+
+    return make_scene("tabletop", **{**TABLETOP, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tabletop_scene():
+    """The TABLETOP scene, rendered once per test session; tests must not modify it."""
+    return make_tabletop()
 
 
 @pytest.fixture

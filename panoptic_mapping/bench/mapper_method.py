@@ -7,7 +7,7 @@ import numpy as np
 
 from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
 from panoptic_mapping.core.frames import Frame
-from panoptic_mapping.core import metrics
+from panoptic_mapping.bench import metrics
 from panoptic_mapping.core.mapper import Mapper, MapperConfig
 
 __all__ = ["MapperMethod"]

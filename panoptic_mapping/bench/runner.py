@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from panoptic_mapping.bench.frontends import (
-    ClassicalSegmenterFrontend,
     MaskErrorModel,
     SimulatedEmbeddingSpace,
     SimulatedMaskFrontend,
+    classical_frontend,
 )
 from panoptic_mapping.bench.methods import Method, make_baseline
 from panoptic_mapping.bench.scenes import make_scene
 from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
-from panoptic_mapping.core import metrics
+from panoptic_mapping.bench import metrics
 
 BASELINES = ("per_frame_masks", "iou_tracking", "voxel_fusion")
 # Metrics where larger is better; the table's "wins" column and ratios use this.
@@ -69,7 +69,7 @@ def build_frontends(cfg: BenchConfig, scene: Scene, space: SimulatedEmbeddingSpa
                 SimulatedMaskFrontend(errors, cfg.seed + 7919, scene=scene,
                                       embedding_space=space))
     if cfg.frontend == "classical":
-        make = lambda seed: ClassicalSegmenterFrontend(  # noqa: E731
+        make = lambda seed: classical_frontend(  # noqa: E731
             use_depth=cfg.use_depth, embedding_space=space, scene=scene, seed=seed)
         return make(cfg.seed), make(cfg.seed + 7919)
     raise ValueError(f"unknown front-end {cfg.frontend!r} (simulated, classical, gt)")

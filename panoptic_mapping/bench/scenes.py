@@ -807,7 +807,7 @@ def intrinsics(width: int, height: int, fov_deg: float) -> np.ndarray:
     sampled each pixel at its corner in a bottom-up raster and then flipped the rows, so
     the principal point is (W / 2, H / 2 - 1), not ((W - 1) / 2, (H - 1) / 2). Measured by
     ray casts through every pixel (mean depth error 1e-5 m at 160x120, 64x48 and 101x77;
-    half a pixel off gives millimetres to centimetres); test_bench_scenes checks it.
+    half a pixel off gives millimetres to centimetres); test/bench/test_scenes.py checks it.
     """
     f = (height / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
     return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0 - 1.0], [0.0, 0.0, 1.0]])

@@ -1,5 +1,6 @@
 """The ROS-free mapping core: pure Python, numpy and torch.
 
-No module below this package may import rclpy or any ROS message package
-(``test/test_import_boundary.py`` enforces it).
+Layers, lowest first (each imports only from below; ``test/test_layers.py`` enforces it):
+``geometry`` < ``frames`` < {``field/``, ``map/``, ``semantics``, ``io/``} < ``mapper``.
+No module here imports rclpy or a ROS message package.
 """

@@ -1,10 +1,21 @@
-"""Rigid-body helpers shared by the core and the adapter (numpy only)."""
+"""Geometry shared by every layer: rigid poses and quaternions, pinhole back-projection,
+voxel keys and depth edges (numpy; voxel keys also on torch tensors).
+
+The lowest layer of the core after :mod:`panoptic_mapping.params`: it imports nothing of
+panoptic_mapping.
+"""
 from __future__ import annotations
 
-import numpy as np
+import math
 
-__all__ = ["pose_matrix", "quaternion_to_rotation", "check_rigid", "check_intrinsics",
-           "backproject", "depth_edges"]
+import numpy as np
+import torch
+
+__all__ = ["pose_matrix", "pose_from_xyz_quat", "quaternion_to_rotation",
+           "rotation_to_quaternion", "slerp", "interpolate_pose", "check_rigid",
+           "check_intrinsics", "backproject", "depth_edges", "voxel_coords",
+           "pack_voxel_keys", "unpack_voxel_keys", "VOXEL_KEY_BITS", "VOXEL_KEY_BIAS",
+           "VOXEL_KEY_MASK"]
 
 
 def quaternion_to_rotation(q_xyzw: np.ndarray) -> np.ndarray:
@@ -34,6 +45,61 @@ def pose_matrix(translation: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
     T[:3, :3] = quaternion_to_rotation(q_xyzw)
     T[:3, 3] = t
     return T
+
+
+def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
+    """(4,) unit quaternion (x, y, z, w) with w >= 0 of a rotation matrix (3, 3).
+
+    Shepperd's method: branch on the largest diagonal term so that no square root of a
+    near-zero (or negative, through rounding) number is taken.
+    """
+    m = np.asarray(R, dtype=np.float64).reshape(3, 3)
+    tr = np.trace(m)
+    if tr > max(m[0, 0], m[1, 1], m[2, 2]):
+        s = 2.0 * math.sqrt(1.0 + tr)
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
+    elif m[0, 0] >= m[1, 1] and m[0, 0] >= m[2, 2]:
+        s = 2.0 * math.sqrt(max(1.0 + m[0, 0] - m[1, 1] - m[2, 2], 0.0))
+        q = [s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+    elif m[1, 1] >= m[2, 2]:
+        s = 2.0 * math.sqrt(max(1.0 + m[1, 1] - m[0, 0] - m[2, 2], 0.0))
+        q = [(m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+    else:
+        s = 2.0 * math.sqrt(max(1.0 + m[2, 2] - m[0, 0] - m[1, 1], 0.0))
+        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s]
+    q = np.asarray(q)
+    q /= np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
+def pose_from_xyz_quat(values) -> np.ndarray:
+    """(4, 4) transform of ``[x, y, z, qx, qy, qz, qw]`` (the quaternion is normalised)."""
+    v = np.asarray(values, dtype=np.float64).reshape(7)
+    return pose_matrix(v[:3], v[3:])
+
+
+def slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
+    """Spherical linear interpolation of unit quaternions (x, y, z, w), shortest path."""
+    q0 = np.asarray(q0, np.float64) / np.linalg.norm(q0)
+    q1 = np.asarray(q1, np.float64) / np.linalg.norm(q1)
+    dot = float(q0 @ q1)
+    if dot < 0.0:  # q and -q are the same rotation: take the short way
+        q1, dot = -q1, -dot
+    if dot > 0.9995:  # nearly equal: linear interpolation is exact enough and stable
+        q = q0 + t * (q1 - q0)
+        return q / np.linalg.norm(q)
+    theta = np.arccos(min(dot, 1.0))
+    s = np.sin(theta)
+    return (np.sin((1.0 - t) * theta) * q0 + np.sin(t * theta) * q1) / s
+
+
+def interpolate_pose(T0: np.ndarray, T1: np.ndarray, t: float) -> np.ndarray:
+    """Pose a fraction ``t`` in [0, 1] of the way from ``T0`` to ``T1``."""
+    out = np.eye(4)
+    out[:3, 3] = (1.0 - t) * T0[:3, 3] + t * T1[:3, 3]
+    q = slerp(rotation_to_quaternion(T0[:3, :3]), rotation_to_quaternion(T1[:3, :3]), t)
+    out[:3, :3] = quaternion_to_rotation(q)
+    return out
 
 
 def check_rigid(T: np.ndarray, tol: float = 1e-4) -> np.ndarray:
@@ -119,3 +185,39 @@ def depth_edges(depth: np.ndarray, curvature: float) -> np.ndarray:
     out[1:] |= edge[:-1]
     out[:-1] |= edge[1:]
     return out
+
+
+# --------------------------------------------------------------------------- voxel keys
+# One int64 holds a voxel: 21 bits per axis, biased by 2^20, so keys sort like (x, y, z).
+# Range: +-2^20 voxels (10 km at 1 cm). The instance map (numpy), the labeled cloud's
+# downsampling (numpy) and the occupancy grid (torch) share this layout.
+
+VOXEL_KEY_BITS = 21
+VOXEL_KEY_BIAS = 1 << (VOXEL_KEY_BITS - 1)
+VOXEL_KEY_MASK = (1 << VOXEL_KEY_BITS) - 1
+
+
+def voxel_coords(points: np.ndarray, voxel_size: float) -> np.ndarray:
+    """(N, 3) int64 coordinates of the voxels containing world points (N, 3).
+
+    Raises:
+        ValueError: a point beyond +-2^20 voxels (10 km at 1 cm) from the origin.
+    """
+    c = np.floor(np.asarray(points, dtype=np.float64) / voxel_size).astype(np.int64)
+    if c.size and np.abs(c).max() >= VOXEL_KEY_BIAS:
+        raise ValueError(f"point beyond the voxel key range ({VOXEL_KEY_BIAS * voxel_size:.0f} m)")
+    return c
+
+
+def pack_voxel_keys(coords):
+    """(N,) int64 keys of (N, 3) int64 voxel coordinates within +-2^20 (numpy or torch)."""
+    b = coords + VOXEL_KEY_BIAS
+    return (b[..., 0] << (2 * VOXEL_KEY_BITS)) | (b[..., 1] << VOXEL_KEY_BITS) | b[..., 2]
+
+
+def unpack_voxel_keys(keys):
+    """(N, 3) int64 voxel coordinates of (N,) keys (numpy or torch, as given)."""
+    stack = torch.stack if isinstance(keys, torch.Tensor) else np.stack
+    return stack([(keys >> (2 * VOXEL_KEY_BITS)) & VOXEL_KEY_MASK,
+                  (keys >> VOXEL_KEY_BITS) & VOXEL_KEY_MASK, keys & VOXEL_KEY_MASK],
+                 -1) - VOXEL_KEY_BIAS

@@ -21,33 +21,31 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from panoptic_mapping.core.config import config_from_dict, config_to_dict, param
-from panoptic_mapping.core.encoding import center_from_points
-from panoptic_mapping.core.export import (
+from panoptic_mapping.core.device import resolve_device
+from panoptic_mapping.core.field.encoding import center_from_points
+from panoptic_mapping.core.field.extent import SceneExtent
+from panoptic_mapping.core.field.keyframes import KeyframeBuffer, KeyframeConfig
+from panoptic_mapping.core.field.occupancy import OccupancyGrid
+from panoptic_mapping.core.field.panoptic_field import FieldConfig, PanopticField
+from panoptic_mapping.core.field.renderer import render_view
+from panoptic_mapping.core.field.sampling import SamplingConfig
+from panoptic_mapping.core.field.trainer import Trainer, TrainerConfig
+from panoptic_mapping.core.frames import Frame, validate_frame
+from panoptic_mapping.core.geometry import backproject
+from panoptic_mapping.core.io.export import (
     ExportConfig,
     InstanceRecord,
     LabeledCloud,
     downsample_labeled_points,
     instance_table,
 )
-from panoptic_mapping.core.field import FieldConfig, PanopticField
-from panoptic_mapping.core.frames import Frame, validate_frame
-from panoptic_mapping.core.geometry import backproject
-from panoptic_mapping.core.instances import Fill, InstanceConfig, InstanceMap, vote_masks
-from panoptic_mapping.core.keyframes import KeyframeBuffer, KeyframeConfig
-from panoptic_mapping.core.persistence import MapFileError, load_map, save_map
-from panoptic_mapping.core.sampling import (
-    OccupancyGrid,
-    SamplingConfig,
-    SceneExtent,
-    all_pixel_coords,
-    pixel_rays,
-    sample_rays,
-)
+from panoptic_mapping.core.io.persistence import MapFileError, load_map, save_map
+from panoptic_mapping.core.map.instances import InstanceConfig, InstanceMap, vote_masks
 from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
-from panoptic_mapping.core.trainer import Trainer, TrainerConfig, render_rays
+from panoptic_mapping.params import config_from_dict, config_to_dict, param
 
-__all__ = ["MapperConfig", "Mapper", "IngestReport", "Localization", "MAP_SECTIONS"]
+__all__ = ["MapperConfig", "Mapper", "IngestReport", "Localization", "FieldInstanceFill",
+           "MAP_SECTIONS"]
 
 MAP_SECTIONS = ("config", "embedding_dim", "instances", "keyframes", "vocabulary", "field",
                 "grid", "extent", "counters")
@@ -74,6 +72,10 @@ class MapperConfig:
         "(BENCHMARKS.md); turn off for masks sharper than the instance voxels.")
     render_chunk_rays: int = param(4096, "Rays per chunk when rendering whole images.",
                                    minimum=64)
+    render_min_opacity: float = param(0.5, "A rendered ray whose accumulated opacity is "
+                                      "below this hit no surface: its depth is unknown "
+                                      "(0) rather than pulled towards the camera by the "
+                                      "misses.", minimum=0.0, maximum=1.0)
     # dataclasses.field spelled out: the section named "field" shadows it in this body
     instances: InstanceConfig = dataclasses.field(default_factory=InstanceConfig)
     semantics: SemanticConfig = dataclasses.field(default_factory=SemanticConfig)
@@ -128,10 +130,45 @@ def _detached_copy(value):
     return value
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+class FieldInstanceFill:
+    """The field as the instance map's :class:`~panoptic_mapping.core.map.instances.InstanceFill`.
+
+    Answers with the field's most probable instance prototype among the map's living ids
+    (only confirmed ones when ``confirmed``), and 0 where its probability is below
+    ``min_confidence``.
+    """
+
+    def __init__(self, field: PanopticField, instances: InstanceMap, min_confidence: float,
+                 confirmed_only: bool) -> None:
+        self.field, self.instances = field, instances
+        self.min_confidence, self.confirmed_only = min_confidence, confirmed_only
+
+    def __call__(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """points (N, 3) -> ids (N,) int32 and probabilities (N,), 0 where unsure."""
+        ids, prob = self.predict(points)
+        keep = prob >= self.min_confidence
+        return np.where(keep, ids, 0).astype(np.int32), np.where(keep, prob, 0.0)
+
+    @torch.no_grad()
+    def predict(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Field instance ids (N,) and probabilities (N,) at surface points (N, 3)."""
+        n = len(points)
+        out_ids, out_p = np.zeros(n, np.int32), np.zeros(n, np.float32)
+        active_ids, rows = self.field.prototypes.active()
+        lut = self.instances.id_lut()
+        alive = lut[active_ids] == active_ids
+        if self.confirmed_only:
+            alive &= np.isin(active_ids, self.instances.confirmed_ids())
+        if n == 0 or not alive.any():
+            return out_ids, out_p
+        active_ids, rows = active_ids[alive], rows[alive]
+        x = torch.as_tensor(points, dtype=torch.float32, device=self.field.device)
+        feats = self.field.instance_features(x)
+        prob = torch.softmax(self.field.instance_logits(feats, rows), dim=-1)
+        p, k = prob.max(-1)
+        out_ids[:] = active_ids[k.cpu().numpy()]
+        out_p[:] = p.cpu().numpy()
+        return out_ids, out_p
 
 
 class Mapper:
@@ -139,7 +176,7 @@ class Mapper:
 
     def __init__(self, cfg: MapperConfig | None = None, embedding_dim: int | None = None):
         self.cfg = cfg or MapperConfig()
-        self.device = _device(self.cfg.device)
+        self.device = resolve_device(self.cfg.device)
         self.embedding_dim = int(embedding_dim or 0)
         self._lock = threading.RLock()
         self.instances = InstanceMap(self.cfg.instances, embedding_dim)
@@ -272,39 +309,13 @@ class Mapper:
         return self.instances.render_view(depth, K, camera_to_world, confirmed_only,
                                           fill=self._field_fill(confirmed_only))
 
-    def _field_fill(self, confirmed_only: bool) -> Fill | None:
-        """The field as the instance map's fill: points (N, 3) -> ids (N,) and
-        probabilities (N,), both 0 where it is less sure than ``field_fill_confidence``;
-        None while the field is untrained (it has no opinion yet)."""
+    def _field_fill(self, confirmed_only: bool) -> FieldInstanceFill | None:
+        """The field as the instance map's fill; None while the field is untrained (it
+        has no opinion yet)."""
         if self.trainer is None or self.trainer.steps == 0:
             return None
-        def fill(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            ids, prob = self._field_instances(points, confirmed_only)
-            keep = prob >= self.cfg.field_fill_confidence
-            return np.where(keep, ids, 0).astype(np.int32), np.where(keep, prob, 0.0)
-        return fill
-
-    @torch.no_grad()
-    def _field_instances(self, points: np.ndarray, confirmed_only: bool
-                         ) -> tuple[np.ndarray, np.ndarray]:
-        """Field instance ids (N,) and probabilities (N,) at surface points (N, 3)."""
-        n = len(points)
-        out_ids, out_p = np.zeros(n, np.int32), np.zeros(n, np.float32)
-        active_ids, rows = self.field.prototypes.active()
-        lut = self.instances.id_lut()
-        alive = lut[active_ids] == active_ids
-        if confirmed_only:
-            alive &= np.isin(active_ids, self.instances.confirmed_ids())
-        if n == 0 or not alive.any():
-            return out_ids, out_p
-        active_ids, rows = active_ids[alive], rows[alive]
-        x = torch.as_tensor(points, dtype=torch.float32, device=self.device)
-        feats = self.field.instance_features(x)
-        prob = torch.softmax(self.field.instance_logits(feats, rows), dim=-1)
-        p, k = prob.max(-1)
-        out_ids[:] = active_ids[k.cpu().numpy()]
-        out_p[:] = p.cpu().numpy()
-        return out_ids, out_p
+        return FieldInstanceFill(self.field, self.instances, self.cfg.field_fill_confidence,
+                                 confirmed_only)
 
     def render_instances(self, K: np.ndarray, camera_to_world: np.ndarray,
                          depth: np.ndarray | None, shape: tuple[int, int] | None = None
@@ -333,22 +344,8 @@ class Mapper:
             h, w = shape
             if self.field is None:
                 return np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.float32)
-            pix = all_pixel_coords(h, w, device=self.device)
-            K_t = torch.as_tensor(K, dtype=torch.float32, device=self.device)
-            pose = torch.as_tensor(camera_to_world, dtype=torch.float32, device=self.device)
-            rgb, depth = [], []
-            for chunk in torch.split(pix, self.cfg.render_chunk_rays):
-                o, d, z = pixel_rays(K_t, pose, chunk)
-                samples = sample_rays(o, d, z, None, self.grid, self.cfg.sampling,
-                                      stratified=False)
-                out = render_rays(self.field, o, d, samples, semantics=False, instances=False)
-                rgb.append(out["rgb"])
-                opacity = out["opacity"].clamp_min(1e-6)
-                # expected depth of the surface actually hit, not pulled towards 0 by misses
-                depth.append(torch.where(out["opacity"] > 0.5, out["depth"] / opacity, 0.0) * z)
-            rgb_img = (torch.cat(rgb).clamp(0, 1) * 255).round().to(torch.uint8)
-            return (rgb_img.reshape(h, w, 3).cpu().numpy(),
-                    torch.cat(depth).reshape(h, w).cpu().numpy().astype(np.float32))
+            return render_view(self.field, self.grid, self.cfg.sampling, K, camera_to_world,
+                               shape, self.cfg.render_chunk_rays, self.cfg.render_min_opacity)
 
     # ------------------------------------------------------------------ semantics
 
@@ -360,6 +357,10 @@ class Mapper:
         ids = list(emb)
         labels, conf = self.vocabulary.classify(np.stack([emb[i] for i in ids]))
         return {i: (int(l), float(c)) for i, l, c in zip(ids, labels, conf)}
+
+    def instance_label_names(self) -> dict[int, tuple[str, float]]:
+        """Confirmed instance id -> (vocabulary label name, confidence)."""
+        return {i: (self.vocabulary.name(l), c) for i, (l, c) in self.instance_labels().items()}
 
     def semantic_image(self, instance_ids: np.ndarray) -> np.ndarray:
         """(H, W) int32 label ids of an instance-id image (0 where no instance)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from panoptic_mapping.core.config import param
+from panoptic_mapping.params import param
 
 __all__ = ["SemanticConfig", "Vocabulary", "OTHER"]
 

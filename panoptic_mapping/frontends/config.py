@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from panoptic_mapping.core.config import param
+from panoptic_mapping.params import param
 
 __all__ = [
     "ClassicalConfig",

@@ -24,11 +24,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from panoptic_mapping.frontends.config import EmbedderConfig
-from panoptic_mapping.frontends.segmenters import (
-    MissingWeightsError,
-    check_weights_file,
-    resolve_device,
-)
+from panoptic_mapping.core.device import resolve_device
+from panoptic_mapping.frontends.segmenters import MissingWeightsError, check_weights_file
 
 __all__ = ["OpenClipEmbedder", "open_clip_weight_source"]
 

@@ -28,6 +28,7 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from panoptic_mapping.core.device import resolve_device
 from panoptic_mapping.frontends.config import SegmenterConfig
 from panoptic_mapping.frontends.postprocess import (
     compactness_scores,
@@ -45,7 +46,6 @@ __all__ = [
     "MissingWeightsError",
     "WEIGHT_SOURCES",
     "make_segmenter",
-    "resolve_device",
     "check_weights_file",
 ]
 
@@ -111,16 +111,6 @@ def check_weights_file(path: str, model: str, source: str, config_key: str = "")
     if p.stat().st_size == 0:
         raise MissingWeightsError(p, model, source, "is empty", config_key)
     return p
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> the GPU when one is present, else the CPU; 'cuda' without a GPU raises."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' requested but no CUDA GPU is available")
-    return dev
 
 
 # --------------------------------------------------------------------------- interface

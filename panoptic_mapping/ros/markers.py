@@ -12,8 +12,8 @@ from geometry_msgs.msg import Point, Pose, Vector3
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from panoptic_mapping.core.export import InstanceRecord
-from panoptic_mapping.ros.visuals import instance_colors
+from panoptic_mapping.core.io.export import InstanceRecord
+from panoptic_mapping.runtime.visuals import instance_colors
 
 __all__ = ["instance_markers", "record_pose", "fill_instance_msg"]
 
@@ -75,7 +75,7 @@ def instance_markers(records: list[InstanceRecord], header, box_alpha: float = 0
 
 def fill_instance_msg(msg, instance_id: int, record: InstanceRecord | None,
                       label: tuple[str, float] | None, confidence: float):
-    """Fill a ``panoptic_mapping/Instance`` from the map's record of the instance.
+    """Fill a ``panoptic_mapping_interfaces/Instance`` from the map's record of the instance.
 
     Args:
         msg: the Instance message to fill (pixel_count and roi are left to the caller).

@@ -60,9 +60,9 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from panoptic_mapping.core.config import ConfigError, PanopticMappingConfig
-from panoptic_mapping.core.export import LabeledCloud
+from panoptic_mapping.config import ConfigError, PanopticMappingConfig
 from panoptic_mapping.core.frames import Frame, FrameError
+from panoptic_mapping.core.io.export import LabeledCloud
 from panoptic_mapping.core.mapper import Mapper
 from panoptic_mapping.ros.conversions import (
     InputError,
@@ -75,11 +75,12 @@ from panoptic_mapping.ros.markers import instance_markers
 from panoptic_mapping.ros.parameters import declare_config, runtime_validator
 from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg, subsample
 from panoptic_mapping.ros.pose_sources import HAVE_TF2, TfPoses, TopicPoses, stamp_ns
-from panoptic_mapping.ros.poses import PoseLookupError
 from panoptic_mapping.ros.services import NO_TEXT_ENCODER, MapServices
-from panoptic_mapping.ros.sync import ApproximateTimeSync
-from panoptic_mapping.ros.visuals import colorize
-from panoptic_mapping.ros.workers import (
+from panoptic_mapping.runtime.poses import PoseLookupError
+from panoptic_mapping.runtime.snapshots import MapSnapshot, MapSnapshots
+from panoptic_mapping.runtime.sync import ApproximateTimeSync
+from panoptic_mapping.runtime.visuals import colorize
+from panoptic_mapping.runtime.workers import (
     LatencyWindow,
     LatestSlot,
     LockedModel,
@@ -90,7 +91,7 @@ from panoptic_mapping.ros.workers import (
     limit_heap_growth,
     process_memory_mb,
 )
-from panoptic_mapping.srv import (
+from panoptic_mapping_interfaces.srv import (
     LoadMap,
     LocalizeInstances,
     QueryInstances,
@@ -127,22 +128,10 @@ class StreamState:
     rate: RateMeter | None = None
 
 
-@dataclass
-class MapSnapshot:
-    """The map as publishers and services read it (taken under the mapper's lock)."""
-
-    key: tuple
-    cloud: object  # LabeledCloud
-    records: dict  # instance id -> InstanceRecord
-    labels: dict  # instance id -> (label name, semantic confidence)
-    built_s: float
-    seconds: float
-
-
 # ---------------------------------------------------------------------------- node
 
 
-class MappingNode(MapServices, Node):
+class MappingNode(Node):
     """Maps posed images online; publishes the labeled map and answers its services."""
 
     def __init__(self, **node_kwargs) -> None:
@@ -159,8 +148,7 @@ class MappingNode(MapServices, Node):
         self.mapper = Mapper(cfg.mapping, embedding_dim=self.embedding_dim or None)
         self._generation = 0
         self._map_lock = threading.Lock()  # swaps of self.mapper (reset, load)
-        self._snapshot: MapSnapshot | None = None
-        self._snapshot_lock = threading.Lock()
+        self._snapshots = MapSnapshots(lambda: self.mapper, rgb_only=not cfg.input.use_depth)
         self._latest_view = None
         self._vocabulary_note = ""
         self._apply_vocabulary(self.mapper)
@@ -207,13 +195,19 @@ class MappingNode(MapServices, Node):
 
         # -- services
         self._service_group = MutuallyExclusiveCallbackGroup()
+        self.map_services = MapServices(
+            config=cfg, logger=self.get_logger(), current_mapper=lambda: self.mapper,
+            swap=self._swap, apply_vocabulary=self._apply_vocabulary,
+            segmenter=self.segmenter, embedder=self.embedder,
+            embedding_dim=self.embedding_dim, poses=self.poses, snapshots=self._snapshots,
+            latency=self._localize_time)
         for srv_type, name, handler in (
-                (LocalizeInstances, "~/localize_instances", self._on_localize),
-                (QueryInstances, "~/query_instances", self._on_query),
-                (SaveMap, "~/save_map", self._on_save),
-                (LoadMap, "~/load_map", self._on_load),
-                (ResetMap, "~/reset", self._on_reset)):
-            self.create_service(srv_type, name, self._guarded(handler),
+                (LocalizeInstances, "~/localize_instances", self.map_services.localize),
+                (QueryInstances, "~/query_instances", self.map_services.query),
+                (SaveMap, "~/save_map", self.map_services.save),
+                (LoadMap, "~/load_map", self.map_services.load),
+                (ResetMap, "~/reset", self.map_services.reset)):
+            self.create_service(srv_type, name, self.map_services.guarded(handler),
                                 callback_group=self._service_group)
         self.add_on_set_parameters_callback(runtime_validator(self._apply_runtime_parameter))
 
@@ -399,36 +393,9 @@ class MappingNode(MapServices, Node):
 
     # ------------------------------------------------------------------ snapshots
 
-    def _map_key(self, mapper: Mapper) -> tuple:
-        st = mapper.stats()
-        key = (id(mapper), st["frames"], st["keyframes"], st.get("instances_confirmed"),
-               st.get("instances_merges"), st.get("instances_ids_created"))
-        if not self.config.input.use_depth:  # the field's depth places RGB-only keyframes
-            key += (st["training_steps"] // 100,)
-        return key
-
-    def snapshot(self, max_age_s: float | None = None) -> MapSnapshot | None:
+    def snapshot(self, max_age_s: float | None = None) -> MapSnapshot:
         """The newest snapshot, rebuilt if the map changed and it is older than max_age_s."""
-        with self._snapshot_lock:
-            mapper = self.mapper
-            snap = self._snapshot
-            key = self._map_key(mapper)
-            fresh = snap is not None and snap.key == key
-            young = (snap is not None and max_age_s is not None
-                     and time.monotonic() - snap.built_s < max_age_s
-                     and snap.key[0] == key[0])
-            if fresh or young:
-                return snap
-            t0 = time.perf_counter()
-            cloud = mapper.labeled_cloud()
-            records = {r.id: r for r in mapper.instance_table(cloud)}
-            labels = {i: (mapper.vocabulary.name(l), c)
-                      for i, (l, c) in mapper.instance_labels().items()}
-            snap = MapSnapshot(key, cloud, records, labels, time.monotonic(),
-                               time.perf_counter() - t0)
-            if mapper is self.mapper:
-                self._snapshot = snap
-            return snap
+        return self._snapshots.get(max_age_s)
 
     # ------------------------------------------------------------------ publishers
 
@@ -479,7 +446,7 @@ class MappingNode(MapServices, Node):
         self._publish_cost["cloud"] = time.perf_counter() - t0
 
     def publish_markers(self) -> None:
-        snap = self._snapshot
+        snap = self._snapshots.latest
         records = [] if snap is None else [snap.records[i] for i in sorted(snap.records)]
         if not records and self._markers_empty:
             return
@@ -655,11 +622,11 @@ class MappingNode(MapServices, Node):
 
     def _swap(self, mapper: Mapper) -> None:
         """Replace the running map; threads pick the new one up at their next step."""
-        with self._map_lock, self._snapshot_lock:
+        with self._map_lock:
             self.mapper = mapper
             self._generation += 1
-            self._snapshot = None
             self._latest_view = None
+        self._snapshots.clear()
         self.get_logger().info(f"map replaced (generation {self._generation})")
 
     # ------------------------------------------------------------------ shutdown

@@ -15,7 +15,7 @@ from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from panoptic_mapping.core.config import (
+from panoptic_mapping.config import (
     ROS_BUILTIN_PARAMETERS,
     ConfigError,
     ParamSpec,

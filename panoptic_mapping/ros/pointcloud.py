@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
-from panoptic_mapping.core.export import LabeledCloud
+from panoptic_mapping.core.io.export import LabeledCloud
 
 __all__ = ["LABELED_CLOUD_FIELDS", "POINT_STEP", "pack_rgb", "unpack_rgb",
            "labeled_cloud_to_msg", "read_points", "msg_to_labeled_cloud", "subsample"]

@@ -20,7 +20,8 @@ from rclpy.time import Time
 
 from panoptic_mapping.core.geometry import pose_matrix
 from panoptic_mapping.ros.conversions import InputError, pose_to_matrix
-from panoptic_mapping.ros.poses import PoseBuffer, PoseLookupError, pose_from_xyz_quat
+from panoptic_mapping.core.geometry import pose_from_xyz_quat
+from panoptic_mapping.runtime.poses import PoseBuffer, PoseLookupError
 
 try:  # present on a real ROS 2 install, not among the PyPI wheels
     import tf2_ros

@@ -1,44 +1,79 @@
 """The node's services: localize_instances, query_instances, save_map, load_map, reset.
 
-A mixin of :class:`~panoptic_mapping.ros.node.MappingNode`: the handlers run in the node's
-service callback group (never on the input path), read the map under its lock or from the
-latest snapshot, and answer every bad request with ``success=false`` and the reason; an
-unexpected error becomes ``success=false`` with "internal error: ..." (never an exception).
+:class:`MapServices` holds what the handlers need, handed in explicitly by the node; the
+handlers run in the node's service callback group (never on the input path), read the map
+under its lock or from the latest snapshot, and answer every bad request with
+``success=false`` and the reason; an unexpected error becomes ``success=false`` with
+"internal error: ..." (never an exception). The decisions are in
+:mod:`panoptic_mapping.runtime.queries`; this module converts messages.
 """
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
+from panoptic_mapping.config import PanopticMappingConfig
 from panoptic_mapping.core.frames import Frame, FrameError
+from panoptic_mapping.core.io.persistence import MapFileError
 from panoptic_mapping.core.mapper import Mapper
-from panoptic_mapping.core.persistence import MapFileError
 from panoptic_mapping.ros.conversions import InputError, numpy_to_image
 from panoptic_mapping.ros.markers import fill_instance_msg
-from panoptic_mapping.ros.poses import PoseLookupError
 from panoptic_mapping.ros.requests import decode_localize_request
+from panoptic_mapping.runtime.poses import PoseLookupError
+from panoptic_mapping.runtime.queries import (
+    NO_TEXT_ENCODER,
+    localized_instances,
+    matching_instances,
+    no_map_reason,
+    pixel_roi,
+    rank_instances,
+)
+from panoptic_mapping.runtime.snapshots import MapSnapshots
+from panoptic_mapping.runtime.workers import LatencyWindow
 
 __all__ = ["MapServices", "NO_TEXT_ENCODER"]
-
-NO_TEXT_ENCODER = "no text encoder: configure frontend.embedder.checkpoint"
 
 log = logging.getLogger("panoptic_mapping.ros")
 
 
 class MapServices:
-    """Service handlers (mixed into the node; they use its map, models and config)."""
+    """The service handlers and what they depend on.
 
-    def _guarded(self, handler):
+    Args:
+        config: the node's configuration (read at each call: runtime changes apply).
+        logger: the node's logger.
+        current_mapper: returns the running map. swap: replaces it (load, reset).
+        apply_vocabulary: embeds the configured vocabulary into a map.
+        segmenter: ``segment(rgb, depth)``; embedder: ``embed_masks``/``embed_text`` or None.
+        embedding_dim: the embedder's dimension (0 without one).
+        poses: ``lookup(frame_id, stamp_ns, wait_s)`` for requests without a pose.
+        snapshots: the map's snapshots (instance records for the answers).
+        latency: where localize times are recorded.
+    """
+
+    def __init__(self, *, config: PanopticMappingConfig, logger: Any,
+                 current_mapper: Callable[[], Mapper], swap: Callable[[Mapper], None],
+                 apply_vocabulary: Callable[[Mapper], None], segmenter: Any, embedder: Any,
+                 embedding_dim: int, poses: Any, snapshots: MapSnapshots,
+                 latency: LatencyWindow) -> None:
+        self.config, self.logger = config, logger
+        self.current_mapper, self.swap, self.apply_vocabulary = (current_mapper, swap,
+                                                                 apply_vocabulary)
+        self.segmenter, self.embedder, self.embedding_dim = segmenter, embedder, embedding_dim
+        self.poses, self.snapshots, self.latency = poses, snapshots, latency
+
+    def guarded(self, handler: Callable) -> Callable:
         """A service never raises: an unexpected error becomes success=false + reason."""
 
         def serve(request, response):
             try:
                 return handler(request, response)
             except Exception as exc:  # noqa: BLE001 - reported to the caller and logged
-                self.get_logger().error(f"{handler.__name__}: {type(exc).__name__}: {exc}")
+                self.logger.error(f"{handler.__name__}: {type(exc).__name__}: {exc}")
                 log.exception("service handler failed")
                 response.success = False
                 response.message = f"internal error: {type(exc).__name__}: {exc}"
@@ -47,24 +82,22 @@ class MapServices:
         serve.__name__ = handler.__name__
         return serve
 
-    def _no_map_reason(self, mapper: Mapper) -> str | None:
-        st = mapper.stats()
-        if st["keyframes"] == 0:
-            return "no map yet: no keyframe has been mapped"
-        if not st.get("instances_confirmed"):
-            return (f"no map yet: {st['keyframes']} keyframes but no instance has been "
-                    "confirmed")
-        return None
+    def _instance_msg(self, instance_id: int, snap, labels: dict, score: float):
+        from panoptic_mapping_interfaces.msg import Instance
 
-    def _on_localize(self, request, response):
+        return fill_instance_msg(Instance(), instance_id,
+                                 snap.records.get(instance_id) if snap else None,
+                                 labels.get(instance_id), score)
+
+    def localize(self, request, response):
         t0 = time.perf_counter()
         try:
             q = decode_localize_request(request, self.config.input.map_frame)
         except InputError as exc:
             response.success, response.message = False, f"bad request: {exc}"
             return response
-        mapper = self.mapper
-        reason = self._no_map_reason(mapper)
+        mapper = self.current_mapper()
+        reason = no_map_reason(mapper.stats())
         if reason:
             response.success, response.message = False, reason
             return response
@@ -100,57 +133,30 @@ class MapServices:
         except (FrameError, ValueError) as exc:
             response.success, response.message = False, f"bad request: {exc}"
             return response
-        share: dict[int, float] = {}
-        for _, map_id, s in loc.matches:
-            share[map_id] = max(share.get(map_id, 0.0), float(s))
-        keep = {i for i, s in share.items() if s >= q.min_confidence and i > 0}
+        allowed = None
         if q.queries:
-            keep &= self._matching(mapper, q.queries)
-        ids = np.where(np.isin(loc.ids, list(keep)), loc.ids, 0).astype(np.int32)
-        snap = self.snapshot(max_age_s=self.config.output.cloud_period_s)
-        labels = {i: (mapper.vocabulary.name(l), c)
-                  for i, (l, c) in mapper.instance_labels().items()}
+            queries = list(dict.fromkeys(q.queries))
+            allowed = matching_instances(mapper, queries, self.embedder.embed_text(queries))
+        ids, confidence = localized_instances(loc, q.min_confidence, allowed)
+        snap = self.snapshots.get(max_age_s=self.config.output.cloud_period_s)
+        labels = mapper.instance_label_names()
         response.instance_mask = numpy_to_image(ids, "32SC1", request.image.header)
-        from panoptic_mapping.msg import Instance
-
-        for i in sorted(keep):
-            pix = ids == i
-            count = int(pix.sum())
-            if count == 0:
+        for i, share in confidence.items():
+            roi = pixel_roi(ids == i)
+            if roi is None:
                 continue
-            msg = fill_instance_msg(Instance(), i, snap.records.get(i) if snap else None,
-                                    labels.get(i), share[i])
-            rows, cols = np.nonzero(pix)
-            msg.pixel_count = count
-            msg.roi.x_offset, msg.roi.y_offset = int(cols.min()), int(rows.min())
-            msg.roi.width = int(cols.max() - cols.min() + 1)
-            msg.roi.height = int(rows.max() - rows.min() + 1)
+            msg = self._instance_msg(i, snap, labels, share)
+            msg.pixel_count, msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, \
+                msg.roi.height = roi
             response.instances.append(msg)
         dt = time.perf_counter() - t0
-        self._localize_time.add(dt)
+        self.latency.add(dt)
         response.success = True
         response.message = (f"{len(response.instances)} instances localized "
                             f"({seg.num_masks} segments, {dt * 1e3:.0f} ms)")
         return response
 
-    def _matching(self, mapper: Mapper, queries: list[str]) -> set[int]:
-        """Instances for which one of ``queries`` is the closest text among the queries and
-        the vocabulary (and at least ``mapping.semantics.min_similarity`` similar)."""
-        queries = list(dict.fromkeys(queries))
-        texts = [self.embedder.embed_text(queries)]
-        vocab = mapper.vocabulary.prompts
-        others = [k for k, p in enumerate(vocab) if p not in queries]
-        if others:
-            texts.append(mapper.vocabulary.text_embeddings()[others])
-        best: dict[int, tuple[float, int]] = {}
-        for k, t in enumerate(np.concatenate(texts)):
-            for i, sim in mapper.query(t):
-                if i not in best or sim > best[i][0]:
-                    best[i] = (sim, k)
-        return {i for i, (sim, k) in best.items()
-                if k < len(queries) and sim >= mapper.vocabulary.cfg.min_similarity}
-
-    def _on_query(self, request, response):
+    def query(self, request, response):
         text = request.query.strip()
         if not text:
             response.success, response.message = False, "bad request: the query text is empty"
@@ -162,36 +168,28 @@ class MapServices:
         if self.embedder is None:
             response.success, response.message = False, NO_TEXT_ENCODER
             return response
-        mapper = self.mapper
-        reason = self._no_map_reason(mapper)
+        mapper = self.current_mapper()
+        reason = no_map_reason(mapper.stats())
         if reason:
             response.success, response.message = False, reason
             return response
         (emb,) = self.embedder.embed_text([text])
-        ranked = [(i, (sim + 1.0) / 2.0) for i, sim in mapper.query(emb)]
-        ranked = [(i, s) for i, s in ranked if s >= request.min_score]
-        if request.max_results > 0:
-            ranked = ranked[:request.max_results]
-        snap = self.snapshot(max_age_s=self.config.output.cloud_period_s)
-        labels = {i: (mapper.vocabulary.name(l), c)
-                  for i, (l, c) in mapper.instance_labels().items()}
-        from panoptic_mapping.msg import Instance
-
+        ranked = rank_instances(mapper, emb, request.min_score, request.max_results)
+        snap = self.snapshots.get(max_age_s=self.config.output.cloud_period_s)
+        labels = mapper.instance_label_names()
         for i, score in ranked:
-            response.instances.append(fill_instance_msg(
-                Instance(), i, snap.records.get(i) if snap else None, labels.get(i),
-                score))
+            response.instances.append(self._instance_msg(i, snap, labels, score))
             response.scores.append(float(score))
         response.success = True
         response.message = f"{len(ranked)} instances ranked for '{text}'"
         return response
 
-    def _on_save(self, request, response):
+    def save(self, request, response):
         if not request.path.strip():
             response.success, response.message = False, "bad request: the path is empty"
             return response
         path = Path(request.path).expanduser()
-        mapper = self.mapper
+        mapper = self.current_mapper()
         try:
             size = mapper.save(path)  # copies the state under the lock; training goes on
         except (OSError, MapFileError, TypeError, ValueError) as exc:
@@ -204,7 +202,7 @@ class MapServices:
                             f"({size / 1e6:.1f} MB)")
         return response
 
-    def _on_load(self, request, response):
+    def load(self, request, response):
         if not request.path.strip():
             response.success, response.message = False, "bad request: the path is empty"
             return response
@@ -225,8 +223,8 @@ class MapServices:
             return response
         candidate.vocabulary.cfg = self.config.mapping.semantics
         if self.embedder is not None:
-            self._apply_vocabulary(candidate)
-        self._swap(candidate)
+            self.apply_vocabulary(candidate)
+        self.swap(candidate)
         st = candidate.stats()
         response.success = True
         response.message = (f"loaded {st['keyframes']} keyframes, "
@@ -234,11 +232,11 @@ class MapServices:
                             f"{st['training_steps']} training steps from {path}")
         return response
 
-    def _on_reset(self, request, response):
-        old = self.mapper.stats()
+    def reset(self, request, response):
+        old = self.current_mapper().stats()
         fresh = Mapper(self.config.mapping, embedding_dim=self.embedding_dim or None)
-        self._apply_vocabulary(fresh)
-        self._swap(fresh)
+        self.apply_vocabulary(fresh)
+        self.swap(fresh)
         response.success = True
         response.message = (f"map reset (forgot {old['keyframes']} keyframes, "
                             f"{old.get('instances_confirmed', 0)} instances)")

@@ -1,0 +1,236 @@
+"""The application's configuration: the root of the one source of truth.
+
+Each component declares its own section beside its code, with
+:func:`panoptic_mapping.params.param` (the mapping core: :class:`MapperConfig`, the
+front-ends: :mod:`panoptic_mapping.frontends.config`); this module adds the node's input
+and output sections and nests them all into :class:`PanopticMappingConfig`. From it are
+derived:
+
+* ``config/mapping.yaml`` (``python -m panoptic_mapping.config --yaml``; a test keeps the
+  committed file identical to the generated one),
+* the ROS parameters the node declares (name, type, description, read-only flag),
+* the validation of every YAML file, dictionary or ROS parameter set handed in: an unknown
+  key or a value of the wrong type raises :class:`ConfigError` naming it.
+
+It sits above the components it nests and below the ROS adapter; it is ROS-free.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from panoptic_mapping import params
+from panoptic_mapping.core.mapper import MapperConfig
+from panoptic_mapping.frontends.config import EmbedderConfig, SegmenterConfig, WorkerConfig
+from panoptic_mapping.params import (
+    ROS_BUILTIN_PARAMETERS,
+    ConfigError,
+    ParamSpec,
+    config_to_dict,
+    flatten,
+    param,
+    validate_fields,
+    validate_value,
+)
+
+__all__ = [
+    "ConfigError",
+    "ParamSpec",
+    "InputConfig",
+    "OutputConfig",
+    "FrontendConfig",
+    "PanopticMappingConfig",
+    "ROS_BUILTIN_PARAMETERS",
+    "param",
+    "param_specs",
+    "validate_value",
+    "validate_fields",
+    "config_from_dict",
+    "config_from_flat",
+    "config_to_dict",
+    "flatten",
+    "load_config",
+    "config_to_yaml",
+]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class InputConfig:
+    """How camera frames and their poses enter the node, and its input and training threads.
+
+    The node subscribes to the relative topics ``image``, ``camera_info``, ``depth``,
+    ``pose`` and ``odometry``; the launch file remaps them. Image, camera_info and depth are
+    matched by an approximate time synchroniser (message_filters semantics).
+    """
+
+    # (class constants, not parameters) The optical frame in a REP-103 body frame (x forward,
+    # y left, z up): optical z = body x, optical x = -body y, optical y = -body z.
+    BODY_TO_OPTICAL_REP103 = [0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5]
+    IDENTITY_POSE = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+
+    use_depth: bool = param(True, "Subscribe to a depth image (16UC1 in mm or 32FC1 in m) "
+                            "and synchronise it with the colour image.")
+    pose_source: str = param(
+        "auto",
+        "Where camera poses come from: 'tf' (map <- camera optical frame at the image stamp), "
+        "'pose' (geometry_msgs/PoseStamped on 'pose'), 'odometry' (nav_msgs/Odometry on "
+        "'odometry'), or 'auto' (tf when tf2_ros is importable, else 'pose').",
+        choices=("auto", "tf", "pose", "odometry"))
+    map_frame: str = param("map", "Fixed frame of the map; every output is expressed in it.")
+    camera_frame: str = param("", "Camera optical frame looked up in tf (z forward, x right, "
+                              "y down); empty: the image's header.frame_id.")
+    body_to_optical: list[float] = param(
+        IDENTITY_POSE,
+        "For pose_source 'pose'/'odometry': the camera optical frame in the frame whose pose "
+        "is received, as x, y, z, qx, qy, qz, qw. The identity (default) means the received "
+        "pose is already that of the optical frame (z forward, x right, y down); for a "
+        "REP-103 body/camera_link frame (x forward, y left, z up) at the camera use "
+        "[0, 0, 0, -0.5, 0.5, -0.5, 0.5].")
+    sync_slop_s: float = param(0.05, "Largest stamp difference [s] between the image, its "
+                               "camera_info and its depth for them to be matched "
+                               "(approximate time synchronisation).", minimum=0.0)
+    sync_queue_size: int = param(5, "Unmatched messages kept per input topic by the "
+                                 "synchroniser (older ones are dropped, counted).", minimum=1)
+    pose_buffer_size: int = param(1000, "Poses kept for the lookup at image stamps when tf2 "
+                                  "is not used (oldest dropped).", minimum=2)
+    pose_max_gap_s: float = param(0.5, "Largest gap [s] between two buffered poses across "
+                                  "which a pose is interpolated.", minimum=0.0)
+    pose_tolerance_s: float = param(0.02, "How far [s] an image stamp may lie before the "
+                                    "first or after the last buffered pose (the nearest "
+                                    "pose is used; no extrapolation beyond).", minimum=0.0)
+    pose_wait_s: float = param(0.2, "How long [s] a frame waits for its pose (tf or the pose "
+                               "topic) before it is dropped, counted and logged.",
+                               minimum=0.0)
+    error_log_period_s: float = param(5.0, "Rejected inputs (bad encoding, size mismatch, "
+                                      "no pose) are logged at most this often per reason; "
+                                      "each is counted.", minimum=0.0)
+    train_duty_cycle: float = param(1.0, "Share of wall time the training thread trains "
+                                    "(1 = continuously); lower values leave the CPU to "
+                                    "segmentation on machines without a GPU.", minimum=0.01,
+                                    maximum=1.0, runtime=True)
+
+    def __post_init__(self) -> None:
+        pose = self.body_to_optical
+        if (not isinstance(pose, (list, tuple)) or len(pose) != 7
+                or any(not isinstance(v, (int, float)) or v != v or abs(v) == float("inf")
+                       for v in pose)
+                or sum(float(v) ** 2 for v in pose[3:]) < 1e-12):
+            raise ConfigError("parameter 'input.body_to_optical' must be 7 finite numbers "
+                              "x, y, z, qx, qy, qz, qw with a non-zero quaternion, got "
+                              f"{pose!r}")
+
+
+@dataclass
+class OutputConfig:
+    """What the node publishes and how often (all in ``input.map_frame``)."""
+
+    # (class constant, not a parameter)
+    DEFAULT_VOCABULARY = ["floor", "wall", "table", "chair", "shelf", "box", "mug", "bottle",
+                          "bowl", "ball", "toy", "book"]
+
+    status_period_s: float = param(2.0, "Period, in seconds, of the status report (log line "
+                                   "and status topic).", minimum=0.1, runtime=True)
+    cloud_period_s: float = param(2.0, "Period [s] of the labeled point cloud on "
+                                  "~/labeled_cloud (and of the map snapshot the instance "
+                                  "markers and services read).", minimum=0.1, runtime=True)
+    cloud_max_points: int = param(200000, "Most points in one published cloud (evenly "
+                                  "subsampled above it); 0 = no limit.", minimum=0,
+                                  runtime=True)
+    markers_period_s: float = param(2.0, "Period [s] of the instance boxes and labels on "
+                                    "~/instances; 0 = off.", minimum=0.0, runtime=True)
+    panoptic_image_period_s: float = param(1.0, "Period [s] of the panoptic rendering of the "
+                                           "latest view on ~/panoptic_image; 0 = off.",
+                                           minimum=0.0, runtime=True)
+    vocabulary: list[str] = param(
+        DEFAULT_VOCABULARY, "Open-vocabulary class prompts the instances are labelled with "
+        "(embedded by the text encoder, frontend.embedder; without one there are no labels).",
+        runtime=True)
+
+
+@dataclass
+class FrontendConfig:
+    """The 2D front-end: segmenter, open-vocabulary embedder and their worker thread.
+
+    The classes live in :mod:`panoptic_mapping.frontends.config` (plain dataclasses, no
+    model imports); nested here so that files and ROS parameters cover them too.
+    """
+
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+
+
+@dataclass
+class PanopticMappingConfig:
+    """Root of the configuration: one section per component."""
+
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    mapping: MapperConfig = field(default_factory=MapperConfig)
+
+
+# --------------------------------------------------------------------------- the root's forms
+# The machinery of panoptic_mapping.params with this application's root as the default.
+
+
+def param_specs(cls: type = PanopticMappingConfig, prefix: str = "",
+                instance: Any = None) -> list[ParamSpec]:
+    """All leaf parameters of ``cls`` (the root by default); see :func:`params.param_specs`."""
+    return params.param_specs(cls, prefix, instance)
+
+
+def config_from_dict(data: Mapping[str, Any] | None, cls: type = PanopticMappingConfig,
+                     prefix: str = "", base: Any = None) -> Any:
+    """A validated config from a nested mapping; see :func:`params.config_from_dict`."""
+    return params.config_from_dict(data, cls, prefix, base)
+
+
+def config_from_flat(values: Mapping[str, Any], cls: type = PanopticMappingConfig) -> Any:
+    """A validated config from dotted names (the ROS parameter form)."""
+    return params.config_from_flat(values, cls)
+
+
+def load_config(path: str | Path, cls: type = PanopticMappingConfig) -> Any:
+    """Load and validate a YAML file (plain or ROS params-file layout)."""
+    return params.load_config(path, cls)
+
+
+YAML_HEADER = [
+    "panoptic_mapping parameters: every key with its default.",
+    "Generated from panoptic_mapping/config.py; do not edit by hand, run",
+    "  python -m panoptic_mapping.config --yaml > config/mapping.yaml",
+]
+
+
+def config_to_yaml(cfg: Any = None, node_name: str = "/**") -> str:
+    """The commented ROS params file of ``cfg`` (the default configuration when None)."""
+    return params.config_to_yaml(PanopticMappingConfig() if cfg is None else cfg, YAML_HEADER,
+                                 node_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--yaml", action="store_true", help="print the default params file")
+    parser.add_argument("--check", metavar="FILE", help="validate a params file")
+    args = parser.parse_args(argv)
+    if args.check:
+        try:
+            load_config(args.check)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.check}: ok")
+    if args.yaml or not args.check:
+        sys.stdout.write(config_to_yaml())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

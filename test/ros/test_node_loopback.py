@@ -1,0 +1,139 @@
+"""The installed mapping_node, started as its own process from the params file, answers
+the typed services of a client in another process over loopback."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from conftest import PARAMS_FILE, require_interfaces
+
+pytestmark = pytest.mark.ros
+require_interfaces()
+
+import rclpy  # noqa: E402
+
+from panoptic_mapping.ros.conversions import numpy_to_image  # noqa: E402
+from panoptic_mapping_interfaces.srv import (  # noqa: E402
+    LoadMap,
+    LocalizeInstances,
+    QueryInstances,
+    ResetMap,
+    SaveMap,
+)
+
+
+def call(node, client, request, timeout: float = 20.0):
+    assert client.wait_for_service(timeout_sec=timeout), f"{client.srv_name} never appeared"
+    future = client.call_async(request)
+    executor = rclpy.executors.SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        executor.spin_until_future_complete(future, timeout_sec=timeout)
+    finally:
+        executor.remove_node(node)
+        executor.shutdown()
+    assert future.done(), f"{client.srv_name} did not answer within {timeout} s"
+    return future.result()
+
+
+def localize_request(width: int = 32, height: int = 24) -> LocalizeInstances.Request:
+    req = LocalizeInstances.Request()
+    req.image = numpy_to_image(np.full((height, width, 3), 128, np.uint8), "rgb8")
+    req.camera_info.width, req.camera_info.height = width, height
+    req.camera_info.k = [20.0, 0.0, width / 2, 0.0, 20.0, height / 2, 0.0, 0.0, 1.0]
+    req.camera_pose.header.frame_id = "map"
+    req.camera_pose.pose.orientation.w = 1.0
+    return req
+
+
+@pytest.fixture
+def client_node(rclpy_context):
+    node = rclpy.create_node("loopback_test_client", context=rclpy_context)
+    yield node
+    node.destroy_node()
+
+
+def test_services_answer_between_processes(start_node, client_node):
+    mapper = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
+                        "-p", "output.status_period_s:=0.5")
+    mapper.wait_for_line("started:")
+    ns = "/panoptic_mapping"
+    localize = client_node.create_client(LocalizeInstances, f"{ns}/localize_instances")
+    query = client_node.create_client(QueryInstances, f"{ns}/query_instances")
+    reset = client_node.create_client(ResetMap, f"{ns}/reset")
+
+    # a well-formed request on an empty map: a clear refusal, not an exception
+    resp = call(client_node, localize, localize_request())
+    assert resp.success is False and "no map yet" in resp.message
+    assert len(resp.instances) == 0
+
+    # bad requests are answered with their reason
+    missing_info = localize_request()
+    missing_info.camera_info = type(missing_info.camera_info)()
+    resp = call(client_node, localize, missing_info)
+    assert not resp.success and "camera_info is missing" in resp.message
+    mismatch = localize_request()
+    mismatch.camera_info.width = 64
+    resp = call(client_node, localize, mismatch)
+    assert not resp.success and "but camera_info is 64x24" in resp.message
+    encoding = localize_request()
+    encoding.image.encoding = "rgba8"
+    resp = call(client_node, localize, encoding)
+    assert not resp.success and "unsupported colour encoding 'rgba8'" in resp.message
+    nan_pose = localize_request()
+    nan_pose.camera_pose.pose.orientation.w = float("nan")
+    resp = call(client_node, localize, nan_pose)
+    assert not resp.success and "quaternion" in resp.message
+
+    # without an open_clip checkpoint the node has no text encoder, and says so
+    resp = call(client_node, query, QueryInstances.Request(query="mug"))
+    assert not resp.success and "no text encoder" in resp.message
+    assert "frontend.embedder.checkpoint" in resp.message
+    resp = call(client_node, query, QueryInstances.Request(query="  "))
+    assert not resp.success and "empty" in resp.message
+    resp = call(client_node, reset, ResetMap.Request())
+    assert resp.success
+    save = client_node.create_client(SaveMap, f"{ns}/save_map")
+    load = client_node.create_client(LoadMap, f"{ns}/load_map")
+    resp = call(client_node, save, SaveMap.Request(path=""))
+    assert not resp.success and "path is empty" in resp.message
+    resp = call(client_node, load, LoadMap.Request(path="/nonexistent/map.pmap"))
+    assert not resp.success and "no map file at /nonexistent/map.pmap" in resp.message
+
+    # the node survived every bad request and reports what it waits for
+    mapper.wait_for_line("waiting for: image on /image")
+    assert mapper.proc.poll() is None
+    assert mapper.interrupt() == 0, mapper.output
+    assert "Traceback" not in mapper.output
+
+
+def test_node_counts_inputs_it_receives(start_node, client_node):
+    from sensor_msgs.msg import CameraInfo
+
+    mapper = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
+                        "-p", "output.status_period_s:=0.3", "-p", "input.use_depth:=false")
+    mapper.wait_for_line("started:")
+    pub = client_node.create_publisher(CameraInfo, "/camera_info", 10)
+    deadline = time.monotonic() + 20
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pub.get_subscription_count() > 0, "the node never subscribed to /camera_info"
+    for _ in range(5):
+        pub.publish(CameraInfo(width=32, height=24))
+        time.sleep(0.05)
+    # best-effort QoS may lose the first message while discovery completes
+    line = mapper.wait_for_line(r"received: image 0, camera_info [345],", regex=True)
+    assert "waiting for: image on /image" in line  # camera_info no longer awaited
+    assert "camera_info on" not in line
+    assert mapper.interrupt() == 0
+
+
+def test_bad_parameter_stops_start_up_with_the_key(start_node, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    output:\n      status_perod_s: 1.0\n")
+    mapper = start_node("--ros-args", "--params-file", str(params))
+    assert mapper.proc.wait(30) == 2
+    mapper.interrupt()
+    assert "unknown parameter 'output.status_perod_s'" in mapper.output

@@ -1,0 +1,108 @@
+"""The pose buffer that stands in for tf2: interpolation, tolerances, waiting, bounds."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from panoptic_mapping.config import ConfigError, InputConfig
+from panoptic_mapping.core.geometry import interpolate_pose, pose_from_xyz_quat, pose_matrix, slerp
+from panoptic_mapping.runtime.poses import PoseBuffer, PoseLookupError, PoseNotYetError
+
+S = 1_000_000_000  # ns
+
+
+def yaw_pose(x: float, yaw: float) -> np.ndarray:
+    return pose_matrix([x, 0.0, 0.0], [0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2)])
+
+
+def test_exact_and_interpolated_lookup():
+    buf = PoseBuffer(capacity=10, max_gap_s=1.0, tolerance_s=0.0)
+    buf.add(0, yaw_pose(0.0, 0.0))
+    buf.add(S, yaw_pose(2.0, math.pi / 2))
+    np.testing.assert_allclose(buf.lookup(0), yaw_pose(0.0, 0.0), atol=1e-12)
+    mid = buf.lookup(S // 2)
+    np.testing.assert_allclose(mid, yaw_pose(1.0, math.pi / 4), atol=1e-9)
+    quarter = buf.lookup(S // 4)
+    np.testing.assert_allclose(quarter, yaw_pose(0.5, math.pi / 8), atol=1e-9)
+
+
+def test_out_of_order_insert_and_capacity_bound():
+    buf = PoseBuffer(capacity=3, max_gap_s=10.0)
+    for t in (3, 1, 2, 5, 4):
+        buf.add(t * S, yaw_pose(float(t), 0.0))
+    assert len(buf) == 3
+    assert buf.span() == (3 * S, 5 * S)
+    np.testing.assert_allclose(buf.lookup(int(3.5 * S))[:3, 3], [3.5, 0, 0], atol=1e-12)
+    with pytest.raises(PoseLookupError, match="older than the oldest"):
+        buf.lookup(1 * S)
+
+
+def test_tolerance_at_the_ends_and_no_extrapolation():
+    buf = PoseBuffer(capacity=10, max_gap_s=1.0, tolerance_s=0.05)
+    buf.add(S, yaw_pose(1.0, 0.0))
+    buf.add(2 * S, yaw_pose(2.0, 0.0))
+    np.testing.assert_allclose(buf.lookup(int(2.04 * S))[:3, 3], [2, 0, 0])  # nearest
+    with pytest.raises(PoseNotYetError, match="newer than the newest"):
+        buf.lookup(int(2.1 * S))
+    np.testing.assert_allclose(buf.lookup(int(0.96 * S))[:3, 3], [1, 0, 0])
+    with pytest.raises(PoseLookupError, match="older"):
+        buf.lookup(int(0.9 * S))
+
+
+def test_gap_larger_than_max_is_refused():
+    buf = PoseBuffer(capacity=10, max_gap_s=0.5, tolerance_s=0.01)
+    buf.add(0, yaw_pose(0.0, 0.0))
+    buf.add(2 * S, yaw_pose(1.0, 0.0))
+    with pytest.raises(PoseLookupError, match="apart"):
+        buf.lookup(S)
+    np.testing.assert_allclose(buf.lookup(int(0.005 * S))[:3, 3], [0, 0, 0])
+
+
+def test_empty_buffer_says_so_and_wait_lookup_waits_for_a_later_pose():
+    buf = PoseBuffer(capacity=10, max_gap_s=1.0)
+    with pytest.raises(PoseNotYetError, match="no pose received yet"):
+        buf.lookup(0)
+    buf.add(0, yaw_pose(0.0, 0.0))
+
+    def later():
+        time.sleep(0.1)
+        buf.add(S, yaw_pose(1.0, 0.0))
+
+    threading.Thread(target=later).start()
+    t0 = time.monotonic()
+    pose = buf.wait_lookup(S // 2, timeout_s=5.0)
+    assert time.monotonic() - t0 < 4.0
+    np.testing.assert_allclose(pose[:3, 3], [0.5, 0, 0], atol=1e-12)
+    with pytest.raises(PoseNotYetError):
+        buf.wait_lookup(3 * S, timeout_s=0.05)
+
+
+def test_slerp_takes_the_short_way_and_interpolate_pose_is_rigid():
+    q0 = np.array([0.0, 0.0, 0.0, 1.0])
+    q1 = -np.array([0.0, 0.0, math.sin(0.2), math.cos(0.2)])  # same rotation, flipped sign
+    mid = slerp(q0, q1, 0.5)
+    assert abs(abs(mid[2]) - math.sin(0.1)) < 1e-9
+    T = interpolate_pose(yaw_pose(0, 0.3), pose_matrix([0, 1, 2], [0.3, -0.2, 0.5, 0.8]), 0.37)
+    R = T[:3, :3]
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-9)
+    assert abs(np.linalg.det(R) - 1) < 1e-9
+
+
+def test_rep103_body_to_optical_constant():
+    """Optical z (forward) = body x, optical x (right) = -body y, optical y (down) = -body z."""
+    T = pose_from_xyz_quat(InputConfig.BODY_TO_OPTICAL_REP103)
+    R = T[:3, :3]  # columns: optical axes in body coordinates
+    np.testing.assert_allclose(R[:, 2], [1, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(R[:, 0], [0, -1, 0], atol=1e-12)
+    np.testing.assert_allclose(R[:, 1], [0, 0, -1], atol=1e-12)
+
+
+def test_body_to_optical_is_validated():
+    with pytest.raises(ConfigError, match="body_to_optical"):
+        InputConfig(body_to_optical=[0.0, 0.0, 0.0, 1.0])
+    with pytest.raises(ConfigError, match="body_to_optical"):
+        InputConfig(body_to_optical=[0.0] * 7)

@@ -1,0 +1,155 @@
+"""The node's bounded queues, threads and statistics, on their own (no ROS)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from panoptic_mapping.runtime.workers import (
+    LatencyWindow,
+    LatestSlot,
+    LockedModel,
+    RateMeter,
+    SlotWorker,
+    Throttle,
+    TrainingWorker,
+    process_memory_mb,
+)
+
+
+def test_latest_slot_keeps_the_newest_and_counts_drops():
+    slot = LatestSlot(2)
+    assert slot.put(1) and slot.put(2)
+    assert not slot.put(3)  # 1 dropped
+    assert len(slot) == 2 and slot.dropped == 1 and slot.put_count == 3
+    assert slot.get(0) == 2 and slot.get(0) == 3
+    assert slot.get(timeout=0.01) is None
+    slot.put(4)
+    slot.close()
+    assert slot.get() == 4 and slot.get() is None  # closed and empty: no blocking
+    with pytest.raises(ValueError):
+        LatestSlot(0)
+
+
+def test_slot_worker_survives_a_failing_item():
+    slot = LatestSlot(10)
+    seen = []
+
+    def handler(item):
+        if item == "bad":
+            raise RuntimeError("boom")
+        seen.append(item)
+
+    worker = SlotWorker(slot, handler, "test-worker").start()
+    for item in ("a", "bad", "b"):
+        slot.put(item)
+    deadline = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.stop(2.0)
+    assert seen == ["a", "b"] and worker.errors == 1 and worker.handled == 2
+
+
+class FakeMapper:
+    """Trains nothing until it has keyframes; counts its steps."""
+
+    def __init__(self, trainable: bool = True) -> None:
+        self.trainable = trainable
+        self.steps = 0
+        self.device = None
+
+    def train(self, steps: int = 1) -> dict:
+        if not self.trainable:
+            return {}
+        time.sleep(0.002)
+        self.steps += steps
+        return {"rgb": 0.1}
+
+
+def test_training_worker_trains_the_current_mapper_and_idles():
+    mappers = {"current": FakeMapper(trainable=False)}
+    worker = TrainingWorker(lambda: mappers["current"], lambda: 1.0, idle_s=0.01).start()
+    try:
+        time.sleep(0.1)
+        assert worker.steps == 0  # nothing to train yet: idles, does not spin
+        mappers["current"] = FakeMapper()
+        time.sleep(0.2)
+        assert mappers["current"].steps > 10 and worker.steps == mappers["current"].steps
+        assert worker.pause(2.0)
+        paused_at = mappers["current"].steps
+        time.sleep(0.1)
+        assert mappers["current"].steps <= paused_at + 1
+        worker.resume()
+        time.sleep(0.1)
+        assert mappers["current"].steps > paused_at + 1
+    finally:
+        assert worker.stop(2.0)
+
+
+def test_training_worker_duty_cycle_limits_the_share_of_time():
+    full, third = FakeMapper(), FakeMapper()
+    w1 = TrainingWorker(lambda: full, lambda: 1.0).start()
+    w2 = TrainingWorker(lambda: third, lambda: 0.25).start()
+    time.sleep(0.5)
+    w1.stop(2.0)
+    w2.stop(2.0)
+    assert third.steps < 0.6 * full.steps
+
+
+def test_training_worker_survives_a_failing_step():
+    class Failing(FakeMapper):
+        def train(self, steps=1):
+            raise RuntimeError("out of memory")
+
+    worker = TrainingWorker(lambda: Failing(), lambda: 1.0).start()
+    time.sleep(0.1)
+    assert worker.stop(3.0) and worker.errors >= 1
+
+
+def test_rate_meter_latency_window_and_throttle():
+    meter = RateMeter(window_s=10.0)
+    for k in range(11):
+        meter.tick(now=100.0 + 0.5 * k)
+    assert meter.rate(now=105.0) == pytest.approx(2.0)
+    assert meter.rate(now=200.0) == 0.0  # everything aged out
+    window = LatencyWindow(window=3)
+    assert np.isnan(window.summary()["p50_ms"])
+    for s in (0.1, 0.2, 0.3, 0.4):
+        window.add(s)
+    summary = window.summary()
+    assert summary["count"] == 4 and summary["p50_ms"] == pytest.approx(300.0)
+    throttle = Throttle(5.0)
+    assert throttle.ready("enc", now=0.0) == (True, 0)
+    assert throttle.ready("enc", now=1.0) == (False, 0)
+    assert throttle.ready("enc", now=2.0) == (False, 0)
+    assert throttle.ready("pose", now=2.0) == (True, 0)  # per reason
+    assert throttle.ready("enc", now=5.5) == (True, 2)  # says how many it stood for
+    assert throttle.counts["enc"] == 4
+    assert process_memory_mb() > 10
+
+
+def test_locked_model_serialises_calls_and_passes_attributes():
+    class Model:
+        name = "fake"
+        inside = 0
+        overlaps = 0
+
+        def segment(self, rgb, depth=None):
+            Model.inside += 1
+            if Model.inside > 1:
+                Model.overlaps += 1
+            time.sleep(0.01)
+            Model.inside -= 1
+            return rgb
+
+    locked = LockedModel(Model(), ("segment",))
+    assert locked.name == "fake"
+    threads = [threading.Thread(target=lambda: [locked.segment(1) for _ in range(5)])
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Model.overlaps == 0
