@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from panoptic_mapping.bench.frontends import (
     MaskErrorModel,
@@ -259,6 +260,8 @@ def format_report(record: dict) -> str:
 def run(cfg: BenchConfig, save_dir: Path | None = None) -> dict:
     """Run one benchmark configuration; return the full record."""
     t_start = time.perf_counter()
+    # the field's initial weights come from torch's global generator: same seed, same run
+    torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     scene = make_scene(cfg.scene, seed=cfg.seed, num_frames=cfg.frames, width=cfg.width,
                        height=cfg.height, num_objects=cfg.num_objects,
