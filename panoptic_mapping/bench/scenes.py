@@ -270,7 +270,9 @@ def save_scene(scene: Scene, directory: str | Path) -> Path:
     Layout: ``scene.json`` (name, K, poses, stamps, classes, thing_classes,
     instance_class, config and the file names) and per frame ``frames/NNNNNN_rgb.png``
     (8-bit RGB), ``_depth.npy`` ((H, W) float32 metres, lossless), ``_instance.png`` and
-    ``_semantic.png`` (16-bit greyscale); novel views likewise under ``novel/``.
+    ``_semantic.png`` (16-bit greyscale); novel views likewise under ``novel/``. A frame
+    without ground truth (``instance`` None) gets no ``_instance``/``_semantic`` files and
+    no such keys in its scene.json entry.
     """
     root = Path(directory)
     meta = {
@@ -287,19 +289,32 @@ def save_scene(scene: Scene, directory: str | Path) -> Path:
 
 
 def load_scene(directory: str | Path) -> Scene:
-    """Read a scene written by :func:`save_scene`; arrays come back exactly as saved."""
+    """Read a scene written by :func:`save_scene`; arrays come back exactly as saved.
+
+    Ground truth is optional: a frame entry without ``instance``/``semantic`` keys (an
+    imported recording, see ``bench.importers``) loads with ``instance = semantic =
+    None``, one without ``depth`` with depth 0 (unknown) everywhere; ``novel_frames``,
+    ``classes`` (default ``["void"]``), ``thing_classes``, ``instance_class`` and
+    ``config`` may be left out.
+
+    Raises:
+        FileNotFoundError: no scene.json, or a file an entry names is missing.
+        ValueError: an unsupported format version or an unreadable entry.
+    """
     root = Path(directory)
+    if not (root / "scene.json").is_file():
+        raise FileNotFoundError(f"{root}: no scene.json (not a scene folder)")
     meta = json.loads((root / "scene.json").read_text())
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{root}: unsupported scene format {meta.get('format_version')!r}")
     return Scene(
-        name=meta["name"],
+        name=meta.get("name", root.name),
         frames=[_load_frame(m, root) for m in meta["frames"]],
-        novel_frames=[_load_frame(m, root) for m in meta["novel_frames"]],
-        classes=list(meta["classes"]),
-        thing_classes=set(meta["thing_classes"]),
-        instance_class={int(k): int(v) for k, v in meta["instance_class"].items()},
-        config=meta["config"],
+        novel_frames=[_load_frame(m, root) for m in meta.get("novel_frames", [])],
+        classes=list(meta.get("classes", ["void"])),
+        thing_classes=set(meta.get("thing_classes", [])),
+        instance_class={int(k): int(v) for k, v in meta.get("instance_class", {}).items()},
+        config=meta.get("config", {}),
     )
 
 
@@ -903,25 +918,35 @@ def _save_frame(frame: SceneFrame, position: int, root: Path, folder: str) -> di
     """Write one frame's images under ``root/folder``; returns its scene.json entry."""
     (root / folder).mkdir(parents=True, exist_ok=True)
     stem = f"{folder}/{position:06d}"
-    files = {"rgb": f"{stem}_rgb.png", "depth": f"{stem}_depth.npy",
-             "instance": f"{stem}_instance.png", "semantic": f"{stem}_semantic.png"}
+    files = {"rgb": f"{stem}_rgb.png", "depth": f"{stem}_depth.npy"}
+    if frame.instance is not None and frame.semantic is not None:  # ground truth, if any
+        files.update(instance=f"{stem}_instance.png", semantic=f"{stem}_semantic.png")
     Image.fromarray(np.ascontiguousarray(frame.rgb, dtype=np.uint8), "RGB").save(
         root / files["rgb"])
     np.save(root / files["depth"], np.asarray(frame.depth, dtype=np.float32))
     for key in ("instance", "semantic"):
-        _write_png16(root / files[key], getattr(frame, key))
+        if key in files:
+            _write_png16(root / files[key], getattr(frame, key))
     return {"index": int(frame.index), "stamp": float(frame.stamp),
             "K": np.asarray(frame.K, float).tolist(),
             "camera_to_world": np.asarray(frame.camera_to_world, float).tolist(), **files}
 
 
 def _load_frame(meta: dict, root: Path) -> SceneFrame:
+    for key in ("rgb", "depth", "instance", "semantic"):
+        if meta.get(key) and not (root / meta[key]).is_file():
+            raise FileNotFoundError(f"{root}: {meta[key]} (the {key} of frame "
+                                    f"{meta.get('index')}) is missing")
+    rgb = np.asarray(Image.open(root / meta["rgb"]).convert("RGB"), dtype=np.uint8)
+    # Ground truth and depth are optional (a recording imported without them).
+    has_gt = bool(meta.get("instance")) and bool(meta.get("semantic"))
     return SceneFrame(
         index=int(meta["index"]),
-        rgb=np.asarray(Image.open(root / meta["rgb"]).convert("RGB"), dtype=np.uint8),
-        depth=np.load(root / meta["depth"]).astype(np.float32, copy=False),
-        instance=_read_png16(root / meta["instance"]),
-        semantic=_read_png16(root / meta["semantic"]),
+        rgb=rgb,
+        depth=(np.load(root / meta["depth"]).astype(np.float32, copy=False) if meta.get("depth")
+               else np.zeros(rgb.shape[:2], np.float32)),
+        instance=_read_png16(root / meta["instance"]) if has_gt else None,
+        semantic=_read_png16(root / meta["semantic"]) if has_gt else None,
         K=np.asarray(meta["K"], dtype=np.float64),
         camera_to_world=np.asarray(meta["camera_to_world"], dtype=np.float64),
         stamp=float(meta["stamp"]),

@@ -12,15 +12,17 @@ VOID = 0  # id of "no ground truth" in instance and semantic images
 
 @dataclass
 class SceneFrame:
-    """One rendered view with its ground truth.
+    """One view (rendered or recorded) with its ground truth, when it has any.
 
     Attributes:
         index: position in the trajectory.
         rgb: (H, W, 3) uint8.
         depth: (H, W) float32 metric depth along the optical axis; 0 where nothing was hit.
         instance: (H, W) int32 ground-truth instance id; VOID (0) = no ground truth.
-            Ids are unique per scene over things and stuff alike.
+            Ids are unique per scene over things and stuff alike. None for a recorded
+            sequence without ground truth (see :attr:`Scene.has_ground_truth`).
         semantic: (H, W) int32 ground-truth class id (index into Scene.classes); VOID = none.
+            None when ``instance`` is None.
         K: (3, 3) float64 pinhole intrinsics.
         camera_to_world: (4, 4) float64, OpenCV optical convention (x right, y down,
             z forward).
@@ -30,8 +32,8 @@ class SceneFrame:
     index: int
     rgb: np.ndarray
     depth: np.ndarray
-    instance: np.ndarray
-    semantic: np.ndarray
+    instance: np.ndarray | None
+    semantic: np.ndarray | None
     K: np.ndarray
     camera_to_world: np.ndarray
     stamp: float
@@ -59,6 +61,13 @@ class Scene:
     thing_classes: set[int]
     instance_class: dict[int, int]
     config: dict = field(default_factory=dict)
+
+    @property
+    def has_ground_truth(self) -> bool:
+        """True when every frame (training and held-out) carries instance and semantic
+        ground truth; an imported recording (``bench.importers``) has none."""
+        return all(f.instance is not None and f.semantic is not None
+                   for f in (*self.frames, *self.novel_frames))
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Two kinds of recording:
 
 * a **scene folder** as the benchmark writes it (``bench.scenes.save_scene``: scene.json,
-  frames/*_rgb.png, *_depth.npy): each frame is published as an Image (rgb8, bgr8 or
+  frames/*_rgb.png, *_depth.npy), with or without ground truth (a recording imported with
+  ``python -m panoptic_mapping.bench.importers`` has none; only images, depth, intrinsics,
+  poses and stamps are published): each frame is published as an Image (rgb8, bgr8 or
   mono8), a CameraInfo (from its intrinsics), a depth Image (32FC1 in m or 16UC1 in mm)
   and the camera pose as a PoseStamped (the optical frame in ``map``) or an Odometry;
 * a **ROS 2 bag** (a rosbag2 folder, .db3 or .mcap; read with ``rosbags``): every message
@@ -144,6 +146,9 @@ def play_scene(node, folder: Path, args) -> int:
     from sensor_msgs.msg import CameraInfo, Image
 
     from panoptic_mapping.bench.scenes import load_scene
+    # scene_frame_messages needs these (they load torch, seconds): import them before the
+    # clock starts, or the first frame goes out seconds late and the rest in a burst
+    from panoptic_mapping.ros.conversions import numpy_to_image  # noqa: F401
 
     scene = load_scene(folder)
     frames = scene.novel_frames if args.novel else scene.frames
