@@ -7,6 +7,10 @@ inside the constructors that need them, so each stays an optional extra.
 * :mod:`.config` - ``SegmenterConfig``, ``EmbedderConfig``, ``WorkerConfig``.
 * :mod:`.segmenters` - ``Segmenter`` interface, ``ClassicalSegmenter``, ``FastSAMSegmenter``,
   ``SAMSegmenter``, ``make_segmenter``, ``MissingWeightsError``.
+* :mod:`.geometric` - ``GeometricSegmenter``: weights-free, from depth (discontinuities,
+  concave creases, support planes as stuff); registered as kind ``geometric``.
+* :mod:`.surfaces` - normals, geometric boundaries, planes, ``refine_masks`` (depth-edge
+  refinement of any segmenter's masks).
 * :mod:`.postprocess` - the mask post-processing all segmenters share.
 * :mod:`.embeddings` - ``OpenClipEmbedder`` (per-mask image and cached text embeddings).
 * :mod:`.worker` - ``SegmentationWorker`` (latest-only queue, ordered results, stats).
@@ -17,6 +21,7 @@ from panoptic_mapping.frontends.config import (
     SegmenterConfig,
     WorkerConfig,
 )
+from panoptic_mapping.frontends.geometric import GeometricSegmenter
 from panoptic_mapping.frontends.segmenters import (
     ClassicalSegmenter,
     FastSAMSegmenter,
@@ -25,7 +30,9 @@ from panoptic_mapping.frontends.segmenters import (
     Segmentation,
     Segmenter,
     make_segmenter,
+    segment_image,
 )
+from panoptic_mapping.frontends.surfaces import refine_masks
 
 __all__ = [
     "EmbedderConfig",
@@ -33,9 +40,12 @@ __all__ = [
     "WorkerConfig",
     "ClassicalSegmenter",
     "FastSAMSegmenter",
+    "GeometricSegmenter",
     "MissingWeightsError",
     "SAMSegmenter",
     "Segmentation",
     "Segmenter",
     "make_segmenter",
+    "refine_masks",
+    "segment_image",
 ]

@@ -17,6 +17,7 @@ from panoptic_mapping.params import param
 
 __all__ = [
     "ClassicalConfig",
+    "GeometricConfig",
     "FastSAMConfig",
     "SAMConfig",
     "SegmenterConfig",
@@ -25,7 +26,7 @@ __all__ = [
     "DEFAULT_PROMPT_TEMPLATES",
 ]
 
-SEGMENTER_KINDS = ("auto", "classical", "fastsam", "sam")
+SEGMENTER_KINDS = ("auto", "classical", "geometric", "fastsam", "sam")
 SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -59,6 +60,42 @@ class ClassicalConfig:
     depth_jump_rel: float = param(0.03, "Depth discontinuity threshold, part relative to the "
                                   "nearer depth.", minimum=0.0)
     ignore_invalid_depth: bool = param(True, "Pixels without depth (0) get no mask.")
+
+
+@dataclass
+class GeometricConfig:
+    """The weights-free geometric RGB-D segmenter (depth discontinuities, concave creases,
+    support planes; after voxblox++'s geometric segmentation). It needs depth."""
+
+    normal_step: int = param(1, "Pixels between the points differenced for a surface "
+                             "normal (larger smooths sensor noise, blurs small objects).",
+                             minimum=1)
+    jump_rel: float = param(0.03, "Depth discontinuity: the depth step between neighbours "
+                            "and a point's distance to the other's tangent plane both exceed "
+                            "this times the depth (a slanted plane has no discontinuity).",
+                            minimum=0.0)
+    concave: bool = param(True, "Also cut where the surface folds inwards between "
+                          "neighbours: a concave crease (an object standing on a surface) "
+                          "or a fold where one surface passes behind another.")
+    concave_angle_deg: float = param(75.0, "Concave crease: the normals of the two sides "
+                                     "differ by more than this angle (smaller angles also "
+                                     "split self-concave objects: ducks, shelves).",
+                                     minimum=0.0, maximum=180.0)
+    planes: bool = param(True, "Detect large planes (floor, walls, table tops) and return "
+                         "each as one mask flagged as a plane (stuff), even where objects "
+                         "split it in the image.")
+    plane_min_fraction: float = param(0.04, "Smallest plane, as a fraction of the image's "
+                                      "pixels.", minimum=0.0, maximum=1.0)
+    plane_dist_rel: float = param(0.01, "Plane inlier: distance to the plane under this "
+                                  "times the depth.", minimum=0.0)
+    plane_angle_deg: float = param(15.0, "Plane inlier: normal within this angle of the "
+                                   "plane's.", minimum=0.0, maximum=90.0)
+    max_planes: int = param(6, "Most planes per image.", minimum=0)
+    plane_hypotheses: int = param(64, "RANSAC hypotheses per plane.", minimum=1)
+    without_depth: str = param("classical", "A frame without depth: 'classical' segments "
+                               "it with the classical segmenter (a warning is logged "
+                               "once), 'error' raises ValueError.",
+                               choices=("classical", "error"))
 
 
 @dataclass
@@ -99,9 +136,11 @@ class SAMConfig:
 class SegmenterConfig:
     """The class-agnostic segmenter: image -> non-overlapping masks with scores."""
 
-    kind: str = param("auto", "Segmenter: 'classical' (scikit-image, no weights), 'fastsam', "
-                      "'sam', or 'auto' (classical without a checkpoint; with one, fastsam "
-                      "for a .pt file and sam for a .pth file).", choices=SEGMENTER_KINDS)
+    kind: str = param("auto", "Segmenter: 'classical' (scikit-image, no weights), "
+                      "'geometric' (depth edges, creases and planes, no weights, needs "
+                      "depth), 'fastsam', 'sam', or 'auto' (classical without a checkpoint; "
+                      "with one, fastsam for a .pt file and sam for a .pth file).",
+                      choices=SEGMENTER_KINDS)
     checkpoint: str = param("", "Path of the model's weights file (FastSAM-s.pt, "
                             "FastSAM-x.pt, sam_vit_b_01ec64.pth, ...); '~' is expanded. "
                             "Empty: no model (classical).")
@@ -110,7 +149,19 @@ class SegmenterConfig:
     min_area: int = param(30, "Smallest mask kept, in pixels (after overlaps are resolved).",
                           minimum=1)
     fill_holes: bool = param(True, "Fill holes inside a mask that no other mask covers.")
+    refine_depth_edges: bool = param(False, "With depth, cut every mask across depth "
+                                     "discontinuities (image-only masks bleed onto the "
+                                     "surface behind an object): pieces under min_area go "
+                                     "to a neighbour on the same surface. Not used by "
+                                     "'geometric' (its masks already follow depth).")
+    refine_jump_rel: float = param(0.03, "Refinement's depth discontinuity threshold, "
+                                   "relative to the depth (with intrinsics also a point's "
+                                   "distance to its neighbour's tangent plane).", minimum=0.0)
+    refine_creases: bool = param(False, "Refinement also cuts along concave creases (needs "
+                                 "intrinsics), e.g. a mask spilling from an object onto the "
+                                 "table it stands on.")
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
+    geometric: GeometricConfig = field(default_factory=GeometricConfig)
     fastsam: FastSAMConfig = field(default_factory=FastSAMConfig)
     sam: SAMConfig = field(default_factory=SAMConfig)
 

@@ -8,6 +8,8 @@
   the text-prompt path is never used (it downloads CLIP).
 * :class:`SAMSegmenter` - Segment Anything's automatic mask generator (optional extra
   ``sam``) from a local ``sam_vit_{b,l,h}_*.pth``.
+* ``GeometricSegmenter`` (:mod:`panoptic_mapping.frontends.geometric`, registered with the
+  factory through :func:`register_segmenter`) - weights-free, from depth alone.
 
 All return a :class:`Segmentation` made by the shared post-processing of
 :mod:`panoptic_mapping.frontends.postprocess`. Model packages are imported lazily, inside
@@ -18,10 +20,11 @@ the model it should hold and where to get it.
 from __future__ import annotations
 
 import abc
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -36,6 +39,7 @@ from panoptic_mapping.frontends.postprocess import (
     neighbour_pairs,
     postprocess_labels,
 )
+from panoptic_mapping.frontends.surfaces import refine_with_ids
 
 __all__ = [
     "Segmentation",
@@ -46,6 +50,8 @@ __all__ = [
     "MissingWeightsError",
     "WEIGHT_SOURCES",
     "make_segmenter",
+    "register_segmenter",
+    "segment_image",
     "check_weights_file",
 ]
 
@@ -124,10 +130,13 @@ class Segmentation:
         labels: (H, W) int32 non-overlapping class-agnostic masks, 0 = none, ids 1..M
             (ids carry no meaning across frames).
         scores: (M,) float32 confidence of mask ``i + 1`` in [0, 1].
+        is_plane: (M,) bool, True where mask ``i + 1`` is a large plane (floor, wall, table
+            top: stuff), or None when the segmenter does not tell (all but 'geometric').
     """
 
     labels: np.ndarray
     scores: np.ndarray
+    is_plane: np.ndarray | None = None
 
     @property
     def num_masks(self) -> int:
@@ -144,26 +153,82 @@ class Segmenter(abc.ABC):
         name: short name for logs and statistics.
         device: where the model runs (the CPU for the classical segmenter).
         min_area: smallest output mask in pixels.
+        refine_depth_edges, refine_jump_rel, refine_creases: the depth-edge refinement of
+            the shared post-processing (``SegmenterConfig.refine_*``; off by default).
     """
 
     name: str = "segmenter"
     device: torch.device = torch.device("cpu")
     min_area: int = 1
+    refine_depth_edges: bool = False
+    refine_jump_rel: float = 0.03
+    refine_creases: bool = False
 
     @abc.abstractmethod
-    def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> Segmentation:
+    def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None,
+                K: np.ndarray | None = None) -> Segmentation:
         """Masks of one image.
 
         Args:
             rgb: (H, W, 3) uint8 RGB.
             depth: (H, W) float metric depth (0 = unknown), or None.
+            K: (3, 3) pinhole intrinsics of the image, or None (segmenters that need
+                them - 'geometric' - use the last ones they were given).
 
         Returns:
             Segmentation with (H, W) int32 labels and (M,) float32 scores.
         """
 
-    def __call__(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> Segmentation:
-        return self.segment(rgb, depth)
+    def __call__(self, rgb: np.ndarray, depth: np.ndarray | None = None,
+                 K: np.ndarray | None = None) -> Segmentation:
+        return self.segment(rgb, depth, K)
+
+    def configure_refinement(self, cfg: SegmenterConfig) -> None:
+        """Take the depth-edge refinement settings of ``cfg``."""
+        self.refine_depth_edges = bool(cfg.refine_depth_edges)
+        self.refine_jump_rel = float(cfg.refine_jump_rel)
+        self.refine_creases = bool(cfg.refine_creases)
+
+    def refine(self, labels: np.ndarray, scores: np.ndarray | None,
+               depth: np.ndarray | None, K: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The shared post-processing's last step: when ``refine_depth_edges`` is on and
+        the frame has depth, masks are cut across depth discontinuities
+        (:func:`panoptic_mapping.frontends.surfaces.refine_masks`); pieces keep their
+        mask's score. Otherwise the input comes back unchanged."""
+        if not self.refine_depth_edges or depth is None:
+            return labels, scores
+        depth = np.asarray(depth)
+        if depth.shape != labels.shape or not np.any(depth > 0):
+            return labels, scores
+        labels, parent = refine_with_ids(
+            labels, depth, K, self.refine_jump_rel, min_area=self.min_area,
+            creases=self.refine_creases and K is not None)
+        if scores is not None:
+            scores = np.asarray(scores, np.float32)[parent - 1]
+        return labels, scores
+
+
+def _takes_intrinsics(segmenter: Any) -> bool:
+    """Whether ``segmenter.segment`` accepts ``K`` (segmenters written before it was added
+    do not); a wrapper with an ``inner`` model (runtime.LockedModel) is looked through."""
+    inner = getattr(segmenter, "inner", None)
+    if inner is not None and inner is not segmenter:
+        return _takes_intrinsics(inner)
+    try:
+        params = inspect.signature(segmenter.segment).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "K" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def segment_image(segmenter: Any, rgb: np.ndarray, depth: np.ndarray | None = None,
+                  K: np.ndarray | None = None) -> Segmentation:
+    """``segmenter.segment(rgb, depth, K=K)``, without ``K`` for a segmenter that does not
+    take it (the segmentation worker and the benchmark call segmenters through this)."""
+    if K is not None and _takes_intrinsics(segmenter):
+        return segmenter.segment(rgb, depth, K=K)
+    return segmenter.segment(rgb, depth)
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -336,11 +401,13 @@ class ClassicalSegmenter(Segmenter):
     @classmethod
     def from_config(cls, cfg: SegmenterConfig) -> "ClassicalSegmenter":
         c = cfg.classical
-        return cls(c.method, scale=c.scale, sigma=c.sigma, fz_min_size=c.fz_min_size,
-                   n_segments=c.n_segments, compactness=c.compactness, min_area=cfg.min_area,
-                   use_depth=c.use_depth, depth_jump_m=c.depth_jump_m,
-                   depth_jump_rel=c.depth_jump_rel,
-                   ignore_invalid_depth=c.ignore_invalid_depth)
+        seg = cls(c.method, scale=c.scale, sigma=c.sigma, fz_min_size=c.fz_min_size,
+                  n_segments=c.n_segments, compactness=c.compactness, min_area=cfg.min_area,
+                  use_depth=c.use_depth, depth_jump_m=c.depth_jump_m,
+                  depth_jump_rel=c.depth_jump_rel,
+                  ignore_invalid_depth=c.ignore_invalid_depth)
+        seg.configure_refinement(cfg)
+        return seg
 
     def _colour_regions(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W) region ids from scikit-image on a (H, W, 3) uint8 image."""
@@ -377,8 +444,10 @@ class ClassicalSegmenter(Segmenter):
                                       self.depth_jump_rel)
         return postprocess_labels(regions, self.min_area)
 
-    def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> Segmentation:
+    def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None,
+                K: np.ndarray | None = None) -> Segmentation:
         labels = self.label_image(_check_rgb(rgb), depth)
+        labels, _ = self.refine(labels, None, depth, K)
         return Segmentation(labels, compactness_scores(labels, int(labels.max())))
 
 
@@ -432,6 +501,7 @@ class FastSAMSegmenter(Segmenter):
         ultralytics = _import_ultralytics_offline()
         self.cfg = cfg
         self.min_area = int(cfg.min_area)
+        self.configure_refinement(cfg)
         self.device = resolve_device(device if device is not None else cfg.device)
         try:
             self.model = ultralytics.FastSAM(str(path))
@@ -478,10 +548,11 @@ class FastSAMSegmenter(Segmenter):
             masks = scale_masks(masks[None].float(), (h, w))[0]
         return masks > 0.5, result.boxes.conf.float()
 
-    def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> Segmentation:
+    def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None,
+                K: np.ndarray | None = None) -> Segmentation:
         masks, scores = self.raw_masks(_check_rgb(rgb))
         labels, scores = masks_to_labels(masks, scores, self.min_area, self.cfg.fill_holes)
-        return Segmentation(labels, scores)
+        return Segmentation(*self.refine(labels, scores, depth, K))
 
 
 # --------------------------------------------------------------------------- SAM
@@ -515,6 +586,7 @@ class SAMSegmenter(Segmenter):
                               "'sam'): pip install 'panoptic_mapping[sam]'") from exc
         self.cfg = cfg
         self.min_area = int(cfg.min_area)
+        self.configure_refinement(cfg)
         self.device = resolve_device(device if device is not None else cfg.device)
         if model is None:
             model = self._load(cfg, sam_model_registry)
@@ -552,13 +624,25 @@ class SAMSegmenter(Segmenter):
         scores = np.clip([r["predicted_iou"] for r in records], 0.0, 1.0).astype(np.float32)
         return masks, scores
 
-    def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> Segmentation:
+    def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None,
+                K: np.ndarray | None = None) -> Segmentation:
         masks, scores = self.raw_masks(_check_rgb(rgb))
         labels, scores = masks_to_labels(masks, scores, self.min_area, self.cfg.fill_holes)
-        return Segmentation(labels, scores)
+        return Segmentation(*self.refine(labels, scores, depth, K))
 
 
 # --------------------------------------------------------------------------- factory
+
+# Segmenter kinds implemented in modules that import this one (the geometric segmenter):
+# they register their factory here, so this module never imports them (no import cycle).
+# ``panoptic_mapping.frontends`` imports them, so they are registered whenever this module
+# can be imported.
+_FACTORIES: dict[str, Callable[[SegmenterConfig, "torch.device | str | None"], Segmenter]] = {}
+
+
+def register_segmenter(kind: str, factory: Callable[[SegmenterConfig, Any], Segmenter]) -> None:
+    """Make ``make_segmenter`` build ``factory(cfg, device)`` for ``cfg.kind == kind``."""
+    _FACTORIES[kind] = factory
 
 
 def segmenter_kind(cfg: SegmenterConfig) -> str:
@@ -592,4 +676,6 @@ def make_segmenter(cfg: SegmenterConfig | None = None,
         return FastSAMSegmenter(cfg, device)
     if kind == "sam":
         return SAMSegmenter(cfg, device)
+    if kind in _FACTORIES:
+        return _FACTORIES[kind](cfg, device)
     raise ValueError(f"unknown segmenter kind {kind!r}")

@@ -34,7 +34,7 @@ import torch
 from panoptic_mapping.core.frames import Frame, FrameError
 from panoptic_mapping.frontends.config import EmbedderConfig, SegmenterConfig, WorkerConfig
 from panoptic_mapping.frontends.embeddings import OpenClipEmbedder
-from panoptic_mapping.frontends.segmenters import Segmenter, make_segmenter
+from panoptic_mapping.frontends.segmenters import Segmenter, make_segmenter, segment_image
 
 __all__ = ["FrontendResult", "LatencyStats", "SegmentationWorker", "mapper_sink"]
 
@@ -340,7 +340,7 @@ class SegmentationWorker:
         error = None
         stage = "segment"
         try:
-            seg = self.segmenter.segment(frame.rgb, frame.depth)
+            seg = segment_image(self.segmenter, frame.rgb, frame.depth, frame.K)
             timings["segment"] = time.perf_counter() - t0
             if seg.num_masks > 0:
                 masks, scores, emb = seg.labels, seg.scores, None

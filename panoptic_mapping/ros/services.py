@@ -20,6 +20,7 @@ from panoptic_mapping.config import PanopticMappingConfig
 from panoptic_mapping.core.frames import Frame, FrameError
 from panoptic_mapping.core.io.persistence import MapFileError
 from panoptic_mapping.core.mapper import Mapper
+from panoptic_mapping.frontends.segmenters import segment_image
 from panoptic_mapping.ros.conversions import InputError, numpy_to_image
 from panoptic_mapping.ros.markers import fill_instance_msg
 from panoptic_mapping.ros.requests import decode_localize_request
@@ -115,7 +116,7 @@ class MapServices:
                 response.message = (f"bad request: camera_pose is empty and no pose was found "
                                     f"for frame '{frame_id}' at the image stamp: {exc}")
                 return response
-        seg = self.segmenter.segment(q.rgb, q.depth)
+        seg = segment_image(self.segmenter, q.rgb, q.depth, q.K)
         h, w = q.rgb.shape[:2]
         if seg.num_masks == 0:
             response.success, response.message = True, "no segment found in the image"
