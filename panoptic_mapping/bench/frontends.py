@@ -26,13 +26,16 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from panoptic_mapping.core.geometry import backproject
 from panoptic_mapping.frontends.postprocess import (
     CROSS,
     neighbour_pairs,
     postprocess_labels,
     postprocess_with_ids,
 )
-from panoptic_mapping.frontends.segmenters import ClassicalSegmenter, Segmenter
+from panoptic_mapping.frontends.config import GeometricConfig
+from panoptic_mapping.frontends.geometric import GeometricSegmenter
+from panoptic_mapping.frontends.segmenters import ClassicalSegmenter, Segmenter, segment_image
 
 from .types import VOID, MaskFrame, Scene, SceneFrame
 
@@ -42,6 +45,7 @@ __all__ = [
     "SimulatedEmbeddingSpace",
     "SegmenterFrontend",
     "classical_frontend",
+    "geometric_frontend",
     "postprocess_labels",
     "DEFAULT_PROMPT_TEMPLATES",
 ]
@@ -304,6 +308,20 @@ class MaskErrorModel:
         spurious_area_px: (min, max) area of a spurious blob before clipping.
         min_area: masks smaller than this after all errors are dropped (FastSAM's own
             small-mask filter); splits that would leave a part below it are not made.
+        mode: "independent" draws every error anew in every view (per-view noise, the
+            easy case for fusion); "systematic" makes the view-dependent errors a real
+            segmenter makes the same way in every view: ``split_rate`` of the things are
+            chosen once and always cut by the same 3D plane through their centre,
+            ``stuff_split_rate`` of the stuff segments are always cut into the same
+            ``tile_m`` world tiles, ``merge_rate`` of the touching thing pairs are chosen
+            once and merged wherever they touch, ``miss_small_rate`` of the things are
+            missed whenever they cover fewer than ``small_area_px`` pixels (far away);
+            ``miss_rate`` and ``spurious_rate`` stay per view, as do boundary jitter and
+            flips (a real segmenter's edges do wander). Choices depend on
+            ``systematic_seed`` and the ground-truth ids only, so held-out views get the
+            same errors.
+        tile_m: edge of the world tiles a tiled stuff segment is cut into [m].
+        systematic_seed: seeds the systematic choices.
     """
 
     split_rate: float = 0.15
@@ -321,6 +339,15 @@ class MaskErrorModel:
     spurious_rate: float = 0.1
     spurious_area_px: tuple[int, int] = (15, 80)
     min_area: int = 8
+    mode: str = "independent"
+    tile_m: float = 0.5
+    systematic_seed: int = 0
+
+    MODES = ("independent", "systematic")
+
+    def __post_init__(self) -> None:
+        if self.mode not in self.MODES:
+            raise ValueError(f"error mode must be one of {self.MODES}, got {self.mode!r}")
 
     @classmethod
     def none(cls, **overrides) -> "MaskErrorModel":
@@ -490,9 +517,14 @@ class SimulatedMaskFrontend:
         stats["frames"], stats["gt_segments"] = 1, len(gt_ids)
 
         work = _Work(labels=np.zeros(instance.shape, np.int64))
-        self._apply_misses(work, instance, gt_ids, areas, rng, stats)
-        self._apply_merges(work, is_thing, rng, stats)
-        self._apply_splits(work, is_thing, rng, stats)
+        if err.mode == "systematic":
+            self._systematic_misses(work, instance, gt_ids, areas, is_thing, rng, stats)
+            self._systematic_merges(work, is_thing, stats)
+            self._systematic_splits(work, frame, is_thing, scene, stats)
+        else:
+            self._apply_misses(work, instance, gt_ids, areas, rng, stats)
+            self._apply_merges(work, is_thing, rng, stats)
+            self._apply_splits(work, is_thing, rng, stats)
         self._apply_spurious(work, instance, gt_ids, is_thing, rng, stats)
         self._apply_jitter(work, void, rng, stats)
         self._apply_flips(work, void, rng, stats)
@@ -611,6 +643,127 @@ class SimulatedMaskFrontend:
                 new = work.new_id(work.provenance[i], origin)
                 crop[rr[part == j], cc[part == j]] = new
             work.origin[i] = origin
+            stats["splits"] += 1
+
+    # -- systematic (view-consistent) errors --------------------------------------------
+
+    def _chosen(self, rate: float, *key: int) -> bool:
+        """A choice made once per ground-truth id (or id pair), the same in every view."""
+        u = np.random.default_rng((self.errors.systematic_seed, *key)).random()
+        return bool(u < rate)
+
+    def _systematic_misses(self, work: _Work, instance: np.ndarray, gt_ids: np.ndarray,
+                           areas: np.ndarray, is_thing: dict[int, bool],
+                           rng: np.random.Generator, stats: dict) -> None:
+        """Chosen small things are missed whenever small in the view; others per view."""
+        err = self.errors
+        draws = rng.random(len(gt_ids))
+        lut_gt, lut_id = [], []
+        for g, area, u in zip(gt_ids, areas, draws):
+            g = int(g)
+            if (is_thing[g] and area < err.small_area_px
+                    and self._chosen(err.miss_small_rate, 1, g)):
+                stats["missed_small"] += 1
+                continue
+            if u < err.miss_rate:
+                stats["missed"] += 1
+                continue
+            lut_gt.append(g)
+            lut_id.append(work.new_id([g], _GT))
+        if lut_gt:
+            lut_gt_a = np.asarray(lut_gt)
+            pos = np.clip(np.searchsorted(lut_gt_a, instance), 0, len(lut_gt_a) - 1)
+            hit = lut_gt_a[pos] == instance
+            work.labels[hit] = np.asarray(lut_id)[pos[hit]]
+
+    def _systematic_merges(self, work: _Work, is_thing: dict[int, bool],
+                           stats: dict) -> None:
+        """Chosen touching pairs merge wherever they touch (a chain merges together)."""
+        err = self.errors
+        if err.merge_rate <= 0 or work.next_id <= 2:
+            return
+        pairs, contact = _contacts(work.labels)
+        pairs = pairs[contact >= err.merge_min_contact_px]
+        parent = {}
+
+        def root(a: int) -> int:
+            while parent.get(a, a) != a:
+                a = parent[a]
+            return a
+
+        for a, b in pairs:
+            ga, gb = work.provenance[int(a)][0], work.provenance[int(b)][0]
+            things = is_thing[ga] and is_thing[gb]
+            if not (things or err.merge_stuff):
+                continue
+            if self._chosen(err.merge_rate, 2, min(ga, gb), max(ga, gb)):
+                ra, rb = root(int(a)), root(int(b))
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+        groups: dict[int, list[int]] = {}
+        for a in list(parent):
+            groups.setdefault(root(a), []).append(a)
+        lut = np.arange(work.next_id, dtype=np.int64)
+        for r, members in groups.items():
+            ids = [r] + members
+            m = work.new_id(sorted(g for i in ids for g in work.provenance[i]), _MERGE)
+            lut = np.append(lut, m)
+            lut[ids] = m
+            stats["merges"] += 1
+        work.labels = lut[work.labels]
+
+    def _centroids(self, scene: Scene | None) -> dict[int, np.ndarray]:
+        """World centroid of every ground-truth id over the scene's frames (cached)."""
+        cache = getattr(self, "_centroid_cache", None)
+        if cache is not None and cache[0] is scene:
+            return cache[1]
+        sums: dict[int, np.ndarray] = {}
+        for f in (scene.frames if scene is not None else []):
+            pts, pix = backproject(f.depth, f.K, f.camera_to_world)
+            ids = np.asarray(f.instance).reshape(-1)[pix]
+            for g in np.unique(ids[ids != VOID]):
+                sel = ids == g
+                acc = sums.setdefault(int(g), np.zeros(4))
+                acc[:3] += pts[sel].sum(0)
+                acc[3] += sel.sum()
+        cent = {g: a[:3] / a[3] for g, a in sums.items()}
+        self._centroid_cache = (scene, cent)
+        return cent
+
+    def _systematic_splits(self, work: _Work, frame: SceneFrame, is_thing: dict[int, bool],
+                           scene: Scene | None, stats: dict) -> None:
+        """Chosen things are cut by their own fixed 3D plane, chosen stuff into world
+        tiles: the same cut in every view (parts too small to keep are not made)."""
+        err = self.errors
+        pts, pix = backproject(frame.depth, frame.K, frame.camera_to_world)
+        if not len(pix):
+            return
+        flat = work.labels.reshape(-1)
+        centroids = self._centroids(scene)
+        for i in np.unique(flat[pix]):
+            i = int(i)
+            if i == 0 or len(work.provenance[i]) != 1:
+                continue  # merged masks stay merged
+            g = work.provenance[i][0]
+            sel = flat[pix] == i
+            if is_thing[g]:
+                if not self._chosen(err.split_rate, 3, g) or g not in centroids:
+                    continue
+                n = np.random.default_rng((err.systematic_seed, 4, g)).normal(size=3)
+                part = ((pts[sel] - centroids[g]) @ n > 0).astype(np.int64)
+            else:
+                if not self._chosen(err.stuff_split_rate, 5, g):
+                    continue
+                cell = np.floor(pts[sel] / err.tile_m).astype(np.int64)
+                _, part = np.unique(cell, axis=0, return_inverse=True)
+                part = part.reshape(-1)
+            if part.max() == 0:
+                continue
+            where = pix[sel]
+            for j in range(1, int(part.max()) + 1):
+                if (part == j).any():
+                    flat[where[part == j]] = work.new_id([g], _SPLIT)
+            work.origin[i] = _SPLIT
             stats["splits"] += 1
 
     def _apply_spurious(self, work: _Work, instance: np.ndarray, gt_ids: np.ndarray,
@@ -746,13 +899,15 @@ class SegmenterFrontend:
         self.scene = scene
         self.seed = int(seed)
 
-    def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
+    def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None,
+                K: np.ndarray | None = None) -> np.ndarray:
         """(H, W) int32 non-overlapping class-agnostic labels of one image, ids 1..M.
 
         Args:
             rgb: (H, W, 3) uint8. depth: (H, W) float metric depth (0 = nothing hit), or None.
+            K: (3, 3) intrinsics or None.
         """
-        return self.segmenter.segment(rgb, depth).labels
+        return segment_image(self.segmenter, rgb, depth, K).labels
 
     def __call__(self, frame: SceneFrame, scene: Scene | None = None) -> MaskFrame:
         """Masks for one frame (uses rgb and depth; the ground truth only for SIMULATED
@@ -762,7 +917,7 @@ class SegmenterFrontend:
             MaskFrame with (H, W) int32 labels, (M,) float32 scores and (M, D)
             embeddings or None.
         """
-        seg = self.segmenter.segment(frame.rgb, frame.depth)
+        seg = segment_image(self.segmenter, frame.rgb, frame.depth, frame.K)
         labels, n = seg.labels, seg.num_masks
         embeddings = None
         scene = scene if scene is not None else self.scene
@@ -784,4 +939,20 @@ def classical_frontend(method: str = "felzenszwalb", *,
     compactness. ``params``: :class:`ClassicalSegmenter`'s (scale, sigma, min_area,
     use_depth, ...)."""
     return SegmenterFrontend(ClassicalSegmenter(method, **params),
+                             embedding_space=embedding_space, scene=scene, seed=seed)
+
+
+def geometric_frontend(*, embedding_space: SimulatedEmbeddingSpace | None = None,
+                       scene: Scene | None = None, seed: int = 0, min_area: int = 30,
+                       use_depth: bool = True, **params) -> SegmenterFrontend:
+    """The real, weights-free geometric RGB-D segmenter in the benchmark
+    (:class:`panoptic_mapping.frontends.geometric.GeometricSegmenter`): depth
+    discontinuities, support planes as masks of their own (concave creases when
+    ``concave=True``). It needs depth: frames without depth, and ``use_depth=False``
+    (an RGB-only run), get the classical segmenter, as in the node. ``params``:
+    :class:`GeometricConfig`'s fields (jump_rel, planes, plane_min_fraction, ...)."""
+    if not use_depth:
+        return classical_frontend(use_depth=False, min_area=min_area,
+                                  embedding_space=embedding_space, scene=scene, seed=seed)
+    return SegmenterFrontend(GeometricSegmenter(GeometricConfig(**params), min_area=min_area),
                              embedding_space=embedding_space, scene=scene, seed=seed)

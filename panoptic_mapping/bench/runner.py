@@ -20,7 +20,9 @@ from panoptic_mapping.bench.frontends import (
     SimulatedEmbeddingSpace,
     SimulatedMaskFrontend,
     classical_frontend,
+    geometric_frontend,
 )
+from panoptic_mapping.bench import external
 from panoptic_mapping.bench.methods import Method, make_baseline
 from panoptic_mapping.bench.scenes import make_scene
 from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
@@ -46,7 +48,7 @@ class BenchConfig:
     height: int = 120
     trajectory: str = "orbit"
     num_objects: int | None = None
-    frontend: str = "simulated"  # simulated | classical | gt
+    frontend: str = "simulated"  # simulated | classical | geometric | gt
     errors: dict = field(default_factory=dict)  # MaskErrorModel overrides
     embedding_noise: float = 0.3
     embedding_dim: int = 64
@@ -56,6 +58,10 @@ class BenchConfig:
     methods: tuple[str, ...] = ("mapper", *BASELINES)
     voxel_size: float = 0.01
     eval_every: int = 10  # frames between PQ_scene evaluations (time-to-90% curve)
+    # inputs from outside (bench/external.py): a scene folder instead of a rendered scene
+    # (frames / novel_frames None = all of its frames), recorded masks instead of a front-end
+    scene_dir: str | None = None
+    masks_dir: str | None = None
 
 
 # --------------------------------------------------------------------------- front-ends
@@ -73,7 +79,11 @@ def build_frontends(cfg: BenchConfig, scene: Scene, space: SimulatedEmbeddingSpa
         make = lambda seed: classical_frontend(  # noqa: E731
             use_depth=cfg.use_depth, embedding_space=space, scene=scene, seed=seed)
         return make(cfg.seed), make(cfg.seed + 7919)
-    raise ValueError(f"unknown front-end {cfg.frontend!r} (simulated, classical, gt)")
+    if cfg.frontend == "geometric":
+        make = lambda seed: geometric_frontend(  # noqa: E731
+            use_depth=cfg.use_depth, embedding_space=space, scene=scene, seed=seed)
+        return make(cfg.seed), make(cfg.seed + 7919)
+    raise ValueError(f"unknown front-end {cfg.frontend!r} (simulated, classical, geometric, gt)")
 
 
 def frontend_quality(frames: list[SceneFrame], masks: list[MaskFrame], scene: Scene) -> dict:
@@ -263,39 +273,58 @@ def run(cfg: BenchConfig, save_dir: Path | None = None) -> dict:
     # the field's initial weights come from torch's global generator: same seed, same run
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    scene = make_scene(cfg.scene, seed=cfg.seed, num_frames=cfg.frames, width=cfg.width,
-                       height=cfg.height, num_objects=cfg.num_objects,
-                       trajectory=cfg.trajectory, num_novel_frames=cfg.novel_frames)
+    if cfg.scene_dir:  # a scene folder: its frames, size and name (bench/external.py)
+        scene, cfg = external.load_scene_dir(cfg)
+    else:
+        scene = make_scene(cfg.scene, seed=cfg.seed, num_frames=cfg.frames, width=cfg.width,
+                           height=cfg.height, num_objects=cfg.num_objects,
+                           trajectory=cfg.trajectory, num_novel_frames=cfg.novel_frames)
     render_s = time.perf_counter() - t0
     space = SimulatedEmbeddingSpace(dim=cfg.embedding_dim, seed=cfg.seed,
                                     noise_std=cfg.embedding_noise)
     text_emb = space.text_embeddings(scene.classes[1:])
-    train_fe, novel_fe = build_frontends(cfg, scene, space)
-    t0 = time.perf_counter()
-    train_masks = [train_fe(f, scene) for f in scene.frames]
-    frontend_s = (time.perf_counter() - t0) / max(len(scene.frames), 1)
-    novel_masks = [novel_fe(f, scene) for f in scene.novel_frames]
-    frontend = {"name": cfg.frontend, "ms_per_frame": 1000 * frontend_s,
-                "quality": frontend_quality(scene.frames, train_masks, scene)}
-    if isinstance(train_fe, SimulatedMaskFrontend):
-        frontend["errors"] = train_fe.errors.to_dict()
-        frontend["applied"] = train_fe.format_stats()
-    if save_dir is not None:
+    embeddings = "SIMULATED vision-language embeddings (not a real model)"
+    if cfg.masks_dir:  # masks recorded from any segmenter instead of a front-end
+        recorded = external.load_masks_dir(cfg.masks_dir, scene, space, cfg.seed)
+        train_masks, novel_masks = recorded.train, recorded.novel
+        frontend = {"name": "recorded", **recorded.info}
+        if recorded.embedding_dim is not None:
+            text_emb = recorded.text_embeddings
+            cfg = dataclasses.replace(cfg, embedding_dim=recorded.embedding_dim)
+            embeddings = f"recorded with the masks ({recorded.info['masks_dir']})"
+    else:
+        train_fe, novel_fe = build_frontends(cfg, scene, space)
+        if not scene.has_ground_truth:
+            external.check_frontends_without_gt(train_fe, novel_fe)
+        t0 = time.perf_counter()
+        train_masks = [train_fe(f, scene) for f in scene.frames]
+        frontend_s = (time.perf_counter() - t0) / max(len(scene.frames), 1)
+        novel_masks = [novel_fe(f, scene) for f in scene.novel_frames]
+        frontend = {"name": cfg.frontend, "ms_per_frame": 1000 * frontend_s}
+        if isinstance(train_fe, SimulatedMaskFrontend):
+            frontend["errors"] = train_fe.errors.to_dict()
+            frontend["applied"] = train_fe.format_stats()
+    if scene.has_ground_truth:
+        frontend["quality"] = frontend_quality(scene.frames, train_masks, scene)
+    if save_dir is not None and scene.has_ground_truth:
         save_images(save_dir / "gt" / "train", [f.instance for f in scene.frames],
                     [f.semantic for f in scene.frames])
         save_images(save_dir / "gt" / "novel", [f.instance for f in scene.novel_frames],
                     [f.semantic for f in scene.novel_frames])
     results = {}
+    # without ground truth: what can be measured without it (external.REPORT_FIELDS)
+    measure = evaluate if scene.has_ground_truth else external.evaluate_without_gt
     for method in build_methods(cfg, scene, text_emb):
-        results[method.name] = evaluate(method, scene, train_masks, novel_masks, cfg, save_dir)
+        results[method.name] = measure(method, scene, train_masks, novel_masks, cfg, save_dir)
     return {
         "config": dataclasses.asdict(cfg),
         "scene": {"name": scene.name, "classes": scene.classes,
                   "thing_classes": sorted(scene.thing_classes),
                   "instances": len(scene.instance_class), "render_s": render_s,
-                  "layout": scene.config.get("layout")},
+                  "layout": scene.config.get("layout"),
+                  "ground_truth": scene.has_ground_truth, "source": cfg.scene_dir},
         "frontend": frontend,
-        "embeddings": "SIMULATED vision-language embeddings (not a real model)",
+        "embeddings": embeddings,
         "methods": results,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "python": platform.python_version()},
@@ -310,17 +339,23 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     d = BenchConfig()
     p.add_argument("--scene", default=d.scene, choices=("tabletop", "room"))
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--frames", type=int, default=d.frames)
-    p.add_argument("--novel-frames", type=int, default=d.novel_frames)
+    p.add_argument("--frames", type=int, default=None,
+                   help=f"training frames (default {d.frames}; with --scene-dir: all of them)")
+    p.add_argument("--novel-frames", type=int, default=None,
+                   help=f"held-out views (default {d.novel_frames}; with --scene-dir: all)")
     p.add_argument("--width", type=int, default=d.width)
     p.add_argument("--height", type=int, default=d.height)
     p.add_argument("--trajectory", default=d.trajectory, choices=("orbit", "walkthrough"))
     p.add_argument("--num-objects", type=int, default=None)
-    p.add_argument("--frontend", default=d.frontend, choices=("simulated", "classical", "gt"))
+    p.add_argument("--frontend", default=d.frontend,
+                   choices=("simulated", "classical", "geometric", "gt"))
     for f in dataclasses.fields(MaskErrorModel):
         if f.type in ("float", "int", float, int):
             p.add_argument(f"--{f.name.replace('_', '-')}", type=float, default=None,
                            help=f"simulated front-end error parameter (default {f.default})")
+    p.add_argument("--error-mode", default=None, choices=MaskErrorModel.MODES,
+                   help="simulated front-end: errors drawn anew per view (independent, the "
+                        "default) or made the same way in every view (systematic)")
     p.add_argument("--embedding-noise", type=float, default=d.embedding_noise)
     p.add_argument("--no-depth", action="store_true", help="RGB-only: frames carry no depth")
     p.add_argument("--train-seconds", type=float, default=d.train_seconds,
@@ -333,26 +368,47 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     p.add_argument("--json", type=Path, default=None, help="write the full record here")
     p.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
                    help="write per-frame predicted and ground-truth id images (16-bit PNG)")
+    g = p.add_argument_group("inputs from outside (README: Benchmark, 'Recorded sequences')")
+    g.add_argument("--scene-dir", default=None, metavar="DIR",
+                   help="run on this scene folder (scene.json, as save_scene or "
+                        "bench.importers write it) instead of rendering one; --scene, "
+                        "--width, --height, --trajectory, --num-objects are then ignored; "
+                        "without ground truth the report lists what needs none")
+    g.add_argument("--masks-dir", default=None, metavar="DIR",
+                   help="feed the masks recorded in DIR (NNNNNN.png per frame, optional "
+                        "NNNNNN.npy embeddings, novel/ for held-out views) instead of "
+                        "running a front-end")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, metavar="N",
+                   help=f"frames between map checkpoints (PQ curve; without ground truth: "
+                        f"instance counts and id churn) (default {d.eval_every})")
     a = p.parse_args(argv)
+    if a.eval_every < 1:
+        p.error("--eval-every must be >= 1")
     errors = {}
     for f in dataclasses.fields(MaskErrorModel):
         v = getattr(a, f.name, None)
         if v is not None:
             errors[f.name] = int(v) if isinstance(f.default, int) else float(v)
-    cfg = BenchConfig(scene=a.scene, seed=a.seed, frames=a.frames, novel_frames=a.novel_frames,
+    if a.error_mode is not None:
+        errors["mode"] = a.error_mode
+    frames = a.frames if a.frames is not None or a.scene_dir else d.frames
+    novel = a.novel_frames if a.novel_frames is not None or a.scene_dir else d.novel_frames
+    cfg = BenchConfig(scene=a.scene, seed=a.seed, frames=frames, novel_frames=novel,
                       width=a.width, height=a.height, trajectory=a.trajectory,
                       num_objects=a.num_objects, frontend=a.frontend, errors=errors,
                       embedding_noise=a.embedding_noise, use_depth=not a.no_depth,
                       train_seconds=a.train_seconds, device=a.device,
                       methods=tuple(m for m in a.methods.split(",") if m),
-                      voxel_size=a.voxel_size)
+                      voxel_size=a.voxel_size, eval_every=a.eval_every,
+                      scene_dir=a.scene_dir, masks_dir=a.masks_dir)
     return cfg, a
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     record = run(cfg, args.save_predictions)
-    print(format_report(record))
+    print(format_report(record) if record["scene"]["ground_truth"]
+          else external.format_report_without_gt(record))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2, default=_json_default))

@@ -362,3 +362,44 @@ def test_classical_segmenter_on_noisy_image_respects_min_area_and_speed():
     assert np.all(np.bincount(out.labels.ravel())[1:] >= 40)
     assert out.embeddings.shape == (int(out.labels.max()), 16)
     assert elapsed < 1.0  # ~20-60 ms expected; loose bound for busy CI machines
+
+
+def _split_objects(fe: SimulatedMaskFrontend, frame) -> set[int]:
+    """Ground-truth ids the front-end cut into several masks in this frame."""
+    parts: dict[int, int] = {}
+    fe(frame)
+    for mask, gt in fe.last_provenance.items():
+        if fe.last_origin[mask] == "split" and len(gt) == 1:
+            parts[gt[0]] = parts.get(gt[0], 0) + 1
+    return {g for g, n in parts.items() if n > 1}
+
+
+def test_systematic_errors_are_the_same_in_every_view(tabletop_scene):
+    """Systematic mode: the chosen objects are split in every view that shows them, along
+    one 3D plane (the parts' world points fall on the same side in every view), and a
+    second front-end with another seed (the held-out views') splits the same objects;
+    independent mode splits different objects in different views."""
+    scene = tabletop_scene
+    quiet = dict(merge_rate=0.0, miss_small_rate=0.0, miss_rate=0.0, spurious_rate=0.0,
+                 jitter_rate=0.0, boundary_flip_rate=0.0, stuff_split_rate=0.0)
+    systematic = MaskErrorModel(mode="systematic", split_rate=0.5, **quiet)
+    fe, other = (SimulatedMaskFrontend(systematic, seed, scene=scene) for seed in (0, 99))
+    big = [{int(g) for g, n in zip(*np.unique(f.instance, return_counts=True))
+            if g and n >= 60} for f in scene.frames]
+    split = [_split_objects(fe, f) & b for f, b in zip(scene.frames, big)]
+    chosen = set().union(*split)
+    assert chosen, "some objects are chosen"
+    for s, b in zip(split, big):
+        assert s == chosen & b  # every chosen object in view is split, no other one
+    assert [_split_objects(other, f) & b for f, b in zip(scene.frames, big)] == split
+    independent = SimulatedMaskFrontend(replace(systematic, mode="independent"), 0,
+                                        scene=scene)
+    varying = [_split_objects(independent, f) & b for f, b in zip(scene.frames, big)]
+    # some object seen in several views is split in some of them and whole in others
+    assert any(len({g in v for v, b in zip(varying, big) if g in b}) == 2
+               for g in set().union(*big))
+
+
+def test_error_mode_is_checked():
+    with pytest.raises(ValueError, match="error mode"):
+        MaskErrorModel(mode="sometimes")

@@ -40,8 +40,14 @@ voxels hold a few (instance id, weight) votes. Per frame:
    a depth edge (``apart_edge_share``; a front-end cut across a wall is no evidence of
    two walls). A real object split into two map ids is together in most views
    (front-end splits are view-dependent); two touching objects are apart in most views.
-   Ids are merged when together >= ``merge_min_together`` and together >=
-   ``merge_ratio`` * apart; the id holding more vote weight survives (what
+   Different masks meeting across (almost) no depth edge (``smooth_edge_share``) are
+   "smooth" evidence of one surface the front-end cut: a real segmenter splits a
+   textured object or a tiled floor the same way in every view, so no view ever holds
+   both in one mask, and only 3D says they are one. Such a piece also keeps the id of
+   the surface it continues instead of being displaced by 'one mask per id'.
+   Ids are merged when support = together + ``smooth_weight`` * smooth >=
+   ``merge_min_together`` and support >= ``merge_ratio`` * apart; the id holding more
+   vote weight survives (what
    most of the object is already shown as, so the merge does not change it). Ids whose
    mean mask embeddings disagree (cosine < ``merge_min_cosine``) never merge: a small
    object that front-end merges glue to its support is 'together' with it in many views.
@@ -105,6 +111,15 @@ class InstanceConfig:
     merge_min_cosine: float = param(0.75, "Ids whose mean mask embeddings have a lower cosine "
                                     "similarity are different things and never merge.",
                                     minimum=-1.0, maximum=1.0)
+    smooth_weight: float = param(1.0, "How much a 'smooth' view counts towards merging: two "
+                                 "touching ids in different masks whose image boundary has "
+                                 "(almost) no depth edge (share < smooth_edge_share) are one "
+                                 "surface cut by the front-end, the error a real segmenter "
+                                 "makes the same way in every view; 0 ignores such views.",
+                                 minimum=0.0)
+    smooth_edge_share: float = param(0.1, "A boundary with less than this share of its "
+                                     "length on a depth edge is 'smooth' (see "
+                                     "smooth_weight).", minimum=0.0, maximum=1.0)
     apart_edge_share: float = param(0.3, "'Apart' evidence for two touching ids counts only "
                                     "where at least this share of their image boundary lies "
                                     "on a depth edge (a front-end cut across one surface is "
@@ -171,6 +186,7 @@ class InstanceMap:
         self._parent = np.zeros(1, dtype=np.int64)  # id a pending part is shown as (0: none)
         self._emb_dim = embedding_dim
         self._emb = np.zeros((1, embedding_dim or 0), dtype=np.float64)
+        # (i, j) -> [together, apart, smooth] view counts (see _record_pair_evidence)
         self._pairs: dict[tuple[int, int], list[int]] = {}
         self._alias: dict[int, int] = {}
         self.frames_integrated = 0
@@ -467,6 +483,9 @@ class InstanceMap:
                 continue
             for _, m in parts[1:]:
                 in_mask = valid & (masks == m) & (result.labels == i)
+                if self._smooth_piece(in_mask, valid & (result.labels == i) & ~in_mask,
+                                      edges):
+                    continue  # a piece of the same surface, cut by the front-end
                 alt = self._owned_fragment(i, (owned or {}).get(m, []), in_mask,
                                            valid & (result.labels == i), claimed, r_vis, edges)
                 if alt == 0 and slots is not None:
@@ -481,6 +500,22 @@ class InstanceMap:
                 result.mask_to_id[m] = alt
                 result.displaced.append((in_mask, i))
                 claimed.add(alt)
+
+    def _smooth_piece(self, part: np.ndarray, rest: np.ndarray, edges: np.ndarray | None
+                      ) -> bool:
+        """Whether a mask joining an id another mask keeps meets the id's other pixels
+        across no depth edge: one surface the front-end cut (it cuts it in every view),
+        which stays one id instead of spawning a new one in every view. Only with 'smooth'
+        evidence on (``smooth_weight`` > 0) and depth.
+
+        Args:
+            part, rest: (H, W) bool pixels of the mask / of the id's other pixels.
+        """
+        if edges is None or self.cfg.smooth_weight <= 0:
+            return False
+        two = np.where(part, 2, np.where(rest, 1, 0))
+        contact, on_edge = _boundaries(two, edges).get((1, 2), (0, 1.0))
+        return contact >= self._min_contact and on_edge < self.cfg.smooth_edge_share
 
     def _owned_fragment(self, i: int, owns: list[int], part: np.ndarray, kept: np.ndarray,
                         claimed: set[int], r_vis: np.ndarray, edges: np.ndarray | None
@@ -547,11 +582,18 @@ class InstanceMap:
                 continue  # one mask over both without holding most of each: no evidence
             # a front-end cut across one surface is no evidence of two objects: two objects
             # meet at a depth jump or crease (measured on the tabletop: 92 % of object
-            # boundaries against 42 % of the front-end's cuts reach a 0.3 share)
-            if not together and on_edge < cfg.apart_edge_share:
+            # boundaries against 42 % of the front-end's cuts reach a 0.3 share); a cut
+            # with no edge at all is evidence of one surface, whatever every view's masks
+            # say (a segmenter that splits a textured object splits it in every view)
+            if together:
+                kind = 0
+            elif on_edge >= cfg.apart_edge_share:
+                kind = 1
+            elif on_edge < cfg.smooth_edge_share:
+                kind = 2
+            else:
                 continue
-            stats = self._pairs.setdefault((i, j), [0, 0])
-            stats[0 if together else 1] += 1
+            self._pairs.setdefault((i, j), [0, 0, 0])[kind] += 1
 
     @property
     def _min_contact(self) -> int:
@@ -587,9 +629,13 @@ class InstanceMap:
 
     def _merge_ready_pairs(self) -> list[tuple[int, int]]:
         cfg = self.cfg
-        return [(i, j) for (i, j), (tog, apart) in self._pairs.items()
-                if tog >= cfg.merge_min_together and tog >= cfg.merge_ratio * apart
-                and self._similar(i, j)]
+        ready = []
+        for (i, j), (tog, apart, smooth) in self._pairs.items():
+            support = tog + cfg.smooth_weight * smooth
+            if (support >= cfg.merge_min_together and support >= cfg.merge_ratio * apart
+                    and self._similar(i, j)):
+                ready.append((i, j))
+        return ready
 
     def _similar(self, i: int, j: int) -> bool:
         """Whether two ids' mean embeddings do not contradict one object (True without
@@ -627,9 +673,9 @@ class InstanceMap:
             i, j = self.resolve(i), self.resolve(j)
             if i == j:
                 continue
-            acc = merged_pairs.setdefault((min(i, j), max(i, j)), [0, 0])
-            acc[0] += stats[0]
-            acc[1] += stats[1]
+            acc = merged_pairs.setdefault((min(i, j), max(i, j)), [0, 0, 0])
+            for k in range(3):
+                acc[k] += stats[k]
         self._pairs = merged_pairs
         self.merges.append((absorbed, survivor))
         return survivor
@@ -782,7 +828,8 @@ class InstanceMap:
             if not self._alive[child] or parent == child or not self._alive[parent]:
                 self._parent[child] = 0
                 continue
-            tog, apart = self._pairs.get((min(child, parent), max(child, parent)), (0, 0))
+            tog, apart, _ = self._pairs.get((min(child, parent), max(child, parent)),
+                                            (0, 0, 0))
             if apart >= cfg.release_min_apart and apart >= cfg.merge_ratio * tog:
                 self._parent[child] = 0
 
@@ -873,8 +920,8 @@ class InstanceMap:
     def state(self) -> dict:
         """Everything needed to restore the map (plain arrays and scalars)."""
         with self._lock:
-            pairs = np.array([[i, j, t, a] for (i, j), (t, a) in self._pairs.items()],
-                             dtype=np.int64).reshape(-1, 4)
+            pairs = np.array([[i, j, *counts] for (i, j), counts in self._pairs.items()],
+                             dtype=np.int64).reshape(-1, 5)
             alias = np.array(list(self._alias.items()), dtype=np.int64).reshape(-1, 2)
             return {"voxels": self._index.state(), "vote_ids": self._vote_ids.copy(),
                     "vote_w": self._vote_w.copy(), "next_id": self._next_id,
@@ -900,7 +947,11 @@ class InstanceMap:
         # maps written before parts were tracked have none pending
         im._parent = np.asarray(state.get("parent", np.zeros_like(im._first_frame))).copy()
         im._emb = state["embeddings"].copy()
-        im._pairs = {(int(i), int(j)): [int(t), int(a)] for i, j, t, a in state["pairs"]}
+        # maps saved before 'smooth' evidence existed hold 4 columns: none of it
+        pairs = np.asarray(state["pairs"], dtype=np.int64)
+        pairs = pairs.reshape(-1, pairs.shape[-1]) if pairs.size else pairs.reshape(0, 5)
+        im._pairs = {(int(r[0]), int(r[1])): [int(v) for v in r[2:5]] + [0] * (5 - len(r))
+                     for r in pairs}
         im._alias = {int(a): int(b) for a, b in state["alias"]}
         im.frames_integrated = int(state["frames_integrated"])
         im.merges = [(int(a), int(b)) for a, b in state["merges"]]

@@ -18,6 +18,12 @@ A = (-0.30, -0.02)
 B = (-0.02, 0.25)
 
 
+# These worlds are painted on one flat wall: no geometry tells their objects apart, and
+# 'smooth' evidence (one surface, cut by the front-end) would rightly merge them. Tests of
+# the mask rules run on them with that evidence off.
+PAINTED = InstanceConfig(smooth_weight=0.0)
+
+
 def camera(tx: float) -> np.ndarray:
     T = np.eye(4)
     T[0, 3] = tx
@@ -72,7 +78,7 @@ def test_backproject_worked_example():
 
 
 def test_consistent_ids_under_random_per_frame_ids():
-    im, rng = InstanceMap(), np.random.default_rng(0)
+    im, rng = InstanceMap(PAINTED), np.random.default_rng(0)
     # steps of 1.67 cm: the 2 cm pixel footprint samples every 1 cm voxel in some view
     for k, tx in enumerate(np.linspace(0, 0.1, 7)):
         ingest(im, shuffled(ground_truth(tx), rng), tx)
@@ -90,7 +96,7 @@ def test_consistent_ids_under_random_per_frame_ids():
 def test_objects_glued_at_first_sight_are_separated_at_once():
     """One glued view against apart views: the young id splits, and B is shown on its own
     as soon as it is confirmed (before it could count as a late id change)."""
-    im, rng = InstanceMap(), np.random.default_rng(1)
+    im, rng = InstanceMap(PAINTED), np.random.default_rng(1)
     glued = ground_truth(0.0).copy()
     glued[glued == 3] = 2  # the front-end merged A and B in the first frame
     labels = ingest(im, shuffled(glued, rng), 0.0).labels
@@ -110,7 +116,7 @@ def test_objects_glued_while_the_id_settled_are_separated_after_apart_views():
 
     (A and B are patches on one flat wall here: no depth edge between them, so the gate on
     'apart' evidence is off; it has its own test.)"""
-    cfg = InstanceConfig(apart_edge_share=0.0)
+    cfg = InstanceConfig(apart_edge_share=0.0, smooth_weight=0.0)
     im, rng = InstanceMap(cfg), np.random.default_rng(1)
     glued_views = np.linspace(0.0, 0.01, cfg.settled_frames + 1)
     for tx in glued_views:
@@ -143,7 +149,7 @@ def test_front_end_split_does_not_leave_two_ids():
 
 
 def test_one_view_glue_is_not_a_merge():
-    im, rng = InstanceMap(), np.random.default_rng(3)
+    im, rng = InstanceMap(PAINTED), np.random.default_rng(3)
     for k, tx in enumerate(np.linspace(0, 0.12, 10)):
         masks = ground_truth(tx)
         if k == 6:
@@ -155,7 +161,7 @@ def test_one_view_glue_is_not_a_merge():
 
 
 def test_spurious_fragment_never_becomes_an_instance():
-    im, rng = InstanceMap(), np.random.default_rng(4)
+    im, rng = InstanceMap(PAINTED), np.random.default_rng(4)
     for k, tx in enumerate(np.linspace(0, 0.12, 10)):
         masks = ground_truth(tx)
         if k == 3:  # a blob on the wall that no other view confirms
@@ -409,7 +415,7 @@ def test_together_evidence_does_not_merge_things_that_look_different():
     im = InstanceMap(embedding_dim=2)
     tray, ball, tray_part = established(im, 3)
     im._emb[tray], im._emb[ball], im._emb[tray_part] = [1.0, 0.0], [0.5, 1.0], [3.0, 0.5]
-    evidence = [im.cfg.merge_min_together, 0]
+    evidence = [im.cfg.merge_min_together, 0, 0]
     im._pairs = {(tray, ball): list(evidence), (tray, tray_part): list(evidence)}
     assert im._merge_ready_pairs() == [(tray, tray_part)]
     no_embeddings = InstanceMap()
@@ -420,14 +426,15 @@ def test_together_evidence_does_not_merge_things_that_look_different():
 
 def test_apart_evidence_needs_a_depth_edge_between_the_ids():
     """Two masks over two map ids: evidence they are apart only where the view shows a
-    jump or crease between them, not for a cut across one flat surface."""
+    jump or crease between them; a cut across one flat surface is 'smooth' evidence of
+    one surface instead."""
     masks, valid, flat, step = side_by_side()
     for depth, apart in ((flat, 0), (step, 1)):
         im = InstanceMap()
         left, right = established(im, 2)
         ref = np.where(masks == 1, left, right)
         im._associate(masks, ref, valid, edges=depth_edges(depth, 0.02))
-        assert im._pairs.get((left, right), [0, 0]) == [0, apart]
+        assert im._pairs.get((left, right)) == [0, apart, 1 - apart]
 
 
 def test_apart_evidence_for_an_id_no_mask_holds_most_of():
@@ -445,7 +452,7 @@ def test_apart_evidence_for_an_id_no_mask_holds_most_of():
     masks[:, 11:20] = 1  # 45 % of `left`: no owner, but its plurality id
     masks[:, 20:] = 2
     im._associate(masks, ref, valid, edges=edges)
-    assert im._pairs.get((left, right)) == [0, 1]
+    assert im._pairs.get((left, right)) == [0, 1, 0]
     im = InstanceMap()
     left, right = established(im, 2)
     glued = np.zeros((h, w), np.int64)
@@ -497,7 +504,7 @@ def test_a_mask_displaced_from_a_young_id_takes_the_fragment_it_owns_across_a_de
     masks, valid, flat, step = side_by_side()
     h, w = masks.shape
     for depth, takes_fragment in ((flat, False), (step, True)):
-        im = InstanceMap()
+        im = InstanceMap(PAINTED)  # the displacement rules; 'smooth' pieces below
         glued = im._new_id()
         im._assigned[glued], im._visible[glued] = im.cfg.confirm_frames, 2  # young
         fragment = im._new_id()
@@ -510,6 +517,13 @@ def test_a_mask_displaced_from_a_young_id_takes_the_fragment_it_owns_across_a_de
         assert len(right) == 1 and right[0] != glued
         assert (right[0] == fragment) == takes_fragment
         assert im._parent[right[0]] == 0  # split off a young id: an object at once
+    # with 'smooth' evidence on, the cut across the flat surface is a piece of the same
+    # surface: the right mask stays in the glued id (the step case is unchanged)
+    im = InstanceMap()
+    glued = im._new_id()
+    im._assigned[glued], im._visible[glued] = im.cfg.confirm_frames, 2
+    result = im._associate(masks, np.full((h, w), glued), valid, edges=depth_edges(flat, 0.02))
+    assert (result.labels[valid] == glued).all()
 
 
 def test_a_small_far_object_joins_its_id_from_a_few_pixels():
@@ -559,3 +573,25 @@ def test_search_widens_to_the_pixel_footprint():
     assert im._slots_of(point, footprint=np.array([0.005]))[0] == -1  # a small pixel
     ids, _ = im.render_points(point, footprint=np.array([0.02]))  # a 2 cm pixel does
     assert ids.tolist() == [far_object]
+
+
+def test_a_surface_split_the_same_way_in_every_view_ends_as_one_id():
+    """A segmenter that cuts one surface into two masks does so in every view, so no view
+    ever holds both in one mask; the missing depth edge between the two parts is the 3D
+    evidence that they are one surface ('smooth' views). The same cut at a depth step
+    stays two objects, and with the smooth rule off the flat cut is never undone."""
+    masks, _, flat, step = side_by_side()
+    h, w = masks.shape
+    K_ = np.array([[40.0, 0, w / 2], [0, 40.0, h / 2], [0, 0, 1]])
+
+    def run(depth: np.ndarray, cfg: InstanceConfig) -> list[int]:
+        im = InstanceMap(cfg)
+        for k in range(cfg.merge_min_together + 3):
+            im.process_frame(masks, depth.astype(np.float32), K_, camera(0.002 * k))
+        rendered, _ = im.render_view(depth.astype(np.float32), K_, camera(0.0))
+        return sorted({int(rendered[masks == m][0]) for m in (1, 2)})
+
+    one_surface = run(flat, InstanceConfig())
+    assert len(one_surface) == 1 and one_surface[0] > 0
+    assert len(run(step, InstanceConfig())) == 2  # a depth step: two objects
+    assert len(run(flat, InstanceConfig(smooth_weight=0.0))) == 2
