@@ -595,3 +595,16 @@ def test_a_surface_split_the_same_way_in_every_view_ends_as_one_id():
     assert len(one_surface) == 1 and one_surface[0] > 0
     assert len(run(step, InstanceConfig())) == 2  # a depth step: two objects
     assert len(run(flat, InstanceConfig(smooth_weight=0.0))) == 2
+
+
+def test_a_map_saved_before_smooth_evidence_loads_with_none():
+    """Pair statistics saved with two counts (together, apart) load with smooth = 0."""
+    im = InstanceMap()
+    a, b = established(im, 2)
+    im._pairs = {(a, b): [3, 1, 2]}
+    state = im.state()
+    assert state["pairs"].shape == (1, 5)
+    state["pairs"] = state["pairs"][:, :4]  # the old layout
+    assert InstanceMap.from_state(state)._pairs == {(a, b): [3, 1, 0]}
+    state["pairs"] = np.zeros((0, 4), np.int64)
+    assert InstanceMap.from_state(state)._pairs == {}
