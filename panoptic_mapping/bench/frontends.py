@@ -439,6 +439,16 @@ def _split_parts(coords: np.ndarray, k: int, rng: np.random.Generator) -> np.nda
     return _kmeans_parts(coords, k, rng)
 
 
+def _paint(work: _Work, instance: np.ndarray, gt_ids: list[int], mask_ids: list[int]
+           ) -> None:
+    """Give the pixels of ground-truth ids ``gt_ids`` (sorted) their masks ``mask_ids``."""
+    if gt_ids:
+        gt = np.asarray(gt_ids)
+        pos = np.clip(np.searchsorted(gt, instance), 0, len(gt) - 1)
+        hit = gt[pos] == instance
+        work.labels[hit] = np.asarray(mask_ids)[pos[hit]]
+
+
 class SimulatedMaskFrontend:
     """SIMULATION of a class-agnostic 2D segmenter (FastSAM/SAM) from the ground truth.
 
@@ -575,11 +585,7 @@ class SimulatedMaskFrontend:
                 continue
             lut_gt.append(g)
             lut_id.append(work.new_id([int(g)], _GT))
-        if lut_gt:
-            lut_gt_a = np.asarray(lut_gt)
-            pos = np.clip(np.searchsorted(lut_gt_a, instance), 0, len(lut_gt_a) - 1)
-            hit = lut_gt_a[pos] == instance
-            work.labels[hit] = np.asarray(lut_id)[pos[hit]]
+        _paint(work, instance, lut_gt, lut_id)
 
     def _apply_merges(self, work: _Work, is_thing: dict[int, bool],
                       rng: np.random.Generator, stats: dict) -> None:
@@ -670,11 +676,7 @@ class SimulatedMaskFrontend:
                 continue
             lut_gt.append(g)
             lut_id.append(work.new_id([g], _GT))
-        if lut_gt:
-            lut_gt_a = np.asarray(lut_gt)
-            pos = np.clip(np.searchsorted(lut_gt_a, instance), 0, len(lut_gt_a) - 1)
-            hit = lut_gt_a[pos] == instance
-            work.labels[hit] = np.asarray(lut_id)[pos[hit]]
+        _paint(work, instance, lut_gt, lut_id)
 
     def _systematic_merges(self, work: _Work, is_thing: dict[int, bool],
                            stats: dict) -> None:
