@@ -39,6 +39,7 @@ from PIL import Image
 
 from panoptic_mapping.bench import metrics
 from panoptic_mapping.bench.frontends import SimulatedEmbeddingSpace, SimulatedMaskFrontend
+from panoptic_mapping.bench.report import metric_table
 from panoptic_mapping.bench.scenes import load_scene
 from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
 from panoptic_mapping.core.geometry import backproject
@@ -514,23 +515,14 @@ def format_report_without_gt(record: dict) -> str:
     over time."""
     results = record["methods"]
     names = list(results)
-    width = max(14, *(len(n) + 2 for n in names)) if names else 14
     cfg, fe = record["config"], record["frontend"]
     source = f" from {fe['masks_dir']}" if fe.get("masks_dir") else ""
     lines = [f"scene {record['scene']['name']} (no ground truth: PQ/mIoU not measured)  "
              f"frames {cfg['frames']} + {cfg['novel_frames']} held out at "
              f"{cfg['width']}x{cfg['height']}  depth {'on' if cfg['use_depth'] else 'off'}  "
              f"front-end {fe['name']}{source}"]
-    lines.append("metric".ljust(30) + "".join(n.rjust(width) for n in names))
-    for r in _ROWS:
-        if not any(results[n].get(r) is not None for n in names):
-            continue
-        cells = []
-        for n in names:
-            v = results[n].get(r)
-            cells.append(("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v))
-                         .rjust(width))
-        lines.append(r.ljust(30) + "".join(cells))
+    lines += metric_table(results, [r for r in _ROWS if any(
+        results[n].get(r) is not None for n in names)], 30)
     lines.append("")
     lines.append(f"instances over time (every {cfg['eval_every']} frames; frame:count, "
                  "A = after training; mapper: confirmed ids, others: ids assigned):")

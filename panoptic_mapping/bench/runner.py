@@ -24,6 +24,7 @@ from panoptic_mapping.bench.frontends import (
 )
 from panoptic_mapping.bench import external
 from panoptic_mapping.bench.methods import Method, make_baseline
+from panoptic_mapping.bench.report import metric_table
 from panoptic_mapping.bench.scenes import make_scene
 from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
 from panoptic_mapping.bench import metrics
@@ -232,19 +233,11 @@ def format_report(record: dict) -> str:
             "train_steps_per_s", "train_steps", "time_to_90pct_pq_s", "novel_psnr", "novel_depth_mae",
             "render_ms_per_view"]
     rows = [r for r in rows if any(r in results[n] for n in names)]
-    width = max(14, *(len(n) + 2 for n in names))
     lines = [f"scene {record['scene']['name']}  frames {record['config']['frames']} at "
              f"{record['config']['width']}x{record['config']['height']}  depth "
              f"{'on' if record['config']['use_depth'] else 'off'}  front-end "
              f"{record['frontend']['name']} (PQ vs GT {record['frontend']['quality']['PQ']:.3f})"]
-    lines.append("metric".ljust(24) + "".join(n.rjust(width) for n in names))
-    for r in rows:
-        cells = []
-        for n in names:
-            v = results[n].get(r)
-            cells.append(("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v))
-                         .rjust(width))
-        lines.append(r.ljust(24) + "".join(cells))
+    lines += metric_table(results, rows, 24)
     if "mapper" in results:
         lines.append("")
         for b in (n for n in names if n != "mapper"):
