@@ -6,21 +6,22 @@ inside the constructors that need them, so each stays an optional extra.
 
 * :mod:`.config` - ``SegmenterConfig``, ``EmbedderConfig``, ``WorkerConfig``.
 * :mod:`.segmenters` - ``Segmenter`` interface, ``ClassicalSegmenter``, ``FastSAMSegmenter``,
-  ``SAMSegmenter``, ``make_segmenter``, ``MissingWeightsError``.
+  ``SAMSegmenter``, ``MissingWeightsError``.
 * :mod:`.geometric` - ``GeometricSegmenter``: weights-free, from depth (discontinuities,
-  concave creases, support planes as stuff); registered as kind ``geometric``.
+  concave creases, support planes as stuff).
+* :mod:`.factory` - ``make_segmenter``: the configured segmenter of any kind.
 * :mod:`.surfaces` - normals, geometric boundaries, planes, ``refine_masks`` (depth-edge
   refinement of any segmenter's masks).
 * :mod:`.postprocess` - the mask post-processing all segmenters share.
 * :mod:`.embeddings` - ``OpenClipEmbedder`` (per-mask image and cached text embeddings).
 * :mod:`.worker` - ``SegmentationWorker`` (latest-only queue, ordered results, stats).
-* :mod:`.benchmark` - ``python -m panoptic_mapping.tools.frontend_benchmark``: per-frame latency.
 """
 from panoptic_mapping.frontends.config import (
     EmbedderConfig,
     SegmenterConfig,
     WorkerConfig,
 )
+from panoptic_mapping.frontends.factory import make_segmenter
 from panoptic_mapping.frontends.geometric import GeometricSegmenter
 from panoptic_mapping.frontends.segmenters import (
     ClassicalSegmenter,
@@ -29,7 +30,6 @@ from panoptic_mapping.frontends.segmenters import (
     SAMSegmenter,
     Segmentation,
     Segmenter,
-    make_segmenter,
     segment_image,
 )
 from panoptic_mapping.frontends.surfaces import refine_masks

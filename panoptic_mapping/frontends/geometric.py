@@ -47,7 +47,6 @@ from panoptic_mapping.frontends.segmenters import (
     Segmenter,
     _check_rgb,
     merge_small_regions,
-    register_segmenter,
 )
 from panoptic_mapping.frontends.surfaces import (
     Plane,
@@ -231,6 +230,3 @@ class GeometricSegmenter(Segmenter):
         support = np.where(o_all > 0, o_geo / np.maximum(o_all, 1.0), 0.5)
         scores = np.where(is_plane, inl / np.maximum(area, 1.0), support)
         return np.clip(scores, 0.05, 1.0).astype(np.float32)
-
-
-register_segmenter("geometric", lambda cfg, device=None: GeometricSegmenter.from_config(cfg))

@@ -1,4 +1,4 @@
-"""Class-agnostic segmenters: one interface, three implementations, one factory.
+"""Class-agnostic segmenters: one interface and three of its implementations.
 
 * :class:`ClassicalSegmenter` - weights-free (scikit-image Felzenszwalb or SLIC, regions
   split across depth discontinuities, small regions merged). The default when no model
@@ -8,8 +8,8 @@
   the text-prompt path is never used (it downloads CLIP).
 * :class:`SAMSegmenter` - Segment Anything's automatic mask generator (optional extra
   ``sam``) from a local ``sam_vit_{b,l,h}_*.pth``.
-* ``GeometricSegmenter`` (:mod:`panoptic_mapping.frontends.geometric`, registered with the
-  factory through :func:`register_segmenter`) - weights-free, from depth alone.
+* ``GeometricSegmenter`` (:mod:`panoptic_mapping.frontends.geometric`) - weights-free, from
+  depth alone. :mod:`panoptic_mapping.frontends.factory` builds the configured one.
 
 All return a :class:`Segmentation` made by the shared post-processing of
 :mod:`panoptic_mapping.frontends.postprocess`. Model packages are imported lazily, inside
@@ -24,7 +24,7 @@ import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,8 +49,6 @@ __all__ = [
     "SAMSegmenter",
     "MissingWeightsError",
     "WEIGHT_SOURCES",
-    "make_segmenter",
-    "register_segmenter",
     "segment_image",
     "check_weights_file",
 ]
@@ -629,53 +627,3 @@ class SAMSegmenter(Segmenter):
         masks, scores = self.raw_masks(_check_rgb(rgb))
         labels, scores = masks_to_labels(masks, scores, self.min_area, self.cfg.fill_holes)
         return Segmentation(*self.refine(labels, scores, depth, K))
-
-
-# --------------------------------------------------------------------------- factory
-
-# Segmenter kinds implemented in modules that import this one (the geometric segmenter):
-# they register their factory here, so this module never imports them (no import cycle).
-# ``panoptic_mapping.frontends`` imports them, so they are registered whenever this module
-# can be imported.
-_FACTORIES: dict[str, Callable[[SegmenterConfig, "torch.device | str | None"], Segmenter]] = {}
-
-
-def register_segmenter(kind: str, factory: Callable[[SegmenterConfig, Any], Segmenter]) -> None:
-    """Make ``make_segmenter`` build ``factory(cfg, device)`` for ``cfg.kind == kind``."""
-    _FACTORIES[kind] = factory
-
-
-def segmenter_kind(cfg: SegmenterConfig) -> str:
-    """The kind 'auto' stands for: classical without a checkpoint, else by file suffix."""
-    if cfg.kind != "auto":
-        return cfg.kind
-    if not cfg.checkpoint:
-        return "classical"
-    suffix = Path(cfg.checkpoint).suffix.lower()
-    if suffix == ".pt":
-        return "fastsam"
-    if suffix == ".pth":
-        return "sam"
-    raise ValueError(f"frontend.segmenter.kind 'auto' cannot tell the model of '{cfg.checkpoint}' "
-                     "(.pt = FastSAM, .pth = SAM); set frontend.segmenter.kind to fastsam or sam")
-
-
-def make_segmenter(cfg: SegmenterConfig | None = None,
-                   device: torch.device | str | None = None) -> Segmenter:
-    """Build the configured segmenter (loads weights; call once at start-up).
-
-    Raises:
-        MissingWeightsError: the checkpoint of a model segmenter is missing or unreadable.
-        ImportError: the model's optional package is not installed.
-    """
-    cfg = cfg or SegmenterConfig()
-    kind = segmenter_kind(cfg)
-    if kind == "classical":
-        return ClassicalSegmenter.from_config(cfg)
-    if kind == "fastsam":
-        return FastSAMSegmenter(cfg, device)
-    if kind == "sam":
-        return SAMSegmenter(cfg, device)
-    if kind in _FACTORIES:
-        return _FACTORIES[kind](cfg, device)
-    raise ValueError(f"unknown segmenter kind {kind!r}")

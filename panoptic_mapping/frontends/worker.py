@@ -34,7 +34,8 @@ import torch
 from panoptic_mapping.core.frames import Frame, FrameError
 from panoptic_mapping.frontends.config import EmbedderConfig, SegmenterConfig, WorkerConfig
 from panoptic_mapping.frontends.embeddings import OpenClipEmbedder
-from panoptic_mapping.frontends.segmenters import Segmenter, make_segmenter, segment_image
+from panoptic_mapping.frontends.factory import make_segmenter
+from panoptic_mapping.frontends.segmenters import Segmenter, segment_image
 
 __all__ = ["FrontendResult", "LatencyStats", "SegmentationWorker", "mapper_sink"]
 

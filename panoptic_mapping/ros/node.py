@@ -237,7 +237,7 @@ class MappingNode(Node):
 
     def _build_frontend(self) -> None:
         """Segmenter, optional embedder and their worker (weights load here, at start-up)."""
-        from panoptic_mapping.frontends.segmenters import make_segmenter, segmenter_kind
+        from panoptic_mapping.frontends.factory import make_segmenter, segmenter_kind
         from panoptic_mapping.frontends.worker import SegmentationWorker
 
         fcfg = self.config.frontend

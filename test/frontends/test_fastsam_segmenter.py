@@ -18,10 +18,11 @@ pytest.importorskip("ultralytics", reason="ultralytics (optional extra 'fastsam'
 from panoptic_mapping.core.frames import Frame, validate_frame  # noqa: E402
 from panoptic_mapping.tools.frontend_benchmark import save_random_fastsam  # noqa: E402
 from panoptic_mapping.frontends.config import SegmenterConfig, WorkerConfig  # noqa: E402
-from panoptic_mapping.frontends.segmenters import (  # noqa: E402
+from panoptic_mapping.frontends.factory import make_segmenter
+from panoptic_mapping.frontends.segmenters import (
+    # noqa: E402
     FastSAMSegmenter,
     MissingWeightsError,
-    make_segmenter,
 )
 from panoptic_mapping.frontends.worker import SegmentationWorker  # noqa: E402
 

@@ -11,11 +11,11 @@ from scipy import ndimage
 
 from panoptic_mapping.frontends.config import GeometricConfig, SegmenterConfig
 from panoptic_mapping.frontends.geometric import GeometricSegmenter
+from panoptic_mapping.frontends.factory import make_segmenter
 from panoptic_mapping.frontends.segmenters import (
     ClassicalSegmenter,
     Segmentation,
     Segmenter,
-    make_segmenter,
     segment_image,
 )
 from panoptic_mapping.frontends.surfaces import (

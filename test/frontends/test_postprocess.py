@@ -22,13 +22,12 @@ from panoptic_mapping.frontends.postprocess import (
     postprocess_labels,
     rasterize_masks,
 )
+from panoptic_mapping.frontends.factory import make_segmenter, segmenter_kind
 from panoptic_mapping.frontends.segmenters import (
     ClassicalSegmenter,
     MissingWeightsError,
     Segmentation,
-    make_segmenter,
     resolve_device,
-    segmenter_kind,
 )
 
 

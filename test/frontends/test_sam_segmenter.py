@@ -18,10 +18,11 @@ pytest.importorskip("segment_anything", reason="segment-anything (optional extra
 from panoptic_mapping.core.frames import Frame, validate_frame  # noqa: E402
 from panoptic_mapping.tools.frontend_benchmark import build_small_sam, save_random_sam  # noqa: E402
 from panoptic_mapping.frontends.config import SegmenterConfig, WorkerConfig  # noqa: E402
-from panoptic_mapping.frontends.segmenters import (  # noqa: E402
+from panoptic_mapping.frontends.factory import make_segmenter
+from panoptic_mapping.frontends.segmenters import (
+    # noqa: E402
     MissingWeightsError,
     SAMSegmenter,
-    make_segmenter,
 )
 from panoptic_mapping.frontends.worker import SegmentationWorker  # noqa: E402
 
