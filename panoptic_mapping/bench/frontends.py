@@ -486,6 +486,8 @@ class SimulatedMaskFrontend:
         self.last_origin: dict[int, str] = {}
         self.last_stats: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
         self.stats: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
+        # scene -> world centroid of each ground-truth id (systematic splits), see _centroids
+        self._centroid_cache: tuple[Scene | None, dict[int, np.ndarray]] | None = None
 
     def reset_stats(self) -> None:
         """Zero the cumulative error counts."""
@@ -716,9 +718,8 @@ class SimulatedMaskFrontend:
 
     def _centroids(self, scene: Scene | None) -> dict[int, np.ndarray]:
         """World centroid of every ground-truth id over the scene's frames (cached)."""
-        cache = getattr(self, "_centroid_cache", None)
-        if cache is not None and cache[0] is scene:
-            return cache[1]
+        if self._centroid_cache is not None and self._centroid_cache[0] is scene:
+            return self._centroid_cache[1]
         sums: dict[int, np.ndarray] = {}
         for f in (scene.frames if scene is not None else []):
             pts, pix = backproject(f.depth, f.K, f.camera_to_world)
