@@ -9,6 +9,7 @@ from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
 from panoptic_mapping.core.frames import Frame
 from panoptic_mapping.bench import metrics
 from panoptic_mapping.core.mapper import Mapper, MapperConfig
+from panoptic_mapping.params import config_from_flat
 
 __all__ = ["MapperMethod"]
 
@@ -34,7 +35,7 @@ class MapperMethod:
 
     def __init__(self, cfg, scene: Scene, text_embeddings: np.ndarray) -> None:
         self.cfg = cfg
-        mcfg = MapperConfig(device=cfg.device)
+        mcfg = config_from_flat({**cfg.mapper_set, "device": cfg.device}, MapperConfig)
         self.mapper = Mapper(mcfg, embedding_dim=text_embeddings.shape[1])
         self.train_per_frame_s = cfg.train_seconds * self.ONLINE_SHARE / max(cfg.frames, 1)
         # label ids 1..C of the vocabulary are the scene's classes 1..C

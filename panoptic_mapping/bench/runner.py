@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from panoptic_mapping.bench.frontends import (
     MaskErrorModel,
@@ -28,6 +29,8 @@ from panoptic_mapping.bench.report import metric_table
 from panoptic_mapping.bench.scenes import make_scene
 from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
 from panoptic_mapping.bench import metrics
+from panoptic_mapping.core.mapper import MapperConfig
+from panoptic_mapping.params import ConfigError, config_from_flat
 
 BASELINES = ("per_frame_masks", "iou_tracking", "voxel_fusion")
 # Metrics where larger is better; the table's "wins" column and ratios use this.
@@ -63,6 +66,8 @@ class BenchConfig:
     # (frames / novel_frames None = all of its frames), recorded masks instead of a front-end
     scene_dir: str | None = None
     masks_dir: str | None = None
+    # mapper configuration overrides, dotted names below MapperConfig ("instances.x": v)
+    mapper_set: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- front-ends
@@ -356,6 +361,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     p.add_argument("--device", default=d.device)
     p.add_argument("--methods", default=",".join(d.methods),
                    help=f"comma-separated subset of mapper,{','.join(BASELINES)}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one mapper parameter (a dotted name below 'mapping.', "
+                        "e.g. instances.smooth_weight=0; the value is read as YAML); "
+                        "repeatable")
     p.add_argument("--voxel-size", type=float, default=d.voxel_size,
                    help="voxel edge of the geometric fusion baseline [m]")
     p.add_argument("--json", type=Path, default=None, help="write the full record here")
@@ -384,6 +393,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
             errors[f.name] = int(v) if isinstance(f.default, int) else float(v)
     if a.error_mode is not None:
         errors["mode"] = a.error_mode
+    mapper_set = {}
+    for item in a.set:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            p.error(f"--set expects KEY=VALUE, got {item!r}")
+        mapper_set[key.strip()] = yaml.safe_load(value)
+    try:
+        config_from_flat(mapper_set, MapperConfig)
+    except ConfigError as exc:
+        p.error(f"--set: {exc}")
     frames = a.frames if a.frames is not None or a.scene_dir else d.frames
     novel = a.novel_frames if a.novel_frames is not None or a.scene_dir else d.novel_frames
     cfg = BenchConfig(scene=a.scene, seed=a.seed, frames=frames, novel_frames=novel,
@@ -393,7 +412,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
                       train_seconds=a.train_seconds, device=a.device,
                       methods=tuple(m for m in a.methods.split(",") if m),
                       voxel_size=a.voxel_size, eval_every=a.eval_every,
-                      scene_dir=a.scene_dir, masks_dir=a.masks_dir)
+                      scene_dir=a.scene_dir, masks_dir=a.masks_dir, mapper_set=mapper_set)
     return cfg, a
 
 

@@ -40,7 +40,9 @@ from panoptic_mapping.core.io.export import (
     instance_table,
 )
 from panoptic_mapping.core.io.persistence import MapFileError, load_map, save_map
-from panoptic_mapping.core.map.instances import InstanceConfig, InstanceMap, vote_masks
+from panoptic_mapping.core.map.config import InstanceConfig
+from panoptic_mapping.core.map.instances import InstanceMap
+from panoptic_mapping.core.map.localize import vote_masks
 from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
 from panoptic_mapping.params import config_from_dict, config_to_dict, param
 
@@ -67,7 +69,8 @@ class MapperConfig:
                                          minimum=0.0, maximum=1.0)
     localize_map_boundaries: bool = param(
         True, "InstanceLoc: where two objects the frame's masks show meet, take the map's "
-        "boundary (fused over many views) where its vote share is >= 0.75 instead of the "
+        "boundary (fused over many views) where its vote share is >= "
+        "instances.localize.boundary_confidence instead of the "
         "one frame's mask edge. Measured on the benchmark's simulated front-end at 160x120 "
         "(BENCHMARKS.md); turn off for masks sharper than the instance voxels.")
     render_chunk_rays: int = param(4096, "Rays per chunk when rendering whole images.",
@@ -280,7 +283,8 @@ class Mapper:
         if f.depth is None:
             return
         rendered, conf = self._reference(f.K, f.camera_to_world, f.depth, confirmed_only=True)
-        labels, _ = vote_masks(f.masks, rendered, f.depth > 0, min_share=0.3, confidence=conf)
+        labels, _ = vote_masks(f.masks, rendered, f.depth > 0, self.cfg.instances.localize,
+                               self.cfg.instances.min_pixels, conf)
         self.keyframes.set_labels(kf.id, labels)
 
     def _place_rgb_only(self, kf) -> None:
@@ -371,8 +375,7 @@ class Mapper:
 
     # ------------------------------------------------------------------ InstanceLoc
 
-    def localize(self, frame: Frame, min_share: float = 0.3,
-                 fill_unmasked: bool = True) -> Localization:
+    def localize(self, frame: Frame, fill_unmasked: bool = True) -> Localization:
         """InstanceLoc: which map instances the frame's masks show.
 
         With depth the masks vote with the map at the measured surface; without it, at the
@@ -387,9 +390,9 @@ class Mapper:
             rendered, conf = self._render_instances(frame.K, frame.camera_to_world, depth,
                                                     frame.shape)
             valid = rendered > 0 if depth is None else depth > 0
-            sure = 0.75 if self.cfg.localize_map_boundaries else np.inf
-            ids, answers = vote_masks(frame.masks, rendered, valid, min_share, confidence=conf,
-                                      boundary_confidence=sure)
+            ids, answers = vote_masks(frame.masks, rendered, valid, self.cfg.instances.localize,
+                                      self.cfg.instances.min_pixels, conf,
+                                      self.cfg.localize_map_boundaries)
             if fill_unmasked:
                 unmasked = frame.masks == 0
                 ids[unmasked] = rendered[unmasked]

@@ -66,3 +66,19 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="unknown baseline"):
         runner.run(runner.BenchConfig(frames=2, novel_frames=1, width=32, height=24,
                                       methods=("magic",)))
+
+
+def test_mapper_parameters_can_be_set_from_the_command_line(capsys):
+    cfg, _ = runner.parse_args(["--set", "instances.smooth_weight=0",
+                                "--set", "instances.one_mask_per_id=false"])
+    assert cfg.mapper_set == {"instances.smooth_weight": 0, "instances.one_mask_per_id": False}
+    from panoptic_mapping.bench.mapper_method import MapperMethod
+    scene = runner.make_scene("tabletop", seed=0, num_frames=1, width=32, height=24,
+                              num_objects=None, trajectory="orbit", num_novel_frames=0)
+    method = MapperMethod(cfg, scene, np.eye(len(scene.classes) - 1, 8))
+    assert method.mapper.cfg.instances.smooth_weight == 0.0
+    assert method.mapper.cfg.instances.one_mask_per_id is False
+    for bad in ("instances.no_such_rule=1", "instances.smooth_weight=-1", "smooth_weight"):
+        with pytest.raises(SystemExit):
+            runner.parse_args(["--set", bad])
+        assert "--set" in capsys.readouterr().err

@@ -1,0 +1,126 @@
+"""Configuration of the instance map: association, merge evidence, id lifecycle, voxel
+votes and InstanceLoc's mask vote. Every number the map decides by lives here."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from panoptic_mapping.params import param
+
+__all__ = ["InstanceConfig", "MaskVoteConfig"]
+
+
+@dataclass
+class MaskVoteConfig:
+    """InstanceLoc's vote of a frame's masks over the map's rendering (also used to
+    re-label keyframes against the current map)."""
+
+    min_share: float = param(0.3, "A mask answers its majority map id when that id holds "
+                             "at least this share of the mask's valid pixels.",
+                             minimum=0.0, maximum=1.0)
+    split_share: float = param(0.25, "Inside a mask, another map id keeps its own pixels "
+                               "when it holds this share of the mask (a front-end merge of "
+                               "two objects).", minimum=0.0, maximum=1.0)
+    swallow_share: float = param(0.5, "Inside a mask, another map id keeps its own pixels "
+                                 "when this share of its rendered pixels lie in the mask (a "
+                                 "small object the front-end swallowed into its support).",
+                                 minimum=0.0, maximum=1.0)
+    boundary_confidence: float = param(0.75, "Where two answered ids meet, the map's "
+                                       "boundary is taken where its vote share is at least "
+                                       "this (voxels on a boundary hold mixed votes).",
+                                       minimum=0.0, maximum=1.0)
+
+
+@dataclass
+class InstanceConfig:
+    """Association and fusion of 2D masks into 3D instances (the rules: module doc of
+    :mod:`panoptic_mapping.core.map.association`)."""
+
+    # ---- voxel votes
+    voxel_size_m: float = param(0.01, "Edge of the instance voxels [m].", minimum=0.001)
+    votes_per_voxel: int = param(4, "Instance votes kept per voxel.", minimum=1, maximum=16)
+    edge_vote_weight: float = param(0.5, "Weight of the vote of a pixel on a mask's edge "
+                                    "(interior pixels vote 1): a mask's edge wanders by a "
+                                    "pixel from frame to frame, so a boundary voxel goes to "
+                                    "the object whose interior it was seen in.",
+                                    minimum=0.0, maximum=1.0)
+    unvote_weight: float = param(1.0, "Vote weight withdrawn from an id at pixels the frame "
+                                 "gave to another id whose mask owns them (0: no negative "
+                                 "evidence).", minimum=0.0)
+    search_radius: int = param(1, "Voxels searched around a point whose own voxel is empty.",
+                               minimum=0, maximum=2)
+    max_search_radius: int = param(2, "Widest search (voxels) for points whose pixel covers "
+                                   "more than a voxel on the surface (far surfaces).",
+                                   minimum=0, maximum=4)
+    # ---- association of one frame's masks
+    cover_fraction: float = param(0.5, "A mask owns a map id when it covers this share of "
+                                  "the id's visible pixels.", minimum=0.5, maximum=1.0)
+    major_share: float = param(0.25, "An id a mask owns defines the mask only when it is "
+                               "at least this share of the mask's mapped pixels; smaller owned "
+                               "ids keep their own pixels.", minimum=0.0, maximum=1.0)
+    new_coverage: float = param(0.3, "A mask whose pixels are mapped less than this share "
+                                "becomes a new instance.", minimum=0.0, maximum=1.0)
+    min_pixels: int = param(6, "Overlaps smaller than this many pixels are ignored (for "
+                            "small masks see small_mask_share).", minimum=1)
+    small_mask_share: float = param(0.25, "For a small mask an overlap counts from this "
+                                    "share of the mask when that is below min_pixels: a far, "
+                                    "small object is rendered with a few pixels of its own "
+                                    "id among stray ones, and without it every view of it "
+                                    "makes a new id that is never confirmed.",
+                                    minimum=0.0, maximum=1.0)
+    small_mask_min_overlap: int = param(2, "Least overlap [px] that counts, however small "
+                                        "the mask.", minimum=1)
+    one_mask_per_id: bool = param(True, "When several masks join one id, only the one "
+                                  "overlapping it most keeps it; the others move to a "
+                                  "fragment they own, their runner-up id or a new id.")
+    fragment_reuse: bool = param(True, "A mask displaced from a young id takes a fragment "
+                                 "id it owns (an object glued to its neighbour when first "
+                                 "seen, now seen alone) instead of starting another id.")
+    runner_up_presence: float = param(0.5, "A displaced mask joins the runner-up id of its "
+                                      "voxels' votes only where that id's vote weight is at "
+                                      "least this many votes per voxel under the mask (a "
+                                      "presence, not a stray boundary vote).", minimum=0.0)
+    part_min_share: float = param(0.1, "A displaced mask at least this share of the id's "
+                                  "visible size is a pending part of it; a smaller one is "
+                                  "a new object.", minimum=0.0, maximum=1.0)
+    settled_frames: int = param(4, "A part split off an id seen in at most this many frames "
+                                "is an object at once, not a pending part.", minimum=0)
+    depth_edge_curvature: float = param(0.02, "A pixel is on a depth edge where the second "
+                                        "difference of inverse depth exceeds this share of "
+                                        "its inverse depth (jumps and creases).", minimum=0.0)
+    # ---- merge evidence
+    min_contact: int = param(4, "Pixel edges two ids must share in a view to count as "
+                             "touching.", minimum=1)
+    hold_share: float = param(0.5, "For merge evidence a mask holds an id when it covers "
+                              "this share of the id's visible pixels ('together': one mask "
+                              "holds both).", minimum=0.0, maximum=1.0)
+    merge_min_together: int = param(4, "Views in which one mask held both ids before two "
+                                    "ids may merge.", minimum=1)
+    merge_ratio: float = param(2.0, "Ids merge when 'together' views outnumber 'apart' "
+                               "views by this factor.", minimum=0.0)
+    merge_min_cosine: float = param(0.75, "Ids whose mean mask embeddings have a lower cosine "
+                                    "similarity are different things and never merge.",
+                                    minimum=-1.0, maximum=1.0)
+    smooth_weight: float = param(1.0, "How much a 'smooth' view counts towards merging: two "
+                                 "touching ids in different masks whose image boundary has "
+                                 "(almost) no depth edge (share < smooth_edge_share) are one "
+                                 "surface cut by the front-end, the error a real segmenter "
+                                 "makes the same way in every view; 0 ignores such views.",
+                                 minimum=0.0)
+    smooth_edge_share: float = param(0.1, "A boundary with less than this share of its "
+                                     "length on a depth edge is 'smooth' (see "
+                                     "smooth_weight).", minimum=0.0, maximum=1.0)
+    apart_edge_share: float = param(0.3, "'Apart' evidence for two touching ids counts only "
+                                    "where at least this share of their image boundary lies "
+                                    "on a depth edge (a front-end cut across one surface is "
+                                    "no evidence of two objects).", minimum=0.0, maximum=1.0)
+    # ---- id lifecycle
+    release_min_apart: int = param(6, "A part split off an id (see 'one mask per id') "
+                                   "shows as that id until seen apart from it in this many "
+                                   "views, and apart >= merge_ratio * together.", minimum=1)
+    confirm_frames: int = param(2, "Frames in which masks joined an id before it counts.",
+                                minimum=1)
+    ghost_visible_frames: int = param(5, "An unconfirmed id visible this often is deleted.",
+                                      minimum=1)
+    # ---- InstanceLoc
+    localize: MaskVoteConfig = dataclasses.field(default_factory=MaskVoteConfig)

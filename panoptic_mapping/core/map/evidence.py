@@ -1,0 +1,142 @@
+"""Merge evidence: per pair of touching ids, how many views said 'together', 'apart' or
+'smooth'.
+
+For touching ids i, j visible in a view, the view says
+* **together** when one mask holds most of both (``hold_share`` of each);
+* **apart** when different masks speak for them (each holds most of its id, or has it as
+  its plurality id: an id that glued views spread over two objects is held by no mask)
+  and their boundary in the view is a depth edge (``apart_edge_share``; a front-end cut
+  across a wall is no evidence of two walls);
+* **smooth** when different masks meet across (almost) no depth edge
+  (``smooth_edge_share``): one surface the front-end cut. A real segmenter splits a
+  textured object or a tiled floor the same way in every view, so no view ever holds both
+  in one mask, and only 3D says they are one.
+A real object split into two map ids is together in most views (front-end splits are
+view-dependent); two touching objects are apart in most views. Ids merge when support =
+together + ``smooth_weight`` * smooth >= ``merge_min_together`` and support >=
+``merge_ratio`` * apart, unless their mean mask embeddings disagree (``merge_min_cosine``:
+a small object that front-end merges glue to its support is 'together' with it in many
+views).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from panoptic_mapping.core.map.config import InstanceConfig
+from panoptic_mapping.core.map.views import boundaries, owners
+
+__all__ = ["PairEvidence", "TOGETHER", "APART", "SMOOTH"]
+
+TOGETHER, APART, SMOOTH = 0, 1, 2
+
+
+class PairEvidence:
+    """(i, j) with i < j -> [together, apart, smooth] view counts."""
+
+    def __init__(self, cfg: InstanceConfig):
+        self.cfg = cfg
+        self.pairs: dict[tuple[int, int], list[int]] = {}
+
+    def get(self, i: int, j: int) -> tuple[int, int, int]:
+        return tuple(self.pairs.get((min(i, j), max(i, j)), (0, 0, 0)))
+
+    def record(self, ref: np.ndarray, valid: np.ndarray, pm: np.ndarray, pi: np.ndarray,
+               o: np.ndarray, r_vis: np.ndarray, edges: np.ndarray | None = None) -> None:
+        """Count one view's evidence for its touching reference ids.
+
+        Args:
+            ref: (H, W) reference ids; valid: (H, W) bool.
+            pm, pi, o: (K,) mask, reference id and pixel overlap of each pair.
+            r_vis: (n_ids,) visible pixels per reference id.
+            edges: (H, W) bool depth edges of the view (None: no depth, no gate).
+        """
+        cfg = self.cfg
+        owner, claim = self._claims(pm, pi, o, r_vis)
+        if len(claim) < 2:
+            return
+        for (i, j), (contact, on_edge) in boundaries(np.where(valid, ref, 0), edges).items():
+            if contact < cfg.min_contact or i not in claim or j not in claim:
+                continue
+            together = i in owner and j in owner and owner[i] == owner[j]
+            if not together and claim[i] == claim[j]:
+                continue  # one mask over both without holding most of each: no evidence
+            # two objects meet at a depth jump or crease (measured on the tabletop: 92 % of
+            # object boundaries against 42 % of the front-end's cuts reach a 0.3 share)
+            if together:
+                kind = TOGETHER
+            elif on_edge >= cfg.apart_edge_share:
+                kind = APART
+            elif on_edge < cfg.smooth_edge_share:
+                kind = SMOOTH
+            else:
+                continue
+            self.pairs.setdefault((i, j), [0, 0, 0])[kind] += 1
+
+    def _claims(self, pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray
+                ) -> tuple[dict[int, int], dict[int, int]]:
+        """Which mask speaks for each reference id in this view.
+
+        Returns:
+            owner: id -> the mask holding ``hold_share`` of its visible pixels (largest
+                overlap first); claim: owner, or else the mask (largest overlap) whose
+                plurality id it is. 'Together' needs owners: one mask holding most of both
+                ids. 'Apart' takes claims: an id that early glued views spread over two
+                objects is owned by no mask, and without them it would collect no evidence
+                against a merge while every glued view counts for one (two touching jenga
+                blocks, tabletop seed 4).
+        """
+        keep = o >= self.cfg.min_pixels
+        pm, pi, o = pm[keep], pi[keep], o[keep]
+        owner = owners(pm, pi, o, r_vis, self.cfg.min_pixels, self.cfg.hold_share)
+        claim = dict(owner)
+        plurality: dict[int, tuple[int, int]] = {}  # mask -> (id, overlap)
+        for m, i, c in zip(pm.tolist(), pi.tolist(), o.tolist()):
+            if c > plurality.get(m, (0, 0))[1]:
+                plurality[m] = (i, c)
+        largest: dict[int, int] = {}
+        for m, (i, c) in plurality.items():
+            if i not in owner and c > largest.get(i, 0):
+                claim[i], largest[i] = m, c
+        return owner, claim
+
+    def ready(self, similar: Callable[[int, int], bool]) -> list[tuple[int, int]]:
+        """Pairs whose evidence says 'one object' (see the module doc)."""
+        cfg = self.cfg
+        out = []
+        for (i, j), (tog, apart, smooth) in self.pairs.items():
+            support = tog + cfg.smooth_weight * smooth
+            if (support >= cfg.merge_min_together and support >= cfg.merge_ratio * apart
+                    and similar(i, j)):
+                out.append((i, j))
+        return out
+
+    def apart_enough(self, i: int, j: int) -> bool:
+        """Seen apart ``release_min_apart`` times and ``merge_ratio`` times as often as
+        together (a pending part becomes an object of its own)."""
+        tog, apart, _ = self.get(i, j)
+        return apart >= self.cfg.release_min_apart and apart >= self.cfg.merge_ratio * tog
+
+    def remap(self, resolve: Callable[[int], int]) -> None:
+        """Re-key the pairs after a merge (evidence of merged ids adds up)."""
+        merged: dict[tuple[int, int], list[int]] = {}
+        for (i, j), stats in self.pairs.items():
+            i, j = resolve(i), resolve(j)
+            if i == j:
+                continue
+            acc = merged.setdefault((min(i, j), max(i, j)), [0, 0, 0])
+            for k in range(3):
+                acc[k] += stats[k]
+        self.pairs = merged
+
+    def state(self) -> np.ndarray:
+        return np.array([[i, j, *c] for (i, j), c in self.pairs.items()],
+                        dtype=np.int64).reshape(-1, 5)
+
+    def load_state(self, pairs: np.ndarray) -> None:
+        # maps saved before 'smooth' evidence existed hold 4 columns: none of it
+        pairs = np.asarray(pairs, dtype=np.int64)
+        pairs = pairs.reshape(-1, pairs.shape[-1]) if pairs.size else pairs.reshape(0, 5)
+        self.pairs = {(int(r[0]), int(r[1])): [int(v) for v in r[2:5]] + [0] * (5 - len(r))
+                      for r in pairs}

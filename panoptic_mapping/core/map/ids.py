@@ -1,0 +1,181 @@
+"""The id table: which instance ids exist, what each has been through (frames it was
+visible and joined in, the frame it was born, the id a pending part is shown as, its mean
+mask embedding) and what merged into what.
+
+Ids are open-ended integers starting at 1, never reused.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["IdTable"]
+
+
+class IdTable:
+    """Per-id statistics in arrays indexed by id (grown in blocks), and merge aliases.
+
+    Attributes:
+        alive: (n,) bool; assigned: (n,) frames in which masks joined the id; visible: (n,)
+        frames in which it was rendered; first_frame: (n,); parent: (n,) id a pending part
+        is shown as (0: none); emb: (n, D) summed mask embeddings; alias: absorbed ->
+        survivor; merges: (absorbed, survivor) in order; frames: frames integrated.
+    """
+
+    def __init__(self, embedding_dim: int | None = None):
+        self.next_id = 1
+        self.alive = np.zeros(1, dtype=bool)
+        self.assigned = np.zeros(1, dtype=np.int32)
+        self.visible = np.zeros(1, dtype=np.int32)
+        self.first_frame = np.zeros(1, dtype=np.int64)
+        self.parent = np.zeros(1, dtype=np.int64)
+        self.emb = np.zeros((1, embedding_dim or 0), dtype=np.float64)
+        self.alias: dict[int, int] = {}
+        self.merges: list[tuple[int, int]] = []
+        self.frames = 0
+
+    def _grow(self, upto: int) -> None:
+        n = self.alive.size
+        if upto < n:
+            return
+        pad = max(upto + 1, 2 * n) - n
+        self.alive = np.concatenate([self.alive, np.zeros(pad, bool)])
+        self.assigned = np.concatenate([self.assigned, np.zeros(pad, np.int32)])
+        self.visible = np.concatenate([self.visible, np.zeros(pad, np.int32)])
+        self.first_frame = np.concatenate([self.first_frame, np.zeros(pad, np.int64)])
+        self.parent = np.concatenate([self.parent, np.zeros(pad, np.int64)])
+        self.emb = np.concatenate([self.emb, np.zeros((pad, self.emb.shape[1]))])
+
+    def new_id(self) -> int:
+        i = self.next_id
+        self.next_id += 1
+        self._grow(i)
+        self.alive[i] = True
+        self.first_frame[i] = self.frames
+        return i
+
+    def resolve(self, i: int) -> int:
+        """The id that ``i`` survives as after merges (``i`` itself if never merged)."""
+        while i in self.alias:
+            i = self.alias[i]
+        return i
+
+    def confirmed(self, confirm_frames: int) -> np.ndarray:
+        """(n,) bool: masks joined the id in at least ``confirm_frames`` frames."""
+        return self.assigned >= confirm_frames
+
+    def shown(self, confirm_frames: int) -> np.ndarray:
+        """Ids that count in outputs: confirmed, alive, and not a pending part of another."""
+        return np.flatnonzero(self.alive & self.confirmed(confirm_frames) & (self.parent == 0))
+
+    # ------------------------------------------------------------------ lookup tables
+
+    def alias_lut(self) -> np.ndarray:
+        """(next_id,) int64: every id issued -> the id it survives as."""
+        lut = np.arange(self.next_id, dtype=np.int64)
+        for absorbed in self.alias:
+            lut[absorbed] = self.resolve(absorbed)
+        return lut
+
+    def id_lut(self) -> np.ndarray:
+        """(next_id,) int64: every id issued -> its current id, 0 when it was deleted."""
+        lut = self.alias_lut()
+        lut[~self.alive[lut]] = 0
+        return lut
+
+    def display_lut(self) -> np.ndarray:
+        """(next_id,) int64: every id -> the id outputs show for it (0: deleted).
+
+        Merged ids resolve to their survivor, pending parts to their parent.
+        """
+        lut = self.alias_lut()
+        for _ in range(8):  # parts of parts: a short chain at most
+            parent = self.parent[lut]
+            pending = (parent > 0) & self.alive[lut]
+            if not pending.any():
+                break
+            lut = np.where(pending, self.alias_lut()[parent], lut)
+        lut[~self.alive[lut]] = 0
+        return lut
+
+    def resolve_image(self, labels: np.ndarray) -> np.ndarray:
+        """Ids of an (H, W) label image as they survive merges."""
+        return self.alias_lut().astype(np.int32)[labels] if self.alias else labels
+
+    # ------------------------------------------------------------------ statistics
+
+    def count_visible(self, reference: np.ndarray, valid: np.ndarray, min_pixels: int
+                      ) -> None:
+        """One more visible frame for every id with ``min_pixels`` valid reference pixels."""
+        counts = np.bincount(reference[valid], minlength=self.next_id)
+        seen = np.flatnonzero(counts >= min_pixels)
+        self.visible[seen[seen > 0]] += 1
+
+    def count_assigned(self, labels: np.ndarray, masks: np.ndarray,
+                       embeddings: np.ndarray | None, min_pixels: int) -> None:
+        """One more joined frame for every id with ``min_pixels`` labelled pixels, and the
+        masks' embeddings (M, D) added to the ids they labelled."""
+        ids, counts = np.unique(labels[labels > 0], return_counts=True)
+        self.assigned[ids[counts >= min_pixels]] += 1
+        if embeddings is None or self.emb.shape[1] == 0:
+            return
+        sel = (labels > 0) & (masks > 0)
+        pairs, n = np.unique(np.stack([labels[sel], masks[sel]]), axis=1, return_counts=True)
+        mask_size = np.bincount(masks[sel], minlength=int(masks.max()) + 1)
+        # a mask votes with the share of its own pixels on the id: one large mask grazing a
+        # small object must not outvote that object's own views
+        for (i, m), c in zip(pairs.T, n):
+            self.emb[i] += (c / mask_size[m]) * embeddings[m - 1]
+
+    def similar(self, i: int, j: int, min_cosine: float) -> bool:
+        """Whether two ids' mean embeddings do not contradict one object (True without
+        embeddings)."""
+        a, b = self.emb[i], self.emb[j]
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        if na == 0 or nb == 0:
+            return True
+        return float(a @ b) / (na * nb) >= min_cosine
+
+    def unit_embeddings(self, ids: np.ndarray) -> dict[int, np.ndarray]:
+        """id -> unit mean embedding, for the ids that have one."""
+        out = {}
+        for i in ids:
+            n = np.linalg.norm(self.emb[i])
+            if n > 0:
+                out[int(i)] = self.emb[i] / n
+        return out
+
+    def absorb(self, absorbed: int, survivor: int) -> None:
+        """Record a merge: ``absorbed`` lives on as ``survivor``, its statistics added."""
+        self.alias[absorbed] = survivor
+        self.alive[absorbed] = False
+        self.assigned[survivor] += self.assigned[absorbed]
+        self.visible[survivor] = max(self.visible[survivor], self.visible[absorbed])
+        self.emb[survivor] += self.emb[absorbed]
+        if self.resolve(int(self.parent[survivor])) == survivor:
+            self.parent[survivor] = 0
+        self.merges.append((absorbed, survivor))
+
+    # ------------------------------------------------------------------ persistence
+
+    def state(self) -> dict:
+        return {"next_id": self.next_id, "alive": self.alive.copy(),
+                "assigned": self.assigned.copy(), "visible": self.visible.copy(),
+                "first_frame": self.first_frame.copy(), "parent": self.parent.copy(),
+                "embeddings": self.emb.copy(),
+                "alias": np.array(list(self.alias.items()), dtype=np.int64).reshape(-1, 2),
+                "frames_integrated": self.frames,
+                "merges": np.array(self.merges, dtype=np.int64).reshape(-1, 2)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "IdTable":
+        t = cls(embedding_dim=state["embeddings"].shape[1] or None)
+        t.next_id = int(state["next_id"])
+        for name in ("alive", "assigned", "visible", "first_frame"):
+            setattr(t, name, np.asarray(state[name]).copy())
+        # maps written before parts were tracked have none pending
+        t.parent = np.asarray(state.get("parent", np.zeros_like(t.first_frame))).copy()
+        t.emb = np.asarray(state["embeddings"]).copy()
+        t.alias = {int(a): int(b) for a, b in state["alias"]}
+        t.frames = int(state["frames_integrated"])
+        t.merges = [(int(a), int(b)) for a, b in state["merges"]]
+        return t

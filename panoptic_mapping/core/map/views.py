@@ -1,0 +1,78 @@
+"""Per-view image measures the association reads: which mask owns which reference id,
+where labels meet and whether that boundary is a depth edge, mask interiors, pixel
+footprints. Pure functions of (H, W) label images."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["owners", "boundaries", "interior", "pixel_footprint"]
+
+
+def owners(pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray,
+           least: np.ndarray | int, share: float) -> dict[int, int]:
+    """id -> the mask covering at least ``share`` of its visible pixels, largest overlap
+    first (at most one owner per id).
+
+    Args:
+        pm, pi, o: (K,) mask, reference id and pixel overlap of each (mask, id) pair.
+        r_vis: (n_ids,) visible pixels per reference id.
+        least: (K,) or one number: overlaps smaller than this are ignored.
+    """
+    owner: dict[int, int] = {}
+    ok = (o >= least) & (o >= share * r_vis[pi])
+    for m, i, c in sorted(zip(pm[ok], pi[ok], o[ok]), key=lambda t: -t[2]):
+        owner.setdefault(int(i), int(m))
+    return owner
+
+
+def pixel_footprint(depth: np.ndarray, K: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """(N,) size [m] of the pixels ``flat`` (indices into the (H, W) depth) on the surface."""
+    return depth.reshape(-1)[flat] / float(min(K[0, 0], K[1, 1]))
+
+
+def interior(labels: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels whose four neighbours carry the same label (image edges count)."""
+    inner = np.ones(labels.shape, dtype=bool)
+    same_h = labels[:, 1:] == labels[:, :-1]
+    same_v = labels[1:] == labels[:-1]
+    inner[:, 1:] &= same_h
+    inner[:, :-1] &= same_h
+    inner[1:] &= same_v
+    inner[:-1] &= same_v
+    return inner
+
+
+def _across_pixel_edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values on the two sides of every horizontal and vertical pixel edge of an
+    (H, W) image: two flat arrays of equal length."""
+    return (np.concatenate([image[:, :-1].ravel(), image[:-1, :].ravel()]),
+            np.concatenate([image[:, 1:].ravel(), image[1:, :].ravel()]))
+
+
+def boundaries(ids: np.ndarray, edges: np.ndarray | None = None
+               ) -> dict[tuple[int, int], tuple[int, float]]:
+    """Touching non-zero ids: (i, j) with i < j -> (number of pixel edges they share,
+    share of those touching a pixel of ``edges`` ((H, W) bool; 1.0 without edges))."""
+    a, b = (x.astype(np.int64) for x in _across_pixel_edges(ids))
+    sel = (a != b) & (a > 0) & (b > 0)
+    if not sel.any():
+        return {}
+    lo, hi = np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])
+    base = int(hi.max()) + 1
+    keys, inverse, counts = np.unique(lo * base + hi, return_inverse=True,
+                                      return_counts=True)
+    if edges is None:
+        share = np.ones(keys.size)
+    else:
+        on_edge = np.logical_or(*_across_pixel_edges(edges))[sel]
+        share = np.bincount(inverse, weights=on_edge) / counts
+    return {(int(k // base), int(k % base)): (int(c), float(e))
+            for k, c, e in zip(keys, counts, share)}
+
+
+def boundary_between(part: np.ndarray, rest: np.ndarray, edges: np.ndarray | None
+                     ) -> tuple[int, float]:
+    """(pixel edges shared, share of them on a depth edge) between two disjoint (H, W)
+    bool regions; (0, 1.0) where they do not touch."""
+    two = np.where(part, 2, np.where(rest, 1, 0))
+    return boundaries(two, edges).get((1, 2), (0, 1.0))

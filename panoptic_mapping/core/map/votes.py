@@ -1,0 +1,229 @@
+"""Per-voxel instance votes: a sparse voxel grid whose voxels hold a few (id, weight)
+votes. Knows nothing of what ids mean; the id table decides which are eligible."""
+from __future__ import annotations
+
+import numpy as np
+
+from panoptic_mapping.core.geometry import pack_voxel_keys, voxel_coords
+from panoptic_mapping.core.map.voxels import VoxelIndex
+
+__all__ = ["VoteGrid"]
+
+
+class VoteGrid:
+    """Top-k (id, weight) votes per voxel of a :class:`VoxelIndex`.
+
+    Args:
+        voxel_size: voxel edge [m]; votes_per_voxel: k.
+        search_radius: voxels searched around a point whose own voxel is empty;
+        max_search_radius: widest search for points whose pixel covers more than a voxel.
+    """
+
+    def __init__(self, voxel_size: float, votes_per_voxel: int, search_radius: int = 1,
+                 max_search_radius: int = 2):
+        self.voxel_size = voxel_size
+        self.k = votes_per_voxel
+        self.search_radius = search_radius
+        self.max_search_radius = max_search_radius
+        self.index = VoxelIndex()
+        self.ids = np.zeros((0, self.k), dtype=np.int32)  # (V, k) voted ids (0: empty)
+        self.weights = np.zeros((0, self.k), dtype=np.float32)  # (V, k)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    # ------------------------------------------------------------------ lookup
+
+    def own_slots(self, points: np.ndarray) -> np.ndarray:
+        """(N,) slots of the voxels points (N, 3) fall in (-1: no such voxel)."""
+        return self.index.lookup(pack_voxel_keys(voxel_coords(points, self.voxel_size)))
+
+    def slots_of(self, points: np.ndarray, footprint: np.ndarray | None = None
+                 ) -> np.ndarray:
+        """(N,) voxel slots of points, searching the neighbourhood where empty (-1: none).
+
+        Args:
+            footprint: (N,) size of each point's pixel on the surface [m]. Where a pixel is
+                larger than a voxel (far surfaces), one view's points leave gaps between the
+                voxels another view filled: the search widens to the footprint, up to
+                ``max_search_radius`` voxels.
+        """
+        coords = voxel_coords(points, self.voxel_size)
+        slots = self.index.lookup(pack_voxel_keys(coords))
+        self._search(points, coords, slots, np.flatnonzero(slots < 0), self.search_radius)
+        if footprint is not None:
+            need = np.ceil(footprint / self.voxel_size).astype(np.int64)
+            for r in range(self.search_radius + 1, self.max_search_radius + 1):
+                # points still missing have nothing within r - 1: search the shell only
+                self._search(points, coords, slots, np.flatnonzero((slots < 0) & (need >= r)),
+                             r, inner=r - 1)
+        return slots
+
+    def _search(self, points: np.ndarray, coords: np.ndarray, slots: np.ndarray,
+                miss: np.ndarray, r: int, inner: int = 0) -> None:
+        """Fill ``slots[miss]`` with the nearest existing voxel at a Chebyshev distance
+        in (``inner``, ``r``] voxels."""
+        if r > 0 and miss.size and len(self.index):
+            rng = np.arange(-r, r + 1)
+            offsets = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
+            offsets = offsets[np.abs(offsets).max(1) > inner]
+            cand_coords = coords[miss, None, :] + offsets[None]  # (M, O, 3)
+            cand = self.index.lookup(pack_voxel_keys(cand_coords))
+            # the existing neighbour whose centre is nearest the point, not the first found
+            centres = (cand_coords + 0.5) * self.voxel_size
+            dist = np.linalg.norm(centres - points[miss, None, :], axis=-1)
+            dist[cand < 0] = np.inf
+            best = np.argmin(dist, axis=1)
+            found = np.isfinite(dist[np.arange(miss.size), best])
+            slots[miss[found]] = cand[found, best[found]]
+
+    def labels(self, slots: np.ndarray, eligible: np.ndarray, lut: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, confidence) of voxel slots (N,): the eligible id with most weight and
+        its share of the voxel's total weight; 0 / 0.0 for slot -1 or no eligible vote.
+
+        Args:
+            eligible: (n_ids,) bool over (displayed) ids.
+            lut: (n_ids,) id -> the id it is shown as (votes for ids shown alike add up);
+                None: ids as voted.
+        """
+        labels = np.zeros(slots.shape, dtype=np.int32)
+        conf = np.zeros(slots.shape, dtype=np.float32)
+        ok = slots >= 0
+        if not ok.any():
+            return labels, conf
+        ids = self.ids[slots[ok]]
+        w = self.weights[slots[ok]].copy()
+        if lut is not None:
+            ids = lut[ids]
+            w = (w[:, None, :] * (ids[:, :, None] == ids[:, None, :])).sum(-1)
+        w[~eligible[ids] | (ids == 0)] = 0.0
+        best = np.argmax(w, axis=1)
+        rows = np.arange(best.size)
+        total = np.maximum(self.weights[slots[ok]].sum(1), 1e-9)
+        top = w[rows, best]
+        labels[ok] = np.where(top > 0, ids[rows, best], 0)
+        conf[ok] = top / total
+        return labels, conf
+
+    def best_under(self, slots: np.ndarray, allowed: np.ndarray, presence: float) -> int:
+        """The allowed id with most vote weight over voxel slots (any shape; -1 ignored),
+        when it holds at least ``presence`` votes per distinct voxel (0: none).
+
+        Args:
+            allowed: (n_ids,) bool.
+        """
+        s = slots[slots >= 0]
+        if s.size == 0:
+            return 0
+        ids = self.ids[s].ravel()
+        w = self.weights[s].ravel()
+        ok = (ids > 0) & allowed[ids]
+        if not ok.any():
+            return 0
+        totals = np.bincount(ids[ok], weights=w[ok])
+        best = int(np.argmax(totals))
+        return best if totals[best] >= presence * np.unique(s).size else 0
+
+    def mass(self, n_ids: int) -> np.ndarray:
+        """(n_ids,) total vote weight per id."""
+        return np.bincount(self.ids.ravel(), weights=self.weights.ravel(), minlength=n_ids)
+
+    # ------------------------------------------------------------------ updates
+
+    def integrate(self, points: np.ndarray, point_labels: np.ndarray, weight: float = 1.0
+                  ) -> None:
+        """One vote per voxel for the label most of its points carry.
+
+        Args:
+            points: (P, 3) world points; point_labels: (P,) int ids (0 = no vote).
+        """
+        keep = point_labels > 0
+        if not keep.any():
+            return
+        slots = self.index.insert(pack_voxel_keys(voxel_coords(points[keep], self.voxel_size)))
+        self._grow(len(self.index))
+        lab = point_labels[keep].astype(np.int64)
+        base = int(lab.max()) + 1
+        # majority label per voxel in this frame
+        pairs, counts = np.unique(slots * base + lab, return_counts=True)
+        s, l = np.divmod(pairs, base)
+        order = np.lexsort((-counts, s))
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = s[order][1:] != s[order][:-1]
+        chosen = order[first]
+        self._vote(s[chosen], l[chosen].astype(np.int32), weight)
+
+    def unvote(self, slots: np.ndarray, old: int, amount: float) -> None:
+        """Withdraw ``amount`` of ``old``'s weight from voxels a frame showed to be
+        something else.
+
+        Only where another id holds weight: negative evidence moves a voxel to the id the
+        frame saw, it never empties a surface the map has observed.
+        """
+        s = np.unique(slots[slots >= 0])
+        hit = self.ids[s] == old
+        w = self.weights[s]
+        others = (w * ~hit).sum(1, keepdims=True) > 0
+        hit &= others
+        w[hit] = np.maximum(w[hit] - amount, 0.0)
+        self.weights[s] = w
+
+    def _grow(self, n: int) -> None:
+        if n > self.ids.shape[0]:
+            pad = n - self.ids.shape[0]
+            self.ids = np.concatenate([self.ids, np.zeros((pad, self.k), np.int32)])
+            self.weights = np.concatenate([self.weights, np.zeros((pad, self.k), np.float32)])
+
+    def _vote(self, slots: np.ndarray, labels: np.ndarray, weight: float) -> None:
+        ids = self.ids[slots]
+        w = self.weights[slots]
+        hit = ids == labels[:, None]
+        has = hit.any(1)
+        rows = np.arange(slots.size)
+        col = np.where(has, np.argmax(hit, 1), np.argmin(w, 1))
+        # a new id only displaces an entry holding at most one vote's weight
+        replace = ~has & (w[rows, col] <= weight)
+        add = has | replace
+        ids[rows[replace], col[replace]] = labels[replace]
+        w[rows[replace], col[replace]] = 0.0
+        w[rows[add], col[add]] += weight
+        self.ids[slots] = ids
+        self.weights[slots] = w
+
+    def relabel(self, absorbed: int, survivor: int) -> None:
+        """Every vote for ``absorbed`` becomes one for ``survivor`` (a merge)."""
+        self.ids[self.ids == absorbed] = survivor
+        self._dedupe()
+
+    def drop(self, dead: np.ndarray) -> None:
+        """Remove every vote for ids flagged in ``dead`` ((n_ids,) bool)."""
+        gone = dead[self.ids]
+        self.weights[gone] = 0.0
+        self.ids[gone] = 0
+
+    def _dedupe(self) -> None:
+        """Sum the weights of repeated ids within a voxel's vote list (after a merge)."""
+        ids, w = self.ids, self.weights
+        for a in range(self.k):
+            for b in range(a + 1, self.k):
+                same = (ids[:, a] == ids[:, b]) & (ids[:, a] != 0)
+                if same.any():
+                    w[same, a] += w[same, b]
+                    w[same, b] = 0.0
+                    ids[same, b] = 0
+
+    # ------------------------------------------------------------------ persistence
+
+    def state(self) -> dict:
+        return {"voxels": self.index.state(), "vote_ids": self.ids.copy(),
+                "vote_w": self.weights.copy()}
+
+    def load_state(self, state: dict) -> None:
+        """Restore from :meth:`state` (checks k against the configuration)."""
+        ids = np.asarray(state["vote_ids"])
+        if ids.shape[1] != self.k:
+            raise ValueError(f"map has {ids.shape[1]} votes per voxel, the "
+                             f"configuration {self.k}")
+        self.index = VoxelIndex.from_state(state["voxels"])
+        self.ids, self.weights = ids.copy(), np.asarray(state["vote_w"]).copy()

@@ -1,0 +1,41 @@
+"""Per-view image measures: back-projection, depth edges, mask interiors."""
+from __future__ import annotations
+
+import numpy as np
+
+from panoptic_mapping.core.geometry import backproject, depth_edges
+
+from wall_scene import H, W, K, camera
+
+
+def test_backproject_worked_example():
+    depth = np.zeros((H, W), np.float32)
+    depth[24, 42] = 2.0  # 9.7 px right of and 0.3 px above the principal point, 2 m away
+    pts, flat = backproject(depth, K, camera(1.0))
+    assert flat.tolist() == [24 * W + 42]
+    np.testing.assert_allclose(pts[0], [1.0 + 9.7 / 50 * 2, -0.3 / 50 * 2, 2.0])
+
+
+def test_depth_edges_worked_example():
+    # a plane tilted in x: inverse depth affine in u, depth not -> no edge anywhere
+    u = np.arange(30, dtype=np.float64)
+    plane = np.broadcast_to(1.0 / (0.5 + 0.01 * u), (10, 30)).copy()
+    assert not depth_edges(plane, 0.02).any()
+    # two planes meeting at column 15 (a corner): inverse depth bends there
+    inverse = np.where(u <= 15, 0.5 + 0.01 * u, 0.65 - 0.01 * (u - 15))
+    e = depth_edges(np.broadcast_to(1.0 / inverse, (10, 30)).copy(), 0.02)
+    assert e[:, 14:17].all() and not e[:, :14].any() and not e[:, 17:].any()
+    hole = plane.copy()
+    hole[5, 5] = 0.0  # missing depth marks its neighbours
+    assert depth_edges(hole, 0.02)[4:7, 4:7].all()
+
+
+def test_interior_pixels_worked_example():
+    from panoptic_mapping.core.map.views import interior as _interior
+
+    masks = np.array([[1, 1, 1, 2],
+                      [1, 1, 1, 2],
+                      [1, 1, 1, 2]])
+    assert _interior(masks).tolist() == [[True, True, False, False],
+                                         [True, True, False, False],
+                                         [True, True, False, False]]
