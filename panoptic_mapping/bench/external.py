@@ -505,7 +505,8 @@ def _save_ids(directory: Path, images: list[np.ndarray]) -> None:
 
 _ROWS = ("confirmed_instances", "ids_assigned", "id_churn_mean", "id_churn_late",
          "id_churn_after_training", "frame_to_frame_id_consistency", "novel_depth_mae",
-         "novel_depth_abs_rel", "novel_depth_delta1", "novel_depth_coverage", "novel_psnr",
+         "novel_depth_abs_rel", "novel_depth_rmse", "novel_depth_delta1",
+         "novel_depth_coverage", "novel_psnr",
          "loc_coverage", "loc_ms_p50", "loc_ms_p95", "ingest_fps", "ingest_ms_p50",
          "train_steps", "train_steps_per_s")
 
@@ -517,6 +518,8 @@ def format_report_without_gt(record: dict) -> str:
     names = list(results)
     cfg, fe = record["config"], record["frontend"]
     source = f" from {fe['masks_dir']}" if fe.get("masks_dir") else ""
+    if fe.get("masks_per_frame") is not None:
+        source += f" ({fe['masks_per_frame']:.1f} masks a frame)"
     lines = [f"scene {record['scene']['name']} (no ground truth: PQ/mIoU not measured)  "
              f"frames {cfg['frames']} + {cfg['novel_frames']} held out at "
              f"{cfg['width']}x{cfg['height']}  depth {'on' if cfg['use_depth'] else 'off'}  "

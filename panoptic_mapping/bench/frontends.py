@@ -924,7 +924,8 @@ class SegmenterFrontend:
         labels, n = seg.labels, seg.num_masks
         embeddings = None
         scene = scene if scene is not None else self.scene
-        if self.embedding_space is not None:
+        # oracle embeddings read the ground-truth classes: none without ground truth
+        if self.embedding_space is not None and np.ndim(frame.semantic) == 2:
             if scene is None:
                 raise ValueError("simulated embeddings need the scene's class names")
             rng = np.random.default_rng((self.seed, int(frame.index)))

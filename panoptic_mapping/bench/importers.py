@@ -577,7 +577,9 @@ def import_sequence(fmt: str, src: str | Path, dst: str | Path,
     report.width, report.height = size
     report.K = np.asarray(K_out).tolist()
     meta = {
-        "format_version": FORMAT_VERSION, "name": f"{fmt}-{src.resolve().name}",
+        # the parent too: sequences often sit in folders named seq-01 or data
+        "format_version": FORMAT_VERSION,
+        "name": f"{fmt}-{src.resolve().parent.name}-{src.resolve().name}",
         "classes": ["void"], "thing_classes": [], "instance_class": {},
         "config": {"width": size[0], "height": size[1], "num_frames": len(frames),
                    "num_novel_frames": len(novel), "ground_truth": False,

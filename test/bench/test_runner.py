@@ -82,3 +82,27 @@ def test_mapper_parameters_can_be_set_from_the_command_line(capsys):
         with pytest.raises(SystemExit):
             runner.parse_args(["--set", bad])
         assert "--set" in capsys.readouterr().err
+
+
+def test_online_training_keeps_to_its_budget_when_a_step_outlasts_a_frames_share(monkeypatch):
+    """A step longer than a frame's share of the budget is paid back by later frames: the
+    stream trains for its budget (within one step), not one step per frame."""
+    from panoptic_mapping.bench import mapper_method
+
+    clock = [0.0]
+    monkeypatch.setattr(mapper_method.time, "perf_counter", lambda: clock[0])
+
+    class SlowMapper:
+        calls = 0
+
+        def train_for(self, seconds: float) -> int:
+            self.calls += 1
+            clock[0] += 0.35  # one step, whatever the slice
+            return 1
+
+    method = mapper_method.MapperMethod.__new__(mapper_method.MapperMethod)
+    method.mapper, method.train_per_frame_s, method._train_credit_s = SlowMapper(), 0.1, 0.0
+    for _ in range(20):
+        method.between_frames()
+    assert 20 * 0.1 <= clock[0] <= 20 * 0.1 + 0.35
+    assert method.mapper.calls == 6  # not 20

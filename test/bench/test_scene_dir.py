@@ -107,6 +107,18 @@ def test_bench_without_ground_truth_with_a_real_segmenter(imported, capsys):
                                           if k.startswith("novel_")} <= set(res)
     text = external.format_report_without_gt(record)
     assert "no ground truth" in text and "instances over time" in text
+    assert record["frontend"]["masks_per_frame"] > 0 and "masks a frame" in text
+    assert record["scene"]["name"] == "7scenes-src-seq-01"  # the parent names the sequence
+
+
+def test_a_real_segmenter_frontend_needs_no_ground_truth_for_its_masks(imported):
+    """Oracle embeddings need the ground-truth classes; without them a real segmenter's
+    masks come without embeddings instead of failing (also outside the bench runner)."""
+    from panoptic_mapping.bench.frontends import SimulatedEmbeddingSpace, classical_frontend
+    scene = load_scene(imported / "scene")
+    fe = classical_frontend(embedding_space=SimulatedEmbeddingSpace(dim=8), scene=scene)
+    masks = fe(scene.frames[0], scene)
+    assert masks.labels.max() > 0 and masks.embeddings is None
 
 
 def test_bench_on_recorded_masks_without_ground_truth(imported, tmp_path, capsys):
