@@ -102,10 +102,18 @@ def interpolate_pose(T0: np.ndarray, T1: np.ndarray, t: float) -> np.ndarray:
     return out
 
 
-def check_rigid(T: np.ndarray, tol: float = 1e-4) -> np.ndarray:
-    """Validate a camera-to-world transform (4, 4): finite, orthonormal, det +1.
+# Real trackers hand over rotations orthonormal to ~1e-4..1e-3 (float32 matrices,
+# accumulated drift: a KinectFusion sequence's are off by 1.3e-4); such a pose is projected
+# onto the nearest rotation, anything further off is refused.
+RIGID_TOLERANCE = 1e-2
 
-    Returns the transform as float64; raises ValueError with the reason otherwise.
+
+def check_rigid(T: np.ndarray, tol: float = RIGID_TOLERANCE) -> np.ndarray:
+    """Validate a camera-to-world transform (4, 4): finite, orthonormal to ``tol``, det +1.
+
+    Returns the transform as float64 with its rotation projected onto the nearest proper
+    rotation (SVD), so that what is stored is exactly rigid; raises ValueError with the
+    reason otherwise.
     """
     T = np.asarray(T, dtype=np.float64)
     if T.shape != (4, 4):
@@ -113,15 +121,29 @@ def check_rigid(T: np.ndarray, tol: float = 1e-4) -> np.ndarray:
     if not np.isfinite(T).all():
         raise ValueError("pose contains NaN or inf")
     R = T[:3, :3]
-    if np.abs(R @ R.T - np.eye(3)).max() > tol or abs(np.linalg.det(R) - 1.0) > tol:
-        raise ValueError("pose rotation is not a proper rotation (R R^T != I or det != 1)")
+    off = float(np.abs(R @ R.T - np.eye(3)).max())
+    det = float(np.linalg.det(R))
+    if off > tol or abs(det - 1.0) > tol:
+        raise ValueError(f"pose rotation is not a proper rotation (R R^T off identity by "
+                         f"{off:.2g}, det {det:.4g}; tolerance {tol:g})")
     if np.abs(T[3] - np.array([0.0, 0.0, 0.0, 1.0])).max() > tol:
         raise ValueError(f"pose last row must be [0, 0, 0, 1], got {T[3].tolist()}")
-    return T
+    u, _, vt = np.linalg.svd(R)
+    out = T.copy()
+    out[:3, :3] = u @ vt  # det stays +1: det(R) is within tol of 1
+    out[3] = (0.0, 0.0, 0.0, 1.0)
+    return out
+
+
+# A pinhole model with a horizontal field of view outside this range [deg] is a broken
+# camera_info (fx = 1e-6 or 1e9), not a lens.
+FOV_RANGE_DEG = (0.5, 175.0)
 
 
 def check_intrinsics(K: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Validate a pinhole matrix (3, 3) for an image of ``width`` x ``height`` pixels."""
+    """Validate a pinhole matrix (3, 3) for an image of ``width`` x ``height`` pixels:
+    finite positive focal lengths giving a field of view within ``FOV_RANGE_DEG``, and a
+    principal point within the image widened by half its size on each side."""
     K = np.asarray(K, dtype=np.float64)
     if K.shape != (3, 3):
         raise ValueError(f"intrinsics must be 3x3, got shape {K.shape}")
@@ -130,6 +152,17 @@ def check_intrinsics(K: np.ndarray, width: int, height: int) -> np.ndarray:
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise ValueError("intrinsics need finite, positive focal lengths fx, fy "
                          "(camera_info.k is empty or invalid)")
+    lo, hi = FOV_RANGE_DEG
+    for name, f, n in (("horizontal", K[0, 0], width), ("vertical", K[1, 1], height)):
+        fov = float(np.degrees(2.0 * np.arctan(0.5 * n / f)))
+        if not lo <= fov <= hi:
+            raise ValueError(f"intrinsics give a {name} field of view of {fov:.3g} deg for "
+                             f"{width}x{height} (fx {K[0, 0]:.4g}, fy {K[1, 1]:.4g}); a "
+                             f"pinhole camera has {lo}-{hi} deg")
+    cx, cy = K[0, 2], K[1, 2]
+    if not (-0.5 * width <= cx <= 1.5 * width and -0.5 * height <= cy <= 1.5 * height):
+        raise ValueError(f"principal point ({cx:.4g}, {cy:.4g}) lies far outside the "
+                         f"{width}x{height} image")
     return K
 
 

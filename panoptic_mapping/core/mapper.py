@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from panoptic_mapping.core.device import resolve_device
+from panoptic_mapping.core.device import check_device_name, resolve_device
 from panoptic_mapping.core.field.encoding import center_from_points
 from panoptic_mapping.core.field.extent import SceneExtent
 from panoptic_mapping.core.field.keyframes import KeyframeBuffer, KeyframeConfig
@@ -87,6 +87,9 @@ class MapperConfig:
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def __post_init__(self) -> None:
+        check_device_name(self.device)  # 'tpu' fails when the file is read, not at start-up
 
 
 @dataclass

@@ -174,6 +174,18 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA"):
             resolve_device("cuda")
+    else:
+        with pytest.raises(RuntimeError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    with pytest.raises(ValueError, match="'tpu' is not one of"):
+        resolve_device("tpu")
+
+
+def test_a_device_no_torch_knows_is_refused_when_the_configuration_is_read():
+    from panoptic_mapping.config import ConfigError, config_from_dict
+    with pytest.raises(ConfigError, match="device 'tpu' is not one of"):
+        config_from_dict({"mapping": {"device": "tpu"}})
+    assert config_from_dict({"mapping": {"device": "cuda:3"}}).mapping.device == "cuda:3"
 
 
 # ---------------------------------------------------------------- configuration
