@@ -31,6 +31,7 @@ import os
 import pickle
 import re
 import tempfile
+import time
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -204,6 +205,7 @@ def save_map(path: str | Path, state: Mapping[str, Any]) -> int:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -217,7 +219,22 @@ def save_map(path: str | Path, state: Mapping[str, Any]) -> int:
             os.unlink(tmp)
         raise
     _fsync_directory(path.parent)
+    _remove_stale_temporaries(path, started)
     return size
+
+
+def _remove_stale_temporaries(path: Path, before: float) -> None:
+    """Delete what saves of ``path`` killed mid-write (SIGKILL, power cut) left behind.
+
+    Only temporaries last written before this save started: a save still running in
+    another process keeps writing its own, so its modification time is recent.
+    """
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if tmp.stat().st_mtime < before:
+                tmp.unlink()
+        except OSError:
+            pass  # gone already, or not ours to delete: the save itself succeeded
 
 
 # --------------------------------------------------------------------------- load

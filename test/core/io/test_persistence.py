@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -270,3 +271,20 @@ def test_save_creates_the_directory_and_overwrites(tmp_path):
     assert load_map(path) == {"a": 2}
     assert files_in(path.parent) == ["map.pt"]
     assert not any(name.endswith(".tmp") for name in os.listdir(path.parent))
+
+
+def test_a_save_removes_what_a_killed_save_left_behind(tmp_path):
+    """A SIGKILL mid-save leaves its temporary file (no handler runs); the next save of the
+    same map deletes it, but neither a save in progress elsewhere nor other files."""
+    path = tmp_path / "map.pt"
+    killed = tmp_path / ".map.pt.abc123.tmp"
+    killed.write_bytes(b"PK\x03\x04 half a map")
+    os.utime(killed, (1.0, 1.0))  # written long before this save started
+    running = tmp_path / ".map.pt.def456.tmp"  # another process writing right now
+    running.write_bytes(b"PK")
+    os.utime(running, (time.time() + 60, time.time() + 60))
+    other = tmp_path / ".other.pt.xyz.tmp"
+    other.write_bytes(b"x")
+    os.utime(other, (1.0, 1.0))
+    save_map(path, {"a": 1})
+    assert files_in(tmp_path) == sorted([".map.pt.def456.tmp", ".other.pt.xyz.tmp", "map.pt"])
