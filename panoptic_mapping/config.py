@@ -107,6 +107,11 @@ class InputConfig:
     pose_wait_s: float = param(0.2, "How long [s] a frame waits for its pose (tf or the pose "
                                "topic) before it is dropped, counted and logged.",
                                minimum=0.0)
+    max_image_pixels: int = param(2_500_000, "Largest image (width x height) taken from the "
+                                  "topics or in a localize_instances request (about "
+                                  "1920x1200); a larger one is refused with the reason "
+                                  "before it is decoded (a 4096x3072 request once took the "
+                                  "node to 24 GB).", minimum=1)
     error_log_period_s: float = param(5.0, "Rejected inputs (bad encoding, size mismatch, "
                                       "no pose) are logged at most this often per reason; "
                                       "each is counted.", minimum=0.0)

@@ -64,6 +64,15 @@ def image_to_depth(msg: Image) -> np.ndarray:
     return depth
 
 
+def check_image_size(msg, max_pixels: int, what: str = "image") -> None:
+    """Refuse an Image (or CameraInfo) larger than ``max_pixels`` before anything is
+    decoded or allocated for it; raises InputError with its size."""
+    width, height = int(msg.width), int(msg.height)
+    if width * height > max_pixels:
+        raise InputError(f"{what} is {width}x{height} = {width * height} pixels, more than "
+                         f"input.max_image_pixels ({max_pixels})")
+
+
 def camera_info_to_intrinsics(msg: CameraInfo) -> tuple[np.ndarray, int, int]:
     """(K (3, 3), width, height) from a CameraInfo; raises InputError when unusable."""
     try:

@@ -67,12 +67,17 @@ from panoptic_mapping.core.mapper import Mapper
 from panoptic_mapping.ros.conversions import (
     InputError,
     camera_info_to_intrinsics,
+    check_image_size,
     image_to_depth,
     image_to_rgb,
     numpy_to_image,
 )
 from panoptic_mapping.ros.markers import instance_markers
-from panoptic_mapping.ros.parameters import declare_config, runtime_validator
+from panoptic_mapping.ros.parameters import (
+    check_command_line_params,
+    declare_config,
+    runtime_validator,
+)
 from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg, subsample
 from panoptic_mapping.ros.pose_sources import HAVE_TF2, TfPoses, TopicPoses, stamp_ns
 from panoptic_mapping.ros.services import NO_TEXT_ENCODER, MapServices
@@ -335,6 +340,7 @@ class MappingNode(Node):
         arrival, image, info, depth_msg = item
         stamp = stamp_ns(image.header.stamp)
         try:
+            check_image_size(image, self.config.input.max_image_pixels)
             rgb = image_to_rgb(image)
             K, width, height = camera_info_to_intrinsics(info)
             if rgb.shape[:2] != (height, width):
@@ -533,8 +539,14 @@ class MappingNode(Node):
                    f"{s['dropped']} dropped; latency p50 {lat['p50_ms']:.0f} ms; "
                    f"memory {s['rss_mb']:.0f} MB")
         if missing:
-            self.get_logger().info(f"waiting for: {'; '.join(missing)} (received: {counts}); "
-                                   f"{summary}")
+            # images arriving while a companion stays silent (no camera_info: a driver
+            # that publishes it elsewhere) map nothing: a warning, not routine start-up
+            # (rclpy ties a call site to one severity: one call each)
+            text = f"waiting for: {'; '.join(missing)} (received: {counts}); {summary}"
+            if s["streams"].get("image", (0, 0.0))[0]:
+                self.get_logger().warning(text + "; no frame can be mapped until it arrives")
+            else:
+                self.get_logger().info(text)
         else:
             rates = ", ".join(f"{n} {c} ({r:.1f} Hz)" for n, (c, r) in s["streams"].items())
             self.get_logger().info(f"receiving: {rates}; {summary}")
@@ -650,6 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     node = None
     try:
         node = MappingNode()
+        for warning in check_command_line_params(sys.argv if argv is None else argv,
+                                                 node.get_name(), node.config):
+            node.get_logger().warning(warning)
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()

@@ -8,7 +8,9 @@ the key.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+import yaml
 
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException
@@ -21,6 +23,7 @@ from panoptic_mapping.config import (
     ParamSpec,
     PanopticMappingConfig,
     config_from_flat,
+    flatten,
     param_specs,
     validate_value,
 )
@@ -149,3 +152,52 @@ def runtime_validator(
 
     return callback
 
+
+
+def command_line_params(argv: Sequence[str], node_name: str) -> dict[str, str]:
+    """name -> raw value of every ``-p name:=value`` (or ``--param``) in the ``--ros-args``
+    parts of ``argv`` that applies to ``node_name`` (no node prefix, or that node's)."""
+    out: dict[str, str] = {}
+    in_ros = False
+    items = list(argv)
+    for k, arg in enumerate(items):
+        if arg == "--ros-args":
+            in_ros = True
+        elif arg == "--":
+            in_ros = False
+        elif in_ros and arg in ("-p", "--param") and k + 1 < len(items):
+            name, sep, value = items[k + 1].partition(":=")
+            node, colon, leaf = name.rpartition(":")
+            if sep and (not colon or node.lstrip("/") == node_name):
+                out[leaf if colon else name] = value
+    return out
+
+
+def check_command_line_params(argv: Sequence[str], node_name: str,
+                              config: PanopticMappingConfig) -> list[str]:
+    """Check the ``-p`` values of the command line even where a params file shadows them.
+
+    rcl gives a params-file entry for the node precedence over a ``-p`` for all nodes, so
+    ``--params-file mapping.yaml -p output.cloud_max_points:=lots`` starts with the file's
+    value and says nothing. Every such value is validated (ConfigError naming it), and one
+    that did not take effect is returned as a warning saying how to make it.
+    """
+    specs = {s.name: s for s in param_specs(PanopticMappingConfig)}
+    effective = flatten(config)
+    warnings = []
+    for name, raw in command_line_params(argv, node_name).items():
+        spec = specs.get(name)
+        if spec is None:
+            continue  # unknown names: check_unknown_overrides
+        value = yaml.safe_load(raw) if raw else raw  # how rcl reads a -p value
+        if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        try:
+            value = validate_value(spec, value)
+        except ConfigError as exc:
+            raise ConfigError(f"-p {name}:={raw}: {exc}") from None
+        if effective.get(name) != value:
+            warnings.append(f"-p {name}:={raw} did not take effect: the params file's "
+                            f"{effective.get(name)!r} has precedence over a -p for all nodes; "
+                            f"write -p {node_name}:{name}:={raw}")
+    return warnings

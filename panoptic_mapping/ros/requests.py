@@ -12,6 +12,7 @@ import numpy as np
 from panoptic_mapping.ros.conversions import (
     InputError,
     camera_info_to_intrinsics,
+    check_image_size,
     image_to_depth,
     image_to_rgb,
     pose_to_matrix,
@@ -46,10 +47,18 @@ class LocalizeQuery:
     min_confidence: float
 
 
-def decode_localize_request(request, map_frame: str) -> LocalizeQuery:
-    """Validate a ``LocalizeInstances.Request``; raise InputError with the reason."""
+def decode_localize_request(request, map_frame: str, max_pixels: int | None = None
+                            ) -> LocalizeQuery:
+    """Validate a ``LocalizeInstances.Request``; raise InputError with the reason.
+
+    Args:
+        max_pixels: larger images (or camera_info sizes) are refused before decoding.
+    """
     if request.camera_info.width == 0 and request.camera_info.height == 0:
         raise InputError("camera_info is missing (width and height are 0)")
+    if max_pixels is not None:
+        check_image_size(request.image, max_pixels)
+        check_image_size(request.camera_info, max_pixels, "camera_info")
     K, width, height = camera_info_to_intrinsics(request.camera_info)
     rgb = image_to_rgb(request.image)
     if rgb.shape[:2] != (height, width):

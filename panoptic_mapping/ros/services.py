@@ -93,7 +93,8 @@ class MapServices:
     def localize(self, request, response):
         t0 = time.perf_counter()
         try:
-            q = decode_localize_request(request, self.config.input.map_frame)
+            q = decode_localize_request(request, self.config.input.map_frame,
+                                        self.config.input.max_image_pixels)
         except InputError as exc:
             response.success, response.message = False, f"bad request: {exc}"
             return response

@@ -125,3 +125,17 @@ def test_localize_request_rejections(mutate, reason):
     mutate(req)
     with pytest.raises(InputError, match=reason):
         decode_localize_request(req, "map")
+
+
+def test_an_oversized_image_is_refused_before_it_is_decoded():
+    """A 4096x3072 request must cost nothing: the header decides, the data is never read
+    (here it is not even there)."""
+    req = valid_request()
+    req.image.width, req.image.height = 4096, 3072
+    req.camera_info.width, req.camera_info.height = 4096, 3072
+    with pytest.raises(InputError, match="4096x3072 = 12582912 pixels, more than "
+                                         r"input.max_image_pixels \(2500000\)"):
+        decode_localize_request(req, "map", 2_500_000)
+    assert decode_localize_request(valid_request(), "map", 48).rgb.shape == (6, 8, 3)
+    with pytest.raises(InputError, match="more than"):
+        decode_localize_request(valid_request(), "map", 47)

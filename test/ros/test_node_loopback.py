@@ -130,6 +130,31 @@ def test_node_counts_inputs_it_receives(start_node, client_node):
     assert mapper.interrupt() == 0
 
 
+def test_images_without_camera_info_are_a_warning_that_names_it(start_node, client_node):
+    """Images arriving while camera_info stays silent map nothing: the status says so at
+    warning level, naming the silent topic, instead of routine start-up information."""
+    import numpy as np
+    from sensor_msgs.msg import Image
+
+    from panoptic_mapping.ros.conversions import numpy_to_image
+
+    mapper = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
+                        "-p", "output.status_period_s:=0.3", "-p", "input.use_depth:=false")
+    mapper.wait_for_line("started:")
+    pub = client_node.create_publisher(Image, "/image", 10)
+    deadline = time.monotonic() + 20
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pub.get_subscription_count() > 0, "the node never subscribed to /image"
+    for _ in range(5):
+        pub.publish(numpy_to_image(np.zeros((24, 32, 3), np.uint8), "rgb8"))
+        time.sleep(0.05)
+    line = mapper.wait_for_line(r"WARN.*waiting for: camera_info on /camera_info.*"
+                                r"no frame can be mapped", regex=True)
+    assert "received: image" in line and "image on /image" not in line
+    assert mapper.interrupt() == 0
+
+
 def test_bad_parameter_stops_start_up_with_the_key(start_node, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    output:\n      status_perod_s: 1.0\n")

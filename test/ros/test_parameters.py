@@ -110,3 +110,31 @@ def test_runtime_changes_validated_and_read_only_enforced():
         assert node.config.input.map_frame == "map"
     finally:
         destroy(node)
+
+
+def test_command_line_values_are_checked_even_where_a_params_file_shadows_them():
+    """rcl gives the params file's entry for the node precedence over a -p for all nodes:
+    `--params-file mapping.yaml -p output.cloud_max_points:=lots` started silently with
+    200000. Such a value is validated anyway, and a valid one that lost is reported."""
+    from panoptic_mapping.ros.parameters import check_command_line_params, command_line_params
+    argv = ["mapping_node", "--ros-args", "--params-file", "f.yaml", "-p",
+            "output.cloud_max_points:=lots", "--param", "panoptic_mapping:input.map_frame:=odom",
+            "-p", "other_node:input.map_frame:=x", "-p", "broken", "--", "-p", "a:=b"]
+    assert command_line_params(argv, "panoptic_mapping") == {
+        "output.cloud_max_points": "lots", "input.map_frame": "odom"}
+    cfg = PanopticMappingConfig()
+    with pytest.raises(ConfigError, match=r"-p output.cloud_max_points:=lots: .*int"):
+        check_command_line_params(argv, "panoptic_mapping", cfg)
+    shadowed = ["x", "--ros-args", "-p", "output.cloud_max_points:=5000", "-p",
+                "output.status_period_s:=1"]
+    cfg.output.status_period_s = 1.0  # took effect (an int for a double is fine)
+    (warning,) = check_command_line_params(shadowed, "panoptic_mapping", cfg)
+    assert "output.cloud_max_points:=5000 did not take effect" in warning
+    assert "panoptic_mapping:output.cloud_max_points:=5000" in warning
+
+
+def test_the_node_refuses_an_ill_typed_command_line_value_behind_a_params_file(capsys):
+    from panoptic_mapping.ros.node import main
+    assert main(["mapping_node", "--ros-args", "--params-file", str(PARAMS_FILE), "-p",
+                 "output.cloud_max_points:=lots"]) == 2
+    assert "cloud_max_points:=lots" in capsys.readouterr().err
