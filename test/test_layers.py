@@ -4,7 +4,7 @@ ROS-free (also when imported: a subprocess loads it and finds no ROS module).
 
 Layers, lowest first (README "Architecture"):
 params < core.geometry, core.device < core.frames
-< {core.field, core.map, core.semantics, core.io} < core.mapper < {frontends, runtime}
+< {core.field, core.map, core.semantics, core.io, core.stereo} < core.mapper < {frontends, runtime}
 < config < ros < bench < tools.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("params",),
     ("core.geometry", "core.device"),
     ("core.frames",),
-    ("core.field", "core.map", "core.semantics", "core.io"),
+    ("core.field", "core.map", "core.semantics", "core.io", "core.stereo"),
     ("core.mapper",),
     ("frontends", "runtime"),
     ("config",),

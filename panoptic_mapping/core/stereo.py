@@ -1,0 +1,294 @@
+"""Depth from posed RGB: multi-view plane-sweep stereo and a multi-view consistency filter.
+
+The first step from "posed RGB in" to "a usable map out": each reference frame gets a
+depth map and a per-pixel confidence from a few nearby posed frames, so the depth-based
+mapper can run on RGB-only input with the unreliable pixels left out.
+
+Conventions: poses are (4, 4) camera_to_world, OpenCV camera axes (x right, y down,
+z forward); pixel centres at integer (u, v); depth is along the optical axis, 0 = none.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from panoptic_mapping.core.geometry import backproject
+from panoptic_mapping.params import param
+
+__all__ = ["StereoConfig", "plane_sweep_depth", "consistency_filter"]
+
+# Cost of a plane no source sees: above the worst ZNCC cost (2), so it never wins.
+_NO_SOURCE_COST = 3.0
+# Projections closer than this to a source's image plane are treated as behind it.
+_MIN_SOURCE_Z = 1e-6
+
+
+@dataclass
+class StereoConfig:
+    """Multi-view plane-sweep stereo and its consistency filter."""
+
+    min_depth_m: float = param(0.2, "Nearest depth hypothesis [m].", minimum=0.01)
+    max_depth_m: float = param(5.0, "Farthest depth hypothesis [m].", minimum=0.02)
+    num_planes: int = param(64, "Fronto-parallel depth planes, uniform in inverse depth "
+                            "(uniform in disparity, so near and far get the same pixel "
+                            "resolution).", minimum=3, maximum=1024)
+    patch_radius: int = param(2, "ZNCC window is (2r+1)^2 pixels.", minimum=1, maximum=7)
+    max_sources: int = param(4, "Source views matched against each reference view.",
+                             minimum=1, maximum=16)
+    planes_per_chunk: int = param(8, "Planes warped at once (bounds memory to this many "
+                                  "planes x sources x pixels).", minimum=1)
+    min_texture_std: float = param(0.01, "Grey-level std (of [0, 1] intensities) below "
+                                   "which a patch counts as textureless: added to both "
+                                   "variances, so flat patches score ZNCC ~ 0 instead of "
+                                   "amplifying noise.", minimum=0.0)
+    margin_scale: float = param(0.3, "Cost margin (1 - ZNCC units) between the best and the "
+                                "second-best local minimum at which the match counts as "
+                                "unambiguous (confidence factor 1).", minimum=1e-6)
+    min_confidence: float = param(0.3, "Pixels below this confidence are not used as depth.",
+                                  minimum=0.0, maximum=1.0)
+    consistency_rel_tol: float = param(0.02, "Two views agree on a point when their depths "
+                                       "differ by at most this share of the depth.",
+                                       minimum=0.0, maximum=1.0)
+    consistency_min_views: int = param(1, "Other views that must agree with a reference "
+                                       "depth for it to be kept.", minimum=1)
+
+
+def _grey(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 1, H, W) float32 in [0, 1]."""
+    t = torch.as_tensor(np.ascontiguousarray(rgb), device=device).float() / 255.0
+    g = t[..., 0] * 0.299 + t[..., 1] * 0.587 + t[..., 2] * 0.114
+    return g[None, None]
+
+
+def _box(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over the (2r+1)^2 window of (N, 1, H, W); at the border over the in-image part."""
+    return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+
+
+def _as_tensor(a, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
+
+
+def _source_costs(ref_stats, src_grey: torch.Tensor, A: torch.Tensor, b: torch.Tensor,
+                  inv_depths: torch.Tensor, shape: tuple[int, int], cfg: StereoConfig
+                  ) -> torch.Tensor:
+    """Matching cost of one source for a chunk of planes.
+
+    Args:
+        ref_stats: (mean, var, grey) of the reference, each (1, 1, H, W).
+        src_grey: (1, 1, Hs, Ws) source intensities.
+        A: (3, H*W) and b: (3,): source pixel (homogeneous) of reference pixel p on the
+            plane at depth d is d * A[:, p] + b (float64, so far planes stay exact).
+        inv_depths: (C,) inverse depths of the chunk's planes.
+
+    Returns:
+        (C, H, W) float32 cost 1 - ZNCC in [0, 2]; +inf where any window pixel does not
+        land inside the source in front of it.
+    """
+    h, w = shape
+    hs, ws = src_grey.shape[-2:]
+    depths = 1.0 / inv_depths
+    p = depths[:, None, None] * A[None] + b[None, :, None]           # (C, 3, H*W)
+    z = p[:, 2]
+    zs = torch.where(z > _MIN_SOURCE_Z, z, torch.ones_like(z))
+    u, v = p[:, 0] / zs, p[:, 1] / zs
+    inside = (z > _MIN_SOURCE_Z) & (u >= 0) & (u <= ws - 1) & (v >= 0) & (v <= hs - 1)
+    # align_corners=True maps -1/+1 to the centres of the outer pixels.
+    gx = (2.0 * u / max(ws - 1, 1) - 1.0).float()
+    gy = (2.0 * v / max(hs - 1, 1) - 1.0).float()
+    gx = torch.where(inside, gx, torch.full_like(gx, -2.0))
+    gy = torch.where(inside, gy, torch.full_like(gy, -2.0))
+    c = inv_depths.shape[0]
+    grid = torch.stack([gx, gy], dim=-1).reshape(1, c * h, w, 2)
+    warped = F.grid_sample(src_grey, grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=True).reshape(c, 1, h, w)
+    r = cfg.patch_radius
+    mean_r, var_r, ref = ref_stats
+    mean_s = _box(warped, r)
+    var_s = (_box(warped * warped, r) - mean_s * mean_s).clamp_min(0.0)
+    cov = _box(warped * ref, r) - mean_s * mean_r
+    eps = cfg.min_texture_std ** 2
+    zncc = cov / torch.sqrt((var_r + eps) * (var_s + eps))
+    # A window is only comparable when all of it was seen by the source.
+    full = _box(inside.reshape(c, 1, h, w).float(), r) > 1.0 - 1e-4
+    cost = (1.0 - zncc.clamp(-1.0, 1.0)).squeeze(1)
+    return torch.where(full.squeeze(1), cost, torch.full_like(cost, math.inf))
+
+
+def _robust_mean(costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the best half (rounded up) of the finite costs over sources.
+
+    An occluder in one source makes that source's cost high at the true plane; taking the
+    best half keeps the others' agreement.
+
+    Args:
+        costs: (S, C, H, W), +inf = source does not see the window.
+
+    Returns:
+        (C, H, W) aggregated cost (_NO_SOURCE_COST where no source sees it) and
+        (C, H, W) int64 count of valid sources.
+    """
+    valid = torch.isfinite(costs)
+    n = valid.sum(0)
+    k = ((n + 1) // 2).clamp_min(1)
+    srt = torch.sort(costs, dim=0).values
+    csum = torch.cumsum(torch.where(torch.isfinite(srt), srt, torch.zeros_like(srt)), dim=0)
+    agg = csum.gather(0, (k - 1)[None]).squeeze(0) / k
+    return torch.where(n > 0, agg, torch.full_like(agg, _NO_SOURCE_COST)), n
+
+
+@torch.no_grad()
+def plane_sweep_depth(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
+                      src: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                      cfg: StereoConfig | None = None, device: str | torch.device = "cpu"
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Depth of a reference view by a plane sweep over posed source views.
+
+    Each fronto-parallel plane of the reference camera warps every source into the
+    reference; the ZNCC of (2r+1)^2 grey windows scores the plane per pixel and source,
+    the best half of the sources that see a window are averaged, the best plane wins and
+    a parabola through its cost and its neighbours' refines it in inverse depth.
+
+    Args:
+        ref_rgb: (H, W, 3) uint8. ref_K: (3, 3). ref_T: (4, 4) camera_to_world.
+        src: up to ``cfg.max_sources`` are used (the first ones) of (rgb (Hs, Ws, 3) uint8,
+            K (3, 3), T (4, 4) camera_to_world).
+        cfg: stereo configuration (defaults if None).
+        device: torch device for the sweep.
+
+    Returns:
+        depth (H, W) float32 [m], 0 where no source sees any plane; confidence (H, W)
+        float32 in [0, 1]: best ZNCC times how clearly the best minimum of the cost curve
+        beats the second-best local minimum (textureless and repetitive regions have
+        flat or multi-minimum curves and score low); 0 where no source sees the window.
+    """
+    cfg = cfg or StereoConfig()
+    if not 0.0 < cfg.min_depth_m < cfg.max_depth_m:
+        raise ValueError(f"stereo depth range [{cfg.min_depth_m}, {cfg.max_depth_m}] m is empty")
+    dev = torch.device(device)
+    h, w = ref_rgb.shape[:2]
+    sources = list(src)[:cfg.max_sources]
+    if not sources:
+        return np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    r = cfg.patch_radius
+    ref = _grey(ref_rgb, dev)
+    mean_r = _box(ref, r)
+    var_r = (_box(ref * ref, r) - mean_r * mean_r).clamp_min(0.0)
+    ref_stats = (mean_r, var_r, ref)
+
+    # Reference rays with z = 1, so a point on plane d is d * ray.
+    v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
+                          torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
+    Kr_inv = torch.linalg.inv(_as_tensor(ref_K, dev))
+    rays = Kr_inv @ torch.stack([u.reshape(-1), v.reshape(-1), torch.ones_like(u).reshape(-1)])
+    Tr = _as_tensor(ref_T, dev)
+    warps = []
+    for rgb_s, K_s, T_s in sources:
+        Ks = _as_tensor(K_s, dev)
+        rel = torch.linalg.inv(_as_tensor(T_s, dev)) @ Tr        # reference -> source camera
+        warps.append((_grey(rgb_s, dev), Ks @ rel[:3, :3] @ rays, Ks @ rel[:3, 3]))
+
+    inv = torch.linspace(1.0 / cfg.min_depth_m, 1.0 / cfg.max_depth_m, cfg.num_planes,
+                         device=dev, dtype=torch.float64)
+    volume = torch.empty((cfg.num_planes, h, w), dtype=torch.float32, device=dev)
+    seen = torch.zeros((cfg.num_planes, h, w), dtype=torch.bool, device=dev)
+    for start in range(0, cfg.num_planes, cfg.planes_per_chunk):
+        chunk = inv[start:start + cfg.planes_per_chunk]
+        costs = torch.stack([_source_costs(ref_stats, g, A, b, chunk, (h, w), cfg)
+                             for g, A, b in warps])
+        agg, n = _robust_mean(costs)
+        volume[start:start + chunk.shape[0]] = agg
+        seen[start:start + chunk.shape[0]] = n > 0
+        del costs
+
+    best_cost, best = volume.min(0)
+    # Sub-plane refinement: vertex of the parabola through the best plane and its two
+    # neighbours (not at the ends of the range nor next to an unseen plane).
+    d = cfg.num_planes
+    lo = volume.gather(0, (best - 1).clamp_min(0)[None]).squeeze(0)
+    hi = volume.gather(0, (best + 1).clamp_max(d - 1)[None]).squeeze(0)
+    curv = lo - 2.0 * best_cost + hi
+    ok = (best > 0) & (best < d - 1) & (lo < _NO_SOURCE_COST) & (hi < _NO_SOURCE_COST) \
+        & (curv > 1e-9)
+    offset = torch.where(ok, 0.5 * (lo - hi) / torch.where(ok, curv, torch.ones_like(curv)),
+                         torch.zeros_like(curv)).clamp(-0.5, 0.5)
+    step = (inv[-1] - inv[0]) / (d - 1)
+    inv_best = inv[best] + offset.double() * step
+    depth = (1.0 / inv_best).float()
+
+    # Second-best local minimum of the cost curve (ends count when below their neighbour);
+    # a wide basin around the best plane is one minimum, not a rival.
+    left = torch.cat([volume[:1] + 1.0, volume[:-1]])
+    right = torch.cat([volume[1:], volume[-1:] + 1.0])
+    is_min = (volume < left) & (volume <= right)
+    # Within two planes of the best, a minimum is a wiggle of the same basin.
+    near = (torch.arange(d, device=dev)[:, None, None] - best[None]).abs() <= 2
+    is_min &= ~near
+    rival = torch.where(is_min, volume, torch.full_like(volume, math.inf)).min(0).values
+    # No rival minimum: the curve's own range is the margin.
+    rival = torch.where(torch.isfinite(rival), rival,
+                        torch.where(seen, volume, torch.zeros_like(volume)).max(0).values)
+    margin = (rival - best_cost).clamp_min(0.0)
+    conf = (1.0 - best_cost).clamp(0.0, 1.0) * (margin / cfg.margin_scale).clamp(0.0, 1.0)
+    any_seen = seen.gather(0, best[None]).squeeze(0)
+    conf = torch.where(any_seen, conf, torch.zeros_like(conf))
+    depth = torch.where(seen.any(0), depth, torch.zeros_like(depth))
+    return depth.cpu().numpy().astype(np.float32), conf.cpu().numpy().astype(np.float32)
+
+
+def consistency_filter(depths: Sequence[np.ndarray], confidences: Sequence[np.ndarray],
+                       Ks: Sequence[np.ndarray], Ts: Sequence[np.ndarray], ref_index: int,
+                       cfg: StereoConfig | None = None) -> np.ndarray:
+    """Confidence of the reference view with depths the other views do not confirm zeroed.
+
+    A reference pixel (depth > 0, confidence >= ``cfg.min_confidence``) is projected into
+    each other view; that view agrees when its own confident depth at the nearest pixel is
+    within ``cfg.consistency_rel_tol`` (relative) of the projected point's depth. Pixels
+    with fewer than ``cfg.consistency_min_views`` agreeing views get confidence 0: a wrong
+    depth lands on a point no other view saw at that distance.
+
+    Args:
+        depths: N arrays (H_i, W_i) float, 0 = none. confidences: N arrays like depths.
+        Ks: N (3, 3) intrinsics. Ts: N (4, 4) camera_to_world.
+        ref_index: which view to filter.
+        cfg: stereo configuration (defaults if None).
+
+    Returns:
+        (H, W) float32 confidence of the reference view.
+    """
+    cfg = cfg or StereoConfig()
+    ref_d = np.asarray(depths[ref_index], np.float64)
+    conf = np.asarray(confidences[ref_index], np.float32).copy()
+    h, w = ref_d.shape
+    use = np.where(conf >= cfg.min_confidence, ref_d, 0.0)
+    pts, pix = backproject(use, np.asarray(Ks[ref_index]), np.asarray(Ts[ref_index]))
+    agree = np.zeros(pix.shape[0], np.int64)
+    for j in range(len(depths)):
+        if j == ref_index:
+            continue
+        d_j = np.asarray(depths[j], np.float64)
+        c_j = np.asarray(confidences[j])
+        hj, wj = d_j.shape
+        world_to_cam = np.linalg.inv(np.asarray(Ts[j], np.float64))
+        cam = pts @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+        z = cam[:, 2]
+        front = z > _MIN_SOURCE_Z
+        zs = np.where(front, z, 1.0)
+        uv = cam[:, :2] / zs[:, None] @ np.asarray(Ks[j], np.float64)[:2, :2].T \
+            + np.asarray(Ks[j], np.float64)[:2, 2]
+        ui, vi = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
+        inside = front & (ui >= 0) & (ui < wj) & (vi >= 0) & (vi < hj)
+        ui, vi = np.where(inside, ui, 0), np.where(inside, vi, 0)
+        other = d_j[vi, ui]
+        ok = inside & (other > 0) & (c_j[vi, ui] >= cfg.min_confidence) \
+            & (np.abs(other - z) <= cfg.consistency_rel_tol * other)
+        agree += ok
+    keep = np.zeros(h * w, bool)
+    keep[pix[agree >= cfg.consistency_min_views]] = True
+    conf[~keep.reshape(h, w)] = 0.0
+    return conf
