@@ -127,3 +127,24 @@ def test_load_refuses_other_embedding_sizes_and_corrupt_files(node, tmp_path):
     assert node.map_services.save(SaveMap.Request(path=str(good)), SaveMap.Response()).success
     resp = node.map_services.load(LoadMap.Request(path=str(good)), LoadMap.Response())
     assert resp.success and f"loaded {keyframes} keyframes" in resp.message
+
+
+def test_localize_from_the_pose_buffer_refuses_a_stamp_far_from_every_pose(node, scene):
+    """An empty camera_pose asks for the pose at the image stamp; a stamp from 1970 or
+    2100 while the poses are from now has none, and the answer says so instead of
+    localizing with another frame's pose."""
+    from rclpy.time import Time
+
+    f = scene.novel_frames[0]
+    now = scene_frame_messages(f, Time(seconds=1_800_000_000).to_msg())
+    node.poses.add(now["pose"].header, now["pose"].pose)
+    for seconds in (1, 4_102_444_800):  # 1970, 2100
+        msgs = scene_frame_messages(f, Time(seconds=seconds).to_msg())
+        req = LocalizeInstances.Request(image=msgs["image"], camera_info=msgs["camera_info"],
+                                        depth=msgs["depth"])
+        resp = node.map_services.localize(req, LocalizeInstances.Response())
+        assert not resp.success and "no pose was found" in resp.message, seconds
+    req = LocalizeInstances.Request(image=now["image"], camera_info=now["camera_info"],
+                                    depth=now["depth"])
+    resp = node.map_services.localize(req, LocalizeInstances.Response())
+    assert resp.success and resp.instances, resp.message  # the stamp of the pose: found
