@@ -172,3 +172,29 @@ def test_the_field_fills_observed_surfaces_only(mapped, tabletop_scene):
     # ... but the map does not take it where nothing was observed
     assert not m.render_instances(f.K, f.camera_to_world, far).any()
     assert m.render_instances(f.K, f.camera_to_world, f.depth).any()
+
+
+def test_training_waits_while_foreground_work_waits_for_the_map(tabletop_scene, space):
+    """A training step does not take the map's lock while an ingest or a localize call
+    waits for it (a lock is no queue: the trainer releasing and re-taking it between steps
+    kept a waiting frame out for several steps)."""
+    import threading
+    import time as _time
+
+    m = Mapper(MapperConfig(device="cpu"), embedding_dim=space.dim)
+    f = tabletop_scene.frames[0]
+    m.ingest(to_frame(f, masks_for(tabletop_scene, space)(f), True))
+    assert m.train(1)  # trainable
+    steps = m.trainer.steps
+    trained = threading.Event()
+    with m._foreground_done:  # an ingest on another thread, waiting for the lock
+        m._foreground += 1
+    worker = threading.Thread(target=lambda: (m.train(1), trained.set()))
+    worker.start()
+    _time.sleep(0.3)
+    assert not trained.is_set() and m.trainer.steps == steps  # it yields
+    with m._foreground_done:  # the ingest got the lock and finished
+        m._foreground -= 1
+        m._foreground_done.notify_all()
+    worker.join(10)
+    assert trained.is_set() and m.trainer.steps == steps + 1
