@@ -297,13 +297,17 @@ def load_masks_dir(directory: str | Path, scene: Scene,
     embeddings = ("recorded" if recorded else
                   "SIMULATED oracle (majority ground-truth class under each mask)"
                   if scene.has_ground_truth and embedding_space is not None else "none")
-    masks = [m.labels.max(initial=0) for m in train]
     info = {"masks_dir": str(root), "files": len(jobs), "embeddings": embeddings,
-            "embedding_dim": dim, "masks_per_frame": float(np.mean(masks)) if masks else 0.0}
+            "embedding_dim": dim, "masks_per_frame": masks_per_frame(train)}
     return RecordedMasks(train, novel, dim, text, info)
 
 
 # ----------------------------------------------------------------------------- measures
+
+
+def masks_per_frame(masks: list[MaskFrame]) -> float:
+    """Mean number of masks a frame (0.0 for no frames)."""
+    return float(np.mean([m.labels.max(initial=0) for m in masks])) if masks else 0.0
 
 
 def id_churn(previous: list[np.ndarray], current: list[np.ndarray]) -> tuple[float, int]:

@@ -299,8 +299,7 @@ def run(cfg: BenchConfig, save_dir: Path | None = None) -> dict:
         frontend_s = (time.perf_counter() - t0) / max(len(scene.frames), 1)
         novel_masks = [novel_fe(f, scene) for f in scene.novel_frames]
         frontend = {"name": cfg.frontend, "ms_per_frame": 1000 * frontend_s,
-                    "masks_per_frame": float(np.mean([m.labels.max(initial=0)
-                                                      for m in train_masks]))}
+                    "masks_per_frame": external.masks_per_frame(train_masks)}
         if isinstance(train_fe, SimulatedMaskFrontend):
             frontend["errors"] = train_fe.errors.to_dict()
             frontend["applied"] = train_fe.format_stats()

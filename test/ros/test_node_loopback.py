@@ -109,21 +109,27 @@ def test_services_answer_between_processes(start_node, client_node):
     assert "Traceback" not in mapper.output
 
 
+def publish_once_subscribed(client_node, msg_type, topic: str, msg, times: int = 5) -> None:
+    """Publish ``msg`` a few times once the node subscribes to ``topic`` (best-effort QoS
+    may lose the first message while discovery completes)."""
+    pub = client_node.create_publisher(msg_type, topic, 10)
+    deadline = time.monotonic() + 20
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pub.get_subscription_count() > 0, f"the node never subscribed to {topic}"
+    for _ in range(times):
+        pub.publish(msg)
+        time.sleep(0.05)
+
+
 def test_node_counts_inputs_it_receives(start_node, client_node):
     from sensor_msgs.msg import CameraInfo
 
     mapper = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
                         "-p", "output.status_period_s:=0.3", "-p", "input.use_depth:=false")
     mapper.wait_for_line("started:")
-    pub = client_node.create_publisher(CameraInfo, "/camera_info", 10)
-    deadline = time.monotonic() + 20
-    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert pub.get_subscription_count() > 0, "the node never subscribed to /camera_info"
-    for _ in range(5):
-        pub.publish(CameraInfo(width=32, height=24))
-        time.sleep(0.05)
-    # best-effort QoS may lose the first message while discovery completes
+    publish_once_subscribed(client_node, CameraInfo, "/camera_info",
+                            CameraInfo(width=32, height=24))
     line = mapper.wait_for_line(r"received: image 0, camera_info [345],", regex=True)
     assert "waiting for: image on /image" in line  # camera_info no longer awaited
     assert "camera_info on" not in line
@@ -133,22 +139,13 @@ def test_node_counts_inputs_it_receives(start_node, client_node):
 def test_images_without_camera_info_are_a_warning_that_names_it(start_node, client_node):
     """Images arriving while camera_info stays silent map nothing: the status says so at
     warning level, naming the silent topic, instead of routine start-up information."""
-    import numpy as np
     from sensor_msgs.msg import Image
-
-    from panoptic_mapping.ros.conversions import numpy_to_image
 
     mapper = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
                         "-p", "output.status_period_s:=0.3", "-p", "input.use_depth:=false")
     mapper.wait_for_line("started:")
-    pub = client_node.create_publisher(Image, "/image", 10)
-    deadline = time.monotonic() + 20
-    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert pub.get_subscription_count() > 0, "the node never subscribed to /image"
-    for _ in range(5):
-        pub.publish(numpy_to_image(np.zeros((24, 32, 3), np.uint8), "rgb8"))
-        time.sleep(0.05)
+    publish_once_subscribed(client_node, Image, "/image",
+                            numpy_to_image(np.zeros((24, 32, 3), np.uint8), "rgb8"))
     line = mapper.wait_for_line(r"WARN.*waiting for: camera_info on /camera_info.*"
                                 r"no frame can be mapped", regex=True)
     assert "received: image" in line and "image on /image" not in line
