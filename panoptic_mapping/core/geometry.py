@@ -1,5 +1,5 @@
-"""Geometry shared by every layer: rigid poses and quaternions, pinhole back-projection,
-voxel keys and depth edges (numpy; voxel keys also on torch tensors).
+"""Geometry shared by every layer: rigid poses and quaternions, pinhole back-projection
+and z-buffered splatting, voxel keys and depth edges (numpy; voxel keys also on torch tensors).
 
 The lowest layer of the core after :mod:`panoptic_mapping.params`: it imports nothing of
 panoptic_mapping.
@@ -13,7 +13,7 @@ import torch
 
 __all__ = ["pose_matrix", "pose_from_xyz_quat", "quaternion_to_rotation",
            "rotation_to_quaternion", "slerp", "interpolate_pose", "check_rigid",
-           "check_intrinsics", "backproject", "depth_edges", "voxel_coords",
+           "check_intrinsics", "backproject", "splat_depth", "depth_edges", "voxel_coords",
            "pack_voxel_keys", "unpack_voxel_keys", "VOXEL_KEY_BITS", "VOXEL_KEY_BIAS",
            "VOXEL_KEY_MASK"]
 
@@ -189,6 +189,55 @@ def backproject(depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray
     y = (v - K[1, 2]) / K[1, 1] * z
     cam = np.stack([x, y, z], axis=1)
     return cam @ camera_to_world[:3, :3].T + camera_to_world[:3, 3], pix
+
+
+def splat_depth(points: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
+                shape: tuple[int, int], point_size_m: float, max_radius_px: int = 8,
+                near_m: float = 1e-3) -> np.ndarray:
+    """Depth image of points seen as small squares, nearest surface first (a z-buffer).
+
+    Each point covers the pixels within its projected half-size
+    ``round(point_size_m / 2 * f / z)`` (at least its own pixel, at most
+    ``max_radius_px``) and every pixel keeps the nearest depth that covers it, so surfaces
+    of voxel centres render closed and occlude what lies behind them.
+
+    Args:
+        points: (N, 3) world points. K: (3, 3). camera_to_world: (4, 4).
+        shape: (H, W) of the image. point_size_m: edge of each point's square [m].
+
+    Returns:
+        (H, W) float32 depth along the optical axis, 0 where no point projects.
+    """
+    h, w = shape
+    world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64))
+    cam = np.asarray(points, np.float64) @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    cam = cam[cam[:, 2] > near_m]
+    if cam.shape[0] == 0:
+        return np.zeros((h, w), np.float32)
+    z = cam[:, 2]
+    u = np.rint(cam[:, 0] / z * K[0, 0] + K[0, 2]).astype(np.int64)
+    v = np.rint(cam[:, 1] / z * K[1, 1] + K[1, 2]).astype(np.int64)
+    radius = np.clip(np.rint(0.5 * point_size_m * max(K[0, 0], K[1, 1]) / z), 0,
+                     max_radius_px).astype(np.int64)
+    # points too far outside the image to reach it with their squares
+    near = (u + radius >= 0) & (u - radius < w) & (v + radius >= 0) & (v - radius < h)
+    u, v, z, radius = u[near], v[near], z[near], radius[near]
+    best = torch.full((h * w,), math.inf, dtype=torch.float64)
+    z_t = torch.from_numpy(z)
+    for r in range(int(radius.max()) + 1 if radius.size else 0):
+        sel = radius >= r  # each ring of offsets at distance r is drawn by the points reaching it
+        us, vs, zs = u[sel], v[sel], z_t[torch.from_numpy(sel)]
+        for dv in range(-r, r + 1):
+            for du in range(-r, r + 1):
+                if max(abs(du), abs(dv)) != r:
+                    continue
+                uu, vv = us + du, vs + dv
+                ok = (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
+                idx = torch.from_numpy(vv[ok] * w + uu[ok])
+                best.scatter_reduce_(0, idx, zs[torch.from_numpy(ok)], reduce="amin")
+    out = best.numpy()
+    out[~np.isfinite(out)] = 0.0
+    return out.reshape(h, w).astype(np.float32)
 
 
 def depth_edges(depth: np.ndarray, curvature: float) -> np.ndarray:

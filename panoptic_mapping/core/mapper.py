@@ -7,7 +7,10 @@ The field sits in the association loop: new frames are associated against the ma
 rendering, where the field fills what the voxels have not seen; while training, keyframes
 are re-associated one by one against the current map (whose ids merge and clean up as
 evidence accumulates), so the labels the field learns follow the map. RGB-only keyframes
-join the instance map once the field can render their depth.
+get depth by multi-view stereo against earlier frames (``stereo``) and are then mapped as
+if it were measured; frames stereo cannot serve yet (too few sources) join the instance map
+once the field can render their depth. Views without depth (InstanceLoc, renders) meet the
+map where its voxels' surfaces are (``render_without_depth``), or the field's.
 
 Every public method is thread-safe: one lock; readers get copies.
 """
@@ -46,6 +49,7 @@ from panoptic_mapping.core.map.config import InstanceConfig
 from panoptic_mapping.core.map.instances import InstanceMap
 from panoptic_mapping.core.map.localize import vote_masks
 from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
+from panoptic_mapping.core.stereo import SourceView, StereoConfig, StereoDepth
 from panoptic_mapping.params import config_from_dict, config_to_dict, param
 
 __all__ = ["MapperConfig", "Mapper", "IngestReport", "Localization", "FieldInstanceFill",
@@ -75,6 +79,14 @@ class MapperConfig:
         "instances.localize.boundary_confidence instead of the "
         "one frame's mask edge. Measured on the benchmark's simulated front-end at 160x120 "
         "(BENCHMARKS.md); turn off for masks sharper than the instance voxels.")
+    render_without_depth: str = param(
+        "map", "Where a view without depth (InstanceLoc, instance renders) meets the map: "
+        "'map' draws the instance voxels' surfaces (z-buffered, milliseconds), 'field' "
+        "volume-renders the field's depth (seconds on a CPU, and only once trained).",
+        choices=("map", "field"))
+    surface_min_weight: float = param(2.0, "With render_without_depth 'map': votes a voxel "
+                                      "needs to be drawn (one vote may be one frame's "
+                                      "stereo outlier).", minimum=0.0)
     render_chunk_rays: int = param(4096, "Rays per chunk when rendering whole images.",
                                    minimum=64)
     render_min_opacity: float = param(0.5, "A rendered ray whose accumulated opacity is "
@@ -89,6 +101,7 @@ class MapperConfig:
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    stereo: StereoConfig = dataclasses.field(default_factory=StereoConfig)
 
     def __post_init__(self) -> None:
         check_device_name(self.device)  # 'tpu' fails when the file is read, not at start-up
@@ -104,12 +117,16 @@ class IngestReport:
         integrated: False when the frame's masks could not be fused yet (no depth, and the
             field cannot render it yet); it may still have become a keyframe.
         keyframe: id of the keyframe it became, or None.
+        depth_source: "measured", "stereo" or "none".
+        stereo_s: seconds the stereo estimate took (None: none ran).
     """
 
     labels: np.ndarray
     new_ids: list[int]
     integrated: bool
     keyframe: int | None = None
+    depth_source: str = "measured"
+    stereo_s: float | None = None
 
 
 @dataclass
@@ -203,6 +220,8 @@ class Mapper:
         self.frames_ingested = 0
         self._reassoc_cursor = 0
         self._unplaced: set[int] = set()  # RGB-only keyframes not yet in the instance map
+        self.stereo = StereoDepth(self.cfg.stereo, self.device) if self.cfg.stereo.enabled \
+            else None
 
     # ------------------------------------------------------------------ input
 
@@ -227,6 +246,7 @@ class Mapper:
     def ingest(self, frame: Frame) -> IngestReport:
         """Validate and take in one frame. Raises FrameError (map untouched) on bad input."""
         frame = validate_frame(frame)
+        frame, source, stereo_s = self._with_stereo_depth(frame)
         with self._foreground_lock():
             self.frames_ingested += 1
             self._ensure_field(frame)
@@ -234,7 +254,7 @@ class Mapper:
             labels = np.zeros(frame.shape, np.int32)
             new_ids: list[int] = []
             integrated = False
-            if frame.masks is not None and frame.depth is not None and (frame.depth > 0).any():
+            if frame.masks is not None and _has_depth(frame):
                 # one voxel search serves the reference and the integration
                 result = self.instances.process_frame(
                     frame.masks, frame.depth, frame.K, frame.camera_to_world,
@@ -245,12 +265,32 @@ class Mapper:
                 self.keyframes.set_labels(kf.id, labels)
                 if not integrated and frame.masks is not None:
                     self._unplaced.add(kf.id)
-            return IngestReport(labels, new_ids, integrated, None if kf is None else kf.id)
+            return IngestReport(labels, new_ids, integrated, None if kf is None else kf.id,
+                                source, stereo_s)
+
+    def _with_stereo_depth(self, frame: Frame) -> tuple[Frame, str, float | None]:
+        """The frame with stereo depth where it has none (and stereo finds some), the
+        depth's source and the stereo's seconds. The sweep runs outside the map's lock:
+        training and InstanceLoc go on meanwhile."""
+        if _has_depth(frame):
+            if self.stereo is not None:
+                self.stereo.remember(frame)
+            return frame, "measured", None
+        if self.stereo is None:
+            return frame, "none", None
+        with self._lock:
+            keyframes = [SourceView.of(kf.frame) for kf in self.keyframes.snapshot()]
+        estimate = self.stereo.estimate(frame, keyframes)
+        if estimate is None:
+            return frame, "none", None
+        if not (estimate.depth > 0).any():
+            return frame, "none", estimate.seconds
+        return dataclasses.replace(frame, depth=estimate.depth), "stereo", estimate.seconds
 
     def _ensure_field(self, frame: Frame) -> None:
         if self.field is not None:
             return
-        if frame.depth is not None and (frame.depth > 0).any():
+        if _has_depth(frame):
             pts, _ = backproject(frame.depth, frame.K, frame.camera_to_world)
             center = center_from_points(pts)
         else:  # RGB-only: a point a little in front of the first camera
@@ -262,7 +302,7 @@ class Mapper:
 
     def _update_geometry(self, frame: Frame) -> None:
         """Grow the scene extent and mark occupied space from the frame's depth."""
-        if frame.depth is not None and (frame.depth > 0).any():
+        if _has_depth(frame):
             pts, _ = backproject(frame.depth, frame.K, frame.camera_to_world)
             pts_t = torch.as_tensor(pts, dtype=torch.float32, device=self.device)
             self.grid.mark_points(pts_t)
@@ -354,7 +394,8 @@ class Mapper:
     def render_instances(self, K: np.ndarray, camera_to_world: np.ndarray,
                          depth: np.ndarray | None, shape: tuple[int, int] | None = None
                          ) -> np.ndarray:
-        """(H, W) int32 confirmed map ids at a view; without depth, at the field's depth."""
+        """(H, W) int32 confirmed map ids at a view; without depth, where the view meets
+        the map (``render_without_depth``)."""
         return self._render_instances(K, camera_to_world, depth, shape)[0]
 
     def _render_instances(self, K: np.ndarray, camera_to_world: np.ndarray,
@@ -363,12 +404,19 @@ class Mapper:
         """:meth:`render_instances` with the (H, W) confidences of the ids."""
         with self._lock:
             if depth is None or not (depth > 0).any():
-                if self.trainer is None or self.trainer.steps == 0:
-                    hw = shape if depth is None else depth.shape
-                    return np.zeros(hw, np.int32), np.zeros(hw, np.float32)
-                _, depth = self.render_rgbd(K, camera_to_world,
-                                            shape if depth is None else depth.shape)
+                depth = self._depth_without_sensor(K, camera_to_world,
+                                                   shape if depth is None else depth.shape)
             return self._reference(K, camera_to_world, depth, confirmed_only=True)
+
+    def _depth_without_sensor(self, K: np.ndarray, camera_to_world: np.ndarray,
+                              shape: tuple[int, int]) -> np.ndarray:
+        """(H, W) depth where a view without depth meets the map (0 = nothing there)."""
+        if self.cfg.render_without_depth == "map":
+            return self.instances.surface_depth(K, camera_to_world, shape,
+                                                self.cfg.surface_min_weight)
+        if self.trainer is None or self.trainer.steps == 0:
+            return np.zeros(shape, np.float32)
+        return self.render_rgbd(K, camera_to_world, shape)[1]
 
     @torch.no_grad()
     def render_rgbd(self, K: np.ndarray, camera_to_world: np.ndarray,
@@ -408,8 +456,8 @@ class Mapper:
     def localize(self, frame: Frame, fill_unmasked: bool = True) -> Localization:
         """InstanceLoc: which map instances the frame's masks show.
 
-        With depth the masks vote with the map at the measured surface; without it, at the
-        field's rendered depth. Pixels no mask covers (objects the front-end missed) take
+        With depth the masks vote with the map at the measured surface; without it, where
+        the view meets the map (``render_without_depth``). Pixels no mask covers (objects the front-end missed) take
         the map's own rendering when ``fill_unmasked``.
         """
         frame = validate_frame(frame)
@@ -597,4 +645,10 @@ class Mapper:
                     "training_steps": 0 if t is None else t.steps,
                     "training_steps_per_s": 0.0 if t is None else t.steps_per_second,
                     "losses": {} if t is None else dict(t.last_losses),
-                    **{f"instances_{k}": v for k, v in self.instances.stats().items()}}
+                    **{f"instances_{k}": v for k, v in self.instances.stats().items()},
+                    **({} if self.stereo is None else
+                       {f"stereo_{k}": v for k, v in self.stereo.stats().items()})}
+
+
+def _has_depth(frame: Frame) -> bool:
+    return frame.depth is not None and bool((frame.depth > 0).any())

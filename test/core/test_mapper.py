@@ -18,6 +18,7 @@ from panoptic_mapping.core.frames import FrameError  # noqa: E402
 from panoptic_mapping.core.geometry import backproject  # noqa: E402
 from panoptic_mapping.core.mapper import FieldInstanceFill, Mapper, MapperConfig  # noqa: E402
 from panoptic_mapping.core.io.persistence import MapFileError  # noqa: E402
+from panoptic_mapping.core.stereo import StereoConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +148,9 @@ def test_save_load_same_outputs_and_corrupt_file(mapped, tabletop_scene, tmp_pat
 
 
 def test_rgb_only_keyframes_are_placed_once_the_field_can_render_them(tabletop_scene, space):
-    cfg = MapperConfig(device="cpu", rgb_only_min_steps=5, reassociate_every=1)
+    # stereo off: the field's depth is the fallback for frames stereo cannot serve
+    cfg = MapperConfig(device="cpu", rgb_only_min_steps=5, reassociate_every=1,
+                       stereo=StereoConfig(enabled=False))
     m = Mapper(cfg, embedding_dim=16)
     fe = masks_for(tabletop_scene, space)
     f0 = tabletop_scene.frames[0]

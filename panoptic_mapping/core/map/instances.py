@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from panoptic_mapping.core.geometry import backproject, depth_edges
+from panoptic_mapping.core.geometry import backproject, depth_edges, splat_depth
 from panoptic_mapping.core.map.association import AssociationResult, Associator
 from panoptic_mapping.core.map.config import InstanceConfig
 from panoptic_mapping.core.map.evidence import PairEvidence
@@ -148,6 +148,21 @@ class InstanceMap:
         out_c = np.zeros(depth.size, dtype=np.float32)
         out[flat], out_c[flat] = ids, conf
         return out.reshape(depth.shape), out_c.reshape(depth.shape)
+
+    def surface_depth(self, K: np.ndarray, camera_to_world: np.ndarray,
+                      shape: tuple[int, int], min_weight: float) -> np.ndarray:
+        """(H, W) float32 depth of the map's surfaces seen from a view, 0 = none.
+
+        The voxels holding at least ``min_weight`` votes, drawn as voxel-sized squares
+        nearest first: where a view without depth meets what the map has observed (a
+        voxel voted once may be a single frame's outlier).
+        """
+        with self._lock:
+            n = len(self.votes)
+            keep = self.votes.weights[:n].sum(1) >= min_weight
+            centers = self.votes.index.centers(self.votes.voxel_size)[keep]
+            size = self.votes.voxel_size
+        return splat_depth(centers, K, camera_to_world, shape, size)
 
     # ------------------------------------------------------------------ per frame
 

@@ -1,4 +1,4 @@
-"""Depth from posed RGB: multi-view plane-sweep stereo and a multi-view consistency filter.
+"""Multi-view plane-sweep stereo and a multi-view consistency filter.
 
 The first step from "posed RGB in" to "a usable map out": each reference frame gets a
 depth map and a per-pixel confidence from a few nearby posed frames, so the depth-based
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from panoptic_mapping.core.geometry import backproject
 from panoptic_mapping.params import param
 
-__all__ = ["StereoConfig", "plane_sweep_depth", "consistency_filter"]
+__all__ = ["StereoConfig", "plane_sweep_depth", "consistency_filter", "photometric_residual"]
 
 # Cost of a plane no source sees: above the worst ZNCC cost (2), so it never wins.
 _NO_SOURCE_COST = 3.0
@@ -56,6 +56,46 @@ class StereoConfig:
                                        minimum=0.0, maximum=1.0)
     consistency_min_views: int = param(1, "Other views that must agree with a reference "
                                        "depth for it to be kept.", minimum=1)
+    max_pixel_residual: float = param(
+        0.1, "Mean absolute RGB difference (of [0, 1] intensities) between a reference pixel "
+        "and where its depth puts it in the sources, beyond which the depth is dropped: a "
+        "window straddling an object's outline matches the nearer surface, so the "
+        "background beside it gets the object's depth in every view alike (the multi-view "
+        "check cannot catch it), but its own colour is not the object's.", minimum=0.0)
+    complete_in_masks: bool = param(
+        True, "Fill each segmenter mask's pixels without stereo depth from a robust plane "
+        "fit (in inverse depth) to its confident pixels, when they agree with one plane "
+        "(panoptic_mapping.core.stereo.completion).")
+    completion_min_support: int = param(20, "Fewest confident pixels a mask needs to be "
+                                        "filled.", minimum=3)
+    completion_min_support_share: float = param(0.02, "And at least this share of the "
+                                                "mask's pixels.", minimum=0.0, maximum=1.0)
+    completion_tol_rel: float = param(0.05, "A confident pixel agrees with the mask's plane "
+                                      "within this relative depth error.", minimum=1e-4)
+    completion_min_inlier_share: float = param(0.7, "Share of the mask's confident pixels "
+                                               "that must agree with its plane.",
+                                               minimum=0.0, maximum=1.0)
+    # Which views a streamed frame is matched against (panoptic_mapping.core.stereo.stream)
+    enabled: bool = param(True, "Frames without depth get depth by plane-sweep stereo "
+                          "against earlier posed frames (recent ones and keyframes); its "
+                          "confident, multi-view consistent pixels are used as measured "
+                          "depth (mask fusion, occupancy, the field's depth supervision).")
+    history: int = param(12, "Recent frames kept as stereo sources (their images, poses and "
+                         "confident depth), besides the keyframes.", minimum=1, maximum=64)
+    min_sources: int = param(2, "Fewest usable source views for a frame to get stereo "
+                             "depth; with fewer it stays RGB-only.", minimum=1, maximum=16)
+    min_baseline_m: float = param(0.02, "A source closer than this to the reference camera "
+                                  "gives too little parallax to match against [m].",
+                                  minimum=0.0)
+    target_baseline_ratio: float = param(
+        0.1, "Preferred baseline as a share of the scene depth (the median of recent stereo "
+        "depths): sources nearest this baseline are matched first (a short baseline gives "
+        "imprecise depth, a long one occlusions and distortion).", minimum=0.001)
+    max_baseline_ratio: float = param(0.5, "Sources farther than this share of the scene "
+                                      "depth are not used.", minimum=0.001)
+    max_view_angle_deg: float = param(30.0, "Sources whose optical axis turns more than "
+                                      "this from the reference's are not used [deg].",
+                                      minimum=0.0, maximum=180.0)
 
 
 def _grey(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -292,3 +332,48 @@ def consistency_filter(depths: Sequence[np.ndarray], confidences: Sequence[np.nd
     keep[pix[agree >= cfg.consistency_min_views]] = True
     conf[~keep.reshape(h, w)] = 0.0
     return conf
+
+
+
+def photometric_residual(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
+                         depth: np.ndarray,
+                         src: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                         device: str | torch.device = "cpu") -> np.ndarray:
+    """Per source, how far each reference pixel's colour is from where its depth puts it.
+
+    Args:
+        ref_rgb: (H, W, 3) uint8. ref_K: (3, 3). ref_T: (4, 4) camera_to_world.
+        depth: (H, W) depth of the reference view, 0 = none.
+        src: (rgb (Hs, Ws, 3) uint8, K (3, 3), T (4, 4) camera_to_world) per source.
+
+    Returns:
+        (S, H, W) float32 mean absolute RGB difference in [0, 1]; NaN where the pixel has
+        no depth or lands outside the source (or behind it).
+    """
+    dev = torch.device(device)
+    h, w = depth.shape
+    ref = torch.as_tensor(np.ascontiguousarray(ref_rgb), device=dev).float().permute(2, 0, 1) / 255.0
+    d = torch.as_tensor(np.asarray(depth, np.float64), device=dev).reshape(-1)
+    v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
+                          torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
+    rays = torch.linalg.inv(_as_tensor(ref_K, dev)) @ torch.stack(
+        [u.reshape(-1), v.reshape(-1), torch.ones(h * w, device=dev, dtype=torch.float64)])
+    Tr = _as_tensor(ref_T, dev)
+    out = torch.full((len(src), h, w), float("nan"), device=dev)
+    for k, (rgb_s, K_s, T_s) in enumerate(src):
+        hs, ws = rgb_s.shape[:2]
+        rel = torch.linalg.inv(_as_tensor(T_s, dev)) @ Tr
+        p = _as_tensor(K_s, dev) @ (rel[:3, :3] @ (rays * d) + rel[:3, 3:4])
+        z = p[2]
+        zs = torch.where(z > _MIN_SOURCE_Z, z, torch.ones_like(z))
+        us, vs = p[0] / zs, p[1] / zs
+        ok = (d > 0) & (z > _MIN_SOURCE_Z) & (us >= 0) & (us <= ws - 1) & (vs >= 0) \
+            & (vs <= hs - 1)
+        grid = torch.stack([(2.0 * us / max(ws - 1, 1) - 1.0), (2.0 * vs / max(hs - 1, 1) - 1.0)],
+                           -1).float().reshape(1, h, w, 2)
+        img = torch.as_tensor(np.ascontiguousarray(rgb_s), device=dev).float().permute(2, 0, 1)
+        warped = F.grid_sample(img[None] / 255.0, grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=True)[0]
+        diff = (warped - ref).abs().mean(0)
+        out[k] = torch.where(ok.reshape(h, w), diff, torch.full_like(diff, float("nan")))
+    return out.cpu().numpy().astype(np.float32)

@@ -1,0 +1,60 @@
+"""Worked examples of z-buffered splatting (core.geometry.splat_depth)."""
+from __future__ import annotations
+
+import numpy as np
+
+from panoptic_mapping.core.geometry import splat_depth
+
+K = np.array([[100.0, 0.0, 31.5], [0.0, 100.0, 23.5], [0.0, 0.0, 1.0]])
+
+
+def grid_on_plane(z: float, half: float, step: float) -> np.ndarray:
+    """(N, 3) points of a square grid on the plane Z = z, centred on the optical axis."""
+    xs = np.arange(-half, half + 1e-9, step)
+    X, Y = np.meshgrid(xs, xs)
+    return np.stack([X.ravel(), Y.ravel(), np.full(X.size, z)], 1)
+
+
+def test_a_plane_of_voxel_centres_renders_closed_at_its_depth():
+    # 1 cm voxels at 2 m: 0.5 px apart, so the plane covers its pixels without holes
+    pts = grid_on_plane(2.0, 0.1, 0.01)
+    depth = splat_depth(pts, K, np.eye(4), (48, 64), point_size_m=0.01)
+    inside = depth[19:28, 27:36]  # the plane spans +-5 px around the principal point
+    assert (inside == np.float32(2.0)).all()
+    assert depth[0, 0] == 0 and depth[47, 63] == 0
+
+
+def test_sparse_points_grow_squares_that_close_the_surface():
+    # 4 cm apart at 1 m = 4 px: a point alone leaves holes, a 4 cm square does not
+    pts = grid_on_plane(1.0, 0.08, 0.04)
+    small = splat_depth(pts, K, np.eye(4), (48, 64), point_size_m=0.01)
+    large = splat_depth(pts, K, np.eye(4), (48, 64), point_size_m=0.04)
+    region = (slice(18, 30), slice(26, 38))
+    assert (small[region] == 0).mean() > 0.5
+    assert (large[region] == np.float32(1.0)).all()
+
+
+def test_the_nearer_surface_hides_the_farther():
+    far = grid_on_plane(3.0, 0.3, 0.01)
+    near = grid_on_plane(1.0, 0.03, 0.005)
+    depth = splat_depth(np.concatenate([far, near]), K, np.eye(4), (48, 64), 0.01)
+    assert depth[23, 31] == np.float32(1.0)  # the near patch covers the centre
+    assert depth[23, 31 + 6] == np.float32(3.0)  # the far plane around it (+-3 px near)
+    # order of the points does not matter
+    again = splat_depth(np.concatenate([near, far]), K, np.eye(4), (48, 64), 0.01)
+    assert np.array_equal(depth, again)
+
+
+def test_points_behind_the_camera_or_outside_the_image_draw_nothing():
+    behind = grid_on_plane(-1.0, 0.1, 0.01)
+    aside = grid_on_plane(1.0, 0.02, 0.01) + np.array([5.0, 0.0, 0.0])
+    depth = splat_depth(np.concatenate([behind, aside]), K, np.eye(4), (48, 64), 0.01)
+    assert not depth.any()
+    assert not splat_depth(np.zeros((0, 3)), K, np.eye(4), (48, 64), 0.01).any()
+
+
+def test_the_camera_pose_is_applied():
+    T = np.eye(4)
+    T[:3, 3] = (0.0, 0.0, -1.0)  # camera 1 m behind the origin, looking along +z
+    depth = splat_depth(grid_on_plane(1.0, 0.1, 0.01), K, T, (48, 64), 0.01)
+    assert depth[23, 31] == np.float32(2.0)

@@ -1,0 +1,84 @@
+"""The mapper from posed RGB alone: stereo depth fuses the masks, and views without depth
+meet the map at its voxels' surfaces (analytic textured planes, known answers)."""
+from __future__ import annotations
+
+import numpy as np
+
+from panoptic_mapping.core.frames import Frame
+from panoptic_mapping.core.geometry import backproject
+from panoptic_mapping.core.mapper import Mapper, MapperConfig
+from panoptic_mapping.core.stereo import StereoConfig
+from stereo_scene import H, K, W, pose, render, texture
+
+# Two objects: a textured plane at 1.2 m left of X = 0, another at 1.8 m right of it.
+PLANES = [(1.2, -10.0, 0.0, texture(1)), (1.8, 0.0, 10.0, texture(2))]
+STREAM = [pose(x=0.03 * i, y=0.01 * (i % 3)) for i in range(-3, 4)]
+
+
+def frame(T: np.ndarray, stamp: float, with_depth: bool = False) -> tuple[Frame, np.ndarray]:
+    """A posed RGB frame with ground-truth masks (1 = near plane, 2 = far), its true depth."""
+    rgb, depth = render(T, PLANES)
+    pts, flat = backproject(depth, K, T)
+    masks = np.zeros(H * W, np.int32)
+    masks[flat] = np.where(np.abs(pts[:, 2] - 1.2) < 0.01, 1, 2)
+    masks = masks.reshape(H, W)
+    return Frame(rgb=rgb, K=K, camera_to_world=T, stamp=stamp,
+                 depth=depth if with_depth else None, masks=masks), depth
+
+
+def mapper() -> Mapper:
+    cfg = MapperConfig(device="cpu", stereo=StereoConfig(min_depth_m=0.5, max_depth_m=3.0,
+                                                         min_baseline_m=0.02))
+    cfg.instances.voxel_size_m = 0.02
+    return Mapper(cfg)
+
+
+def test_rgb_only_frames_get_stereo_depth_and_their_masks_fused():
+    m = mapper()
+    reports = [m.ingest(frame(T, float(i))[0]) for i, T in enumerate(STREAM)]
+    assert [r.depth_source for r in reports[:2]] == ["none", "none"]  # no sources yet
+    assert all(r.depth_source == "stereo" and r.integrated for r in reports[2:])
+    assert all(r.stereo_s is not None for r in reports[2:])
+    assert len(m.instances.confirmed_ids()) == 2
+    # each plane is one id in the last frame's online labels
+    f, _ = frame(STREAM[-1], 99.0)
+    labels = reports[-1].labels
+    for obj in (1, 2):
+        ids, counts = np.unique(labels[(f.masks == obj) & (labels > 0)], return_counts=True)
+        assert counts.max() / counts.sum() > 0.95
+    stats = m.stats()
+    assert stats["stereo_estimated"] == len(STREAM) - 2
+
+
+def test_a_view_without_depth_meets_the_map_at_its_surfaces():
+    m = mapper()
+    for i, T in enumerate(STREAM):
+        m.ingest(frame(T, float(i))[0])
+    query, truth = frame(pose(x=0.02, y=0.02), 50.0)
+    loc = m.localize(query)
+    answers = {mask: map_id for mask, map_id, _ in loc.matches}
+    assert set(answers) == {1, 2} and answers[1] != answers[2]
+    assert set(answers.values()) == set(m.instances.confirmed_ids().tolist())
+    # the instance render without depth agrees with the masks where it draws
+    ids = m.render_instances(K, query.camera_to_world, None, (H, W))
+    drawn = ids > 0
+    assert drawn.mean() > 0.3
+    agree = (ids == np.where(query.masks == 1, answers[1], answers[2])) & drawn
+    assert agree.sum() / drawn.sum() > 0.95
+
+
+def test_without_stereo_or_field_a_view_without_depth_draws_nothing_from_the_field():
+    cfg = MapperConfig(device="cpu", render_without_depth="field",
+                       stereo=StereoConfig(enabled=False))
+    m = Mapper(cfg)
+    report = m.ingest(frame(STREAM[0], 0.0)[0])
+    assert report.depth_source == "none" and not report.integrated
+    assert not m.render_instances(K, STREAM[0], None, (H, W)).any()
+
+
+def test_measured_depth_is_used_as_it_is_and_remembered_for_stereo():
+    m = mapper()
+    f, depth = frame(STREAM[0], 0.0, with_depth=True)
+    report = m.ingest(f)
+    assert report.depth_source == "measured" and report.stereo_s is None
+    assert m.stereo.stats()["estimated"] == 0
