@@ -8,8 +8,9 @@ RUN := bash tools/run.sh
 setup:
 	@bash tools/setup.sh
 
+# `make demo DEMO_ARGS=--no-depth`: posed RGB alone (depth by stereo).
 demo: setup
-	$(RUN) python -m panoptic_mapping.tools.demo
+	$(RUN) python -m panoptic_mapping.tools.demo $(DEMO_ARGS)
 
 test: setup
 	$(RUN) python -m pytest

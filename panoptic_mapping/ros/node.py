@@ -517,6 +517,11 @@ class MappingNode(Node):
             "rss_mb": process_memory_mb(),
             "keyframes_mb": st["keyframe_mb"],
             "gpu_mb": gpu_mb,
+            # depth from posed RGB (frames without a depth image): frames served, their cost
+            "stereo_frames": st.get("stereo_estimated", 0),
+            "stereo_without_sources": st.get("stereo_without_sources", 0),
+            "stereo_ms_p50": 1000 * (st.get("stereo_seconds_p50") or float("nan")),
+            "stereo_kept_share_p50": st.get("stereo_kept_share_p50") or float("nan"),
         }
 
     def waiting_for(self) -> list[str]:
@@ -538,6 +543,11 @@ class MappingNode(Node):
                    f"frames: {s['ingested']} mapped ({s['ingest_fps']:.1f}/s), "
                    f"{s['dropped']} dropped; latency p50 {lat['p50_ms']:.0f} ms; "
                    f"memory {s['rss_mb']:.0f} MB")
+        if s["stereo_frames"] or s["stereo_without_sources"]:
+            summary += (f"; stereo depth: {s['stereo_frames']} frames "
+                        f"({s['stereo_ms_p50']:.0f} ms p50, "
+                        f"{100 * s['stereo_kept_share_p50']:.0f}% of pixels), "
+                        f"{s['stereo_without_sources']} without sources")
         if missing:
             # images arriving while a companion stays silent (no camera_info: a driver
             # that publishes it elsewhere) map nothing: a warning, not routine start-up
@@ -584,6 +594,10 @@ class MappingNode(Node):
             "mapping.instances": s["instances"],
             "training.steps": s["training_steps"],
             "training.steps_per_s": s["training_steps_per_s"],
+            "stereo.frames": s["stereo_frames"],
+            "stereo.frames_without_sources": s["stereo_without_sources"],
+            "stereo.ms_p50": s["stereo_ms_p50"],
+            "stereo.depth_share_p50": s["stereo_kept_share_p50"],
             "localize.ms_p50": s["localize_ms"]["p50_ms"],
             "localize.ms_p95": s["localize_ms"]["p95_ms"],
             "memory.rss_mb": s["rss_mb"],

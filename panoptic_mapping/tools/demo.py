@@ -15,7 +15,8 @@
 
 The front-end is whatever ``config/mapping.yaml`` configures: by default the weights-free
 classical segmenter and no open_clip embedder, so the map has instances but no semantic
-labels (the demo says so). ``--quick`` runs a tiny version (the test suite uses it).
+labels (the demo says so). ``--quick`` runs a tiny version (the test suite uses it);
+``--no-depth`` (``make demo DEMO_ARGS=--no-depth``) streams posed RGB alone.
 """
 from __future__ import annotations
 
@@ -110,6 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="replay speed; the scene is recorded at 10 frames/s (default 0.25)")
     p.add_argument("--train-seconds", type=float, default=60.0,
                    help="training budget after the stream (default 60)")
+    p.add_argument("--no-depth", action="store_true",
+                   help="RGB-only: no depth is streamed (the node runs with input.use_depth "
+                   "false and gets depth by stereo) and localize calls carry none")
     p.add_argument("--quick", action="store_true",
                    help="tiny run for tests: 10 frames at 80x60, 2 views, 5 s of training")
     a = p.parse_args(argv)
@@ -146,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2. the node
     t0 = time.perf_counter()
     node = Proc([str(NODE), "--ros-args", "--params-file", str(PARAMS),
-                 "-p", "input.pose_source:=pose", "-p", "output.status_period_s:=2.0"],
+                 "-p", "input.pose_source:=pose", "-p", "output.status_period_s:=2.0"]
+                + (["-p", "input.use_depth:=false"] if args.no_depth else []),
                 env, "node", _status_echo(every=5))
     code = 1
     try:
@@ -162,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         # 3. stream the scene through the node
         t0 = time.perf_counter()
         replay = Proc([str(REPLAY), str(scene_dir), "--rate", str(args.rate),
-                       "--summary", str(out / "replay.json")], env, "replay")
+                       "--summary", str(out / "replay.json")]
+                      + (["--no-depth"] if args.no_depth else []), env, "replay")
         if replay.wait(timeout=max(120.0, 3 * len(scene.frames) / (10 * args.rate))) != 0:
             print("demo: the replay failed:\n" + "\n".join(replay.lines), file=sys.stderr)
             return 1
@@ -179,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         client = Proc([sys.executable, "-m", "panoptic_mapping.tools.demo_client",
                        "--scene", str(scene_dir), "--out", str(out),
-                       "--views", str(args.views)], env, "client")
+                       "--views", str(args.views)]
+                      + (["--no-depth"] if args.no_depth else []), env, "client")
         if client.wait(timeout=600) != 0:
             print("demo: the client failed:\n" + "\n".join(client.lines), file=sys.stderr)
             return 1
