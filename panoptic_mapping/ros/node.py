@@ -97,6 +97,7 @@ from panoptic_mapping.runtime.workers import (
     process_memory_mb,
 )
 from panoptic_mapping_interfaces.srv import (
+    GetInstance,
     LoadMap,
     LocalizeInstances,
     QueryInstances,
@@ -205,10 +206,11 @@ class MappingNode(Node):
             swap=self._swap, apply_vocabulary=self._apply_vocabulary,
             segmenter=self.segmenter, embedder=self.embedder,
             embedding_dim=self.embedding_dim, poses=self.poses, snapshots=self._snapshots,
-            latency=self._localize_time)
+            latency=self._localize_time, now=lambda: self.get_clock().now().to_msg())
         for srv_type, name, handler in (
                 (LocalizeInstances, "~/localize_instances", self.map_services.localize),
                 (QueryInstances, "~/query_instances", self.map_services.query),
+                (GetInstance, "~/get_instance", self.map_services.get_instance),
                 (SaveMap, "~/save_map", self.map_services.save),
                 (LoadMap, "~/load_map", self.map_services.load),
                 (ResetMap, "~/reset", self.map_services.reset)):

@@ -1,4 +1,5 @@
-"""The node's services: localize_instances, query_instances, save_map, load_map, reset.
+"""The node's services: localize_instances, query_instances, get_instance, save_map, load_map,
+reset.
 
 :class:`MapServices` holds what the handlers need, handed in explicitly by the node; the
 handlers run in the node's service callback group (never on the input path), read the map
@@ -15,6 +16,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from builtin_interfaces.msg import Time as TimeMsg
+from rclpy.clock import Clock
+from rclpy.time import Time
+from std_msgs.msg import Header
 
 from panoptic_mapping.config import PanopticMappingConfig
 from panoptic_mapping.core.frames import Frame, FrameError
@@ -23,10 +28,13 @@ from panoptic_mapping.core.mapper import Mapper
 from panoptic_mapping.frontends.segmenters import segment_image
 from panoptic_mapping.ros.conversions import InputError, numpy_to_image
 from panoptic_mapping.ros.markers import fill_instance_msg
+from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg
 from panoptic_mapping.ros.requests import decode_localize_request
 from panoptic_mapping.runtime.poses import PoseLookupError
 from panoptic_mapping.runtime.queries import (
     NO_TEXT_ENCODER,
+    UnknownInstance,
+    instance_details,
     localized_instances,
     matching_instances,
     no_map_reason,
@@ -54,18 +62,21 @@ class MapServices:
         poses: ``lookup(frame_id, stamp_ns, wait_s)`` for requests without a pose.
         snapshots: the map's snapshots (instance records for the answers).
         latency: where localize times are recorded.
+        now: the node's clock as a ``builtin_interfaces/Time`` (stamps of the answers;
+            None: the system clock).
     """
 
     def __init__(self, *, config: PanopticMappingConfig, logger: Any,
                  current_mapper: Callable[[], Mapper], swap: Callable[[Mapper], None],
                  apply_vocabulary: Callable[[Mapper], None], segmenter: Any, embedder: Any,
                  embedding_dim: int, poses: Any, snapshots: MapSnapshots,
-                 latency: LatencyWindow) -> None:
+                 latency: LatencyWindow, now: Callable[[], Any] | None = None) -> None:
         self.config, self.logger = config, logger
         self.current_mapper, self.swap, self.apply_vocabulary = (current_mapper, swap,
                                                                  apply_vocabulary)
         self.segmenter, self.embedder, self.embedding_dim = segmenter, embedder, embedding_dim
         self.poses, self.snapshots, self.latency = poses, snapshots, latency
+        self.now = now
 
     def guarded(self, handler: Callable) -> Callable:
         """A service never raises: an unexpected error becomes success=false + reason."""
@@ -184,6 +195,36 @@ class MapServices:
             response.scores.append(float(score))
         response.success = True
         response.message = f"{len(ranked)} instances ranked for '{text}'"
+        return response
+
+    def _now(self) -> TimeMsg:
+        return self.now() if self.now is not None else Clock().now().to_msg()
+
+    def get_instance(self, request, response):
+        mapper = self.current_mapper()  # no lock: its configuration, then the snapshot
+        cfg = mapper.cfg
+        snap = self.snapshots.get(max_age_s=self.config.output.cloud_period_s)
+        try:
+            d = instance_details(snap, int(request.instance_id), float(request.voxel_size),
+                                 cfg.export.voxel_size_m, cfg.instances.confirm_frames,
+                                 cfg.export.min_points_per_instance)
+        except ValueError as exc:
+            response.success, response.message = False, f"bad request: {exc}"
+            return response
+        except UnknownInstance as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        header = Header(stamp=self._now(), frame_id=self.config.input.map_frame)
+        response.instance = self._instance_msg(d.record.id, snap, snap.labels,
+                                               d.record.confidence)
+        response.points = labeled_cloud_to_msg(d.points, header)
+        response.observed_keyframes = int(d.keyframes)
+        response.last_observed = (TimeMsg() if d.last_stamp is None or d.last_stamp < 0
+                                  else Time(nanoseconds=round(d.last_stamp * 1e9)).to_msg())
+        last = "never" if d.last_stamp is None else f"{d.last_stamp:.3f} s"
+        response.success = True
+        response.message = (f"instance {d.record.id}: {len(d.points)} points, seen in "
+                            f"{d.keyframes} keyframes (last {last})")
         return response
 
     def save(self, request, response):

@@ -1,14 +1,20 @@
 """The decisions behind the node's services, ROS-free: when there is no map to ask, which
-localized instances are sure enough, which instances a text names, and where an instance
-lies in an image."""
+localized instances are sure enough, which instances a text names, where an instance
+lies in an image, and what the map knows about one instance (or why it has none)."""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
+from panoptic_mapping.core.io.export import InstanceRecord, LabeledCloud, instance_points
 from panoptic_mapping.core.mapper import Localization, Mapper
+from panoptic_mapping.runtime.snapshots import MapSnapshot
 
 __all__ = ["NO_TEXT_ENCODER", "no_map_reason", "localized_instances", "matching_instances",
-           "rank_instances", "pixel_roi"]
+           "rank_instances", "pixel_roi", "InstanceDetails", "UnknownInstance",
+           "instance_details", "missing_instance_reason"]
 
 NO_TEXT_ENCODER = "no text encoder: configure frontend.embedder.checkpoint"
 
@@ -83,3 +89,82 @@ def pixel_roi(mask: np.ndarray) -> tuple[int, int, int, int, int] | None:
         return None
     return (int(rows.size), int(cols.min()), int(rows.min()),
             int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1))
+
+
+# --------------------------------------------------------------------------- get_instance
+
+
+class UnknownInstance(LookupError):
+    """The snapshot holds no instance of that id; the message says why."""
+
+
+@dataclass
+class InstanceDetails:
+    """What the map knows about one instance.
+
+    Attributes:
+        record: its row of the instance table (box, centroid, confidence, point count).
+        label: (label name, semantic confidence), or None without a label.
+        points: its points of the labeled cloud (downsampled when asked).
+        keyframes: keyframes showing it. last_stamp: the newest one's stamp [s] (None: none).
+    """
+
+    record: InstanceRecord
+    label: tuple[str, float] | None
+    points: LabeledCloud
+    keyframes: int
+    last_stamp: float | None
+
+
+def instance_details(snap: MapSnapshot, instance_id: int, voxel_size: float,
+                     cloud_voxel_size: float, confirm_frames: int, min_points: int
+                     ) -> InstanceDetails:
+    """One instance of a snapshot: its record, label, points and keyframe observations.
+
+    Args:
+        instance_id: the instance asked for (>= 1).
+        voxel_size: voxel edge [m] to downsample its points to; values up to
+            ``cloud_voxel_size`` (the labeled cloud's own resolution, 0 included) keep
+            the cloud's points.
+        confirm_frames, min_points: the map's rules (for the reason an id is missing).
+
+    Raises:
+        ValueError: a bad request (id 0, a negative or non-finite voxel size).
+        UnknownInstance: the snapshot shows no such instance (the message says why).
+    """
+    if instance_id == 0:
+        raise ValueError("instance_id 0 means 'no instance'; ask for an id >= 1")
+    if not (math.isfinite(voxel_size) and voxel_size >= 0):
+        raise ValueError(f"voxel_size must be >= 0 (0 = the labeled cloud's resolution), "
+                         f"got {voxel_size}")
+    record = snap.records.get(instance_id)
+    if record is None:
+        raise UnknownInstance(missing_instance_reason(snap, instance_id, confirm_frames,
+                                                      min_points))
+    coarser = voxel_size if voxel_size > cloud_voxel_size else 0.0
+    keyframes, last = snap.observations.of(instance_id)
+    return InstanceDetails(record, snap.labels.get(instance_id),
+                           instance_points(snap.cloud, instance_id, coarser), keyframes, last)
+
+
+def missing_instance_reason(snap: MapSnapshot, instance_id: int, confirm_frames: int,
+                            min_points: int) -> str:
+    """Why the snapshot has no record of ``instance_id`` (>= 1)."""
+    lut = snap.id_lut
+    if instance_id >= len(lut):
+        issued = (f"ids 1 to {len(lut) - 1} have been issued" if len(lut) > 1
+                  else "no id has been issued yet")
+        return f"unknown instance id {instance_id}: {issued}"
+    today = int(lut[instance_id])
+    if today == 0:
+        return f"instance {instance_id} was deleted (ids are never reused)"
+    if today != instance_id:
+        return (f"instance {instance_id} was merged into instance {today}: ask for "
+                f"{today}")
+    if instance_id not in snap.confirmed:
+        return (f"instance {instance_id} is not confirmed yet (masks join an id in "
+                f"{confirm_frames} frames before it counts), or is a part still shown "
+                f"as another instance")
+    n = int(np.count_nonzero(snap.cloud.instance == instance_id))
+    return (f"instance {instance_id} has {n} points in the labeled cloud, fewer than the "
+            f"{min_points} an instance needs (mapping.export.min_points_per_instance)")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from panoptic_mapping.core.io.export import InstanceRecord, LabeledCloud
+from panoptic_mapping.core.map.observations import IdObservations, LabelCounts, id_observations
 from panoptic_mapping.core.mapper import Mapper
 
 __all__ = ["MapSnapshot", "MapSnapshots"]
@@ -22,6 +25,10 @@ class MapSnapshot:
         cloud: the labeled cloud. records: instance id -> its table row.
         labels: instance id -> (label name, semantic confidence).
         built_s: ``time.monotonic()`` when built. seconds: how long building took.
+        observations: per id, the keyframes showing it and the newest one's stamp.
+        id_lut: (n,) int64 every id issued -> its id today (0: deleted).
+        confirmed: the ids the map shows (confirmed, alive, not a pending part).
+        checked_s: ``time.monotonic()`` when the map was last found to equal the snapshot.
     """
 
     key: tuple
@@ -30,6 +37,13 @@ class MapSnapshot:
     labels: dict[int, tuple[str, float]]
     built_s: float
     seconds: float
+    observations: IdObservations = field(default_factory=IdObservations.empty)
+    id_lut: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    confirmed: frozenset[int] = frozenset()
+    checked_s: float = -np.inf
+
+    def __post_init__(self) -> None:
+        self.checked_s = max(self.checked_s, self.built_s)
 
 
 class MapSnapshots:
@@ -46,6 +60,8 @@ class MapSnapshots:
         self._rgb_only = rgb_only
         self._lock = threading.Lock()
         self._latest: MapSnapshot | None = None
+        # label counts of the keyframes, cached per keyframe buffer (ids restart in a new one)
+        self._counted: tuple[object, LabelCounts] | None = None
 
     @property
     def latest(self) -> MapSnapshot | None:
@@ -62,26 +78,54 @@ class MapSnapshots:
         return key
 
     def get(self, max_age_s: float | None = None) -> MapSnapshot:
-        """The newest snapshot, rebuilt if the map changed and it is older than max_age_s."""
+        """The newest snapshot, rebuilt if the map changed and it was last found current
+        more than max_age_s ago.
+
+        A snapshot of the current map found current within ``max_age_s`` is returned at
+        once, without asking the map (whose lock a training step may hold).
+        """
+        snap = self._latest
+        if self._recent(snap, max_age_s):
+            return snap
         with self._lock:
             mapper = self._current()
             snap = self._latest
+            if self._recent(snap, max_age_s):
+                return snap
             key = self.key(mapper)
-            fresh = snap is not None and snap.key == key
-            young = (snap is not None and max_age_s is not None
-                     and time.monotonic() - snap.built_s < max_age_s
-                     and snap.key[0] == key[0])
-            if fresh or young:
+            if snap is not None and snap.key == key:
+                snap.checked_s = time.monotonic()
                 return snap
             t0 = time.perf_counter()
             cloud = mapper.labeled_cloud()
             records = {r.id: r for r in mapper.instance_table(cloud)}
             labels = mapper.instance_label_names()
+            observations, lut, confirmed = self._observations(mapper)
             snap = MapSnapshot(key, cloud, records, labels, time.monotonic(),
-                               time.perf_counter() - t0)
+                               time.perf_counter() - t0, observations, lut, confirmed)
             if mapper is self._current():  # a map swapped in meanwhile makes it stale
                 self._latest = snap
             return snap
+
+    def _recent(self, snap: MapSnapshot | None, max_age_s: float | None) -> bool:
+        """Whether ``snap`` is of the current map and was found current within max_age_s."""
+        return (snap is not None and max_age_s is not None
+                and time.monotonic() - snap.checked_s < max_age_s
+                and snap.key[0] == id(self._current()))
+
+    def _observations(self, mapper: Mapper
+                      ) -> tuple[IdObservations, np.ndarray, frozenset[int]]:
+        """Per-id keyframe observations, the id lookup table and the shown ids."""
+        buffer = mapper.keyframes
+        if self._counted is None or self._counted[0] is not buffer:
+            self._counted = (buffer, LabelCounts())
+        keyframes = buffer.snapshot()  # first: the table read next knows all their ids
+        lut = mapper.instances.id_lut()
+        confirmed = frozenset(int(i) for i in mapper.instances.confirmed_ids())
+        counts = self._counted[1]((kf.id, kf.version, kf.labels) for kf in keyframes)
+        observations = id_observations(counts, [kf.frame.stamp for kf in keyframes], lut,
+                                       mapper.cfg.instances.min_pixels)
+        return observations, lut, confirmed
 
     def clear(self) -> None:
         """Forget the snapshot (the map was replaced); waits for one being built."""

@@ -16,6 +16,7 @@ import rclpy  # noqa: E402
 
 from panoptic_mapping.ros.conversions import numpy_to_image  # noqa: E402
 from panoptic_mapping_interfaces.srv import (  # noqa: E402
+    GetInstance,
     LoadMap,
     LocalizeInstances,
     QueryInstances,
@@ -105,6 +106,69 @@ def test_services_answer_between_processes(start_node, client_node):
     # the node survived every bad request and reports what it waits for
     mapper.wait_for_line("waiting for: image on /image")
     assert mapper.proc.poll() is None
+    assert mapper.interrupt() == 0, mapper.output
+    assert "Traceback" not in mapper.output
+
+
+def test_get_instance_answers_for_a_known_and_an_unknown_id(start_node, client_node,
+                                                           tabletop_scene, tmp_path):
+    """A map built here is loaded into the node (load_map); get_instance then answers
+    with what this process's snapshot of the same map holds: box, centroid, points,
+    keyframe observations; an unknown id and id 0 get success=false and the reason."""
+    from panoptic_mapping.bench.frontends import MaskErrorModel, SimulatedMaskFrontend
+    from panoptic_mapping.bench.mapper_method import to_frame
+    from panoptic_mapping.core.mapper import Mapper, MapperConfig
+    from panoptic_mapping.ros.pointcloud import msg_to_labeled_cloud
+    from panoptic_mapping.runtime.snapshots import MapSnapshots
+
+    built = Mapper(MapperConfig(device="cpu"))
+    frontend = SimulatedMaskFrontend(MaskErrorModel.none(), 0, scene=tabletop_scene)
+    for f in tabletop_scene.frames:
+        built.ingest(to_frame(f, frontend(f, tabletop_scene), True))
+    built.save(tmp_path / "map.pmap")
+    expected = MapSnapshots(lambda: built, rgb_only=False).get()
+    record = max(expected.records.values(), key=lambda r: r.num_points)
+
+    mapper = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
+                        "-p", "input.train_duty_cycle:=0.01")
+    mapper.wait_for_line("started:")
+    ns = "/panoptic_mapping"
+    get = client_node.create_client(GetInstance, f"{ns}/get_instance")
+    load = client_node.create_client(LoadMap, f"{ns}/load_map")
+    resp = call(client_node, get, GetInstance.Request(instance_id=record.id))
+    assert not resp.success and "no id has been issued yet" in resp.message  # empty map
+    resp = call(client_node, load, LoadMap.Request(path=str(tmp_path / "map.pmap")))
+    assert resp.success, resp.message
+
+    resp = call(client_node, get, GetInstance.Request(instance_id=record.id))
+    assert resp.success, resp.message
+    inst = resp.instance
+    assert inst.id == record.id and inst.num_points == record.num_points
+    np.testing.assert_allclose([inst.centroid.x, inst.centroid.y, inst.centroid.z],
+                               record.centroid, atol=1e-5)
+    np.testing.assert_allclose([inst.bbox_size.x, inst.bbox_size.y, inst.bbox_size.z],
+                               record.box_size, atol=1e-5)
+    assert inst.confidence == pytest.approx(record.confidence, abs=1e-6)
+    assert resp.points.header.frame_id == "map" and resp.points.header.stamp.sec > 0
+    points = msg_to_labeled_cloud(resp.points)
+    assert len(points) == record.num_points and (points.instance == record.id).all()
+    np.testing.assert_allclose(points.xyz.mean(0), record.centroid, atol=1e-4)
+    keyframes, last = expected.observations.of(record.id)
+    assert keyframes >= 2 and resp.observed_keyframes == keyframes
+    assert resp.last_observed.sec + resp.last_observed.nanosec * 1e-9 == pytest.approx(last)
+
+    coarse = call(client_node, get, GetInstance.Request(instance_id=record.id,
+                                                        voxel_size=0.05))
+    assert coarse.success and 0 < coarse.points.width < resp.points.width
+    np.testing.assert_allclose(msg_to_labeled_cloud(coarse.points).xyz.mean(0),
+                               record.centroid, atol=0.03)
+
+    unknown = max(expected.id_lut.size, 1) + 1000
+    resp = call(client_node, get, GetInstance.Request(instance_id=unknown))
+    assert not resp.success and f"unknown instance id {unknown}" in resp.message
+    assert resp.points.width == 0
+    resp = call(client_node, get, GetInstance.Request(instance_id=0))
+    assert not resp.success and "bad request: instance_id 0" in resp.message
     assert mapper.interrupt() == 0, mapper.output
     assert "Traceback" not in mapper.output
 

@@ -8,6 +8,7 @@ internal structures, so the export is testable on worked examples.
   colour, majority-voted labels),
 * :func:`instance_table` summarises every instance: label, confidence, centroid and an
   oriented bounding box (:func:`oriented_box`),
+* :func:`instance_points` takes one instance's points out of a cloud (optionally coarser),
 * :func:`write_ply` / :func:`read_ply` store a :class:`LabeledCloud` as binary PLY.
 
 This module is ROS-free (the core import boundary test covers it).
@@ -33,6 +34,7 @@ __all__ = [
     "downsample_labeled_points",
     "oriented_box",
     "instance_table",
+    "instance_points",
     "write_ply",
     "read_ply",
 ]
@@ -372,6 +374,34 @@ def instance_table(cloud: LabeledCloud, labels: Mapping[int, tuple[str, int, flo
             centroid=pts.mean(axis=0), box_center=center, box_rotation=rotation,
             box_size=size, num_points=count))
     return records
+
+
+def instance_points(cloud: LabeledCloud, instance_id: int, voxel_size: float = 0.0
+                    ) -> LabeledCloud:
+    """The points of one instance, optionally voxel-downsampled.
+
+    Args:
+        cloud: a labeled cloud of N points.
+        instance_id: the instance whose points are taken (>= 1).
+        voxel_size: voxel edge [m] of a further downsampling (see
+            :func:`downsample_labeled_points`: mean position and colour per voxel,
+            confidence the voxel's mean); 0 keeps the cloud's own points.
+
+    Returns:
+        A :class:`LabeledCloud` of the M <= N points whose instance is ``instance_id``, in
+        the cloud's order (downsampled: ordered by voxel key); empty when it has none.
+    """
+    if instance_id < 1:
+        raise ValueError(f"instance_id must be >= 1 (0 is 'no instance'), got {instance_id}")
+    if not (voxel_size >= 0 and math.isfinite(voxel_size)):
+        raise ValueError(f"voxel_size must be finite and >= 0, got {voxel_size}")
+    rows = np.flatnonzero(cloud.instance == instance_id)
+    xyz, rgb = cloud.xyz[rows], cloud.rgb[rows]
+    instance, semantic, confidence = (cloud.instance[rows], cloud.semantic[rows],
+                                      cloud.confidence[rows])
+    if voxel_size == 0 or len(rows) == 0:
+        return LabeledCloud(xyz, rgb, instance, semantic, confidence)
+    return downsample_labeled_points(xyz, rgb, instance, semantic, confidence, voxel_size)
 
 
 # --------------------------------------------------------------------------- PLY

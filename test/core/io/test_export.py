@@ -13,6 +13,7 @@ from panoptic_mapping.core.io.export import (
     InstanceRecord,
     LabeledCloud,
     downsample_labeled_points,
+    instance_points,
     instance_table,
     oriented_box,
     read_ply,
@@ -323,6 +324,50 @@ def test_instance_table_uses_the_configured_box_method():
     (tight,) = instance_table(cloud, {}, {}, ExportConfig(obb_method="pca"))
     np.testing.assert_allclose(upright.box_rotation[:, 2], [0, 0, 1], atol=1e-12)
     np.testing.assert_allclose(tight.box_size, [0.4, 0.2, 0.1], atol=1e-6)
+
+
+# --------------------------------------------------------------------------- one instance
+
+
+def test_instance_points_selects_one_instance_in_the_clouds_order():
+    xyz = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0], [4, 0, 0]], np.float32)
+    rgb = np.array([[10, 0, 0], [20, 0, 0], [30, 0, 0], [40, 0, 0], [50, 0, 0]])
+    cloud = LabeledCloud(xyz, rgb, [7, 3, 7, 0, 7], [1, 2, 1, 0, 4],
+                         [0.9, 0.8, 0.7, 0.1, 0.5])
+    mine = instance_points(cloud, 7)
+    np.testing.assert_array_equal(mine.xyz[:, 0], [0, 2, 4])
+    np.testing.assert_array_equal(mine.rgb[:, 0], [10, 30, 50])
+    np.testing.assert_array_equal(mine.instance, [7, 7, 7])
+    np.testing.assert_array_equal(mine.semantic, [1, 1, 4])
+    np.testing.assert_allclose(mine.confidence, [0.9, 0.7, 0.5])
+    assert len(instance_points(cloud, 5)) == 0  # an id the cloud lacks: empty, no error
+    with pytest.raises(ValueError, match="instance_id must be >= 1"):
+        instance_points(cloud, 0)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="voxel_size"):
+            instance_points(cloud, 7, bad)
+
+
+def test_instance_points_downsampled_to_a_coarser_grid():
+    """A 10 x 10 grid of points 1 cm apart in the z = 0 plane (instance 4) beside 20
+    points of instance 9: at 5 cm the instance keeps one point per 5 x 5 block, the mean
+    of its 25 points, and nothing of instance 9."""
+    g = (np.stack(np.meshgrid(np.arange(10), np.arange(10), indexing="ij"), -1)
+         .reshape(-1, 2) * 0.01 + 0.0025)  # off the voxel borders
+    xyz = np.concatenate([np.c_[g, np.zeros(100)], np.full((20, 3), 5.0)])
+    inst = np.r_[np.full(100, 4), np.full(20, 9)]
+    rgb = np.zeros((120, 3))
+    rgb[:100, 0] = np.where(g[:, 0] < 0.05, 100, 200)  # left blocks red 100, right 200
+    cloud = LabeledCloud(xyz, rgb, inst, np.zeros(120), np.full(120, 0.5))
+    coarse = instance_points(cloud, 4, 0.05)
+    assert len(coarse) == 4
+    centres = np.sort(coarse.xyz[:, :2].round(4), axis=0)
+    np.testing.assert_allclose(centres[:, 0], [0.0225, 0.0225, 0.0725, 0.0725], atol=1e-6)
+    np.testing.assert_allclose(centres[:, 1], [0.0225, 0.0225, 0.0725, 0.0725], atol=1e-6)
+    assert sorted(coarse.rgb[:, 0].tolist()) == [100, 100, 200, 200]
+    assert (coarse.instance == 4).all()
+    np.testing.assert_allclose(coarse.confidence, 0.5)
+    assert len(instance_points(cloud, 4, 0.0)) == 100  # 0: the cloud's own points
 
 
 # --------------------------------------------------------------------------- PLY
