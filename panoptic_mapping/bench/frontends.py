@@ -9,7 +9,11 @@ Three pieces:
 * :class:`SimulatedEmbeddingSpace` - a SIMULATION of a vision-language embedding space:
   one fixed random unit vector per class name, a matching "text tower", per-view noise and
   configurable confusions between classes. It is not a real model and knows nothing about
-  language; it only makes open-vocabulary queries testable without weights.
+  language; it only makes open-vocabulary queries testable without weights. Its per-view
+  noise is the easy case for fusion; :class:`SemanticErrorModel`
+  (:mod:`panoptic_mapping.bench.semantic_errors`) adds view-consistent errors: chosen
+  instances embedded as a similar class or as their support, embeddings pulled toward the
+  class around the mask.
 * :class:`SegmenterFrontend` (:func:`classical_frontend`) - a real segmenter, e.g. the weights-free one (Felzenszwalb or
   SLIC from scikit-image, split across depth discontinuities, tiny regions merged away).
 
@@ -37,10 +41,17 @@ from panoptic_mapping.frontends.config import GeometricConfig
 from panoptic_mapping.frontends.geometric import GeometricSegmenter
 from panoptic_mapping.frontends.segmenters import ClassicalSegmenter, Segmenter, segment_image
 
+from .semantic_errors import (
+    SemanticErrorModel,
+    SemanticErrorPlan,
+    background_classes,
+    plan_semantic_errors,
+)
 from .types import VOID, MaskFrame, Scene, SceneFrame
 
 __all__ = [
     "MaskErrorModel",
+    "SemanticErrorModel",
     "SimulatedMaskFrontend",
     "SimulatedEmbeddingSpace",
     "SegmenterFrontend",
@@ -200,9 +211,18 @@ class SimulatedEmbeddingSpace:
             self._cache[key] = vec
         return vec.copy()
 
-    def sample_image_embedding(self, class_name: str,
-                               rng: np.random.Generator) -> tuple[np.ndarray, str | None]:
+    def sample_image_embedding(self, class_name: str, rng: np.random.Generator,
+                               bias: Sequence[tuple[str, float]] = ()
+                               ) -> tuple[np.ndarray, str | None]:
         """One simulated view's embedding, and the class it was confused with (or None).
+
+        Args:
+            class_name: the object's class.
+            rng: per-view randomness (one uniform for the per-view confusion, then the
+                noise; the same draws whatever ``bias`` is).
+            bias: (class name, weight w) pulls applied in order after the per-view
+                confusion and before the noise, each ``unit((1 - w) * vec + w * other)``:
+                the systematic errors of :mod:`panoptic_mapping.bench.semantic_errors`.
 
         Returns:
             (D,) float32 unit vector, and the confusable class name when this view was
@@ -218,6 +238,9 @@ class SimulatedEmbeddingSpace:
             s = self.confusion_strength
             vec = _unit((1.0 - s) * vec + s * self.class_embedding(other))
             confused = other
+        for name, w in bias:
+            if w > 0:
+                vec = _unit((1.0 - w) * vec + w * self.class_embedding(name))
         if self.noise_std > 0:
             vec = vec + rng.normal(0.0, self.noise_std / np.sqrt(self.dim), self.dim)
         return _unit(vec).astype(np.float32), confused
@@ -247,7 +270,9 @@ class SimulatedEmbeddingSpace:
 
 def _mask_embeddings(labels: np.ndarray, semantic: np.ndarray, n_masks: int,
                      classes: Sequence[str], space: SimulatedEmbeddingSpace,
-                     rng: np.random.Generator) -> tuple[np.ndarray, int]:
+                     rng: np.random.Generator,
+                     systematic: "_SystematicSemantics | None" = None,
+                     instance: np.ndarray | None = None) -> tuple[np.ndarray, int, dict]:
     """SIMULATED embedding per mask from the majority ground-truth class under it.
 
     A mask over only void pixels (a spurious fragment) gets a random non-void class.
@@ -256,19 +281,88 @@ def _mask_embeddings(labels: np.ndarray, semantic: np.ndarray, n_masks: int,
         labels: (H, W) compact mask ids 1..n_masks.
         semantic: (H, W) ground-truth class ids (indices into ``classes``).
         classes: class names, classes[0] == "void".
+        systematic: the systematic semantic errors (model and per-scene plan), or None.
+            Their pulls are added to each mask's embedding before the per-view noise; the
+            random draws stay the same, so with None (or an inactive model) the result is
+            exactly that of no model.
+        instance: (H, W) ground-truth instance ids; needed with ``systematic`` (the
+            per-instance errors follow the majority instance under each mask).
 
     Returns:
-        (n_masks, D) float32 unit rows, and how many of them were confused.
+        (n_masks, D) float32 unit rows, how many of them were confused (per view, by the
+        space's ``confusions``), and counts of the systematic errors applied
+        (``sem_confused``, ``sem_support``: masks whose majority instance is chosen;
+        ``sem_background``: masks pulled toward another class than their own).
     """
     majority = _majority(labels, semantic, n_masks)
     out = np.zeros((n_masks, space.dim), np.float32)
     n_confused = 0
+    counts = dict.fromkeys(_SEM_STAT_KEYS, 0)
+    on = systematic is not None and systematic.model.active
+    if on:
+        model, plan = systematic.model, systematic.plan
+        if instance is None:
+            raise ValueError("systematic semantic errors need the ground-truth instances")
+        owner = _majority(labels, np.asarray(instance), n_masks)
+        around, context = (
+            background_classes(labels, semantic, n_masks, model.background_ring_px)
+            if model.background_weight > 0 else (np.full(n_masks, -1), np.zeros(n_masks)))
     for i, cls in enumerate(majority):
         if cls < 0 or cls >= len(classes):
             cls = int(rng.integers(1, len(classes))) if len(classes) > 1 else 0
-        out[i], confused = space.sample_image_embedding(classes[cls], rng)
+        bias: list[tuple[str, float]] = []
+        if on:
+            target = plan.target(int(owner[i]), model) if owner[i] > 0 else None
+            if target is not None:
+                bias.append((classes[target[0]], target[1]))
+                counts["sem_confused" if target[2] == "confusion" else "sem_support"] += 1
+            bg = int(around[i])
+            if 0 < bg < len(classes) and bg != cls and context[i] > 0:
+                bias.append((classes[bg], model.background_weight * float(context[i])))
+                counts["sem_background"] += 1
+        out[i], confused = space.sample_image_embedding(classes[cls], rng, bias)
         n_confused += confused is not None
-    return out, n_confused
+    return out, n_confused, counts
+
+
+@dataclass
+class _SystematicSemantics:
+    """A SemanticErrorModel with its plan for one scene (see _systematic_semantics)."""
+
+    model: SemanticErrorModel
+    plan: SemanticErrorPlan
+
+
+_SEM_STAT_KEYS = ("sem_confused", "sem_support", "sem_background")
+
+
+class _SemanticErrorsMixin:
+    """The systematic semantic errors of a front-end with SIMULATED embeddings: the model,
+    and its plan, made once per (scene, embedding space)."""
+
+    semantic_errors: SemanticErrorModel | None
+    embedding_space: SimulatedEmbeddingSpace | None
+
+    def _systematic_semantics(self, scene: Scene) -> _SystematicSemantics | None:
+        model = self.semantic_errors
+        if model is None or not model.active or self.embedding_space is None:
+            return None
+        cached = getattr(self, "_semantic_plan_cache", None)
+        if cached is not None and cached[0] is scene and cached[1] is self.embedding_space:
+            return cached[2]
+        value = _SystematicSemantics(model, plan_semantic_errors(model, scene,
+                                                                 self.embedding_space))
+        self._semantic_plan_cache = (scene, self.embedding_space, value)
+        return value
+
+    def semantic_plan(self, scene: Scene | None = None) -> SemanticErrorPlan | None:
+        """The per-instance decisions for ``scene`` (default: the front-end's), or None
+        when no systematic semantic errors are on."""
+        scene = scene if scene is not None else getattr(self, "scene", None)
+        if scene is None:
+            return None
+        sem = self._systematic_semantics(scene)
+        return sem.plan if sem is not None else None
 
 
 # --------------------------------------------------------------------------------------
@@ -368,7 +462,7 @@ class MaskErrorModel:
 _GT, _SPLIT, _MERGE, _SPURIOUS = "gt", "split", "merge", "spurious"
 
 _STAT_KEYS = ("frames", "gt_segments", "masks", "splits", "merges", "missed_small", "missed",
-              "jittered", "flipped_px", "spurious", "confusions")
+              "jittered", "flipped_px", "spurious", "confusions", *_SEM_STAT_KEYS)
 
 
 @dataclass
@@ -449,7 +543,7 @@ def _paint(work: _Work, instance: np.ndarray, gt_ids: list[int], mask_ids: list[
         work.labels[hit] = np.asarray(mask_ids)[pos[hit]]
 
 
-class SimulatedMaskFrontend:
+class SimulatedMaskFrontend(_SemanticErrorsMixin):
     """SIMULATION of a class-agnostic 2D segmenter (FastSAM/SAM) from the ground truth.
 
     Per frame, on the ground-truth instance image (things and stuff alike, void excluded)
@@ -459,8 +553,9 @@ class SimulatedMaskFrontend:
     frame.index))``, so a frame's output depends only on (seed, frame index, content).
 
     Optionally fills ``MaskFrame.embeddings`` from a :class:`SimulatedEmbeddingSpace`
-    (majority ground-truth class under each mask). That needs the class names, so pass a
-    ``scene`` to the constructor or the call.
+    (majority ground-truth class under each mask), with systematic errors when a
+    :class:`SemanticErrorModel` is given. That needs the class names, so pass a ``scene``
+    to the constructor or the call.
 
     Attributes:
         errors: the error model.
@@ -468,6 +563,9 @@ class SimulatedMaskFrontend:
         scene: default scene for thing/stuff decisions and class names (may be None: then
             every segment is treated as a thing and no embeddings can be made).
         embedding_space: when set, masks get SIMULATED vision-language embeddings.
+        semantic_errors: systematic (view-consistent) errors of those embeddings, or None
+            (per-view noise only); decided per scene, independent of ``seed`` and of the
+            mask errors.
         last_provenance: output mask id -> ground-truth instance ids it came from, for the
             last frame (a merge lists two ids, a fragment on void lists none).
         last_origin: output mask id -> "gt", "split", "merge" or "spurious".
@@ -477,11 +575,13 @@ class SimulatedMaskFrontend:
 
     def __init__(self, errors: MaskErrorModel | None = None, seed: int = 0, *,
                  scene: Scene | None = None,
-                 embedding_space: SimulatedEmbeddingSpace | None = None) -> None:
+                 embedding_space: SimulatedEmbeddingSpace | None = None,
+                 semantic_errors: SemanticErrorModel | None = None) -> None:
         self.errors = errors if errors is not None else MaskErrorModel()
         self.seed = int(seed)
         self.scene = scene
         self.embedding_space = embedding_space
+        self.semantic_errors = semantic_errors
         self.last_provenance: dict[int, list[int]] = {}
         self.last_origin: dict[int, str] = {}
         self.last_stats: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
@@ -496,11 +596,16 @@ class SimulatedMaskFrontend:
     def format_stats(self) -> str:
         """The cumulative counts as text, e.g. "82 splits, 50 merges, ..."."""
         s = self.stats
-        return (f"{s['frames']} frames, {s['gt_segments']} GT segments -> {s['masks']} masks: "
+        text = (f"{s['frames']} frames, {s['gt_segments']} GT segments -> {s['masks']} masks: "
                 f"{s['splits']} splits, {s['merges']} merges, {s['missed_small']} small missed, "
                 f"{s['missed']} other missed, {s['spurious']} spurious, {s['jittered']} "
                 f"jittered, {s['flipped_px']} px flipped, {s['confusions']} embedding "
                 f"confusions")
+        if self.semantic_errors is not None and self.semantic_errors.active:
+            text += (f"; systematic semantics: {s['sem_confused']} masks as a similar class, "
+                     f"{s['sem_support']} as their support, {s['sem_background']} pulled "
+                     f"toward their background")
+        return text
 
     # -- the pipeline -------------------------------------------------------------------
 
@@ -557,8 +662,10 @@ class SimulatedMaskFrontend:
         if self.embedding_space is not None:
             if scene is None:
                 raise ValueError("simulated embeddings need the scene's class names")
-            embeddings, stats["confusions"] = _mask_embeddings(
-                labels, semantic, n, scene.classes, self.embedding_space, rng)
+            embeddings, stats["confusions"], sem = _mask_embeddings(
+                labels, semantic, n, scene.classes, self.embedding_space, rng,
+                self._systematic_semantics(scene), instance)
+            stats.update(sem)
 
         stats["masks"] = n
         self.last_stats = stats
@@ -879,7 +986,7 @@ def _ellipse_mask(shape: tuple[int, int], centre: tuple[int, int], area: float,
 # Real weights-free segmenter
 # --------------------------------------------------------------------------------------
 
-class SegmenterFrontend:
+class SegmenterFrontend(_SemanticErrorsMixin):
     """The benchmark's wrapper of a real segmenter
     (:class:`panoptic_mapping.frontends.segmenters.Segmenter`: the weights-free classical
     one, FastSAM or SAM), returning :class:`MaskFrame`.
@@ -891,16 +998,20 @@ class SegmenterFrontend:
     Attributes:
         segmenter: the segmenter doing the work.
         embedding_space, scene: optional SIMULATED embeddings (both needed).
+        semantic_errors: systematic errors of those embeddings, or None (per-view noise
+            only), as in :class:`SimulatedMaskFrontend`.
         seed: seeds the embedding noise with the frame index.
     """
 
     def __init__(self, segmenter: Segmenter, *,
                  embedding_space: SimulatedEmbeddingSpace | None = None,
-                 scene: Scene | None = None, seed: int = 0) -> None:
+                 scene: Scene | None = None, seed: int = 0,
+                 semantic_errors: SemanticErrorModel | None = None) -> None:
         self.segmenter = segmenter
         self.embedding_space = embedding_space
         self.scene = scene
         self.seed = int(seed)
+        self.semantic_errors = semantic_errors
 
     def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None,
                 K: np.ndarray | None = None) -> np.ndarray:
@@ -929,26 +1040,31 @@ class SegmenterFrontend:
             if scene is None:
                 raise ValueError("simulated embeddings need the scene's class names")
             rng = np.random.default_rng((self.seed, int(frame.index)))
-            embeddings, _ = _mask_embeddings(labels, np.asarray(frame.semantic), n,
-                                             scene.classes, self.embedding_space, rng)
+            embeddings, _, _ = _mask_embeddings(
+                labels, np.asarray(frame.semantic), n, scene.classes, self.embedding_space,
+                rng, self._systematic_semantics(scene), frame.instance)
         return MaskFrame(labels=labels, scores=seg.scores, embeddings=embeddings)
 
 
 def classical_frontend(method: str = "felzenszwalb", *,
                        embedding_space: SimulatedEmbeddingSpace | None = None,
                        scene: Scene | None = None, seed: int = 0,
+                       semantic_errors: SemanticErrorModel | None = None,
                        **params) -> SegmenterFrontend:
     """The real, weights-free segmenter in the benchmark: scikit-image superpixels split
     across depth discontinuities, small regions merged; scores are the regions'
     compactness. ``params``: :class:`ClassicalSegmenter`'s (scale, sigma, min_area,
     use_depth, ...)."""
     return SegmenterFrontend(ClassicalSegmenter(method, **params),
-                             embedding_space=embedding_space, scene=scene, seed=seed)
+                             embedding_space=embedding_space, scene=scene, seed=seed,
+                             semantic_errors=semantic_errors)
 
 
 def geometric_frontend(*, embedding_space: SimulatedEmbeddingSpace | None = None,
                        scene: Scene | None = None, seed: int = 0, min_area: int = 30,
-                       use_depth: bool = True, **params) -> SegmenterFrontend:
+                       use_depth: bool = True,
+                       semantic_errors: SemanticErrorModel | None = None,
+                       **params) -> SegmenterFrontend:
     """The real, weights-free geometric RGB-D segmenter in the benchmark
     (:class:`panoptic_mapping.frontends.geometric.GeometricSegmenter`): depth
     discontinuities, support planes as masks of their own (concave creases when
@@ -957,6 +1073,8 @@ def geometric_frontend(*, embedding_space: SimulatedEmbeddingSpace | None = None
     :class:`GeometricConfig`'s fields (jump_rel, planes, plane_min_fraction, ...)."""
     if not use_depth:
         return classical_frontend(use_depth=False, min_area=min_area,
-                                  embedding_space=embedding_space, scene=scene, seed=seed)
+                                  embedding_space=embedding_space, scene=scene, seed=seed,
+                                  semantic_errors=semantic_errors)
     return SegmenterFrontend(GeometricSegmenter(GeometricConfig(**params), min_area=min_area),
-                             embedding_space=embedding_space, scene=scene, seed=seed)
+                             embedding_space=embedding_space, scene=scene, seed=seed,
+                             semantic_errors=semantic_errors)

@@ -18,6 +18,7 @@ import yaml
 
 from panoptic_mapping.bench.frontends import (
     MaskErrorModel,
+    SemanticErrorModel,
     SimulatedEmbeddingSpace,
     SimulatedMaskFrontend,
     classical_frontend,
@@ -56,6 +57,9 @@ class BenchConfig:
     errors: dict = field(default_factory=dict)  # MaskErrorModel overrides
     embedding_noise: float = 0.3
     embedding_dim: int = 64
+    # SemanticErrorModel overrides ("mode": "systematic" turns the systematic errors of the
+    # SIMULATED embeddings on; {} = none, per-view noise only)
+    semantic_errors: dict = field(default_factory=dict)
     use_depth: bool = True
     train_seconds: float = 120.0
     device: str = "cpu"
@@ -75,19 +79,24 @@ class BenchConfig:
 
 def build_frontends(cfg: BenchConfig, scene: Scene, space: SimulatedEmbeddingSpace):
     """(front-end for the training frames, front-end for the held-out views)."""
+    # the same model (and so the same per-instance choices) for training and held-out views
+    sem = SemanticErrorModel(**cfg.semantic_errors)
     if cfg.frontend in ("simulated", "gt"):
         errors = MaskErrorModel.none() if cfg.frontend == "gt" else MaskErrorModel(**cfg.errors)
         # The held-out views get their own seed: frame indices restart at 0 there.
-        return (SimulatedMaskFrontend(errors, cfg.seed, scene=scene, embedding_space=space),
+        return (SimulatedMaskFrontend(errors, cfg.seed, scene=scene, embedding_space=space,
+                                      semantic_errors=sem),
                 SimulatedMaskFrontend(errors, cfg.seed + 7919, scene=scene,
-                                      embedding_space=space))
+                                      embedding_space=space, semantic_errors=sem))
     if cfg.frontend == "classical":
         make = lambda seed: classical_frontend(  # noqa: E731
-            use_depth=cfg.use_depth, embedding_space=space, scene=scene, seed=seed)
+            use_depth=cfg.use_depth, embedding_space=space, scene=scene, seed=seed,
+            semantic_errors=sem)
         return make(cfg.seed), make(cfg.seed + 7919)
     if cfg.frontend == "geometric":
         make = lambda seed: geometric_frontend(  # noqa: E731
-            use_depth=cfg.use_depth, embedding_space=space, scene=scene, seed=seed)
+            use_depth=cfg.use_depth, embedding_space=space, scene=scene, seed=seed,
+            semantic_errors=sem)
         return make(cfg.seed), make(cfg.seed + 7919)
     raise ValueError(f"unknown front-end {cfg.frontend!r} (simulated, classical, geometric, gt)")
 
@@ -282,6 +291,9 @@ def run(cfg: BenchConfig, save_dir: Path | None = None) -> dict:
                                     noise_std=cfg.embedding_noise)
     text_emb = space.text_embeddings(scene.classes[1:])
     embeddings = "SIMULATED vision-language embeddings (not a real model)"
+    if cfg.masks_dir and SemanticErrorModel(**cfg.semantic_errors).mode != "none":
+        raise ValueError("systematic semantic errors apply to the front-ends' SIMULATED "
+                         "embeddings, not to recorded masks (--masks-dir)")
     if cfg.masks_dir:  # masks recorded from any segmenter instead of a front-end
         recorded = external.load_masks_dir(cfg.masks_dir, scene, space, cfg.seed)
         train_masks, novel_masks = recorded.train, recorded.novel
@@ -303,6 +315,14 @@ def run(cfg: BenchConfig, save_dir: Path | None = None) -> dict:
         if isinstance(train_fe, SimulatedMaskFrontend):
             frontend["errors"] = train_fe.errors.to_dict()
             frontend["applied"] = train_fe.format_stats()
+        plan = train_fe.semantic_plan(scene) if scene.has_ground_truth else None
+        if plan is not None:  # which instances are embedded as what, in every view
+            embeddings += ("; systematic semantic errors (bench/semantic_errors.py): "
+                           f"{len(plan.confused)} instances as a similar class, "
+                           f"{len(plan.supported)} as their support, background pull up to "
+                           f"{train_fe.semantic_errors.background_weight}")
+            frontend["semantic_errors"] = {**train_fe.semantic_errors.to_dict(),
+                                           "plan": plan.to_dict(scene.classes)}
     if scene.has_ground_truth:
         frontend["quality"] = frontend_quality(scene.frames, train_masks, scene)
     if save_dir is not None and scene.has_ground_truth:
@@ -356,6 +376,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
                    help="simulated front-end: errors drawn anew per view (independent, the "
                         "default) or made the same way in every view (systematic)")
     p.add_argument("--embedding-noise", type=float, default=d.embedding_noise)
+    s = p.add_argument_group(
+        "systematic semantic errors of the SIMULATED embeddings (bench/semantic_errors.py)")
+    s.add_argument("--semantic-errors", default=None, choices=SemanticErrorModel.MODES,
+                   help="none (default): per-view noise only; systematic: chosen instances "
+                        "embedded as a similar class or as their support in every view, "
+                        "and every mask pulled toward the class around it")
+    for f in dataclasses.fields(SemanticErrorModel):
+        if f.type in ("float", "int", float, int):
+            s.add_argument(f"--sem-{f.name.replace('_', '-')}", type=float, default=None,
+                           help=f"(default {f.default}; 0 turns a rate/weight's kind off)")
     p.add_argument("--no-depth", action="store_true", help="RGB-only: frames carry no depth")
     p.add_argument("--train-seconds", type=float, default=d.train_seconds,
                    help="training time budget of the mapper")
@@ -394,6 +424,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
             errors[f.name] = int(v) if isinstance(f.default, int) else float(v)
     if a.error_mode is not None:
         errors["mode"] = a.error_mode
+    semantic_errors = {}
+    for f in dataclasses.fields(SemanticErrorModel):
+        v = getattr(a, f"sem_{f.name}", None)
+        if v is not None and f.name != "mode":
+            semantic_errors[f.name] = int(v) if isinstance(f.default, int) else float(v)
+    if semantic_errors and a.semantic_errors != "systematic":
+        p.error("--sem-* options need --semantic-errors systematic")
+    if a.semantic_errors is not None and a.semantic_errors != "none":
+        semantic_errors["mode"] = a.semantic_errors
+    if semantic_errors and a.masks_dir:
+        p.error("--semantic-errors applies to the front-ends' SIMULATED embeddings, not to "
+                "recorded masks (--masks-dir)")
+    try:
+        SemanticErrorModel(**semantic_errors)
+    except ValueError as exc:
+        p.error(str(exc))
     mapper_set = {}
     for item in a.set:
         key, eq, value = item.partition("=")
@@ -409,7 +455,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     cfg = BenchConfig(scene=a.scene, seed=a.seed, frames=frames, novel_frames=novel,
                       width=a.width, height=a.height, trajectory=a.trajectory,
                       num_objects=a.num_objects, frontend=a.frontend, errors=errors,
-                      embedding_noise=a.embedding_noise, use_depth=not a.no_depth,
+                      embedding_noise=a.embedding_noise, semantic_errors=semantic_errors,
+                      use_depth=not a.no_depth,
                       train_seconds=a.train_seconds, device=a.device,
                       methods=tuple(m for m in a.methods.split(",") if m),
                       voxel_size=a.voxel_size, eval_every=a.eval_every,
