@@ -66,7 +66,10 @@ class InputConfig:
 
     The node subscribes to the relative topics ``image``, ``camera_info``, ``depth``,
     ``pose`` and ``odometry``; the launch file remaps them. Image, camera_info and depth are
-    matched by an approximate time synchroniser (message_filters semantics).
+    matched by an approximate time synchroniser (message_filters semantics). With
+    ``image_transport`` 'compressed' / ``depth_transport`` 'compressedDepth' the image and
+    depth come as sensor_msgs/CompressedImage on the image_transport topics below them
+    (``<image>/compressed``, ``<depth>/compressedDepth``).
     """
 
     # (class constants, not parameters) The optical frame in a REP-103 body frame (x forward,
@@ -76,6 +79,20 @@ class InputConfig:
 
     use_depth: bool = param(True, "Subscribe to a depth image (16UC1 in mm or 32FC1 in m) "
                             "and synchronise it with the colour image.")
+    image_transport: str = param(
+        "raw",
+        "How the colour image arrives: 'raw' (sensor_msgs/Image on 'image') or "
+        "'compressed' (sensor_msgs/CompressedImage, jpeg or png, on '<image>/compressed', "
+        "image_transport's naming: the resolved, remapped 'image' topic + '/compressed'). "
+        "Decoded on the frame-assembler thread.",
+        choices=("raw", "compressed"))
+    depth_transport: str = param(
+        "raw",
+        "How the depth image arrives: 'raw' (sensor_msgs/Image on 'depth') or "
+        "'compressedDepth' (sensor_msgs/CompressedImage from compressed_depth_image_transport, "
+        "png codec, 16UC1 or 32FC1, on '<depth>/compressedDepth'). Decoded on the "
+        "frame-assembler thread.",
+        choices=("raw", "compressedDepth"))
     pose_source: str = param(
         "auto",
         "Where camera poses come from: 'tf' (map <- camera optical frame at the image stamp), "

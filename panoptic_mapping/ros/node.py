@@ -24,7 +24,11 @@ grows with the input rate):
 Relative input topics (remap them, e.g. in ``launch/mapping.launch.py``): ``image``
 (sensor_msgs/Image), ``camera_info`` (sensor_msgs/CameraInfo), ``depth`` (sensor_msgs/Image,
 when ``input.use_depth``), ``pose`` (geometry_msgs/PoseStamped) or ``odometry``
-(nav_msgs/Odometry) when poses do not come from tf.
+(nav_msgs/Odometry) when poses do not come from tf. With ``input.image_transport``
+'compressed' the image is a sensor_msgs/CompressedImage on ``<image>/compressed``, with
+``input.depth_transport`` 'compressedDepth' the depth one on ``<depth>/compressedDepth``
+(image_transport's names below the remapped topics); both are decoded by the frame
+assembler (:mod:`.compressed`), never in a callback.
 
 Pose conventions: with tf, the pose is ``map <- camera optical frame`` (the image's
 frame_id or ``input.camera_frame``) at the image stamp. A PoseStamped (header.frame_id =
@@ -56,7 +60,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
@@ -64,12 +68,10 @@ from panoptic_mapping.config import ConfigError, PanopticMappingConfig
 from panoptic_mapping.core.frames import Frame, FrameError
 from panoptic_mapping.core.io.export import LabeledCloud
 from panoptic_mapping.core.mapper import Mapper
+from panoptic_mapping.ros.compressed import decode_color, decode_depth
 from panoptic_mapping.ros.conversions import (
     InputError,
     camera_info_to_intrinsics,
-    check_image_size,
-    image_to_depth,
-    image_to_rgb,
     numpy_to_image,
 )
 from panoptic_mapping.ros.markers import instance_markers
@@ -285,8 +287,9 @@ class MappingNode(Node):
                                              self._on_matched)
             self._feed = self._sync.add
 
-    def _subscribe(self, msg_type, name: str) -> None:
-        state = StreamState(topic=self.resolve_topic_name(name), rate=RateMeter(5.0))
+    def _subscribe(self, msg_type, name: str, topic: str | None = None) -> None:
+        topic = topic or name
+        state = StreamState(topic=self.resolve_topic_name(topic), rate=RateMeter(5.0))
         self.streams[name] = state
         index = self._sync_names.index(name) if name in self._sync_names else None
 
@@ -299,13 +302,22 @@ class MappingNode(Node):
             else:
                 self._on_pose(name, msg)
 
-        self.create_subscription(msg_type, name, callback, qos_profile_sensor_data,
+        self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data,
                                  callback_group=self._input_group)
 
     def _subscribe_inputs(self) -> None:
-        self._subscribe(Image, "image")
+        cfg = self.config.input
+        # image_transport's naming: the transport's topic below the resolved (remapped) one
+        if cfg.image_transport == "compressed":
+            self._subscribe(CompressedImage, "image",
+                            self.resolve_topic_name("image") + "/compressed")
+        else:
+            self._subscribe(Image, "image")
         self._subscribe(CameraInfo, "camera_info")
-        if self.config.input.use_depth:
+        if cfg.use_depth and cfg.depth_transport == "compressedDepth":
+            self._subscribe(CompressedImage, "depth",
+                            self.resolve_topic_name("depth") + "/compressedDepth")
+        elif cfg.use_depth:
             self._subscribe(Image, "depth")
         if self.pose_source == "pose":
             self._subscribe(PoseStamped, "pose")
@@ -342,15 +354,15 @@ class MappingNode(Node):
         arrival, image, info, depth_msg = item
         stamp = stamp_ns(image.header.stamp)
         try:
-            check_image_size(image, self.config.input.max_image_pixels)
-            rgb = image_to_rgb(image)
+            max_pixels = self.config.input.max_image_pixels
+            rgb = decode_color(image, max_pixels)  # raw or compressed: decoded here
             K, width, height = camera_info_to_intrinsics(info)
             if rgb.shape[:2] != (height, width):
                 raise InputError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but camera_info "
                                  f"is {width}x{height}")
             depth = None
             if depth_msg is not None:
-                depth = image_to_depth(depth_msg)
+                depth = decode_depth(depth_msg, max_pixels)
                 if depth.shape != rgb.shape[:2]:
                     raise InputError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the "
                                      f"image is {rgb.shape[1]}x{rgb.shape[0]}")

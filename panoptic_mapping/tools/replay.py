@@ -8,6 +8,11 @@ Two kinds of recording:
   poses and stamps are published): each frame is published as an Image (rgb8, bgr8 or
   mono8), a CameraInfo (from its intrinsics), a depth Image (32FC1 in m or 16UC1 in mm)
   and the camera pose as a PoseStamped (the optical frame in ``map``) or an Odometry;
+  with ``--compressed`` the image and depth go out as sensor_msgs/CompressedImage as
+  image_transport's plugins publish them, on ``<image topic>/compressed`` (jpeg or png,
+  ``--compressed-format``) and ``<depth topic>/compressedDepth`` (png, 16UC1 or 32FC1 by
+  ``--depth-encoding``; 32FC1 is quantised as inverse depth), for a node with
+  ``input.image_transport: compressed`` and ``input.depth_transport: compressedDepth``;
 * a **ROS 2 bag** (a rosbag2 folder, .db3 or .mcap; read with ``rosbags``): every message
   is published unchanged (raw CDR bytes) on its topic, or on the topic given by ``--remap
   FROM:=TO``.
@@ -17,6 +22,7 @@ Publishers are reliable (keep last 5), which best-effort (sensor-data) subscribe
 Before the first message the tool waits until the node has subscribed (discovery).
 
     ros2 run panoptic_mapping replay out/demo/scene --rate 0.5
+    ros2 run panoptic_mapping replay out/demo/scene --compressed --compressed-format png
     ros2 run panoptic_mapping replay my_bag/ --remap /camera/color/image_raw:=/image
 """
 from __future__ import annotations
@@ -72,12 +78,17 @@ def pose_msg(camera_to_map: np.ndarray, header):
 def scene_frame_messages(frame, stamp, *, map_frame: str = "map",
                          camera_frame: str = "camera_color_optical_frame",
                          color_encoding: str = "rgb8", depth_encoding: str | None = "32FC1",
-                         odometry: bool = False) -> dict:
+                         odometry: bool = False, compressed: str | None = None,
+                         jpeg_quality: int = 90) -> dict:
     """The messages of one benchmark frame: image, camera_info, depth (or None), pose.
 
     Args:
         frame: a ``SceneFrame`` (rgb, depth, K, camera_to_world).
         stamp: builtin_interfaces/Time of every message.
+        compressed: None (Image messages), or 'jpeg' / 'png': the image becomes a
+            CompressedImage of that codec (``color_encoding`` rgb8/bgr8 give the same
+            colour stream, mono8 a grey one) and the depth a compressedDepth one of
+            ``depth_encoding``.
     """
     from std_msgs.msg import Header
 
@@ -92,13 +103,20 @@ def scene_frame_messages(frame, stamp, *, map_frame: str = "map",
     else:
         pixels = rgb
     h, w = rgb.shape[:2]
-    out = {"image": numpy_to_image(pixels, color_encoding, cam),
-           "camera_info": camera_info_msg(frame.K, w, h, cam), "depth": None}
+    if compressed is not None:
+        from panoptic_mapping.ros.compressed import depth_to_compressed, rgb_to_compressed
+
+        image = rgb_to_compressed(pixels if color_encoding == "mono8" else rgb, compressed,
+                                  quality=jpeg_quality, header=cam)
+    else:
+        image = numpy_to_image(pixels, color_encoding, cam)
+    out = {"image": image, "camera_info": camera_info_msg(frame.K, w, h, cam), "depth": None}
     if depth_encoding is not None and frame.depth is not None:
         depth = np.asarray(frame.depth, np.float32)
         if depth_encoding == "16UC1":
             depth = np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
-        out["depth"] = numpy_to_image(depth, depth_encoding, cam)
+        out["depth"] = (numpy_to_image(depth, depth_encoding, cam) if compressed is None
+                        else depth_to_compressed(depth, depth_encoding, header=cam))
     pose = pose_msg(frame.camera_to_world, Header(stamp=stamp, frame_id=map_frame))
     if odometry:
         from nav_msgs.msg import Odometry
@@ -143,12 +161,14 @@ def _wait_for_acks(publishers, timeout_s: float = 5.0) -> None:
 def play_scene(node, folder: Path, args) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.time import Time
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
     from panoptic_mapping.bench.scenes import load_scene
     # scene_frame_messages needs these (they load torch, seconds): import them before the
     # clock starts, or the first frame goes out seconds late and the rest in a burst
     from panoptic_mapping.ros.conversions import numpy_to_image  # noqa: F401
+    if args.compressed:
+        from panoptic_mapping.ros import compressed  # noqa: F401
 
     scene = load_scene(folder)
     frames = scene.novel_frames if args.novel else scene.frames
@@ -160,13 +180,19 @@ def play_scene(node, folder: Path, args) -> int:
         from nav_msgs.msg import Odometry as PoseType
     else:
         from geometry_msgs.msg import PoseStamped as PoseType
-    pubs = {"image": node.create_publisher(Image, args.image_topic, qos),
+    # image_transport's names for the compressed streams
+    image_type, image_topic = ((CompressedImage, args.image_topic.rstrip("/") + "/compressed")
+                               if args.compressed else (Image, args.image_topic))
+    depth_type, depth_topic = ((CompressedImage,
+                                args.depth_topic.rstrip("/") + "/compressedDepth")
+                               if args.compressed else (Image, args.depth_topic))
+    pubs = {"image": node.create_publisher(image_type, image_topic, qos),
             "camera_info": node.create_publisher(CameraInfo, args.camera_info_topic, qos),
             pose_type: node.create_publisher(PoseType, args.pose_topic if not args.odometry
                                              else args.odometry_topic, qos)}
     depth_encoding = None if args.no_depth else args.depth_encoding
     if depth_encoding:
-        pubs["depth"] = node.create_publisher(Image, args.depth_topic, qos)
+        pubs["depth"] = node.create_publisher(depth_type, depth_topic, qos)
     if not _wait_for_subscribers([pubs["image"]], args.wait_subscribers):
         print(f"replay: nobody subscribed to {pubs['image'].topic_name} within "
               f"{args.wait_subscribers} s; publishing anyway", file=sys.stderr)
@@ -184,7 +210,10 @@ def play_scene(node, folder: Path, args) -> int:
         msgs = scene_frame_messages(frame, stamp, map_frame=args.map_frame,
                                     camera_frame=args.camera_frame,
                                     color_encoding=args.color_encoding,
-                                    depth_encoding=depth_encoding, odometry=args.odometry)
+                                    depth_encoding=depth_encoding, odometry=args.odometry,
+                                    compressed=(args.compressed_format if args.compressed
+                                                else None),
+                                    jpeg_quality=args.jpeg_quality)
         # the pose first: the node looks it up when the image arrives
         for key in (pose_type, "camera_info", "depth", "image"):
             if msgs.get(key) is not None and key in pubs:
@@ -254,6 +283,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--no-depth", action="store_true", help="publish no depth images")
     g.add_argument("--depth-encoding", choices=("32FC1", "16UC1"), default="32FC1")
     g.add_argument("--color-encoding", choices=("rgb8", "bgr8", "mono8"), default="rgb8")
+    g.add_argument("--compressed", action="store_true",
+                   help="publish sensor_msgs/CompressedImage as image_transport does: the "
+                        "image on IMAGE_TOPIC/compressed, the depth (compressedDepth, png, "
+                        "--depth-encoding) on DEPTH_TOPIC/compressedDepth")
+    g.add_argument("--compressed-format", choices=("jpeg", "png"), default="jpeg",
+                   help="codec of the compressed image (default jpeg)")
+    g.add_argument("--jpeg-quality", type=int, default=90,
+                   help="JPEG quality 1-100 with --compressed (default 90)")
     g.add_argument("--map-frame", default="map")
     g.add_argument("--camera-frame", default="camera_color_optical_frame")
     g.add_argument("--stamps", choices=("now", "recorded"), default="now",
@@ -267,6 +304,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rate <= 0:
         p.error("--rate must be > 0")
+    if not 1 <= args.jpeg_quality <= 100:
+        p.error("--jpeg-quality must be in 1..100")
     for r in args.remap:
         if ":=" not in r:
             p.error(f"--remap wants FROM:=TO, got {r!r}")

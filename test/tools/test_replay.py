@@ -72,6 +72,32 @@ def test_depth_units_intrinsics_pose_and_frames():
     np.testing.assert_allclose(pose_to_matrix(odo.pose.pose), f.camera_to_world, atol=1e-9)
 
 
+@pytest.mark.parametrize("codec", ["jpeg", "png"])
+def test_compressed_messages_decode_back(codec):
+    from panoptic_mapping.ros.compressed import compressed_to_depth, compressed_to_rgb
+
+    f = frame()
+    stamp = Time(seconds=1).to_msg()
+    msgs = scene_frame_messages(f, stamp, compressed=codec, depth_encoding="16UC1")
+    assert msgs["image"].format == f"rgb8; {codec} compressed bgr8"
+    assert msgs["depth"].format == "16UC1; compressedDepth png"
+    assert msgs["image"].header.stamp == stamp == msgs["depth"].header.stamp
+    rgb = compressed_to_rgb(msgs["image"], 10_000)
+    assert rgb.shape == f.rgb.shape
+    if codec == "png":
+        np.testing.assert_array_equal(rgb, f.rgb)
+    np.testing.assert_allclose(compressed_to_depth(msgs["depth"], 10_000),
+                               np.round(f.depth * 1000) / 1000, atol=1e-6)
+    depth = compressed_to_depth(scene_frame_messages(f, stamp, compressed=codec)["depth"],
+                                10_000)  # 32FC1: quantised inverse depth, A = 10100
+    np.testing.assert_allclose(depth, f.depth, atol=3.0 ** 2 / 10_000)
+    assert depth[0, 0] == 0.0  # unknown stays unknown
+    args = parse_args(["x", "--compressed", "--compressed-format", "png"])
+    assert args.compressed and args.compressed_format == "png" and args.jpeg_quality == 90
+    with pytest.raises(SystemExit):
+        parse_args(["x", "--compressed", "--jpeg-quality", "0"])
+
+
 def test_arguments_are_checked():
     with pytest.raises(SystemExit):
         parse_args(["x", "--rate", "0"])
