@@ -84,8 +84,9 @@ class MapperMethod:
         An untrained field (``--train-seconds 0``) is not rendered: its views say nothing
         and cost tens of seconds each on the CPU.
         """
+        stereo = {} if self.mapper.stereo is None else {"stereo": self.mapper.stereo.stats()}
         if self.mapper.stats()["training_steps"] == 0:
-            return {"instances": self.mapper.instances.stats()}
+            return {"instances": self.mapper.instances.stats(), **stereo}
         psnr, depth_mae = [], []
         t0 = time.perf_counter()
         for f in frames:
@@ -94,4 +95,4 @@ class MapperMethod:
             depth_mae.append(metrics.depth_errors(depth, f.depth, (f.depth > 0) & (depth > 0))["mae"])
         return {"novel_psnr": float(np.mean(psnr)), "novel_depth_mae": float(np.nanmean(depth_mae)),
                 "render_ms_per_view": 1000 * (time.perf_counter() - t0) / max(len(frames), 1),
-                "instances": self.mapper.instances.stats()}
+                "instances": self.mapper.instances.stats(), **stereo}

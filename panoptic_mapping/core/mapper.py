@@ -84,6 +84,11 @@ class MapperConfig:
         "'map' draws the instance voxels' surfaces (z-buffered, milliseconds), 'field' "
         "volume-renders the field's depth (seconds on a CPU, and only once trained).",
         choices=("map", "field"))
+    carve_free_space: str = param(
+        "stereo", "Depth whose free space withdraws votes from the voxels it sees through "
+        "(instances.carve_weight): 'stereo' (its outliers leave floating voxels that later "
+        "views see through), 'all' (measured depth too), 'none'.",
+        choices=("stereo", "all", "none"))
     surface_min_weight: float = param(2.0, "With render_without_depth 'map': votes a voxel "
                                       "needs to be drawn (one vote may be one frame's "
                                       "stereo outlier).", minimum=0.0)
@@ -254,6 +259,9 @@ class Mapper:
             labels = np.zeros(frame.shape, np.int32)
             new_ids: list[int] = []
             integrated = False
+            if self.cfg.carve_free_space == "all" or (
+                    self.cfg.carve_free_space == "stereo" and source == "stereo"):
+                self.instances.carve(frame.depth, frame.K, frame.camera_to_world)
             if frame.masks is not None and _has_depth(frame):
                 # one voxel search serves the reference and the integration
                 result = self.instances.process_frame(

@@ -114,3 +114,24 @@ def test_a_frame_with_masks_gets_depth_inside_them_only_where_confident_or_fille
     inside = masks == 1
     assert (est.depth[inside] > 0).all()
     assert np.abs(est.depth[inside] - truth[inside]).max() / 1.5 < 0.03
+
+
+# ------------------------------------------------------------------ depth range
+
+
+def test_the_sweep_range_follows_the_scene_depth():
+    cfg = StereoConfig(min_depth_m=0.2, max_depth_m=10.0, depth_range_ratio=4.0)
+    stereo = StereoDepth(cfg)
+    first = stereo.sweep_config()  # no estimate yet: around the range's geometric mean
+    assert np.isclose(first.min_depth_m, np.sqrt(2.0) / 4)
+    assert np.isclose(first.max_depth_m, np.sqrt(2.0) * 4)
+    for i, T in enumerate(POSES):
+        stereo.estimate(Frame(rgb=render(T, PLANE)[0], K=K, camera_to_world=T,
+                              stamp=float(i)))
+    assert abs(stereo.scene_depth() - 1.5) < 0.03
+    swept = stereo.sweep_config()
+    assert abs(swept.min_depth_m - 1.5 / 4) < 0.01 and abs(swept.max_depth_m - 6.0) < 0.1
+    # ratio 0: the whole configured range, always
+    whole = StereoDepth(StereoConfig(min_depth_m=0.2, max_depth_m=10.0,
+                                     depth_range_ratio=0.0)).sweep_config()
+    assert (whole.min_depth_m, whole.max_depth_m) == (0.2, 10.0)

@@ -47,6 +47,13 @@ class InstanceConfig:
     unvote_weight: float = param(1.0, "Vote weight withdrawn from an id at pixels the frame "
                                  "gave to another id whose mask owns them (0: no negative "
                                  "evidence).", minimum=0.0)
+    carve_weight: float = param(1.0, "Vote weight withdrawn from every id of a voxel a "
+                                "frame's depth sees through (see carve_tol_rel); applied "
+                                "for the depth sources mapping.carve_free_space names.",
+                                minimum=0.0)
+    carve_tol_rel: float = param(0.05, "A voxel is seen through when it lies nearer than "
+                                 "the depth behind it by this share of that depth plus one "
+                                 "voxel.", minimum=0.0, maximum=0.9)
     search_radius: int = param(1, "Voxels searched around a point whose own voxel is empty.",
                                minimum=0, maximum=2)
     max_search_radius: int = param(2, "Widest search (voxels) for points whose pixel covers "

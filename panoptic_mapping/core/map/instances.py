@@ -33,7 +33,7 @@ from panoptic_mapping.core.map.config import InstanceConfig
 from panoptic_mapping.core.map.evidence import PairEvidence
 from panoptic_mapping.core.map.ids import IdTable
 from panoptic_mapping.core.map.lifecycle import IdLifecycle
-from panoptic_mapping.core.map.views import interior, pixel_footprint
+from panoptic_mapping.core.map.views import interior, pixel_footprint, seen_through
 from panoptic_mapping.core.map.votes import VoteGrid
 
 __all__ = ["InstanceMap", "InstanceFill"]
@@ -163,6 +163,20 @@ class InstanceMap:
             centers = self.votes.index.centers(self.votes.voxel_size)[keep]
             size = self.votes.voxel_size
         return splat_depth(centers, K, camera_to_world, shape, size)
+
+    def carve(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray) -> int:
+        """Withdraw ``carve_weight`` from the voxels a view's depth (H, W) sees through;
+        returns how many. Outliers of an earlier depth (a wrong stereo match) float in
+        space later views see through, and lose their votes."""
+        with self._lock:
+            n = len(self.votes)
+            if n == 0 or self.cfg.carve_weight <= 0:
+                return 0
+            free = seen_through(self.votes.index.centers(self.votes.voxel_size), depth, K,
+                                camera_to_world, self.cfg.carve_tol_rel,
+                                self.votes.voxel_size)
+            self.votes.withdraw(np.flatnonzero(free), self.cfg.carve_weight)
+            return int(free.sum())
 
     # ------------------------------------------------------------------ per frame
 

@@ -1,11 +1,11 @@
 """Per-view image measures the association reads: which mask owns which reference id,
 where labels meet and whether that boundary is a depth edge, mask interiors, pixel
-footprints. Pure functions of (H, W) label images."""
+footprints, which points a view's depth sees through. Pure functions of (H, W) images."""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["owners", "boundaries", "interior", "pixel_footprint"]
+__all__ = ["owners", "boundaries", "interior", "pixel_footprint", "seen_through"]
 
 
 def owners(pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray,
@@ -76,3 +76,34 @@ def boundary_between(part: np.ndarray, rest: np.ndarray, edges: np.ndarray | Non
     bool regions; (0, 1.0) where they do not touch."""
     two = np.where(part, 2, np.where(rest, 1, 0))
     return boundaries(two, edges).get((1, 2), (0, 1.0))
+
+
+def seen_through(points: np.ndarray, depth: np.ndarray, K: np.ndarray,
+                 camera_to_world: np.ndarray, tol_rel: float, margin_m: float) -> np.ndarray:
+    """(N,) bool: points in the free space a view's depth observed.
+
+    A point is seen through when it projects onto a pixel whose 3x3 neighbourhood has depth
+    everywhere, the nearest of it d, and lies nearer than ``d * (1 - tol_rel) - margin_m``:
+    the camera saw a surface behind it along that ray and the rays beside it.
+
+    Args:
+        points: (N, 3) world points. depth: (H, W) depth, 0 = none.
+        K: (3, 3). camera_to_world: (4, 4).
+    """
+    h, w = depth.shape
+    world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64))
+    cam = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    z = cam[:, 2]
+    front = z > 1e-6
+    zs = np.where(front, z, 1.0)
+    u = np.rint(cam[:, 0] / zs * K[0, 0] + K[0, 2]).astype(np.int64)
+    v = np.rint(cam[:, 1] / zs * K[1, 1] + K[1, 2]).astype(np.int64)
+    inside = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    # the nearest depth around the pixel (unknown counts as 0): a point beside an outline,
+    # a pixel off, is not seen through
+    padded = np.pad(np.where(depth > 0, depth, 0.0), 1)
+    nearest = np.min([padded[1 + dv:1 + dv + h, 1 + du:1 + du + w]
+                      for dv in (-1, 0, 1) for du in (-1, 0, 1)], axis=0)
+    d = np.zeros(points.shape[0])
+    d[inside] = nearest[v[inside], u[inside]]
+    return inside & (d > 0) & (z < d * (1.0 - tol_rel) - margin_m)

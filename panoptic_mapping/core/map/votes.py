@@ -169,6 +169,12 @@ class VoteGrid:
         w[hit] = np.maximum(w[hit] - amount, 0.0)
         self.weights[s] = w
 
+    def withdraw(self, slots: np.ndarray, amount: float) -> None:
+        """Withdraw ``amount`` from every vote of the voxels ``slots`` (free space seen
+        through them: whatever they were voted as is not there)."""
+        s = np.unique(slots[slots >= 0])
+        self.weights[s] = np.maximum(self.weights[s] - amount, 0.0)
+
     def _grow(self, n: int) -> None:
         if n > self.ids.shape[0]:
             pad = n - self.ids.shape[0]

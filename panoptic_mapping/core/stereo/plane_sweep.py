@@ -33,7 +33,7 @@ class StereoConfig:
     """Multi-view plane-sweep stereo and its consistency filter."""
 
     min_depth_m: float = param(0.2, "Nearest depth hypothesis [m].", minimum=0.01)
-    max_depth_m: float = param(5.0, "Farthest depth hypothesis [m].", minimum=0.02)
+    max_depth_m: float = param(10.0, "Farthest depth hypothesis [m].", minimum=0.02)
     num_planes: int = param(64, "Fronto-parallel depth planes, uniform in inverse depth "
                             "(uniform in disparity, so near and far get the same pixel "
                             "resolution).", minimum=3, maximum=1024)
@@ -75,6 +75,11 @@ class StereoConfig:
     completion_min_inlier_share: float = param(0.7, "Share of the mask's confident pixels "
                                                "that must agree with its plane.",
                                                minimum=0.0, maximum=1.0)
+    depth_range_ratio: float = param(
+        4.0, "Streamed frames sweep from the scene depth (median of recent estimates) "
+        "divided by this to it multiplied by this, within [min_depth_m, max_depth_m]: the "
+        "planes are spent where the scene is (64 planes over 0.2-5 m left a surface at 4 m "
+        "between planes 40 cm apart). 0 = always the whole range.", minimum=0.0)
     # Which views a streamed frame is matched against (panoptic_mapping.core.stereo.stream)
     enabled: bool = param(True, "Frames without depth get depth by plane-sweep stereo "
                           "against earlier posed frames (recent ones and keyframes); its "

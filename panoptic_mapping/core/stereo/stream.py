@@ -5,7 +5,9 @@ frames: the recent ones this object remembers and the keyframes the caller passe
 Sources are chosen for parallax without losing overlap: a baseline of at least
 ``min_baseline_m`` and at most ``max_baseline_ratio`` of the scene depth, the optical axes
 within ``max_view_angle_deg``, the baselines nearest ``target_baseline_ratio`` of the scene
-depth first (the scene depth is the median of recent estimates; 1 m before the first).
+depth first (the scene depth is the median of recent estimates; before the first, the
+geometric mean of the configured depth range). The sweep covers the scene depth divided and
+multiplied by ``depth_range_ratio``, so its planes are spent where the scene is.
 
 What is kept: pixels whose confidence reaches ``min_confidence``, whose own colour
 matches where their depth puts them in the sources (:func:`photometric_residual`: a window
@@ -19,6 +21,7 @@ then filled from a plane fit to its kept ones where they agree on one
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -40,8 +43,6 @@ from panoptic_mapping.core.stereo.plane_sweep import (
 
 __all__ = ["SourceView", "StereoEstimate", "StereoDepth"]
 
-# Scene depth assumed before any estimate exists [m].
-_INITIAL_SCENE_DEPTH_M = 1.0
 # Estimates whose median depth makes up the scene depth.
 _SCENE_DEPTH_WINDOW = 16
 
@@ -111,9 +112,22 @@ class StereoDepth:
         self.without_sources = 0
 
     def scene_depth(self) -> float:
-        """Median depth of recent estimates [m] (1 m before the first)."""
+        """Median depth of recent estimates [m] (before the first: the geometric mean of
+        the configured range)."""
         with self._lock:
-            return float(np.median(self._medians)) if self._medians else _INITIAL_SCENE_DEPTH_M
+            if self._medians:
+                return float(np.median(self._medians))
+        return math.sqrt(self.cfg.min_depth_m * self.cfg.max_depth_m)
+
+    def sweep_config(self) -> StereoConfig:
+        """The configuration with the depth range narrowed around the scene depth."""
+        cfg, r = self.cfg, self.cfg.depth_range_ratio
+        if r <= 1.0:
+            return cfg
+        scene = self.scene_depth()
+        near = min(max(cfg.min_depth_m, scene / r), cfg.max_depth_m / 2)
+        far = max(min(cfg.max_depth_m, scene * r), 2 * near)
+        return dataclasses.replace(cfg, min_depth_m=near, max_depth_m=far)
 
     def choose_sources(self, K: np.ndarray, camera_to_world: np.ndarray,
                        candidates: Sequence[SourceView]) -> list[SourceView]:
@@ -156,33 +170,19 @@ class StereoDepth:
                 self._recent.append(SourceView.of(frame))
             return None
         t0 = time.perf_counter()
-        depth, conf = plane_sweep_depth(frame.rgb, frame.K, frame.camera_to_world,
-                                        [(s.rgb, s.K, s.camera_to_world) for s in sources],
-                                        self.cfg, self.device)
+        sweep = self.sweep_config()
         views = [(s.rgb, s.K, s.camera_to_world) for s in sources]
-        residual = photometric_residual(frame.rgb, frame.K, frame.camera_to_world, depth,
-                                        views, self.device)
-        # the median: a source that is occluded there does not veto the pixel; a pixel no
-        # source sees (all NaN) has confidence 0 already
-        seen = np.isfinite(residual).any(0)
-        typical = np.full(seen.shape, np.nan, np.float32)
-        typical[seen] = np.nanmedian(residual[:, seen], 0)
-        conf = np.where(typical > self.cfg.max_pixel_residual, 0.0, conf).astype(np.float32)
+        depth, conf = plane_sweep_depth(frame.rgb, frame.K, frame.camera_to_world, views,
+                                        sweep, self.device)
+        conf = self._colour_checked(frame, depth, conf, views)
         confident = np.where(conf >= self.cfg.min_confidence, depth, 0.0).astype(np.float32)
-        checked = [s for s in sources if s.depth is not None and (s.depth > 0).any()]
-        kept_conf = conf
-        if checked:
-            kept_conf = consistency_filter(
-                [confident] + [s.depth for s in checked],
-                [conf] + [(s.depth > 0).astype(np.float32) for s in checked],
-                [frame.K] + [s.K for s in checked],
-                [frame.camera_to_world] + [s.camera_to_world for s in checked], 0, self.cfg)
-        kept = np.where(kept_conf >= self.cfg.min_confidence, depth, 0.0).astype(np.float32)
+        kept = self._consistent(frame, depth, confident, conf, sources)
         if self.cfg.complete_in_masks and frame.masks is not None:
             c = self.cfg
             kept = complete_in_masks(kept, frame.masks, c.completion_min_support,
                                      c.completion_min_support_share, c.completion_tol_rel,
-                                     c.completion_min_inlier_share, (c.min_depth_m, c.max_depth_m))
+                                     c.completion_min_inlier_share,
+                                     (sweep.min_depth_m, sweep.max_depth_m))
         seconds = time.perf_counter() - t0
         result = StereoEstimate(kept, conf, len(sources), seconds)
         with self._lock:
@@ -193,6 +193,30 @@ class StereoDepth:
                 self._medians.append(float(np.median(confident[confident > 0])))
             self._recent.append(SourceView.of(frame, confident))
         return result
+
+    def _colour_checked(self, frame: Frame, depth: np.ndarray, conf: np.ndarray,
+                        views: list) -> np.ndarray:
+        """(H, W) confidence, 0 where the pixel's colour is not where its depth puts it in
+        the sources (the median over them: one occluded source does not veto a pixel)."""
+        residual = photometric_residual(frame.rgb, frame.K, frame.camera_to_world, depth,
+                                        views, self.device)
+        seen = np.isfinite(residual).any(0)  # unseen pixels have confidence 0 already
+        typical = np.zeros(seen.shape, np.float32)
+        typical[seen] = np.nanmedian(residual[:, seen], 0)
+        return np.where(typical > self.cfg.max_pixel_residual, 0.0, conf).astype(np.float32)
+
+    def _consistent(self, frame: Frame, depth: np.ndarray, confident: np.ndarray,
+                    conf: np.ndarray, sources: list[SourceView]) -> np.ndarray:
+        """(H, W) depth of the confident pixels the sources' own depth confirms (all of
+        them when no source has depth)."""
+        checked = [s for s in sources if s.depth is not None and (s.depth > 0).any()]
+        if checked:
+            conf = consistency_filter(
+                [confident] + [s.depth for s in checked],
+                [conf] + [(s.depth > 0).astype(np.float32) for s in checked],
+                [frame.K] + [s.K for s in checked],
+                [frame.camera_to_world] + [s.camera_to_world for s in checked], 0, self.cfg)
+        return np.where(conf >= self.cfg.min_confidence, depth, 0.0).astype(np.float32)
 
     def remember(self, frame: Frame) -> None:
         """Keep a frame (with its own depth, if any) as a source for later frames."""

@@ -80,3 +80,22 @@ def test_config_is_validated_through_the_dataclasses():
 
     with pytest.raises(ConfigError, match="cover_fraction"):
         config_from_dict({"cover_fraction": 0.2}, InstanceConfig)
+
+
+def test_carving_withdraws_votes_of_voxels_a_later_view_sees_through():
+    Kc = np.array([[50.0, 0, 19.5], [0, 50.0, 14.5], [0, 0, 1]])
+    m = InstanceMap(InstanceConfig(voxel_size_m=0.02, carve_weight=1.0))
+    wall = np.stack(np.meshgrid(np.arange(-0.3, 0.3, 0.02), np.arange(-0.2, 0.2, 0.02),
+                                [2.0]), -1).reshape(-1, 3)
+    floater = np.array([[0.0, 0.0, 1.0], [0.02, 0.0, 1.0]])
+    m.integrate(wall, np.full(len(wall), 1))
+    m.integrate(floater, np.full(2, 2))  # a stereo outlier in front of the wall
+    depth = np.full((30, 40), 2.0, np.float32)
+    assert m.carve(depth, Kc, np.eye(4)) == 2
+    ids, conf = m.votes.labels(m.votes.own_slots(floater), np.ones(3, bool))
+    assert ids.tolist() == [0, 0]  # one vote each, withdrawn
+    ids, _ = m.votes.labels(m.votes.own_slots(wall), np.ones(3, bool))
+    assert (ids == 1).all()
+    # the floater is no surface any more: not drawn, the wall is seen behind it
+    surface = m.surface_depth(Kc, np.eye(4), (30, 40), min_weight=1.0)
+    assert np.allclose(surface[12:18, 15:25], 2.0, atol=0.011)  # voxel centres

@@ -39,3 +39,19 @@ def test_interior_pixels_worked_example():
     assert _interior(masks).tolist() == [[True, True, False, False],
                                          [True, True, False, False],
                                          [True, True, False, False]]
+
+
+def test_seen_through_worked_example():
+    from panoptic_mapping.core.map.views import seen_through
+
+    Kc = np.array([[50.0, 0, 9.5], [0, 50.0, 9.5], [0, 0, 1]])
+    depth = np.full((20, 20), 2.0, np.float32)
+    depth[:, :5] = 0.0  # no depth on the left: nothing known there
+    pts = np.array([[0.0, 0.0, 1.0],     # centre, 1 m in front of a 2 m surface: free
+                    [0.0, 0.0, 1.95],    # within the tolerance of the surface: kept
+                    [0.0, 0.0, 2.5],     # behind the surface: unknown, kept
+                    [-0.16, 0.0, 1.0],   # projects onto the left strip without depth
+                    [0.0, 0.0, -1.0],    # behind the camera
+                    [5.0, 0.0, 1.0]])    # outside the image
+    free = seen_through(pts, depth, Kc, np.eye(4), tol_rel=0.05, margin_m=0.01)
+    assert free.tolist() == [True, False, False, False, False, False]
