@@ -89,9 +89,11 @@ class MapperConfig:
         "(instances.carve_weight): 'stereo' (its outliers leave floating voxels that later "
         "views see through), 'all' (measured depth too), 'none'.",
         choices=("stereo", "all", "none"))
-    surface_min_weight: float = param(2.0, "With render_without_depth 'map': votes a voxel "
-                                      "needs to be drawn (one vote may be one frame's "
-                                      "stereo outlier).", minimum=0.0)
+    surface_min_weight: float = param(
+        3.0, "With render_without_depth 'map': votes a voxel needs to be drawn where the "
+        "view sees it a pixel or more wide (one vote may be one frame's stereo outlier); "
+        "farther away, fewer in proportion to the share of voxels a frame's pixels sample "
+        "there.", minimum=0.0)
     render_chunk_rays: int = param(4096, "Rays per chunk when rendering whole images.",
                                    minimum=64)
     render_min_opacity: float = param(0.5, "A rendered ray whose accumulated opacity is "

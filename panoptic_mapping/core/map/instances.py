@@ -153,16 +153,22 @@ class InstanceMap:
                       shape: tuple[int, int], min_weight: float) -> np.ndarray:
         """(H, W) float32 depth of the map's surfaces seen from a view, 0 = none.
 
-        The voxels holding at least ``min_weight`` votes, drawn as voxel-sized squares
-        nearest first: where a view without depth meets what the map has observed (a
-        voxel voted once may be a single frame's outlier).
+        The voxels holding enough votes, drawn as voxel-sized squares nearest first: where
+        a view without depth meets what the map has observed. A lone vote may be one
+        frame's outlier, so a voxel needs ``min_weight`` votes where the view sees it a
+        pixel or more wide; farther away a frame's pixels sample only some of the voxels
+        (one in (pixel footprint / voxel)^2), so the votes needed shrink by that share.
         """
         with self._lock:
             n = len(self.votes)
-            keep = self.votes.weights[:n].sum(1) >= min_weight
-            centers = self.votes.index.centers(self.votes.voxel_size)[keep]
+            weight = self.votes.weights[:n].sum(1)
             size = self.votes.voxel_size
-        return splat_depth(centers, K, camera_to_world, shape, size)
+            centers = self.votes.index.centers(size)
+        world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64))
+        z = np.maximum(centers @ world_to_cam[2, :3] + world_to_cam[2, 3], 1e-6)
+        sampled = np.clip((size * max(K[0, 0], K[1, 1]) / z) ** 2, 0.0, 1.0)
+        keep = (weight > 0) & (weight >= min_weight * sampled)
+        return splat_depth(centers[keep], K, camera_to_world, shape, size)
 
     def carve(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray) -> int:
         """Withdraw ``carve_weight`` from the voxels a view's depth (H, W) sees through;

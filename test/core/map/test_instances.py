@@ -99,3 +99,22 @@ def test_carving_withdraws_votes_of_voxels_a_later_view_sees_through():
     # the floater is no surface any more: not drawn, the wall is seen behind it
     surface = m.surface_depth(Kc, np.eye(4), (30, 40), min_weight=1.0)
     assert np.allclose(surface[12:18, 15:25], 2.0, atol=0.011)  # voxel centres
+
+
+
+def test_far_surfaces_need_fewer_votes_than_near_ones_to_be_drawn():
+    Kc = np.array([[50.0, 0, 19.5], [0, 50.0, 14.5], [0, 0, 1]])
+    m = InstanceMap(InstanceConfig(voxel_size_m=0.01))
+    # near (0.5 m: a voxel is a pixel wide, every frame samples it) and far (3 m: a pixel
+    # covers 3 voxels a side, a frame samples one in nine); one vote each
+    near = np.stack(np.meshgrid(np.arange(-0.05, -0.01, 0.01) + 0.005,
+                                np.arange(-0.02, 0.02, 0.01) + 0.005, [0.505]), -1).reshape(-1, 3)
+    far = np.stack(np.meshgrid(np.arange(0.0, 0.3, 0.03) + 0.005,
+                               np.arange(-0.15, 0.15, 0.03) + 0.005, [3.005]), -1).reshape(-1, 3)
+    m.integrate(near, np.full(len(near), 1))
+    m.integrate(far, np.full(len(far), 2))
+    depth = m.surface_depth(Kc, np.eye(4), (30, 40), min_weight=2.0)
+    assert (np.abs(depth[depth > 0] - 3.005) < 1e-3).all() and (depth > 0).any()
+    m.integrate(near, np.full(len(near), 1))  # seen twice: now the near patch is drawn
+    again = m.surface_depth(Kc, np.eye(4), (30, 40), min_weight=2.0)
+    assert np.isclose(again[again > 0].min(), 0.505)
