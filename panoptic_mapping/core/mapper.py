@@ -261,8 +261,8 @@ class Mapper:
             labels = np.zeros(frame.shape, np.int32)
             new_ids: list[int] = []
             integrated = False
-            if self.cfg.carve_free_space == "all" or (
-                    self.cfg.carve_free_space == "stereo" and source == "stereo"):
+            if _has_depth(frame) and (self.cfg.carve_free_space == "all" or (
+                    self.cfg.carve_free_space == "stereo" and source == "stereo")):
                 self.instances.carve(frame.depth, frame.K, frame.camera_to_world)
             if frame.masks is not None and _has_depth(frame):
                 # one voxel search serves the reference and the integration

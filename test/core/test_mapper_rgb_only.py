@@ -82,3 +82,13 @@ def test_measured_depth_is_used_as_it_is_and_remembered_for_stereo():
     report = m.ingest(f)
     assert report.depth_source == "measured" and report.stereo_s is None
     assert m.stereo.stats()["estimated"] == 0
+
+
+def test_carving_with_all_depth_sources_takes_frames_without_depth_too():
+    cfg = MapperConfig(device="cpu", carve_free_space="all", stereo=StereoConfig(enabled=False))
+    m = Mapper(cfg)
+    f, depth = frame(STREAM[0], 0.0, with_depth=True)
+    m.ingest(f)
+    voxels = len(m.instances.votes)
+    report = m.ingest(frame(STREAM[1], 1.0)[0])  # no depth, no stereo: nothing to carve
+    assert report.depth_source == "none" and len(m.instances.votes) == voxels
