@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from helpers import scene_frame
+from synthetic_scene import CLASSES, DUCK, FLOOR, H, W, WALL, gt_frame, make_instance, make_scene
 
 from panoptic_mapping.bench.frontends import (
     MaskErrorModel,
@@ -25,39 +25,18 @@ from panoptic_mapping.bench.semantic_errors import (
 )
 from panoptic_mapping.bench.types import Scene
 
-H, W = 48, 64
-CLASSES = ["void", "wall", "floor", "duck", "teddy", "mug", "pin"]
-WALL, FLOOR, DUCK, TEDDY, MUG, PIN = 1, 2, 3, 4, 5, 6
-INSTANCE_CLASS = {1: WALL, 2: FLOOR, 3: DUCK, 4: TEDDY, 5: MUG, 6: PIN}
 # only the per-view noise, the way the benchmark's other tests isolate one kind
 ONLY = dict(confusion_rate=0.0, support_rate=0.0, background_weight=0.0)
 
 
-def synthetic_scene() -> Scene:
-    return Scene(name="synthetic", frames=[], novel_frames=[], classes=list(CLASSES),
-                 thing_classes={DUCK, TEDDY, MUG, PIN}, instance_class=dict(INSTANCE_CLASS))
-
-
 def synthetic_frame(index: int = 0, duck_on_wall: bool = False):
-    """Wall over floor, a duck square (instance 3) touching a teddy square (4), a mug disc,
-    a small pin; with ``duck_on_wall`` the duck is seen in front of the wall instead."""
-    inst = np.zeros((H, W), np.int32)
-    inst[:16] = 1
-    inst[16:] = 2
-    inst[20:34, 4:18] = 3
-    inst[20:34, 18:32] = 4
-    yy, xx = np.mgrid[:H, :W]
-    inst[(yy - 30) ** 2 + (xx - 48) ** 2 <= 36] = 5
-    inst[40:44, 56:60] = 6
+    """The synthetic scene without its void patch; with ``duck_on_wall`` the duck
+    (instance 3) is seen in front of the wall instead of on the floor."""
+    inst = make_instance(void=False)
     if duck_on_wall:
         inst[inst == 3] = 2
         inst[2:12, 4:14] = 3
-    lut = np.array([0, WALL, FLOOR, DUCK, TEDDY, MUG, PIN], np.int32)
-    rgb = np.random.default_rng(index).integers(0, 255, (8, 3))[inst].astype(np.uint8)
-    depth = np.where(inst > 0, 2.0, 0.0).astype(np.float32)
-    K = np.array([[60.0, 0, W / 2], [0, 60.0, H / 2], [0, 0, 1]])
-    return scene_frame(rgb, depth, instance=inst, semantic=lut[inst], K=K, index=index,
-                       stamp=0.1 * index)
+    return gt_frame(index, inst)
 
 
 def owners(labels: np.ndarray, instance: np.ndarray) -> list[int]:
@@ -278,9 +257,9 @@ def test_background_pull_moves_an_embedding_toward_its_surroundings_by_the_weigh
     w = 0.5
     model = SemanticErrorModel(mode="systematic", confusion_rate=0.0, support_rate=0.0,
                                background_weight=w, background_ring_px=2)
-    fe = SimulatedMaskFrontend(MaskErrorModel.none(), 0, scene=synthetic_scene(),
+    fe = SimulatedMaskFrontend(MaskErrorModel.none(), 0, scene=make_scene(),
                                embedding_space=space, semantic_errors=model)
-    ref = SimulatedMaskFrontend(MaskErrorModel.none(), 0, scene=synthetic_scene(),
+    ref = SimulatedMaskFrontend(MaskErrorModel.none(), 0, scene=make_scene(),
                                 embedding_space=space)
     e = {c: space.class_embedding(c).astype(np.float64) for c in CLASSES[1:]}
 
@@ -328,7 +307,7 @@ def test_per_view_noise_draws_are_unchanged():
     """With noise, masks of instances no systematic error touches get exactly the
     embeddings they get without the model: the random draws are the same."""
     space = SimulatedEmbeddingSpace(dim=64, seed=0, noise_std=0.3)
-    scene = synthetic_scene()
+    scene = make_scene()
     model = SemanticErrorModel(mode="systematic", confusion_rate=0.25, support_rate=0.0,
                                background_weight=0.0)
     fe = SimulatedMaskFrontend(MaskErrorModel(), 4, scene=scene, embedding_space=space,

@@ -7,7 +7,6 @@ and counted, and the node keeps running."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
@@ -26,18 +25,9 @@ from panoptic_mapping.bench.scenes import save_scene  # noqa: E402
 from panoptic_mapping.tools.demo_client import Client  # noqa: E402
 from panoptic_mapping.tools.replay import scene_frame_messages  # noqa: E402
 
+from node_client import wait_until  # noqa: E402
+
 NS = "/panoptic_mapping"
-
-
-def wait_until(client: Client, predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        client.spin_for(0.1)
-        value = predicate()
-        if value:
-            return value
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
-                         f"last status: {client.status}")
 
 
 def test_compressed_input_is_mapped_and_bad_compressed_frames_are_rejected(

@@ -9,7 +9,6 @@ bad requests, bad input on the topics, runtime parameters.
 from __future__ import annotations
 
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -39,23 +38,14 @@ from panoptic_mapping_interfaces.srv import (  # noqa: E402
     SaveMap,
 )
 
+from node_client import wait_until  # noqa: E402
+
 NS = "/panoptic_mapping"
 NODE_ARGS = ("--ros-args", "--params-file", str(PARAMS_FILE),
              "-p", "input.pose_source:=pose", "-p", "output.status_period_s:=0.5",
              "-p", "output.cloud_period_s:=0.5", "-p", "output.markers_period_s:=0.5",
              "-p", "output.panoptic_image_period_s:=0.5",
              "-p", "mapping.trainer.rays_per_step:=64", "-p", "input.train_duty_cycle:=0.3")
-
-
-def wait_until(client: Client, predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        client.spin_for(0.1)
-        value = predicate()
-        if value:
-            return value
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
-                         f"last status: {client.status}")
 
 
 @pytest.fixture(scope="module")
