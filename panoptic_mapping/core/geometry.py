@@ -13,7 +13,7 @@ import torch
 
 __all__ = ["pose_matrix", "pose_from_xyz_quat", "quaternion_to_rotation",
            "rotation_to_quaternion", "slerp", "interpolate_pose", "check_rigid",
-           "check_intrinsics", "backproject", "splat_depth", "depth_edges", "voxel_coords",
+           "check_intrinsics", "backproject", "project_points", "splat_depth", "depth_edges", "voxel_coords",
            "pack_voxel_keys", "unpack_voxel_keys", "VOXEL_KEY_BITS", "VOXEL_KEY_BIAS",
            "VOXEL_KEY_MASK"]
 
@@ -191,6 +191,29 @@ def backproject(depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray
     return cam @ camera_to_world[:3, :3].T + camera_to_world[:3, 3], pix
 
 
+def project_points(points: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
+                   near_m: float = 1e-6
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest pixels of world points in a pinhole view.
+
+    Args:
+        points: (N, 3) world points. K: (3, 3). camera_to_world: (4, 4).
+        near_m: points at this depth or nearer count as behind the camera.
+
+    Returns:
+        u, v: (N,) int64 column and row of the nearest pixel centre (meaningless where not
+        ``front``); z: (N,) float64 depth along the optical axis; front: (N,) bool.
+    """
+    world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64))
+    cam = np.asarray(points, np.float64) @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    z = cam[:, 2]
+    front = z > near_m
+    zs = np.where(front, z, 1.0)
+    u = np.rint(cam[:, 0] / zs * K[0, 0] + K[0, 2]).astype(np.int64)
+    v = np.rint(cam[:, 1] / zs * K[1, 1] + K[1, 2]).astype(np.int64)
+    return u, v, z, front
+
+
 def splat_depth(points: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
                 shape: tuple[int, int], point_size_m: float, max_radius_px: int = 8,
                 near_m: float = 1e-3) -> np.ndarray:
@@ -209,14 +232,10 @@ def splat_depth(points: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
         (H, W) float32 depth along the optical axis, 0 where no point projects.
     """
     h, w = shape
-    world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64))
-    cam = np.asarray(points, np.float64) @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
-    cam = cam[cam[:, 2] > near_m]
-    if cam.shape[0] == 0:
+    u, v, z, front = project_points(points, K, camera_to_world, near_m)
+    if not front.any():
         return np.zeros((h, w), np.float32)
-    z = cam[:, 2]
-    u = np.rint(cam[:, 0] / z * K[0, 0] + K[0, 2]).astype(np.int64)
-    v = np.rint(cam[:, 1] / z * K[1, 1] + K[1, 2]).astype(np.int64)
+    u, v, z = u[front], v[front], z[front]
     radius = np.clip(np.rint(0.5 * point_size_m * max(K[0, 0], K[1, 1]) / z), 0,
                      max_radius_px).astype(np.int64)
     # points too far outside the image to reach it with their squares

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from panoptic_mapping.core.geometry import project_points
+
 __all__ = ["owners", "boundaries", "interior", "pixel_footprint", "seen_through"]
 
 
@@ -91,13 +93,7 @@ def seen_through(points: np.ndarray, depth: np.ndarray, K: np.ndarray,
         K: (3, 3). camera_to_world: (4, 4).
     """
     h, w = depth.shape
-    world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64))
-    cam = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
-    z = cam[:, 2]
-    front = z > 1e-6
-    zs = np.where(front, z, 1.0)
-    u = np.rint(cam[:, 0] / zs * K[0, 0] + K[0, 2]).astype(np.int64)
-    v = np.rint(cam[:, 1] / zs * K[1, 1] + K[1, 2]).astype(np.int64)
+    u, v, z, front = project_points(points, K, camera_to_world)
     inside = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
     # the nearest depth around the pixel (unknown counts as 0): a point beside an outline,
     # a pixel off, is not seen through
