@@ -78,6 +78,10 @@ class MapperMethod:
     def localize(self, frame: SceneFrame, masks: MaskFrame) -> np.ndarray:
         return self.mapper.localize(to_frame(frame, masks, self.cfg.use_depth)).ids
 
+    def labeled_cloud(self):
+        """The map's labeled cloud (what RViz and get_instance show)."""
+        return self.mapper.labeled_cloud()
+
     def extra_metrics(self, frames: list[SceneFrame]) -> dict:
         """Novel-view PSNR and depth error of the field, and the instance map's counts.
 

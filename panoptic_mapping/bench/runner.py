@@ -27,6 +27,7 @@ from panoptic_mapping.bench.frontends import (
 from panoptic_mapping.bench import external
 from panoptic_mapping.bench.methods import Method, make_baseline
 from panoptic_mapping.bench.report import metric_table
+from panoptic_mapping.bench.moved import MoveTracker
 from panoptic_mapping.bench.scenes import make_scene
 from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
 from panoptic_mapping.bench import metrics
@@ -66,6 +67,10 @@ class BenchConfig:
     methods: tuple[str, ...] = ("mapper", *BASELINES)
     voxel_size: float = 0.01
     eval_every: int = 10  # frames between PQ_scene evaluations (time-to-90% curve)
+    # an object moved before this training frame (tabletop; None: nothing moves), and the
+    # first frame PQ_scene_from_frame is scored on (None: the move's frame, or not at all)
+    move_at: int | None = None
+    pq_from_frame: int | None = None
     # inputs from outside (bench/external.py): a scene folder instead of a rendered scene
     # (frames / novel_frames None = all of its frames), recorded masks instead of a front-end
     scene_dir: str | None = None
@@ -144,12 +149,19 @@ def evaluate(method: Method, scene: Scene, train_masks: list[MaskFrame],
     novel = scene.novel_frames if cfg.use_depth else [drop_depth(f) for f in scene.novel_frames]
     snapshots, ingest_s, curve = [], [], []
     stream_s = 0.0  # ingestion + online work, without the evaluations
+    moved = scene.config.get("moved")
+    tracker = (MoveTracker(moved, scene.frames)
+               if moved and moved["at_frame"] > 0 and hasattr(method, "labeled_cloud")
+               else None)
     for k, (frame, masks) in enumerate(zip(frames, train_masks)):
         t0 = time.perf_counter()
         method.ingest(frame, masks)
         ingest_s.append(time.perf_counter() - t0)
         method.between_frames()
         stream_s += time.perf_counter() - t0
+        if tracker is not None and tracker.wants(k):
+            cloud = method.labeled_cloud()
+            tracker.observe(k, cloud.xyz, cloud.instance)
         if getattr(method, "renders_map", False) and (k + 1) % cfg.eval_every == 0:
             curve.append((stream_s, scene_pq(method, frames, scene)))
         # a map snapshot: what the map says about the view it just took in
@@ -173,6 +185,12 @@ def evaluate(method: Method, scene: Scene, train_masks: list[MaskFrame],
     miou = metrics.mean_iou(pred_sem, gt_sem, len(scene.classes))
     matched = metrics.matched_mask_miou(pred_inst, gt_inst)
     stability = metrics.id_stability(snapshots, k=5)
+    start = cfg.pq_from_frame if cfg.pq_from_frame is not None else (
+        moved["at_frame"] if moved else None)
+    if start is not None:  # the map as it ends, scored on the views from ``start`` on
+        pq_late = metrics.panoptic_quality_scene(pred_inst[start:], pred_sem[start:],
+                                                 gt_inst[start:], gt_sem[start:],
+                                                 scene.thing_classes)["PQ"]
     result = {
         "PQ_scene": pq["PQ"], "PQ_things": pq["PQ_th"], "PQ_stuff": pq["PQ_st"],
         "SQ": pq["SQ"], "RQ": pq["RQ"], "mIoU": miou["mIoU"],
@@ -183,6 +201,8 @@ def evaluate(method: Method, scene: Scene, train_masks: list[MaskFrame],
         # which ground-truth objects changed id late (gt id -> changes), to trace them
         "late_id_changes_by_object": {str(g): n for g, n in
                                       stability["late_changes_per_object"].items() if n},
+        **({} if start is None else {"PQ_scene_from_frame": pq_late, "pq_from_frame": start}),
+        **({} if tracker is None else tracker.result()),
         "ingest_fps": len(ingest_s) / max(sum(ingest_s), 1e-9),
         "ingest_ms_p50": 1000 * float(np.median(ingest_s)),
         **finish,
@@ -241,7 +261,8 @@ def format_report(record: dict) -> str:
     """Readable table: one column per method; the mapper's ratio to each baseline."""
     results = record["methods"]
     names = list(results)
-    rows = ["PQ_scene", "PQ_things", "PQ_stuff", "SQ", "RQ", "mIoU", "matched_mIoU",
+    rows = ["PQ_scene", "PQ_scene_from_frame", "move_frames_to_follow", "move_id_kept",
+            "PQ_things", "PQ_stuff", "SQ", "RQ", "mIoU", "matched_mIoU",
             "matched_masks", "loc_PQ", "loc_matched_mIoU", "late_id_changes",
             "id_changes_per_object", "ingest_fps", "ingest_ms_p50", "loc_ms_p50", "loc_ms_p95",
             "train_steps_per_s", "train_steps", "time_to_90pct_pq_s", "novel_psnr", "novel_depth_mae",
@@ -285,7 +306,8 @@ def run(cfg: BenchConfig, save_dir: Path | None = None) -> dict:
     else:
         scene = make_scene(cfg.scene, seed=cfg.seed, num_frames=cfg.frames, width=cfg.width,
                            height=cfg.height, num_objects=cfg.num_objects,
-                           trajectory=cfg.trajectory, num_novel_frames=cfg.novel_frames)
+                           trajectory=cfg.trajectory, num_novel_frames=cfg.novel_frames,
+                           move_at=cfg.move_at)
     render_s = time.perf_counter() - t0
     space = SimulatedEmbeddingSpace(dim=cfg.embedding_dim, seed=cfg.seed,
                                     noise_std=cfg.embedding_noise)
@@ -411,6 +433,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
                    help="feed the masks recorded in DIR (NNNNNN.png per frame, optional "
                         "NNNNNN.npy embeddings, novel/ for held-out views) instead of "
                         "running a front-end")
+    g.add_argument("--move-at", type=int, default=None, metavar="N",
+                   help="tabletop: move one object before training frame N (0: the final "
+                        "scene from the start); the report says how many frames the map "
+                        "needs to follow it (bench/moved.py) and PQ_scene from frame N on")
+    g.add_argument("--pq-from-frame", type=int, default=None, metavar="N",
+                   help="also score PQ_scene on the training views from frame N on "
+                        "(default with --move-at: the move's frame)")
     g.add_argument("--eval-every", type=int, default=d.eval_every, metavar="N",
                    help=f"frames between map checkpoints (PQ curve; without ground truth: "
                         f"instance counts and id churn) (default {d.eval_every})")
@@ -460,7 +489,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
                       train_seconds=a.train_seconds, device=a.device,
                       methods=tuple(m for m in a.methods.split(",") if m),
                       voxel_size=a.voxel_size, eval_every=a.eval_every,
-                      scene_dir=a.scene_dir, masks_dir=a.masks_dir, mapper_set=mapper_set)
+                      scene_dir=a.scene_dir, masks_dir=a.masks_dir, mapper_set=mapper_set,
+                      move_at=a.move_at, pq_from_frame=a.pq_from_frame)
     return cfg, a
 
 

@@ -174,7 +174,8 @@ def family_classes(family: str) -> tuple[list[str], set[int]]:
 
 def make_scene(family: str, *, seed: int = 0, num_frames: int = 60, width: int = 160,
                height: int = 120, num_objects: int | None = None, trajectory: str = "orbit",
-               num_novel_frames: int = 10, fov_deg: float = 60.0) -> Scene:
+               num_novel_frames: int = 10, fov_deg: float = 60.0,
+               move_at: int | None = None) -> Scene:
     """Build and render one benchmark scene.
 
     Args:
@@ -194,6 +195,12 @@ def make_scene(family: str, *, seed: int = 0, num_frames: int = 60, width: int =
         num_novel_frames: frames of the held-out trajectory (``Scene.novel_frames``): the
             same kind of path with a different radius, height, phase and direction.
         fov_deg: vertical field of view in degrees (pybullet's convention).
+        move_at: tabletop only: before training frame ``move_at`` is rendered, one object
+            standing alone on the table (the first of the duplicates) is moved to a free spot
+            of the table at least 15 cm away, as a person or a robot would (0: the final
+            scene from the start, the reference for a map built without the move). The
+            held-out views see the final scene. ``config["moved"]`` records the instance,
+            the frame, the shift and its bounds before and after.
 
     Returns:
         The rendered scene. Frames carry (height, width) images; ``stamp = index / 10``.
@@ -205,6 +212,9 @@ def make_scene(family: str, *, seed: int = 0, num_frames: int = 60, width: int =
     """
     num_objects = _validate(family, trajectory, num_objects, num_frames, num_novel_frames,
                             width, height, fov_deg)
+    if move_at is not None and (family != "tabletop" or not 0 <= move_at <= num_frames):
+        raise ValueError(f"move_at={move_at}: a tabletop scene and 0 <= move_at <= "
+                         f"num_frames ({num_frames}) needed")
     config = {
         "family": family, "seed": int(seed), "num_frames": int(num_frames),
         "width": int(width), "height": int(height), "num_objects": num_objects,
@@ -218,8 +228,15 @@ def make_scene(family: str, *, seed: int = 0, num_frames: int = 60, width: int =
                           _keep_out_xy(family, trajectory))
         config["layout"] = world.layout()
         render = _Renderer(world, width, height, fov_deg)
-        frames = [render(i, eye, target) for i, (eye, target)
-                  in enumerate(_trajectory(family, trajectory, num_frames, novel=False))]
+        frames = []
+        for i, (eye, target) in enumerate(_trajectory(family, trajectory, num_frames,
+                                                      novel=False)):
+            if i == move_at:
+                config["moved"] = _move_one_object(world, np.random.default_rng((seed, 77)), i)
+            frames.append(render(i, eye, target))
+        if move_at == num_frames:
+            config["moved"] = _move_one_object(world, np.random.default_rng((seed, 77)),
+                                               move_at)
         novel = [render(i, eye, target) for i, (eye, target)
                  in enumerate(_trajectory(family, trajectory, num_novel_frames, novel=True))]
         instance_class = dict(world.instance_class)
@@ -251,6 +268,36 @@ def _validate(family: str, trajectory: str, num_objects: int | None, num_frames:
     if not 1.0 <= fov_deg <= 170.0:
         raise ValueError(f"fov_deg={fov_deg} outside [1, 170]")
     return num_objects
+
+
+def _move_one_object(world: "_World", rng: np.random.Generator, frame: int) -> dict:
+    """Move the first object standing alone on the table (the first duplicate: the tray,
+    cube pair and jenga stack come before it) to a free spot of the table top at least
+    15 cm away; returns what moved, when and where."""
+    things = [r for r in world._records if r["class"] not in _TABLETOP_STUFF]
+    rec = things[6]  # 6 = tray, its content, 2 cubes, 2 blocks (see _build_tabletop)
+    body = rec["body"]
+    table = next(r["body"] for r in world._records if r["class"] == "table")
+    tlo, thi = world.aabb(table)
+    lo, hi = world.aabb(body)
+    others = [world.aabb(r["body"]) for r in things if r["body"] != body]
+    low = tlo[:2] + _TABLE_TOP_MARGIN - lo[:2]
+    high = thi[:2] - _TABLE_TOP_MARGIN - hi[:2]
+    for _ in range(_MAX_TRIES):
+        shift = rng.uniform(low, high)
+        if np.linalg.norm(shift) < 0.15:
+            continue
+        nlo, nhi = lo[:2] + shift, hi[:2] + shift
+        if not any(np.all(nlo < ohi[:2] + _GAP) and np.all(olo[:2] < nhi + _GAP)
+                   for olo, ohi in others):
+            break
+    else:
+        raise RuntimeError("no free spot on the table to move an object to")
+    world.translate(body, [shift[0], shift[1], 0.0])
+    nlo, nhi = world.aabb(body)
+    return {"instance": rec["instance"], "class": rec["class"], "at_frame": int(frame),
+            "shift": [float(shift[0]), float(shift[1]), 0.0],
+            "aabb_before": [lo.tolist(), hi.tolist()], "aabb_after": [nlo.tolist(), nhi.tolist()]}
 
 
 def _keep_out_xy(family: str, trajectory: str) -> np.ndarray:

@@ -36,7 +36,7 @@ from panoptic_mapping.core.field.renderer import render_view
 from panoptic_mapping.core.field.sampling import SamplingConfig
 from panoptic_mapping.core.field.trainer import Trainer, TrainerConfig
 from panoptic_mapping.core.frames import Frame, validate_frame
-from panoptic_mapping.core.geometry import backproject
+from panoptic_mapping.core.geometry import backproject, check_rigid
 from panoptic_mapping.core.io.export import (
     ExportConfig,
     InstanceRecord,
@@ -45,7 +45,9 @@ from panoptic_mapping.core.io.export import (
     instance_table,
 )
 from panoptic_mapping.core.io.persistence import MapFileError, load_map, save_map
+from panoptic_mapping.core.map.changes import ChangeEvent
 from panoptic_mapping.core.map.config import InstanceConfig
+from panoptic_mapping.core.map.edits import MovedPoints, Vacancy, WorldEdits
 from panoptic_mapping.core.map.instances import InstanceMap
 from panoptic_mapping.core.map.localize import vote_masks
 from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
@@ -55,6 +57,7 @@ from panoptic_mapping.params import config_from_dict, config_to_dict, param
 __all__ = ["MapperConfig", "Mapper", "IngestReport", "Localization", "FieldInstanceFill",
            "MAP_SECTIONS"]
 
+# sections every map file holds ("edits" is optional: maps saved before edits existed)
 MAP_SECTIONS = ("config", "embedding_dim", "instances", "keyframes", "vocabulary", "field",
                 "grid", "extent", "counters")
 
@@ -126,6 +129,7 @@ class IngestReport:
         keyframe: id of the keyframe it became, or None.
         depth_source: "measured", "stereo" or "none".
         stereo_s: seconds the stereo estimate took (None: none ran).
+        removed: instances this frame's depth showed gone (change detection), removed.
     """
 
     labels: np.ndarray
@@ -134,6 +138,7 @@ class IngestReport:
     keyframe: int | None = None
     depth_source: str = "measured"
     stereo_s: float | None = None
+    removed: list[ChangeEvent] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -171,14 +176,18 @@ class FieldInstanceFill:
     """
 
     def __init__(self, field: PanopticField, instances: InstanceMap, min_confidence: float,
-                 confirmed_only: bool) -> None:
+                 confirmed_only: bool, edits: WorldEdits | None = None) -> None:
         self.field, self.instances = field, instances
         self.min_confidence, self.confirmed_only = min_confidence, confirmed_only
+        self.edits = edits
 
     def __call__(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """points (N, 3) -> ids (N,) int32 and probabilities (N,), 0 where unsure."""
+        """points (N, 3) -> ids (N,) int32 and probabilities (N,), 0 where unsure and
+        where an edit emptied the place (the field learnt it before)."""
         ids, prob = self.predict(points)
         keep = prob >= self.min_confidence
+        if self.edits is not None and self.edits.vacancies:
+            keep &= ~self.edits.vacated_anywhere(points, self.instances.votes.voxel_size)
         return np.where(keep, ids, 0).astype(np.int32), np.where(keep, prob, 0.0)
 
     @torch.no_grad()
@@ -227,6 +236,7 @@ class Mapper:
         self.frames_ingested = 0
         self._reassoc_cursor = 0
         self._unplaced: set[int] = set()  # RGB-only keyframes not yet in the instance map
+        self.edits = WorldEdits()  # instances removed or moved on request
         self.stereo = StereoDepth(self.cfg.stereo, self.device) if self.cfg.stereo.enabled \
             else None
 
@@ -261,6 +271,7 @@ class Mapper:
             labels = np.zeros(frame.shape, np.int32)
             new_ids: list[int] = []
             integrated = False
+            removed = self._detect_changes(frame) if source == "measured" else []
             if _has_depth(frame) and (self.cfg.carve_free_space == "all" or (
                     self.cfg.carve_free_space == "stereo" and source == "stereo")):
                 self.instances.carve(frame.depth, frame.K, frame.camera_to_world)
@@ -276,7 +287,26 @@ class Mapper:
                 if not integrated and frame.masks is not None:
                     self._unplaced.add(kf.id)
             return IngestReport(labels, new_ids, integrated, None if kf is None else kf.id,
-                                source, stereo_s)
+                                source, stereo_s, removed)
+
+    def _detect_changes(self, frame: Frame) -> list[ChangeEvent]:
+        """Remove the instances a frame's measured depth shows gone (lock held; stereo
+        depth is too uncertain to take objects away)."""
+        if not self.cfg.instances.changes.enabled:
+            return []
+        events = []
+        for i, centroid in self.instances.gone_in_view(frame.depth, frame.K,
+                                                       frame.camera_to_world):
+            self._remove(i)
+            self.instances.changes.record(i, self.frames_ingested, frame.stamp, centroid)
+            events.append(self.instances.changes.events[-1])
+        return events
+
+    def change_events(self) -> tuple[int, list[ChangeEvent]]:
+        """(events recorded since the map began, the newest ones kept) of change detection."""
+        with self._lock:
+            c = self.instances.changes
+            return c.total_events, list(c.events)
 
     def _with_stereo_depth(self, frame: Frame) -> tuple[Frame, str, float | None]:
         """The frame with stereo depth where it has none (and stereo finds some), the
@@ -399,7 +429,7 @@ class Mapper:
         if self.trainer is None or self.trainer.steps == 0:
             return None
         return FieldInstanceFill(self.field, self.instances, self.cfg.field_fill_confidence,
-                                 confirmed_only)
+                                 confirmed_only, self.edits)
 
     def render_instances(self, K: np.ndarray, camera_to_world: np.ndarray,
                          depth: np.ndarray | None, shape: tuple[int, int] | None = None
@@ -503,23 +533,24 @@ class Mapper:
 
         Positions from the keyframes' depth (the field's depth for RGB-only ones, once
         trained), instance ids and vote confidences from the instance map, semantic ids
-        from the instances' labels.
+        from the instances' labels. Points a later edit vacated are left out; a moved
+        instance not seen since adds its carried points (:mod:`~.map.edits`).
         """
         with self._lock:
+            self._prune_edits()
             xyz, rgb, ids, conf = [], [], [], []
-            for kf in self.keyframes.snapshot():
-                f = kf.frame
-                depth = f.depth
-                if depth is None:
-                    if self.trainer is None or self.trainer.steps < self.cfg.rgb_only_min_steps:
-                        continue
-                    _, depth = self.render_rgbd(f.K, f.camera_to_world, f.shape)
-                pts, flat = backproject(depth, f.K, f.camera_to_world)
-                i, c = self.instances.render_points(pts, confirmed_only=True)
+            for _, pts, colours, i, c in self._keyframe_points():
                 xyz.append(pts)
-                rgb.append(f.rgb.reshape(-1, 3)[flat])
+                rgb.append(colours)
                 ids.append(i)
                 conf.append(c)
+            shown = set(self.instances.confirmed_ids().tolist())
+            for m in self.edits.moved.values():
+                if m.instance_id in shown:
+                    xyz.append(m.xyz.astype(np.float64))
+                    rgb.append(m.rgb)
+                    ids.append(np.full(len(m.xyz), m.instance_id, np.int32))
+                    conf.append(m.confidence)
             if not xyz:
                 return LabeledCloud.empty()
             ids_all = np.concatenate(ids)
@@ -529,6 +560,134 @@ class Mapper:
             return downsample_labeled_points(np.concatenate(xyz), np.concatenate(rgb), ids_all,
                                              sem, np.concatenate(conf),
                                              self.cfg.export.voxel_size_m)
+
+    def _keyframe_points(self, box: tuple[np.ndarray, np.ndarray] | None = None
+                         ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray,
+                                             np.ndarray]]:
+        """Per keyframe (under the lock): its id, points (P, 3) not vacated by a later
+        edit (only those inside ``box``, (lo, hi) corners, when given), their colours
+        (P, 3), confirmed map ids (P,) and confidences (P,)."""
+        for kf in self.keyframes.snapshot():
+            f = kf.frame
+            depth = f.depth
+            if depth is None:
+                if self.trainer is None or self.trainer.steps < self.cfg.rgb_only_min_steps:
+                    continue
+                _, depth = self.render_rgbd(f.K, f.camera_to_world, f.shape)
+            pts, flat = backproject(depth, f.K, f.camera_to_world)
+            if box is not None:
+                inside = ((pts >= box[0]) & (pts <= box[1])).all(1)
+                pts, flat = pts[inside], flat[inside]
+            if self.edits.vacancies:
+                keep = ~self.edits.vacated(pts, kf.id, self.instances.votes.voxel_size)
+                pts, flat = pts[keep], flat[keep]
+            i, c = self.instances.render_points(pts, confirmed_only=True)
+            yield kf.id, pts, f.rgb.reshape(-1, 3)[flat], i, c
+
+    # ------------------------------------------------------------------ world edits
+
+    def remove_instance(self, instance_id: int) -> int:
+        """Forget an instance the world no longer holds (picked up, put away).
+
+        Its votes and pending parts go at once; the keyframes taken before keep their
+        depth, but the labeled cloud leaves out the surface it showed until a new
+        keyframe sees that place again.
+
+        Returns:
+            voxels vacated.
+        Raises:
+            InstanceEditError: the map does not show ``instance_id`` (the message says why).
+        """
+        with self._foreground_lock():
+            return self._remove(int(instance_id))
+
+    def _remove(self, instance_id: int) -> int:
+        """Remove an instance and vacate its surface (lock held); returns voxels vacated."""
+        keys = self.instances.remove_instance(instance_id)
+        self.edits.forget_instance(instance_id)
+        self.edits.record(Vacancy(self.keyframes.next_id, keys))
+        self.instances.changes.forget(instance_id)
+        return int(keys.size)
+
+    def move_instance(self, instance_id: int, transform: np.ndarray) -> int:
+        """Tell the map an instance was moved (pick-and-place).
+
+        Args:
+            transform: (4, 4) rigid, map frame: the instance's new points are
+                ``transform @ old``.
+        Returns:
+            voxels vacated at the old place.
+        Raises:
+            ValueError: ``transform`` is not rigid; InstanceEditError (a ValueError): the
+            map does not show ``instance_id``.
+        """
+        T = check_rigid(transform)
+        with self._foreground_lock():
+            self.instances._shown(instance_id)  # refuse before anything changes
+            xyz, rgb, conf = self._instance_points(int(instance_id))
+            keys = self.instances.move_instance(instance_id, T)
+            self.instances.changes.forget(int(instance_id))
+            self._unlabel_keyframes(int(instance_id))
+            moved = MovedPoints(int(instance_id), self.keyframes.next_id,
+                                (xyz @ T[:3, :3].T + T[:3, 3]).astype(np.float32), rgb, conf)
+            self.edits.record(Vacancy(self.keyframes.next_id, keys), moved)
+            return int(keys.size)
+
+    def _instance_points(self, instance_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The points (N, 3), colours (N, 3) and confidences (N,) the labeled cloud shows
+        for one instance (under the lock)."""
+        xyz, rgb, conf = [], [], []
+        # only points near the instance's voxels can show it (saves looking up the rest)
+        slots, _ = self.instances.votes.held_by(self.instances._members(instance_id))
+        centres = self.instances.votes.index.centers(self.instances.votes.voxel_size)[slots]
+        margin = (self.instances.cfg.max_search_radius + 1) * self.instances.votes.voxel_size
+        box = ((centres.min(0) - margin, centres.max(0) + margin) if len(centres)
+               else (np.zeros(3), -np.ones(3)))
+        for _, pts, colours, i, c in self._keyframe_points(box):
+            sel = i == instance_id
+            xyz.append(pts[sel])
+            rgb.append(colours[sel])
+            conf.append(c[sel])
+        old = self.edits.moved.get(instance_id)
+        if old is not None:  # moved before and not seen since
+            xyz.append(old.xyz.astype(np.float64))
+            rgb.append(old.rgb)
+            conf.append(old.confidence)
+        if not xyz:
+            return np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
+        cloud = downsample_labeled_points(
+            np.concatenate(xyz), np.concatenate(rgb), np.full(sum(map(len, xyz)), 1, np.int64),
+            np.zeros(sum(map(len, xyz)), np.int64), np.concatenate(conf),
+            self.cfg.export.voxel_size_m)
+        return cloud.xyz.astype(np.float64), cloud.rgb, cloud.confidence
+
+    def _unlabel_keyframes(self, instance_id: int) -> None:
+        """Keyframes taken before a move show the instance where it no longer is: their
+        pixels of it become unlabelled (the field stops learning it there)."""
+        lut = self.instances.ids.display_lut()
+        for kf in self.keyframes.snapshot():
+            if kf.labels is None:
+                continue
+            hit = lut[np.clip(kf.labels, 0, lut.size - 1)] == instance_id
+            if hit.any():
+                self.keyframes.set_labels(kf.id, np.where(hit, 0, kf.labels))
+
+    def _prune_edits(self) -> None:
+        """Drop vacancies no kept keyframe predates and stand-ins seen since (lock held)."""
+        if not (self.edits.vacancies or self.edits.moved):
+            return
+        ids = self.keyframes.ids()
+        seen: dict[int, int] = {}
+        if self.edits.moved:
+            lut = self.instances.ids.display_lut()
+            for kf in self.keyframes.snapshot():
+                if kf.labels is None:
+                    continue
+                shown, counts = np.unique(lut[np.clip(kf.labels, 0, lut.size - 1)],
+                                          return_counts=True)
+                for i in shown[counts >= self.cfg.instances.min_pixels].tolist():
+                    seen[int(i)] = max(seen.get(int(i), -1), kf.id)
+        self.edits.prune(ids[0] if ids else None, seen, self.instances.ids.alive)
 
     def instance_table(self, cloud: LabeledCloud | None = None) -> list[InstanceRecord]:
         """Id, label, confidences, centroid, oriented box and point count per instance."""
@@ -540,8 +699,10 @@ class Mapper:
     # ------------------------------------------------------------------ persistence
 
     def state_dict(self) -> dict:
-        """The whole map: instance map, keyframes, field, occupancy, vocabulary, counters."""
+        """The whole map: instance map, keyframes, field, occupancy, vocabulary, edits,
+        counters."""
         with self._lock:
+            self._prune_edits()
             kfs = []
             for kf in self.keyframes.snapshot():
                 f = kf.frame
@@ -565,6 +726,7 @@ class Mapper:
                                    "text": self.vocabulary.text_embeddings()},
                     "field": field_state, "grid": self.grid.state_dict(),
                     "extent": self.extent.state_dict(),
+                    "edits": self.edits.state([kf.id for kf in self.keyframes.snapshot()]),
                     "counters": {"frames_ingested": self.frames_ingested}}
 
     def save(self, path) -> int:
@@ -623,6 +785,8 @@ class Mapper:
                 mapper.keyframes.set_labels(kf.id, kf_state.get("labels"))
                 if kf_state.get("unplaced"):
                     mapper._unplaced.add(kf.id)
+        mapper.edits = WorldEdits.from_state(state.get("edits"), mapper.keyframes.ids(),
+                                             mapper.keyframes.next_id)
         mapper.grid.load_state_dict(state["grid"])
         mapper.extent.load_state_dict(state["extent"])
         if state["field"] is not None:
@@ -650,6 +814,7 @@ class Mapper:
         with self._lock:
             t = self.trainer
             return {"frames": self.frames_ingested, "keyframes": len(self.keyframes),
+                    "edits": self.edits.count,
                     "keyframe_mb": self.keyframes.nbytes() / 1e6,
                     "occupied_voxels": self.grid.num_occupied,
                     "training_steps": 0 if t is None else t.steps,

@@ -92,6 +92,16 @@ def pose_to_matrix(pose: Pose) -> np.ndarray:
         raise InputError(f"pose: {exc}") from exc
 
 
+def transform_to_matrix(transform) -> np.ndarray:
+    """(4, 4) matrix of a geometry_msgs/Transform (the quaternion normalised, as for
+    poses); raises InputError for NaN/inf or a zero quaternion."""
+    t, q = transform.translation, transform.rotation
+    try:
+        return check_rigid(pose_matrix([t.x, t.y, t.z], [q.x, q.y, q.z, q.w]))
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
 def numpy_to_image(array: np.ndarray, encoding: str, header=None) -> Image:
     """Image message from (H, W) or (H, W, C) pixels of the dtype the encoding implies."""
     dtype, channels = _DTYPES[encoding]

@@ -1,4 +1,5 @@
-"""``~/instances``: the instance table as RViz markers, and Instance messages.
+"""``~/instances``: the instance table as RViz markers, and Instance and InstanceChange
+messages.
 
 Per instance: a translucent oriented box (namespace ``boxes``, marker id = instance id,
 coloured by :func:`~panoptic_mapping.ros.visuals.instance_colors`) and a text label above
@@ -13,6 +14,7 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from panoptic_mapping.core.io.export import InstanceRecord
+from panoptic_mapping.core.map.changes import ChangeEvent
 from panoptic_mapping.runtime.visuals import instance_colors
 
 __all__ = ["instance_markers", "record_pose", "fill_instance_msg"]
@@ -98,3 +100,16 @@ def fill_instance_msg(msg, instance_id: int, record: InstanceRecord | None,
         msg.num_points = int(record.num_points)
     return msg
 
+
+
+def instance_change_msg(event: ChangeEvent, map_frame: str):
+    """A ``panoptic_mapping_interfaces/InstanceChange`` of a change-detection event."""
+    from builtin_interfaces.msg import Time
+    from panoptic_mapping_interfaces.msg import InstanceChange
+    from std_msgs.msg import Header
+
+    ns = max(0, round(event.stamp * 1e9))
+    header = Header(stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9), frame_id=map_frame)
+    x, y, z = event.centroid
+    return InstanceChange(header=header, instance_id=event.instance_id, kind=event.kind,
+                          position=Point(x=x, y=y, z=z), views=event.views)

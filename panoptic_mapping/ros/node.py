@@ -74,7 +74,7 @@ from panoptic_mapping.ros.conversions import (
     camera_info_to_intrinsics,
     numpy_to_image,
 )
-from panoptic_mapping.ros.markers import instance_markers
+from panoptic_mapping.ros.markers import instance_change_msg, instance_markers
 from panoptic_mapping.ros.parameters import (
     check_command_line_params,
     declare_config,
@@ -98,11 +98,14 @@ from panoptic_mapping.runtime.workers import (
     limit_heap_growth,
     process_memory_mb,
 )
+from panoptic_mapping_interfaces.msg import InstanceChange
 from panoptic_mapping_interfaces.srv import (
     GetInstance,
     LoadMap,
     LocalizeInstances,
+    MoveInstance,
     QueryInstances,
+    RemoveInstance,
     ResetMap,
     SaveMap,
 )
@@ -193,6 +196,7 @@ class MappingNode(Node):
         self._markers_pub = self.create_publisher(MarkerArray, "~/instances", latched)
         self._panoptic_pub = self.create_publisher(Image, "~/panoptic_image", 2)
         self._status_pub = self.create_publisher(DiagnosticArray, "~/status", 10)
+        self._changes_pub = self.create_publisher(InstanceChange, "~/instance_changes", 10)
         self._publish_timers: dict[str, object] = {}
         self._published_key = None
         self._markers_empty = False
@@ -213,6 +217,8 @@ class MappingNode(Node):
                 (LocalizeInstances, "~/localize_instances", self.map_services.localize),
                 (QueryInstances, "~/query_instances", self.map_services.query),
                 (GetInstance, "~/get_instance", self.map_services.get_instance),
+                (RemoveInstance, "~/remove_instance", self.map_services.remove_instance),
+                (MoveInstance, "~/move_instance", self.map_services.move_instance),
                 (SaveMap, "~/save_map", self.map_services.save),
                 (LoadMap, "~/load_map", self.map_services.load),
                 (ResetMap, "~/reset", self.map_services.reset)):
@@ -408,6 +414,11 @@ class MappingNode(Node):
         self.counts["ingested"] += 1
         if report.keyframe is not None:
             self.counts["keyframes_added"] += 1
+        for event in report.removed:
+            self._changes_pub.publish(instance_change_msg(event, self.config.input.map_frame))
+            self.get_logger().info(
+                f"instance {event.instance_id} removed: {event.views} views saw through "
+                f"where it was ({', '.join(f'{c:.2f}' for c in event.centroid)})")
         f = result.frame
         self._latest_view = (mapper, f.K, f.camera_to_world, f.depth, f.rgb, f.stamp)
 
@@ -526,6 +537,8 @@ class MappingNode(Node):
             "localize_ms": self._localize_time.summary(),
             "keyframes": st["keyframes"],
             "instances": st.get("instances_confirmed", 0),
+            "instances_removed_as_gone": st.get("instances_removed_as_gone", 0),
+            "edits": st.get("edits", 0),
             "training_steps": st["training_steps"],
             "training_steps_per_s": self._trainer.rate.rate(),
             "rss_mb": process_memory_mb(),
@@ -606,6 +619,8 @@ class MappingNode(Node):
             "mapping.frame_latency_ms_p95": s["frame_latency_ms"]["p95_ms"],
             "mapping.keyframes": s["keyframes"],
             "mapping.instances": s["instances"],
+            "mapping.instances_removed_as_gone": s["instances_removed_as_gone"],
+            "mapping.edits": s["edits"],
             "training.steps": s["training_steps"],
             "training.steps_per_s": s["training_steps_per_s"],
             "stereo.frames": s["stereo_frames"],

@@ -1,5 +1,5 @@
-"""The node's services: localize_instances, query_instances, get_instance, save_map, load_map,
-reset.
+"""The node's services: localize_instances, query_instances, get_instance, remove_instance,
+move_instance, save_map, load_map, reset.
 
 :class:`MapServices` holds what the handlers need, handed in explicitly by the node; the
 handlers run in the node's service callback group (never on the input path), read the map
@@ -24,9 +24,10 @@ from std_msgs.msg import Header
 from panoptic_mapping.config import PanopticMappingConfig
 from panoptic_mapping.core.frames import Frame, FrameError
 from panoptic_mapping.core.io.persistence import MapFileError
+from panoptic_mapping.core.map.edits import InstanceEditError
 from panoptic_mapping.core.mapper import Mapper
 from panoptic_mapping.frontends.segmenters import segment_image
-from panoptic_mapping.ros.conversions import InputError, numpy_to_image
+from panoptic_mapping.ros.conversions import InputError, numpy_to_image, transform_to_matrix
 from panoptic_mapping.ros.markers import fill_instance_msg
 from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg
 from panoptic_mapping.ros.requests import decode_localize_request
@@ -225,6 +226,40 @@ class MapServices:
         response.success = True
         response.message = (f"instance {d.record.id}: {len(d.points)} points, seen in "
                             f"{d.keyframes} keyframes (last {last})")
+        return response
+
+    def remove_instance(self, request, response):
+        mapper = self.current_mapper()
+        i = int(request.instance_id)
+        try:
+            vacated = mapper.remove_instance(i)
+        except InstanceEditError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        self.snapshots.clear()  # the next reader sees the map without it
+        response.success = True
+        response.message = f"instance {i} removed ({vacated} voxels of surface vacated)"
+        self.logger.info(response.message)
+        return response
+
+    def move_instance(self, request, response):
+        mapper = self.current_mapper()
+        i = int(request.instance_id)
+        try:
+            T = transform_to_matrix(request.transform)
+            vacated = mapper.move_instance(i, T)
+        except InstanceEditError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        except (InputError, ValueError) as exc:
+            response.success, response.message = False, f"bad request: transform: {exc}"
+            return response
+        self.snapshots.clear()
+        t = T[:3, 3]
+        response.success = True
+        response.message = (f"instance {i} moved by ({t[0]:.3f}, {t[1]:.3f}, {t[2]:.3f}) m "
+                            f"({vacated} voxels of surface vacated)")
+        self.logger.info(response.message)
         return response
 
     def save(self, request, response):

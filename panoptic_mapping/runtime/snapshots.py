@@ -72,7 +72,7 @@ class MapSnapshots:
         """What a snapshot of ``mapper`` depends on."""
         st = mapper.stats()
         key = (id(mapper), st["frames"], st["keyframes"], st.get("instances_confirmed"),
-               st.get("instances_merges"), st.get("instances_ids_created"))
+               st.get("instances_merges"), st.get("instances_ids_created"), st.get("edits"))
         if self._rgb_only:
             key += (st["training_steps"] // 100,)
         return key

@@ -208,6 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _moved(move: dict) -> str:
+    if not move.get("success"):
+        return move.get("message", "not done")
+    before, after = move["centroid_before"], move["centroid_after"]
+    where = ("" if before is None or after is None else
+             f"; get_instance centroid z {before[2]:.3f} -> {after[2]:.3f} m")
+    return f"{move['message']}{where}"
+
+
 def _f(value, fmt: str = ".3f") -> str:
     try:
         return format(float(value), fmt)
@@ -231,7 +240,7 @@ def write_summary(out: Path, args, scene, frontend: str, replay_info: dict, repo
             "mapping.ingest_ms_p50", "mapping.frame_latency_ms_p50", "training.steps",
             "training.steps_per_s", "localize.ms_p50", "localize.ms_p95", "memory.rss_mb")},
         "cloud": report["cloud"], "query": report["query"], "save_map": report["save_map"],
-        "times_s": times,
+        "move": report["move"], "times_s": times,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     stream_s = times["stream_s"]
@@ -265,6 +274,7 @@ def write_summary(out: Path, args, scene, frontend: str, replay_info: dict, repo
         f"{_f(st.get('memory.rss_mb'), '.0f')} MB",
         f"query_instances('{report['query']['text']}'): {report['query']['message']}",
         f"save_map: {report['save_map']['message']}",
+        f"move_instance (a pick-and-place, after the save): {_moved(report['move'])}",
         "wall time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f} s"
                                   for k, v in times.items()),
         f"outputs in {out}: labeled_cloud.ply, labeled_cloud.png, panoptic/novel_*.png "

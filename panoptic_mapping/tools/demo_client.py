@@ -201,6 +201,9 @@ def run(args) -> dict:
         report["save_map"] = {"success": bool(resp.success), "message": resp.message}
         print(f"client: save_map: success={resp.success} '{resp.message}'", flush=True)
 
+        # -- a pick-and-place, as the manipulation stack would report it (after the save)
+        report["move"] = move_one_instance(client, answers, args.move_z)
+
         # -- the labeled cloud and the node's statistics (latched / periodic topics)
         client.status = {}  # a status report taken after the calls above
         deadline = time.monotonic() + args.cloud_timeout
@@ -228,6 +231,40 @@ def run(args) -> dict:
     return report
 
 
+def move_one_instance(client, answers: list[dict], lift_m: float) -> dict:
+    """get_instance, move_instance (lifted by ``lift_m``), get_instance again on the
+    smallest instance of at least 50 pixels that InstanceLoc found (an object, not the
+    floor); what the map did, printed and returned."""
+    from panoptic_mapping_interfaces.srv import GetInstance, MoveInstance
+
+    found = [i for a in answers for i in a["instances"] if i["pixels"] >= 50]
+    if not found:
+        print("client: move_instance: no localized instance to move", flush=True)
+        return {"success": False, "message": "no localized instance to move"}
+    target = min(found, key=lambda i: i["pixels"])["id"]
+
+    def centroid() -> list[float] | None:
+        resp = client.call(GetInstance, "get_instance", GetInstance.Request(instance_id=target))
+        c = resp.instance.centroid
+        return [c.x, c.y, c.z] if resp.success else None
+
+    before = centroid()
+    req = MoveInstance.Request(instance_id=target)
+    req.transform.translation.z = float(lift_m)
+    resp = client.call(MoveInstance, "move_instance", req)
+    after = centroid()
+    out = {"instance": target, "success": bool(resp.success), "message": resp.message,
+           "centroid_before": before, "centroid_after": after}
+    print(f"client: move_instance {target} up {lift_m} m: success={resp.success} "
+          f"'{resp.message}'; get_instance centroid {_xyz(before)} -> {_xyz(after)}",
+          flush=True)
+    return out
+
+
+def _xyz(c: list[float] | None) -> str:
+    return "none" if c is None else "(" + ", ".join(f"{v:.3f}" for v in c) + ")"
+
+
 def main(argv: list[str] | None = None) -> int:
     import rclpy
 
@@ -238,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--views", type=int, default=0, help="held-out views to use (0 = all)")
     p.add_argument("--no-depth", action="store_true", help="localize from RGB only")
     p.add_argument("--query", default="mug", help="text for query_instances")
+    p.add_argument("--move-z", type=float, default=0.3,
+                   help="move_instance lifts one localized instance by this much [m]")
     p.add_argument("--cloud-timeout", type=float, default=60.0)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     rclpy.init(args=[])

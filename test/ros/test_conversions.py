@@ -12,7 +12,7 @@ from panoptic_mapping.core.geometry import check_rigid, pose_matrix, quaternion_
 pytestmark = pytest.mark.ros
 require_interfaces()
 
-from geometry_msgs.msg import Pose  # noqa: E402
+from geometry_msgs.msg import Pose, Transform  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from panoptic_mapping.ros.conversions import (  # noqa: E402
@@ -22,6 +22,7 @@ from panoptic_mapping.ros.conversions import (  # noqa: E402
     image_to_rgb,
     numpy_to_image,
     pose_to_matrix,
+    transform_to_matrix,
 )
 from panoptic_mapping.ros.requests import decode_localize_request  # noqa: E402
 from panoptic_mapping_interfaces.srv import LocalizeInstances  # noqa: E402
@@ -89,6 +90,19 @@ def test_rejections_have_reasons():
     bad_pose.position.x = float("nan")
     with pytest.raises(InputError, match="pose"):
         pose_to_matrix(bad_pose)
+
+
+def test_transform_to_matrix():
+    t = Transform()
+    t.translation.x, t.translation.z = 1.0, -2.0
+    t.rotation.z, t.rotation.w = math.sin(math.pi / 4), math.cos(math.pi / 4)  # 90° about z
+    T = transform_to_matrix(t)
+    np.testing.assert_allclose(T @ [1.0, 0.0, 0.0, 1.0], [1.0, 1.0, -2.0, 1.0], atol=1e-12)
+    t.rotation.w = float("inf")
+    with pytest.raises(InputError):
+        transform_to_matrix(t)
+    with pytest.raises(InputError):
+        transform_to_matrix(Transform(rotation=type(t.rotation)(w=0.0)))
 
 
 def valid_request(width: int = 8, height: int = 6) -> LocalizeInstances.Request:

@@ -17,6 +17,8 @@ import rclpy  # noqa: E402
 from panoptic_mapping.ros.conversions import numpy_to_image  # noqa: E402
 from panoptic_mapping_interfaces.srv import (  # noqa: E402
     GetInstance,
+    MoveInstance,
+    RemoveInstance,
     LoadMap,
     LocalizeInstances,
     QueryInstances,
@@ -110,11 +112,12 @@ def test_services_answer_between_processes(start_node, client_node):
     assert "Traceback" not in mapper.output
 
 
-def test_get_instance_answers_for_a_known_and_an_unknown_id(start_node, client_node,
-                                                           tabletop_scene, tmp_path):
+def test_get_move_and_remove_instance(start_node, client_node, tabletop_scene, tmp_path):
     """A map built here is loaded into the node (load_map); get_instance then answers
     with what this process's snapshot of the same map holds: box, centroid, points,
-    keyframe observations; an unknown id and id 0 get success=false and the reason."""
+    keyframe observations; an unknown id and id 0 get success=false and the reason.
+    move_instance carries the instance (get_instance shows it at the new place at once);
+    remove_instance forgets it; bad edits say why."""
     from panoptic_mapping.bench.frontends import MaskErrorModel, SimulatedMaskFrontend
     from panoptic_mapping.bench.mapper_method import to_frame
     from panoptic_mapping.core.mapper import Mapper, MapperConfig
@@ -169,6 +172,28 @@ def test_get_instance_answers_for_a_known_and_an_unknown_id(start_node, client_n
     assert resp.points.width == 0
     resp = call(client_node, get, GetInstance.Request(instance_id=0))
     assert not resp.success and "bad request: instance_id 0" in resp.message
+
+    move = client_node.create_client(MoveInstance, f"{ns}/move_instance")
+    remove = client_node.create_client(RemoveInstance, f"{ns}/remove_instance")
+    lift = MoveInstance.Request(instance_id=record.id)
+    lift.transform.translation.z = 0.5
+    resp = call(client_node, move, lift)
+    assert resp.success and "moved by (0.000, 0.000, 0.500) m" in resp.message, resp.message
+    resp = call(client_node, get, GetInstance.Request(instance_id=record.id))
+    assert resp.success, resp.message
+    np.testing.assert_allclose([resp.instance.centroid.x, resp.instance.centroid.y,
+                                resp.instance.centroid.z],
+                               np.asarray(record.centroid) + [0, 0, 0.5], atol=0.01)
+    bad = MoveInstance.Request(instance_id=record.id)
+    bad.transform.translation.x = float("nan")
+    resp = call(client_node, move, bad)
+    assert not resp.success and "bad request: transform" in resp.message, resp.message
+    resp = call(client_node, remove, RemoveInstance.Request(instance_id=record.id))
+    assert resp.success and f"instance {record.id} removed" in resp.message, resp.message
+    resp = call(client_node, get, GetInstance.Request(instance_id=record.id))
+    assert not resp.success and f"instance {record.id} was deleted" in resp.message
+    resp = call(client_node, remove, RemoveInstance.Request(instance_id=unknown))
+    assert not resp.success and "was never issued" in resp.message, resp.message
     assert mapper.interrupt() == 0, mapper.output
     assert "Traceback" not in mapper.output
 

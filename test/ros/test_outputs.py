@@ -12,7 +12,11 @@ from visualization_msgs.msg import Marker  # noqa: E402
 
 from panoptic_mapping.core.io.export import InstanceRecord  # noqa: E402
 from panoptic_mapping_interfaces.msg import Instance  # noqa: E402
-from panoptic_mapping.ros.markers import fill_instance_msg, instance_markers  # noqa: E402
+from panoptic_mapping.ros.markers import (  # noqa: E402
+    fill_instance_msg,
+    instance_change_msg,
+    instance_markers,
+)
 from panoptic_mapping.runtime.visuals import (  # noqa: E402
     cloud_picture,
     colorize,
@@ -54,6 +58,16 @@ def test_instance_message_from_a_record():
     assert abs(msg.bbox_size.z - 0.3) < 1e-6
     bare = fill_instance_msg(Instance(), 9, None, None, 0.5)
     assert bare.id == 9 and bare.num_points == 0 and bare.semantic_label == ""
+
+
+def test_instance_change_message_from_an_event():
+    from panoptic_mapping.core.map.changes import ChangeEvent
+
+    msg = instance_change_msg(ChangeEvent(7, "removed", 40, 12.25, (1.0, -2.0, 0.5), 4), "map")
+    assert (msg.instance_id, msg.kind, msg.views) == (7, "removed", 4)
+    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == (
+        "map", 12, 250_000_000)
+    assert (msg.position.x, msg.position.y, msg.position.z) == (1.0, -2.0, 0.5)
 
 
 def test_instance_colours_are_stable_distinct_and_black_for_none():

@@ -443,6 +443,12 @@ class KeyframeBuffer:
         with self._lock:
             return len(self._entries)
 
+    @property
+    def next_id(self) -> int:
+        """The id the next keyframe will get (ids only grow)."""
+        with self._lock:
+            return self._next_id
+
     def ids(self) -> list[int]:
         """Ids of the keyframes, oldest first."""
         with self._lock:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from panoptic_mapping.params import param
 
-__all__ = ["InstanceConfig", "MaskVoteConfig"]
+__all__ = ["InstanceConfig", "MaskVoteConfig", "ChangeConfig"]
 
 
 @dataclass
@@ -29,6 +29,43 @@ class MaskVoteConfig:
                                        "boundary is taken where its vote share is at least "
                                        "this (voxels on a boundary hold mixed votes).",
                                        minimum=0.0, maximum=1.0)
+
+
+@dataclass
+class ChangeConfig:
+    """Change detection: instances removed once frames with measured depth keep seeing
+    through the voxels they show (:mod:`panoptic_mapping.core.map.changes`)."""
+
+    enabled: bool = param(True, "Remove instances that frames with measured depth see "
+                          "through (an object taken away); an event is recorded.")
+    min_voxels: int = param(20, "Voxels of an instance a view must judge (in view, with "
+                            "depth at and around their pixels, not occluded) before it "
+                            "says anything about it.", minimum=1)
+    gone_share: float = param(0.8, "A view says an instance is gone when it sees through "
+                              "at least this share of the voxels it judges.",
+                              minimum=0.0, maximum=1.0)
+    present_share: float = param(0.15, "A view says an instance is there when at least this "
+                                 "share of the voxels it judges lies on the measured "
+                                 "surface (the count of 'gone' views starts over).",
+                                 minimum=0.0, maximum=1.0)
+    gone_views: int = param(4, "Views saying 'gone', none saying 'there' in between, before "
+                            "an instance is removed.", minimum=1)
+    tol_rel: float = param(0.02, "A voxel is seen through when the measured depth lies "
+                           "behind it by more than this share of the depth plus one voxel.",
+                           minimum=0.0, maximum=0.9)
+    surface_tol_rel: float = param(0.01, "A voxel is on the measured surface within this "
+                                   "share of the depth plus one voxel (tighter than tol_rel: "
+                                   "the bottom of an object taken off a table lies near the "
+                                   "table; between the two a voxel says nothing).",
+                                   minimum=0.0, maximum=0.9)
+    max_instance_voxels: int = param(50000, "Instances showing more voxels than this "
+                                     "(floors, walls, large furniture: 5 m2 of surface at 1 "
+                                     "cm voxels) are not judged; nobody carries them away.",
+                                     minimum=1)
+    refresh_frames: int = param(16, "Frames between re-reading which voxels each instance "
+                                "shows (a quarter of it when an instance became shown since; "
+                                "each frame judges the last reading, which costs a third of "
+                                "the rest of a frame).", minimum=1)
 
 
 @dataclass
@@ -131,3 +168,5 @@ class InstanceConfig:
                                       minimum=1)
     # ---- InstanceLoc
     localize: MaskVoteConfig = dataclasses.field(default_factory=MaskVoteConfig)
+    # ---- change detection
+    changes: ChangeConfig = dataclasses.field(default_factory=ChangeConfig)

@@ -118,6 +118,11 @@ class PairEvidence:
         tog, apart, _ = self.get(i, j)
         return apart >= self.cfg.release_min_apart and apart >= self.cfg.merge_ratio * tog
 
+    def forget(self, ids: np.ndarray) -> None:
+        """Drop the evidence of every pair with an id flagged in ``ids`` ((n,) bool)."""
+        self.pairs = {(i, j): c for (i, j), c in self.pairs.items()
+                      if not ((i < ids.size and ids[i]) or (j < ids.size and ids[j]))}
+
     def remap(self, resolve: Callable[[int], int]) -> None:
         """Re-key the pairs after a merge (evidence of merged ids adds up)."""
         merged: dict[tuple[int, int], list[int]] = {}

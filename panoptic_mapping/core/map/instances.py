@@ -27,9 +27,17 @@ from typing import Protocol
 
 import numpy as np
 
-from panoptic_mapping.core.geometry import backproject, depth_edges, splat_depth
+from panoptic_mapping.core.geometry import (
+    backproject,
+    depth_edges,
+    pack_voxel_keys,
+    splat_depth,
+    unpack_voxel_keys,
+)
 from panoptic_mapping.core.map.association import AssociationResult, Associator
+from panoptic_mapping.core.map.changes import ChangeDetector
 from panoptic_mapping.core.map.config import InstanceConfig
+from panoptic_mapping.core.map.edits import InstanceEditError
 from panoptic_mapping.core.map.evidence import PairEvidence
 from panoptic_mapping.core.map.ids import IdTable
 from panoptic_mapping.core.map.lifecycle import IdLifecycle
@@ -63,6 +71,10 @@ class InstanceMap:
         self._wire(VoteGrid(self.cfg.voxel_size_m, self.cfg.votes_per_voxel,
                             self.cfg.search_radius, self.cfg.max_search_radius),
                    IdTable(embedding_dim), PairEvidence(self.cfg))
+        c = self.cfg.changes
+        self.changes = ChangeDetector(c.min_voxels, c.gone_share, c.present_share,
+                                      c.gone_views, c.tol_rel, self.cfg.voxel_size_m,
+                                      c.surface_tol_rel)
 
     def _wire(self, votes: VoteGrid, ids: IdTable, evidence: PairEvidence) -> None:
         self.votes, self.ids, self.evidence = votes, ids, evidence
@@ -103,6 +115,143 @@ class InstanceMap:
         """Merge two ids; returns the survivor."""
         with self._lock:
             return self.lifecycle.merge(a, b)
+
+    # ------------------------------------------------------------------ edits
+
+    def remove_instance(self, instance_id: int) -> np.ndarray:
+        """Delete a shown instance with its pending parts (picked up, or never there).
+
+        Returns:
+            (K,) int64 sorted packed keys of the space it took (:meth:`_footprint`).
+        Raises:
+            InstanceEditError: the map does not show ``instance_id`` (the reason).
+        """
+        with self._lock:
+            members = self._members(self._shown(instance_id))
+            keys = self._footprint(members)
+            self.votes.drop(members)
+            self.ids.alive[np.flatnonzero(members)] = False
+            self.evidence.forget(members)
+            return keys
+
+    def move_instance(self, instance_id: int, transform: np.ndarray) -> np.ndarray:
+        """Carry a shown instance (with its pending parts) by a rigid ``transform`` (4, 4,
+        map frame: new position = transform @ old); its ids, embeddings and label stay.
+
+        Returns:
+            (K,) int64 sorted packed keys of the space it took before the move.
+        Raises:
+            InstanceEditError: the map does not show ``instance_id`` (the reason).
+        """
+        with self._lock:
+            members = self._members(self._shown(instance_id))
+            keys = self._footprint(members)
+            self.votes.move(members, transform)
+            # who touched whom at the old place says nothing about the new one
+            self.evidence.forget(members)
+            return keys
+
+    def gone_in_view(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray
+                     ) -> list[tuple[int, np.ndarray]]:
+        """Judge the shown instances against a view's measured depth (H, W) and return
+        those now gone for good with the centroid (3,) of the voxels they show; the caller
+        removes them (:mod:`~.changes`)."""
+        with self._lock:
+            c = self.cfg.changes
+            shown = self.ids.shown(self.cfg.confirm_frames)
+            age = self.ids.frames - self.changes.candidates_frame
+            if (self.changes.candidates is None or age >= c.refresh_frames
+                    or (age >= c.refresh_frames // 4
+                        and np.setdiff1d(shown, self.changes.candidates_shown).size)):
+                # every refresh_frames, sooner (a quarter of it) when an instance became
+                # shown since
+                self.changes.set_candidates(*self._shown_voxels(c.max_instance_voxels),
+                                            self.ids.frames, shown)
+            centres, owner = self.changes.candidates
+            # merges and removals since the reading: today's ids, the dead left out
+            owner = self.ids.display_lut()[owner]
+            alive = owner > 0
+            centres, owner = centres[alive], owner[alive]
+            verdicts = self.changes.judge(centres, owner, depth, K, camera_to_world)
+            gone = self.changes.update(verdicts)
+            return [(i, centres[owner == i].mean(0)) for i in gone]
+
+    def _shown_voxels(self, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+        """Centres (V, 3) and ids (V,) of the voxels whose best vote is a shown instance
+        (pending parts as their parent) showing at most ``max_voxels`` voxels."""
+        n = len(self.votes)
+        if n == 0:
+            return np.zeros((0, 3)), np.zeros(0, np.int64)
+        # each voxel's strongest vote (pending parts not added to their parent's here:
+        # cheaper than labels(), and only for choosing what to judge), column by column
+        # (reductions along the short vote axis are slow in numpy)
+        w, vid = self.votes.weights[:n], self.votes.ids[:n]
+        best, best_w = vid[:, 0].copy(), w[:, 0].copy()
+        voted = (w[:, 0] > 0).astype(np.int8)
+        for c in range(1, w.shape[1]):
+            take = w[:, c] > best_w
+            best = np.where(take, vid[:, c], best)
+            best_w = np.where(take, w[:, c], best_w)
+            voted += w[:, c] > 0
+        ids = self.ids.display_lut()[best].astype(np.int64)
+        ids[~self.ids.confirmed(self.cfg.confirm_frames)[ids]] = 0
+        size = np.bincount(ids, minlength=1)
+        # only voxels no other id voted for, none of whose six neighbours shows another
+        # id: where an object meets its support (its base in the table's voxel layer) the
+        # voxels lie on the support's surface once the object is gone
+        pure = voted <= 1
+        slots = np.flatnonzero((ids > 0) & (size[ids] <= max_voxels) & pure)
+        coords = unpack_voxel_keys(self.votes.index.slot_keys()[slots])
+        touching = np.zeros(slots.size, dtype=bool)
+        for axis in range(3):
+            for step in (-1, 1):
+                nb = coords.copy()
+                nb[:, axis] += step
+                other = self.votes.index.lookup(pack_voxel_keys(nb))
+                nid = np.where(other >= 0, ids[np.maximum(other, 0)], 0)
+                touching |= (nid > 0) & (nid != ids[slots])
+        slots, coords = slots[~touching], coords[~touching]
+        return (coords.astype(np.float64) + 0.5) * self.votes.voxel_size, ids[slots]
+
+    def _shown(self, instance_id: int) -> int:
+        """``instance_id`` when outputs show it, else InstanceEditError with the reason."""
+        t, i = self.ids, int(instance_id)
+        if not 1 <= i < t.next_id:
+            raise InstanceEditError(f"instance {i} was never issued (ids 1..{t.next_id - 1})")
+        survivor = t.resolve(i)
+        if survivor != i:
+            raise InstanceEditError(f"instance {i} was merged into instance {survivor}")
+        if not t.alive[i]:
+            raise InstanceEditError(f"instance {i} was deleted")
+        if t.parent[i] > 0:
+            raise InstanceEditError(f"instance {i} is shown as part of instance "
+                                    f"{int(t.display_lut()[i])}")
+        if not t.confirmed(self.cfg.confirm_frames)[i]:
+            raise InstanceEditError(f"instance {i} is not confirmed yet")
+        return i
+
+    def _footprint(self, members: np.ndarray) -> np.ndarray:
+        """Sorted packed keys of the space ids flagged in ``members`` take: the voxels
+        where they hold at least a third of the votes (a presence, not a neighbour's
+        edge vote), grown by one voxel (an object's rim voxels often hold only its
+        neighbours' edge votes, and points whose own voxel was never voted lie beside)."""
+        slots, _ = self.votes.held_by(members)
+        w = self.votes.weights[slots]
+        mine = np.where(members[self.votes.ids[slots]], w, 0.0).sum(1)
+        slots = slots[mine >= w.sum(1) / 3.0]
+        coords = unpack_voxel_keys(self.votes.index.slot_keys()[slots])
+        r = np.arange(-1, 2)
+        offsets = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+        return np.unique(pack_voxel_keys((coords[:, None, :] + offsets[None]).reshape(-1, 3)))
+
+    def _members(self, instance_id: int) -> np.ndarray:
+        """(n,) bool over ids (n covers every voted id): the instance and the pending
+        parts shown as it."""
+        lut = self.ids.display_lut()
+        members = np.zeros(max(self.ids.alive.size, int(self.votes.ids.max(initial=0)) + 1),
+                           dtype=bool)
+        members[:lut.size] = (lut == instance_id) & self.ids.alive[:lut.size]
+        return members
 
     # ------------------------------------------------------------------ rendering
 
@@ -292,4 +441,5 @@ class InstanceMap:
         with self._lock:
             return {"voxels": self.num_voxels, "ids_created": self.ids.next_id - 1,
                     "confirmed": int(self.confirmed_ids().size), "merges": len(self.merges),
-                    "frames": self.frames_integrated}
+                    "frames": self.frames_integrated,
+                    "removed_as_gone": self.changes.total_events}

@@ -7,7 +7,7 @@ import numpy as np
 
 from panoptic_mapping.core.geometry import project_points
 
-__all__ = ["owners", "boundaries", "interior", "pixel_footprint", "seen_through"]
+__all__ = ["owners", "boundaries", "interior", "pixel_footprint", "seen_through", "depth_verdicts"]
 
 
 def owners(pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray,
@@ -92,14 +92,37 @@ def seen_through(points: np.ndarray, depth: np.ndarray, K: np.ndarray,
         points: (N, 3) world points. depth: (H, W) depth, 0 = none.
         K: (3, 3). camera_to_world: (4, 4).
     """
+    return depth_verdicts(points, depth, K, camera_to_world, tol_rel, margin_m)[0]
+
+
+def depth_verdicts(points: np.ndarray, depth: np.ndarray, K: np.ndarray,
+                   camera_to_world: np.ndarray, tol_rel: float, margin_m: float,
+                   surface_tol_rel: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What a view's depth says of world points: (through, on_surface), (N,) bool each.
+
+    ``through``: see :func:`seen_through`. ``on_surface``: the point projects onto a pixel
+    with depth d0 and lies within ``d0 * surface_tol_rel + margin_m`` of it (default
+    ``tol_rel``). A point neither is unseen by the view (outside it, no depth there,
+    behind the measured surface, or too near it to tell).
+
+    Args:
+        points: (N, 3) world points. depth: (H, W) depth, 0 = none.
+        K: (3, 3). camera_to_world: (4, 4).
+    """
     h, w = depth.shape
     u, v, z, front = project_points(points, K, camera_to_world)
     inside = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
     # the nearest depth around the pixel (unknown counts as 0): a point beside an outline,
     # a pixel off, is not seen through
-    padded = np.pad(np.where(depth > 0, depth, 0.0), 1)
+    known = np.where(depth > 0, depth, 0.0)
+    padded = np.pad(known, 1)
     nearest = np.min([padded[1 + dv:1 + dv + h, 1 + du:1 + du + w]
                       for dv in (-1, 0, 1) for du in (-1, 0, 1)], axis=0)
     d = np.zeros(points.shape[0])
+    d0 = np.zeros(points.shape[0])
     d[inside] = nearest[v[inside], u[inside]]
-    return inside & (d > 0) & (z < d * (1.0 - tol_rel) - margin_m)
+    d0[inside] = known[v[inside], u[inside]]
+    through = inside & (d > 0) & (z < d * (1.0 - tol_rel) - margin_m)
+    surface_tol_rel = tol_rel if surface_tol_rel is None else surface_tol_rel
+    on_surface = inside & (d0 > 0) & (np.abs(z - d0) <= d0 * surface_tol_rel + margin_m)
+    return through, on_surface

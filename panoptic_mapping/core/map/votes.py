@@ -181,21 +181,68 @@ class VoteGrid:
             self.ids = np.concatenate([self.ids, np.zeros((pad, self.k), np.int32)])
             self.weights = np.concatenate([self.weights, np.zeros((pad, self.k), np.float32)])
 
-    def _vote(self, slots: np.ndarray, labels: np.ndarray, weight: float) -> None:
+    def _vote(self, slots: np.ndarray, labels: np.ndarray, weight: float | np.ndarray
+              ) -> None:
+        """Add ``weight`` (scalar or (N,)) for ``labels`` (N,) at distinct ``slots`` (N,)."""
+        weight = np.broadcast_to(np.asarray(weight, np.float32), slots.shape)
         ids = self.ids[slots]
         w = self.weights[slots]
         hit = ids == labels[:, None]
         has = hit.any(1)
         rows = np.arange(slots.size)
         col = np.where(has, np.argmax(hit, 1), np.argmin(w, 1))
-        # a new id only displaces an entry holding at most one vote's weight
+        # a new id only displaces an entry holding at most the weight it brings
         replace = ~has & (w[rows, col] <= weight)
         add = has | replace
         ids[rows[replace], col[replace]] = labels[replace]
         w[rows[replace], col[replace]] = 0.0
-        w[rows[add], col[add]] += weight
+        w[rows[add], col[add]] += weight[add]
         self.ids[slots] = ids
         self.weights[slots] = w
+
+    # ------------------------------------------------------------------ edits
+
+    def held_by(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The voxels where ids flagged in ``members`` ((n_ids,) bool) hold votes.
+
+        Returns:
+            slots (S,) int64 of those voxels and held (S,) bool: whether the members'
+            weight there is at least every other id's (the voxel shows them).
+        """
+        hit = members[self.ids] & (self.weights > 0)
+        slots = np.flatnonzero(hit.any(1))
+        mine = np.where(hit[slots], self.weights[slots], 0.0).sum(1)
+        others = np.where(hit[slots] | (self.ids[slots] == 0), 0.0, self.weights[slots])
+        return slots, mine >= others.max(1, initial=0.0)
+
+    def move(self, members: np.ndarray, transform: np.ndarray) -> None:
+        """Carry every vote of the ids flagged in ``members`` ((n_ids,) bool) from its voxel
+        to the voxel of ``transform`` (4, 4, rigid, world -> world) applied to the voxel's
+        centre; the old voxels keep their other ids' votes."""
+        hit = members[self.ids] & (self.weights > 0)
+        rows = np.flatnonzero(hit.any(1))
+        if rows.size == 0:
+            return
+        centres = self.index.centers(self.voxel_size)[rows]
+        moved = centres @ transform[:3, :3].T + transform[:3, 3]
+        r, c = np.nonzero(hit[rows])
+        ids = self.ids[rows[r], c].astype(np.int64)
+        w = self.weights[rows[r], c].astype(np.float64)
+        self.ids[rows[r], c] = 0
+        self.weights[rows[r], c] = 0.0
+        dest = self.index.insert(pack_voxel_keys(voxel_coords(moved[r], self.voxel_size)))
+        self._grow(len(self.index))
+        # voxels that land in one voxel add up; then one vote per (voxel, id)
+        base = int(ids.max()) + 1
+        keys, inverse = np.unique(dest * base + ids, return_inverse=True)
+        total = np.bincount(inverse, weights=w)
+        slot, label = np.divmod(keys, base)
+        starts = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1]])
+        # how many earlier ids share the voxel (keys are sorted by voxel)
+        rank = np.arange(slot.size) - np.repeat(starts, np.diff(np.r_[starts, slot.size]))
+        for n in range(int(rank.max()) + 1):  # _vote needs distinct slots
+            sel = rank == n
+            self._vote(slot[sel], label[sel].astype(np.int32), total[sel].astype(np.float32))
 
     def relabel(self, absorbed: int, survivor: int) -> None:
         """Every vote for ``absorbed`` becomes one for ``survivor`` (a merge)."""
