@@ -121,6 +121,11 @@ class InputConfig:
     pose_tolerance_s: float = param(0.02, "How far [s] an image stamp may lie before the "
                                     "first or after the last buffered pose (the nearest "
                                     "pose is used; no extrapolation beyond).", minimum=0.0)
+    time_jump_back_s: float = param(1.0, "An image or pose stamped this much [s] before the "
+                                    "newest one of its kind means the clock jumped back (a "
+                                    "bag played again): the pose buffer and the "
+                                    "synchroniser are cleared, with a warning, so two runs' "
+                                    "messages never pair (0: never).", minimum=0.0)
     pose_wait_s: float = param(0.2, "How long [s] a frame waits for its pose (tf or the pose "
                                "topic) before it is dropped, counted and logged.",
                                minimum=0.0)

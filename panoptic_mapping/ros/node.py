@@ -83,7 +83,7 @@ from panoptic_mapping.ros.parameters import (
 from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg, subsample
 from panoptic_mapping.ros.pose_sources import HAVE_TF2, TfPoses, TopicPoses, stamp_ns
 from panoptic_mapping.ros.services import NO_TEXT_ENCODER, MapServices
-from panoptic_mapping.runtime.poses import PoseLookupError
+from panoptic_mapping.runtime.poses import BackwardJump, PoseLookupError
 from panoptic_mapping.runtime.snapshots import MapSnapshot, MapSnapshots
 from panoptic_mapping.runtime.sync import ApproximateTimeSync
 from panoptic_mapping.runtime.visuals import colorize
@@ -182,6 +182,7 @@ class MappingNode(Node):
         self._input_group = MutuallyExclusiveCallbackGroup()
         self.streams: dict[str, StreamState] = {}
         self._sync_names = ["image", "camera_info"] + (["depth"] if cfg.input.use_depth else [])
+        self._image_clock = BackwardJump(cfg.input.time_jump_back_s)
         self._make_synchronizer()
         self.poses = (TfPoses(self, cfg.input.map_frame) if self.pose_source == "tf"
                       else TopicPoses(cfg.input, self.pose_source))
@@ -304,7 +305,10 @@ class MappingNode(Node):
                 state.received += 1
             state.rate.tick()
             if index is not None:
-                self._feed(index, stamp_ns(msg.header.stamp), msg)
+                stamp = stamp_ns(msg.header.stamp)
+                if index == 0 and self._image_clock.seen(stamp):
+                    self._time_jumped("image", stamp)
+                self._feed(index, stamp, msg)
             else:
                 self._on_pose(name, msg)
 
@@ -343,9 +347,21 @@ class MappingNode(Node):
     def _on_pose(self, name: str, msg) -> None:
         pose = msg.pose if name == "pose" else msg.pose.pose
         try:
-            self.poses.add(msg.header, pose)
+            if self.poses.add(msg.header, pose):
+                self._time_jumped(name, stamp_ns(msg.header.stamp))
         except InputError as exc:
             self._reject("pose", str(exc))
+
+    def _time_jumped(self, what: str, stamp: int) -> None:
+        """The clock jumped back: unmatched messages of the old run must not pair with the
+        new run's (the pose buffer clears itself)."""
+        if self._sync is not None:
+            self._sync.clear()
+        self.counts["time_jumps"] += 1
+        self.get_logger().warning(
+            f"time jumped back ({what} stamped {stamp / 1e9:.3f} s, more than "
+            f"input.time_jump_back_s = {self.config.input.time_jump_back_s:g} s before the "
+            f"newest): synchroniser and pose buffer cleared")
 
     def _on_matched(self, *msgs) -> None:
         """A synchronised image (+ camera_info, + depth): hand it to the assembler."""

@@ -69,18 +69,20 @@ class TopicPoses:
     def __init__(self, cfg, source: str) -> None:
         self.source = source
         self.map_frame = cfg.map_frame
-        self.buffer = PoseBuffer(cfg.pose_buffer_size, cfg.pose_max_gap_s, cfg.pose_tolerance_s)
+        self.buffer = PoseBuffer(cfg.pose_buffer_size, cfg.pose_max_gap_s, cfg.pose_tolerance_s,
+                                 cfg.time_jump_back_s)
         self.body_to_optical = pose_from_xyz_quat(cfg.body_to_optical)
 
     def describe(self) -> str:
         return f"{self.source} topic (frame '{self.map_frame}', interpolated at image stamps)"
 
-    def add(self, header, pose_msg) -> None:
-        """Add a received pose; raises InputError (frame, NaN) for an unusable one."""
+    def add(self, header, pose_msg) -> bool:
+        """Add a received pose; True when the clock jumped back (the buffer was cleared).
+        Raises InputError (frame, NaN) for an unusable one."""
         if header.frame_id != self.map_frame:
             raise InputError(f"{self.source} is in frame '{header.frame_id}', expected the map "
                              f"frame '{self.map_frame}'")
-        self.buffer.add(stamp_ns(header.stamp), pose_to_matrix(pose_msg))
+        return self.buffer.add(stamp_ns(header.stamp), pose_to_matrix(pose_msg))
 
     def lookup(self, frame_id: str, stamp: int, wait_s: float) -> np.ndarray:
         return self.buffer.wait_lookup(stamp, wait_s) @ self.body_to_optical

@@ -32,6 +32,30 @@ class PoseNotYetError(PoseLookupError):
     """The stamp is newer than the newest pose: the pose may still arrive."""
 
 
+class BackwardJump:
+    """Notices a clock that jumped back (a bag played again, a simulator reset).
+
+    Args:
+        threshold_s: a stamp this much older than the newest one seen is a jump (0: never).
+    """
+
+    def __init__(self, threshold_s: float) -> None:
+        self.threshold_ns = int(round(threshold_s * 1e9))
+        self.newest: int | None = None
+        self.jumps = 0
+
+    def seen(self, stamp_ns: int) -> bool:
+        """Record a stamp; True when it is a jump back (the new stamp becomes the newest)."""
+        stamp = int(stamp_ns)
+        jumped = (self.threshold_ns > 0 and self.newest is not None
+                  and stamp < self.newest - self.threshold_ns)
+        if jumped:
+            self.jumps += 1
+        if jumped or self.newest is None or stamp > self.newest:
+            self.newest = stamp
+        return jumped
+
+
 class PoseBuffer:
     """Bounded, time-ordered poses with interpolated lookup at any stamp (thread-safe).
 
@@ -40,10 +64,12 @@ class PoseBuffer:
         max_gap_s: two poses further apart than this are not interpolated between.
         tolerance_s: a stamp this close before the first or after the last pose gets that
             pose; further out the lookup fails (no extrapolation).
+        jump_back_s: a pose stamped this much before the newest one means the clock jumped
+            back: the buffer is cleared first (poses of two runs never mix; 0: never).
     """
 
     def __init__(self, capacity: int = 1000, max_gap_s: float = 0.5,
-                 tolerance_s: float = 0.02) -> None:
+                 tolerance_s: float = 0.02, jump_back_s: float = 0.0) -> None:
         if capacity < 2:
             raise ValueError(f"capacity must be >= 2, got {capacity}")
         self.capacity = int(capacity)
@@ -53,16 +79,22 @@ class PoseBuffer:
         self._poses: list[np.ndarray] = []
         self._cond = threading.Condition()
         self.received = 0
+        self._jump = BackwardJump(jump_back_s)
 
     def __len__(self) -> int:
         with self._cond:
             return len(self._stamps)
 
-    def add(self, stamp_ns: int, pose: np.ndarray) -> None:
-        """Insert a pose (out-of-order stamps are sorted in; an equal stamp replaces)."""
+    def add(self, stamp_ns: int, pose: np.ndarray) -> bool:
+        """Insert a pose (out-of-order stamps are sorted in; an equal stamp replaces).
+        Returns True when the clock jumped back and the buffer was cleared first."""
         pose = np.asarray(pose, dtype=np.float64).reshape(4, 4)
         with self._cond:
             self.received += 1
+            jumped = self._jump.seen(stamp_ns)
+            if jumped:
+                self._stamps.clear()
+                self._poses.clear()
             i = bisect.bisect_left(self._stamps, stamp_ns)
             if i < len(self._stamps) and self._stamps[i] == stamp_ns:
                 self._poses[i] = pose
@@ -73,6 +105,7 @@ class PoseBuffer:
                 self._stamps.pop(0)
                 self._poses.pop(0)
             self._cond.notify_all()
+            return jumped
 
     def clear(self) -> None:
         with self._cond:

@@ -248,3 +248,25 @@ def test_bad_parameter_stops_start_up_with_the_key(start_node, tmp_path):
     assert mapper.proc.wait(30) == 2
     mapper.interrupt()
     assert "unknown parameter 'output.status_perod_s'" in mapper.output
+
+
+def test_a_clock_jumping_back_clears_the_input_buffers_with_a_warning(start_node, client_node):
+    """A bag played again: poses (and images) stamped far before the newest clear the pose
+    buffer and the synchroniser, with a warning naming the parameter."""
+    from builtin_interfaces.msg import Time as TimeMsg
+    from geometry_msgs.msg import PoseStamped
+
+    mapper = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
+                        "-p", "input.pose_source:=pose", "-p", "input.use_depth:=false")
+    mapper.wait_for_line("started:")
+    late, early = PoseStamped(), PoseStamped()
+    for msg, sec in ((late, 100), (early, 10)):
+        msg.header.frame_id = "map"
+        msg.header.stamp = TimeMsg(sec=sec)
+        msg.pose.orientation.w = 1.0
+    publish_once_subscribed(client_node, PoseStamped, "/pose", late, times=2)
+    publish_once_subscribed(client_node, PoseStamped, "/pose", early, times=1)
+    line = mapper.wait_for_line("time jumped back")
+    assert "pose stamped 10.000 s" in line and "input.time_jump_back_s = 1 s" in line
+    assert mapper.interrupt() == 0
+    assert "Traceback" not in mapper.output

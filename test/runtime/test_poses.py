@@ -10,7 +10,12 @@ import pytest
 
 from panoptic_mapping.config import ConfigError, InputConfig
 from panoptic_mapping.core.geometry import interpolate_pose, pose_from_xyz_quat, pose_matrix, slerp
-from panoptic_mapping.runtime.poses import PoseBuffer, PoseLookupError, PoseNotYetError
+from panoptic_mapping.runtime.poses import (
+    BackwardJump,
+    PoseBuffer,
+    PoseLookupError,
+    PoseNotYetError,
+)
 
 S = 1_000_000_000  # ns
 
@@ -106,3 +111,29 @@ def test_body_to_optical_is_validated():
         InputConfig(body_to_optical=[0.0, 0.0, 0.0, 1.0])
     with pytest.raises(ConfigError, match="body_to_optical"):
         InputConfig(body_to_optical=[0.0] * 7)
+
+
+def test_a_clock_jumping_back_clears_the_pose_buffer():
+    """A bag played again: its poses must not be interpolated with the first run's."""
+    s = 10**9
+    buf = PoseBuffer(capacity=100, max_gap_s=1.0, tolerance_s=0.0, jump_back_s=1.0)
+    for k in range(5):
+        assert not buf.add(100 * s + k * s // 2, np.eye(4))
+    assert not buf.add(101 * s, np.eye(4))  # out of order by less than the threshold
+    assert buf.span() == (100 * s, 102 * s)
+    assert buf.add(50 * s, pose_matrix([1.0, 0, 0], [0, 0, 0, 1]))  # 52 s back: cleared
+    assert buf.span() == (50 * s, 50 * s)
+    with pytest.raises(PoseNotYetError):
+        buf.lookup(101 * s)  # the first run's stamps are gone
+    never = PoseBuffer(capacity=10, jump_back_s=0.0)
+    never.add(100 * s, np.eye(4))
+    assert not never.add(1 * s, np.eye(4)) and len(never) == 2
+
+
+def test_backward_jump_worked_example():
+    j = BackwardJump(1.0)
+    # 1.5 s is 0.5 s back (no jump), 0.5 s is 2.5 s back (a jump, and the new newest)
+    assert [j.seen(t * 10**8) for t in (10, 20, 15, 30, 5, 6)] == [
+        False, False, False, False, True, False]
+    assert j.jumps == 1 and j.newest == 6 * 10**8
+    assert not BackwardJump(0.0).seen(0)
