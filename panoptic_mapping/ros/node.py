@@ -538,6 +538,7 @@ class MappingNode(Node):
             "sync_pending": (sum(self._sync.pending().values())
                              if self._sync is not None else 0),
             "poses_buffered": len(self.poses.buffer) if self.pose_source != "tf" else 0,
+            "time_jumps": self.counts["time_jumps"],
             "assembler_queued": len(self._frames),
             "dropped": dropped,
             "dropped_input": self.counts["dropped_input"],
@@ -626,6 +627,7 @@ class MappingNode(Node):
             "sync.unmatched_dropped": s["sync_unmatched_dropped"],
             "sync.pending": s["sync_pending"],
             "poses.buffered": s["poses_buffered"],
+            "input.time_jumps": s["time_jumps"],
             "assembler.queued": s["assembler_queued"],
             "frontend.queued": s["frontend_queued"],
             "frontend.segment_ms_p50": s["segment_ms_p50"],

@@ -257,7 +257,8 @@ def test_a_clock_jumping_back_clears_the_input_buffers_with_a_warning(start_node
     from geometry_msgs.msg import PoseStamped
 
     mapper = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
-                        "-p", "input.pose_source:=pose", "-p", "input.use_depth:=false")
+                        "-p", "input.pose_source:=pose", "-p", "input.use_depth:=false",
+                        "-p", "output.status_period_s:=0.3")
     mapper.wait_for_line("started:")
     late, early = PoseStamped(), PoseStamped()
     for msg, sec in ((late, 100), (early, 10)):
@@ -268,5 +269,22 @@ def test_a_clock_jumping_back_clears_the_input_buffers_with_a_warning(start_node
     publish_once_subscribed(client_node, PoseStamped, "/pose", early, times=1)
     line = mapper.wait_for_line("time jumped back")
     assert "pose stamped 10.000 s" in line and "input.time_jump_back_s = 1 s" in line
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from panoptic_mapping.tools.demo_client import diagnostic_values
+
+    status: dict = {}
+    client_node.create_subscription(DiagnosticArray, "/panoptic_mapping/status",
+                                    lambda m: status.update(diagnostic_values(m)), 10)
+    executor = rclpy.executors.SingleThreadedExecutor(context=client_node.context)
+    executor.add_node(client_node)
+    deadline = time.monotonic() + 20
+    try:
+        while status.get("input.time_jumps") != "1" and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        executor.remove_node(client_node)
+        executor.shutdown()
+    assert status.get("input.time_jumps") == "1", status
     assert mapper.interrupt() == 0
     assert "Traceback" not in mapper.output
