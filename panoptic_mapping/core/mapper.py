@@ -97,6 +97,15 @@ class MapperConfig:
         "view sees it a pixel or more wide (one vote may be one frame's stereo outlier); "
         "farther away, fewer in proportion to the share of voxels a frame's pixels sample "
         "there.", minimum=0.0)
+    still_translation_m: float = param(
+        0.005, "A frame whose camera moved less than this [m] (and turned less than "
+        "still_rotation_deg) since the last frame mapped is 'still': it shows the map "
+        "nothing new, so only one in still_keep_every is mapped.", minimum=0.0)
+    still_rotation_deg: float = param(0.5, "See still_translation_m [degrees].", minimum=0.0)
+    still_keep_every: int = param(
+        5, "Of the still frames in a row, every this-many-th is mapped (a camera that stands "
+        "still keeps watching: change detection needs its frames); 1 maps every frame.",
+        minimum=1)
     render_chunk_rays: int = param(4096, "Rays per chunk when rendering whole images.",
                                    minimum=64)
     render_min_opacity: float = param(0.5, "A rendered ray whose accumulated opacity is "
@@ -130,6 +139,7 @@ class IngestReport:
         depth_source: "measured", "stereo" or "none".
         stereo_s: seconds the stereo estimate took (None: none ran).
         removed: instances this frame's depth showed gone (change detection), removed.
+        skipped: a still frame (see ``MapperConfig.still_translation_m``): nothing mapped.
     """
 
     labels: np.ndarray
@@ -139,6 +149,7 @@ class IngestReport:
     depth_source: str = "measured"
     stereo_s: float | None = None
     removed: list[ChangeEvent] = dataclasses.field(default_factory=list)
+    skipped: bool = False
 
 
 @dataclass
@@ -237,6 +248,9 @@ class Mapper:
         self._reassoc_cursor = 0
         self._unplaced: set[int] = set()  # RGB-only keyframes not yet in the instance map
         self.edits = WorldEdits()  # instances removed or moved on request
+        self._last_mapped_pose: np.ndarray | None = None  # camera of the last frame mapped
+        self._still_run = 0  # still frames in a row
+        self.frames_skipped_still = 0
         self.stereo = StereoDepth(self.cfg.stereo, self.device) if self.cfg.stereo.enabled \
             else None
 
@@ -263,6 +277,11 @@ class Mapper:
     def ingest(self, frame: Frame) -> IngestReport:
         """Validate and take in one frame. Raises FrameError (map untouched) on bad input."""
         frame = validate_frame(frame)
+        if self._skip_still(frame):
+            with self._lock:
+                self.frames_ingested += 1
+            return IngestReport(np.zeros(frame.shape, np.int32), [], False,
+                                depth_source="none", skipped=True)
         frame, source, stereo_s = self._with_stereo_depth(frame)
         with self._foreground_lock():
             self.frames_ingested += 1
@@ -288,6 +307,23 @@ class Mapper:
                     self._unplaced.add(kf.id)
             return IngestReport(labels, new_ids, integrated, None if kf is None else kf.id,
                                 source, stereo_s, removed)
+
+    def _skip_still(self, frame: Frame) -> bool:
+        """Whether to skip a frame whose camera has not moved since the last frame mapped
+        (only one in ``still_keep_every`` of a still run is mapped). Costs one pose
+        comparison."""
+        cfg, last = self.cfg, self._last_mapped_pose
+        T = frame.camera_to_world
+        still = last is not None and (
+            float(np.linalg.norm(T[:3, 3] - last[:3, 3])) < cfg.still_translation_m
+            and _angle_deg(last[:3, :3].T @ T[:3, :3]) < cfg.still_rotation_deg)
+        self._still_run = self._still_run + 1 if still else 0
+        skip = still and self._still_run % cfg.still_keep_every != 0
+        if skip:
+            self.frames_skipped_still += 1
+        else:
+            self._last_mapped_pose = np.array(T, dtype=np.float64)
+        return skip
 
     def _detect_changes(self, frame: Frame) -> list[ChangeEvent]:
         """Remove the instances a frame's measured depth shows gone (lock held; stereo
@@ -814,6 +850,7 @@ class Mapper:
         with self._lock:
             t = self.trainer
             return {"frames": self.frames_ingested, "keyframes": len(self.keyframes),
+                    "frames_skipped_still": self.frames_skipped_still,
                     "edits": self.edits.count,
                     "keyframe_mb": self.keyframes.nbytes() / 1e6,
                     "occupied_voxels": self.grid.num_occupied,
@@ -823,6 +860,11 @@ class Mapper:
                     **{f"instances_{k}": v for k, v in self.instances.stats().items()},
                     **({} if self.stereo is None else
                        {f"stereo_{k}": v for k, v in self.stereo.stats().items()})}
+
+
+def _angle_deg(R: np.ndarray) -> float:
+    """Rotation angle [degrees] of a (3, 3) rotation."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
 
 
 def _has_depth(frame: Frame) -> bool:

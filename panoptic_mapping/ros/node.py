@@ -422,6 +422,9 @@ class MappingNode(Node):
         except FrameError as exc:
             self._reject("frame", f"the mapper refused the frame: {exc}")
             return
+        if report.skipped:  # a still camera: nothing new to map (not timed as an ingest)
+            self.counts["skipped_still"] += 1
+            return
         now = time.perf_counter()
         self._ingest_time.add(now - t0)
         self._ingest_rate.tick()
@@ -524,7 +527,8 @@ class MappingNode(Node):
         wst = self.worker.stats()
         with self._input_lock:
             streams = {n: (s.received, s.rate.rate()) for n, s in self.streams.items()}
-        dropped = (self.counts["dropped_input"] + wst["dropped"]
+        # every frame ends mapped or dropped (still frames skipped, rejected ones included)
+        dropped = (self.counts["dropped_input"] + wst["dropped"] + self.counts["skipped_still"]
                    + sum(v for k, v in self.counts.items() if k.startswith("rejected_")))
         seg = wst["latency"].get("segment", {})
         gpu_mb = 0.0
@@ -548,6 +552,7 @@ class MappingNode(Node):
             "frontend_queued": wst["queued"],
             "segment_ms_p50": seg.get("p50_ms", float("nan")),
             "ingested": self.counts["ingested"],
+            "skipped_still": self.counts["skipped_still"],
             "ingest_fps": self._ingest_rate.rate(),
             "ingest_ms": self._ingest_time.summary(),
             "frame_latency_ms": self._frame_latency.summary(),
@@ -620,6 +625,7 @@ class MappingNode(Node):
             **{f"input.{n}.rate_hz": r for n, (_, r) in s["streams"].items()},
             "frames.synced": s["synced"],
             "frames.mapped": s["ingested"],
+            "frames.skipped_still": s["skipped_still"],
             "frames.dropped": s["dropped"],
             "frames.dropped_input_slot": s["dropped_input"],
             "frames.dropped_frontend_queue": s["dropped_frontend"],

@@ -71,7 +71,8 @@ class MapSnapshots:
     def key(self, mapper: Mapper) -> tuple:
         """What a snapshot of ``mapper`` depends on."""
         st = mapper.stats()
-        key = (id(mapper), st["frames"], st["keyframes"], st.get("instances_confirmed"),
+        # frames mapped, not frames seen: a still camera's skipped frames change nothing
+        key = (id(mapper), st["frames"] - st.get("frames_skipped_still", 0), st["keyframes"], st.get("instances_confirmed"),
                st.get("instances_merges"), st.get("instances_ids_created"), st.get("edits"))
         if self._rgb_only:
             key += (st["training_steps"] // 100,)
