@@ -333,16 +333,11 @@ class Mapper:
         events = []
         for i, centroid in self.instances.gone_in_view(frame.depth, frame.K,
                                                        frame.camera_to_world):
+            # the event first: it takes the count of views the removal then forgets
+            events.append(self.instances.changes.record(i, self.frames_ingested,
+                                                        frame.stamp, centroid))
             self._remove(i)
-            self.instances.changes.record(i, self.frames_ingested, frame.stamp, centroid)
-            events.append(self.instances.changes.events[-1])
         return events
-
-    def change_events(self) -> tuple[int, list[ChangeEvent]]:
-        """(events recorded since the map began, the newest ones kept) of change detection."""
-        with self._lock:
-            c = self.instances.changes
-            return c.total_events, list(c.events)
 
     def _with_stereo_depth(self, frame: Frame) -> tuple[Frame, str, float | None]:
         """The frame with stereo depth where it has none (and stereo finds some), the
@@ -642,7 +637,6 @@ class Mapper:
         keys = self.instances.remove_instance(instance_id)
         self.edits.forget_instance(instance_id)
         self.edits.record(Vacancy(self.keyframes.next_id, keys))
-        self.instances.changes.forget(instance_id)
         return int(keys.size)
 
     def move_instance(self, instance_id: int, transform: np.ndarray) -> int:
@@ -662,7 +656,6 @@ class Mapper:
             self.instances._shown(instance_id)  # refuse before anything changes
             xyz, rgb, conf = self._instance_points(int(instance_id))
             keys = self.instances.move_instance(instance_id, T)
-            self.instances.changes.forget(int(instance_id))
             self._unlabel_keyframes(int(instance_id))
             moved = MovedPoints(int(instance_id), self.keyframes.next_id,
                                 (xyz @ T[:3, :3].T + T[:3, 3]).astype(np.float32), rgb, conf)

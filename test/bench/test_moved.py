@@ -50,3 +50,18 @@ def test_the_map_follows_a_moved_object_with_change_detection(detect):
         assert r["instances"]["removed_as_gone"] == 0
         assert r["move_frames_to_follow"] == -1
         assert r["move_old_place_points_end"] > 0.5 * r["move_points_before"]
+
+
+def test_the_mapper_reports_the_removal_with_the_views_that_decided_it():
+    from panoptic_mapping.bench.frontends import MaskErrorModel, SimulatedMaskFrontend
+    from panoptic_mapping.bench.mapper_method import to_frame
+    from panoptic_mapping.core.mapper import Mapper, MapperConfig
+
+    s = make_scene("tabletop", seed=0, num_frames=16, width=120, height=90,
+                   num_novel_frames=0, move_at=8)
+    m = Mapper(MapperConfig(device="cpu"))
+    fe = SimulatedMaskFrontend(MaskErrorModel(), 0, scene=s)
+    events = [e for f in s.frames for e in m.ingest(to_frame(f, fe(f, s), True)).removed]
+    assert len(events) == 1 and events[0].kind == "removed"
+    assert events[0].views == m.cfg.instances.changes.gone_views
+    assert events[0].frame > 8 and m.stats()["instances_removed_as_gone"] == 1

@@ -17,7 +17,6 @@ otherwise be seen through in every view (see :func:`~.views.depth_verdicts`).
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,18 +60,16 @@ class ChangeDetector:
         min_voxels, gone_share, present_share, gone_views, tol_rel, surface_tol_rel: see
             :class:`~panoptic_mapping.core.map.config.ChangeConfig`.
         margin_m: depth margin added to the relative tolerance (one voxel).
-        max_events: events kept for readers (oldest dropped first).
     """
 
     def __init__(self, min_voxels: int, gone_share: float, present_share: float,
                  gone_views: int, tol_rel: float, margin_m: float,
-                 surface_tol_rel: float | None = None, max_events: int = 64):
+                 surface_tol_rel: float | None = None):
         self.min_voxels, self.gone_share = min_voxels, gone_share
         self.present_share, self.gone_views = present_share, gone_views
         self.tol_rel, self.margin_m = tol_rel, margin_m
         self.surface_tol_rel = tol_rel if surface_tol_rel is None else surface_tol_rel
         self.gone: dict[int, int] = {}
-        self.events: deque[ChangeEvent] = deque(maxlen=max_events)
         self.total_events = 0
         # the voxels each instance showed at the last reading: centres (V, 3), ids (V,)
         self.candidates: tuple[np.ndarray, np.ndarray] | None = None
@@ -123,12 +120,14 @@ class ChangeDetector:
                     out.append(i)
         return out
 
-    def record(self, instance_id: int, frame: int, stamp: float, centroid: np.ndarray) -> None:
-        """Record a removal decided by :meth:`update` (and forget its count)."""
+    def record(self, instance_id: int, frame: int, stamp: float, centroid: np.ndarray
+               ) -> ChangeEvent:
+        """The event of a removal :meth:`update` decided (before the removal: it takes the
+        instance's count of views)."""
         views = self.gone.pop(instance_id, 0)
-        self.events.append(ChangeEvent(int(instance_id), "removed", int(frame), float(stamp),
-                                       tuple(float(c) for c in centroid), views))
         self.total_events += 1
+        return ChangeEvent(int(instance_id), "removed", int(frame), float(stamp),
+                           tuple(float(c) for c in centroid), views)
 
     def forget(self, instance_id: int) -> None:
         """Drop the count of an instance (merged, removed or moved on request)."""

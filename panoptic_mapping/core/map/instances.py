@@ -132,6 +132,7 @@ class InstanceMap:
             self.votes.drop(members)
             self.ids.alive[np.flatnonzero(members)] = False
             self.evidence.forget(members)
+            self.changes.forget(int(instance_id))
             return keys
 
     def move_instance(self, instance_id: int, transform: np.ndarray) -> np.ndarray:
@@ -147,8 +148,9 @@ class InstanceMap:
             members = self._members(self._shown(instance_id))
             keys = self._footprint(members)
             self.votes.move(members, transform)
-            # who touched whom at the old place says nothing about the new one
+            # who touched whom, or saw through it, at the old place says nothing of the new
             self.evidence.forget(members)
+            self.changes.forget(int(instance_id))
             return keys
 
     def gone_in_view(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray

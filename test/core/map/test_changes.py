@@ -49,8 +49,7 @@ def test_views_add_up_to_a_removal_and_a_view_of_it_starts_over():
     for _ in range(2):
         assert d.update(verdict) == []
     assert d.update(verdict) == [7]
-    d.record(7, frame=12, stamp=1.5, centroid=pts.mean(0))
-    ev = d.events[-1]
+    ev = d.record(7, frame=12, stamp=1.5, centroid=pts.mean(0))
     assert (ev.instance_id, ev.kind, ev.frame, ev.views) == (7, "removed", 12, 3)
     assert d.total_events == 1 and d.gone == {}
 
