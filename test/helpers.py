@@ -65,3 +65,17 @@ def render_boxes(K: np.ndarray, shape: tuple[int, int], tx: float,
         hit = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
         depth[hit], which[hit] = z, i
     return depth, which
+
+
+def map_scene(scene):
+    """A CPU Mapper that ingested every training frame of ``scene`` with perfect masks
+    (the simulated front-end without errors), depth on."""
+    from panoptic_mapping.bench.frontends import MaskErrorModel, SimulatedMaskFrontend
+    from panoptic_mapping.bench.mapper_method import to_frame
+    from panoptic_mapping.core.mapper import Mapper, MapperConfig
+
+    mapper = Mapper(MapperConfig(device="cpu"))
+    frontend = SimulatedMaskFrontend(MaskErrorModel.none(), 0, scene=scene)
+    for f in scene.frames:
+        mapper.ingest(to_frame(f, frontend(f, scene), True))
+    return mapper

@@ -50,6 +50,7 @@ from panoptic_mapping.core.map.config import InstanceConfig
 from panoptic_mapping.core.map.edits import MovedPoints, Vacancy, WorldEdits
 from panoptic_mapping.core.map.instances import InstanceMap
 from panoptic_mapping.core.map.localize import vote_masks
+from panoptic_mapping.core.map.observations import id_observations, label_counts
 from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
 from panoptic_mapping.core.stereo import SourceView, StereoConfig, StereoDepth
 from panoptic_mapping.params import config_from_dict, config_to_dict, param
@@ -198,7 +199,7 @@ class FieldInstanceFill:
         ids, prob = self.predict(points)
         keep = prob >= self.min_confidence
         if self.edits is not None and self.edits.vacancies:
-            keep &= ~self.edits.vacated_anywhere(points, self.instances.votes.voxel_size)
+            keep &= ~self.edits.vacated(points, self.instances.votes.voxel_size)
         return np.where(keep, ids, 0).astype(np.int32), np.where(keep, prob, 0.0)
 
     @torch.no_grad()
@@ -610,7 +611,7 @@ class Mapper:
                 inside = ((pts >= box[0]) & (pts <= box[1])).all(1)
                 pts, flat = pts[inside], flat[inside]
             if self.edits.vacancies:
-                keep = ~self.edits.vacated(pts, kf.id, self.instances.votes.voxel_size)
+                keep = ~self.edits.vacated(pts, self.instances.votes.voxel_size, kf.id)
                 pts, flat = pts[keep], flat[keep]
             i, c = self.instances.render_points(pts, confirmed_only=True)
             yield kf.id, pts, f.rgb.reshape(-1, 3)[flat], i, c
@@ -653,8 +654,9 @@ class Mapper:
         """
         T = check_rigid(transform)
         with self._foreground_lock():
-            self.instances._shown(instance_id)  # refuse before anything changes
-            xyz, rgb, conf = self._instance_points(int(instance_id))
+            # refuses an id the map does not show before anything changes
+            bounds = self.instances.voxel_bounds(instance_id)
+            xyz, rgb, conf = self._instance_points(int(instance_id), bounds)
             keys = self.instances.move_instance(instance_id, T)
             self._unlabel_keyframes(int(instance_id))
             moved = MovedPoints(int(instance_id), self.keyframes.next_id,
@@ -662,15 +664,15 @@ class Mapper:
             self.edits.record(Vacancy(self.keyframes.next_id, keys), moved)
             return int(keys.size)
 
-    def _instance_points(self, instance_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _instance_points(self, instance_id: int,
+                         bounds: tuple[np.ndarray, np.ndarray] | None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The points (N, 3), colours (N, 3) and confidences (N,) the labeled cloud shows
-        for one instance (under the lock)."""
+        for one instance (under the lock); ``bounds``: its voxels' (lo, hi), or None."""
         xyz, rgb, conf = [], [], []
         # only points near the instance's voxels can show it (saves looking up the rest)
-        slots, _ = self.instances.votes.held_by(self.instances._members(instance_id))
-        centres = self.instances.votes.index.centers(self.instances.votes.voxel_size)[slots]
         margin = (self.instances.cfg.max_search_radius + 1) * self.instances.votes.voxel_size
-        box = ((centres.min(0) - margin, centres.max(0) + margin) if len(centres)
+        box = ((bounds[0] - margin, bounds[1] + margin) if bounds is not None
                else (np.zeros(3), -np.ones(3)))
         for _, pts, colours, i, c in self._keyframe_points(box):
             sel = i == instance_id
@@ -707,15 +709,16 @@ class Mapper:
             return
         ids = self.keyframes.ids()
         seen: dict[int, int] = {}
-        if self.edits.moved:
-            lut = self.instances.ids.display_lut()
-            for kf in self.keyframes.snapshot():
-                if kf.labels is None:
-                    continue
-                shown, counts = np.unique(lut[np.clip(kf.labels, 0, lut.size - 1)],
-                                          return_counts=True)
-                for i in shown[counts >= self.cfg.instances.min_pixels].tolist():
-                    seen[int(i)] = max(seen.get(int(i), -1), kf.id)
+        if self.edits.moved:  # the newest keyframe showing each moved instance
+            kfs = self.keyframes.snapshot()
+            empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            obs = id_observations(
+                [empty if kf.labels is None else label_counts(kf.labels) for kf in kfs],
+                [kf.id for kf in kfs], self.instances.ids.display_lut(),
+                self.cfg.instances.min_pixels)
+            for i in self.edits.moved:
+                newest = obs.of(i)[1]
+                seen[i] = -1 if newest is None else int(newest)
         self.edits.prune(ids[0] if ids else None, seen, self.instances.ids.alive)
 
     def instance_table(self, cloud: LabeledCloud | None = None) -> list[InstanceRecord]:

@@ -118,16 +118,11 @@ def test_get_move_and_remove_instance(start_node, client_node, tabletop_scene, t
     keyframe observations; an unknown id and id 0 get success=false and the reason.
     move_instance carries the instance (get_instance shows it at the new place at once);
     remove_instance forgets it; bad edits say why."""
-    from panoptic_mapping.bench.frontends import MaskErrorModel, SimulatedMaskFrontend
-    from panoptic_mapping.bench.mapper_method import to_frame
-    from panoptic_mapping.core.mapper import Mapper, MapperConfig
+    from helpers import map_scene
     from panoptic_mapping.ros.pointcloud import msg_to_labeled_cloud
     from panoptic_mapping.runtime.snapshots import MapSnapshots
 
-    built = Mapper(MapperConfig(device="cpu"))
-    frontend = SimulatedMaskFrontend(MaskErrorModel.none(), 0, scene=tabletop_scene)
-    for f in tabletop_scene.frames:
-        built.ingest(to_frame(f, frontend(f, tabletop_scene), True))
+    built = map_scene(tabletop_scene)
     built.save(tmp_path / "map.pmap")
     expected = MapSnapshots(lambda: built, rgb_only=False).get()
     record = max(expected.records.values(), key=lambda r: r.num_points)

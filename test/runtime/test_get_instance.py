@@ -78,15 +78,9 @@ def test_bad_requests():
 
 @pytest.fixture(scope="module")
 def mapped(tabletop_scene):
-    from panoptic_mapping.bench.frontends import MaskErrorModel, SimulatedMaskFrontend
-    from panoptic_mapping.bench.mapper_method import to_frame
-    from panoptic_mapping.core.mapper import Mapper, MapperConfig
+    from helpers import map_scene
 
-    mapper = Mapper(MapperConfig(device="cpu"))
-    frontend = SimulatedMaskFrontend(MaskErrorModel.none(), 0, scene=tabletop_scene)
-    for f in tabletop_scene.frames:
-        mapper.ingest(to_frame(f, frontend(f, tabletop_scene), True))
-    return mapper
+    return map_scene(tabletop_scene)
 
 
 def recount(mapper, instance_id: int) -> tuple[int, float | None]:

@@ -42,13 +42,12 @@ class Vacancy:
     before_keyframe: int
     keys: np.ndarray
 
-    def contains(self, points: np.ndarray, voxel_size: float) -> np.ndarray:
-        """(N,) bool: points (N, 3) in a vacated voxel."""
-        if self.keys.size == 0 or len(points) == 0:
-            return np.zeros(len(points), dtype=bool)
-        k = pack_voxel_keys(voxel_coords(points, voxel_size))
-        pos = np.clip(np.searchsorted(self.keys, k), 0, self.keys.size - 1)
-        return self.keys[pos] == k
+    def holds(self, keys: np.ndarray) -> np.ndarray:
+        """(N,) bool: packed voxel keys (N,) of vacated voxels."""
+        if self.keys.size == 0:
+            return np.zeros(len(keys), dtype=bool)
+        pos = np.clip(np.searchsorted(self.keys, keys), 0, self.keys.size - 1)
+        return self.keys[pos] == keys
 
 
 @dataclass
@@ -88,21 +87,18 @@ class WorldEdits:
             self.moved[moved.instance_id] = moved
         self.count += 1
 
-    def vacated(self, points: np.ndarray, keyframe_id: int, voxel_size: float) -> np.ndarray:
-        """(N,) bool: points (N, 3) of keyframe ``keyframe_id`` that an edit made after it
-        vacated."""
+    def vacated(self, points: np.ndarray, voxel_size: float,
+                keyframe_id: int | None = None) -> np.ndarray:
+        """(N,) bool: points (N, 3) in a voxel that an edit made after keyframe
+        ``keyframe_id`` vacated (None: any kept edit; what the field learnt there
+        predates it)."""
         out = np.zeros(len(points), dtype=bool)
-        for v in self.vacancies:
-            if keyframe_id < v.before_keyframe:
-                out |= v.contains(points, voxel_size)
-        return out
-
-    def vacated_anywhere(self, points: np.ndarray, voxel_size: float) -> np.ndarray:
-        """(N,) bool: points (N, 3) in a voxel any kept edit vacated (what the field
-        learnt there predates the edit)."""
-        out = np.zeros(len(points), dtype=bool)
-        for v in self.vacancies:
-            out |= v.contains(points, voxel_size)
+        relevant = [v for v in self.vacancies
+                    if keyframe_id is None or keyframe_id < v.before_keyframe]
+        if relevant and len(points):
+            keys = pack_voxel_keys(voxel_coords(points, voxel_size))
+            for v in relevant:
+                out |= v.holds(keys)
         return out
 
     def forget_instance(self, instance_id: int) -> None:

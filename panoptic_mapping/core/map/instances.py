@@ -232,15 +232,28 @@ class InstanceMap:
             raise InstanceEditError(f"instance {i} is not confirmed yet")
         return i
 
+    def voxel_bounds(self, instance_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(lo (3,), hi (3,)) corners of the voxel centres a shown instance (with its
+        pending parts) holds votes in; None when it holds none.
+
+        Raises:
+            InstanceEditError: the map does not show ``instance_id`` (the reason).
+        """
+        with self._lock:
+            slots, _ = self.votes.held_by(self._members(self._shown(instance_id)))
+            if slots.size == 0:
+                return None
+            centres = (unpack_voxel_keys(self.votes.index.slot_keys()[slots]) + 0.5
+                       ) * self.votes.voxel_size
+            return centres.min(0), centres.max(0)
+
     def _footprint(self, members: np.ndarray) -> np.ndarray:
         """Sorted packed keys of the space ids flagged in ``members`` take: the voxels
         where they hold at least a third of the votes (a presence, not a neighbour's
         edge vote), grown by one voxel (an object's rim voxels often hold only its
         neighbours' edge votes, and points whose own voxel was never voted lie beside)."""
-        slots, _ = self.votes.held_by(members)
-        w = self.votes.weights[slots]
-        mine = np.where(members[self.votes.ids[slots]], w, 0.0).sum(1)
-        slots = slots[mine >= w.sum(1) / 3.0]
+        slots, mine = self.votes.held_by(members)
+        slots = slots[mine >= self.votes.weights[slots].sum(1) / 3.0]
         coords = unpack_voxel_keys(self.votes.index.slot_keys()[slots])
         r = np.arange(-1, 2)
         offsets = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)

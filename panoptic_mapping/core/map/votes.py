@@ -206,14 +206,11 @@ class VoteGrid:
         """The voxels where ids flagged in ``members`` ((n_ids,) bool) hold votes.
 
         Returns:
-            slots (S,) int64 of those voxels and held (S,) bool: whether the members'
-            weight there is at least every other id's (the voxel shows them).
+            slots (S,) int64 of those voxels and the members' vote weight there (S,).
         """
         hit = members[self.ids] & (self.weights > 0)
         slots = np.flatnonzero(hit.any(1))
-        mine = np.where(hit[slots], self.weights[slots], 0.0).sum(1)
-        others = np.where(hit[slots] | (self.ids[slots] == 0), 0.0, self.weights[slots])
-        return slots, mine >= others.max(1, initial=0.0)
+        return slots, np.where(hit[slots], self.weights[slots], 0.0).sum(1)
 
     def move(self, members: np.ndarray, transform: np.ndarray) -> None:
         """Carry every vote of the ids flagged in ``members`` ((n_ids,) bool) from its voxel

@@ -24,15 +24,15 @@ def centre(i: int, j: int = 0, k: int = 0) -> list[float]:
     return [(i + 0.5) * V, (j + 0.5) * V, (k + 0.5) * V]
 
 
-def test_held_by_tells_which_voxels_an_id_shows():
+def test_held_by_gives_the_voxels_an_id_holds_votes_in_and_its_weight_there():
     pts = np.array([centre(0), centre(1), centre(2)])
     g = grid_with(pts, np.array([7, 7, 3]), times=2)
     g.integrate(pts[1:2], np.array([3]))  # voxel 1: 7 (2 votes) against 3 (1 vote)
     g.integrate(pts[2:3], np.array([7]))  # voxel 2: 3 (2 votes) against 7 (1 vote)
     members = np.zeros(8, bool)
     members[7] = True
-    slots, held = g.held_by(members)
-    assert sorted(zip(slots.tolist(), held.tolist())) == [(0, True), (1, True), (2, False)]
+    slots, weight = g.held_by(members)
+    assert sorted(zip(slots.tolist(), weight.tolist())) == [(0, 2.0), (1, 2.0), (2, 1.0)]
 
 
 def test_move_carries_votes_and_leaves_the_others():
@@ -77,9 +77,9 @@ def test_vacancies_apply_to_keyframes_taken_before_the_edit():
     edits = WorldEdits()
     edits.record(Vacancy(before_keyframe=10, keys=keys))
     pts = np.array([centre(0), centre(1), centre(5)])
-    assert edits.vacated(pts, 9, V).tolist() == [True, False, True]
-    assert not edits.vacated(pts, 10, V).any()  # taken after the edit: believed again
-    assert edits.vacated_anywhere(pts, V).tolist() == [True, False, True]
+    assert edits.vacated(pts, V, 9).tolist() == [True, False, True]
+    assert not edits.vacated(pts, V, 10).any()  # taken after the edit: believed again
+    assert edits.vacated(pts, V).tolist() == [True, False, True]
     edits.prune(oldest_keyframe=10, seen_since={}, alive=np.ones(1, bool))
     assert edits.vacancies == [] and edits.count == 1  # no kept keyframe predates it
 
@@ -117,15 +117,9 @@ pytest.importorskip("pybullet", reason="pybullet renders the test scene")
 
 @pytest.fixture
 def mapped(tabletop_scene):
-    from panoptic_mapping.bench.frontends import MaskErrorModel, SimulatedMaskFrontend
-    from panoptic_mapping.bench.mapper_method import to_frame
-    from panoptic_mapping.core.mapper import Mapper, MapperConfig
+    from helpers import map_scene
 
-    mapper = Mapper(MapperConfig(device="cpu"))
-    frontend = SimulatedMaskFrontend(MaskErrorModel.none(), 0, scene=tabletop_scene)
-    for f in tabletop_scene.frames:
-        mapper.ingest(to_frame(f, frontend(f, tabletop_scene), True))
-    return mapper
+    return map_scene(tabletop_scene)
 
 
 def an_object(mapper):
