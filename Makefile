@@ -15,9 +15,10 @@ demo: setup
 test: setup
 	$(RUN) python -m pytest
 
-# Regenerate config/mapping.yaml from the config dataclasses.
+# Regenerate config/mapping.yaml and config/segmentation.yaml from the config dataclasses.
 yaml: setup
-	$(RUN) python -m panoptic_mapping.config --yaml > config/mapping.yaml
+	$(RUN) python -m panoptic_mapping.config --yaml --node mapping > config/mapping.yaml
+	$(RUN) python -m panoptic_mapping.config --yaml --node segmentation > config/segmentation.yaml
 
 clean:
 	rm -rf .ros_ws out .pytest_cache

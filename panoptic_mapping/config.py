@@ -39,7 +39,9 @@ from panoptic_mapping.params import (
 __all__ = [
     "ConfigError",
     "ParamSpec",
+    "CameraInputConfig",
     "InputConfig",
+    "SegmentationNodeConfig",
     "OutputConfig",
     "FrontendConfig",
     "PanopticMappingConfig",
@@ -61,21 +63,17 @@ __all__ = [
 
 
 @dataclass
-class InputConfig:
-    """How camera frames and their poses enter the node, and its input and training threads.
+class CameraInputConfig:
+    """How camera images enter a node: transports, synchronisation, size and log limits.
 
-    The node subscribes to the relative topics ``image``, ``camera_info``, ``depth``,
-    ``pose`` and ``odometry``; the launch file remaps them. Image, camera_info and depth are
-    matched by an approximate time synchroniser (message_filters semantics). With
-    ``image_transport`` 'compressed' / ``depth_transport`` 'compressedDepth' the image and
-    depth come as sensor_msgs/CompressedImage on the image_transport topics below them
-    (``<image>/compressed``, ``<depth>/compressedDepth``).
+    A node subscribes to the relative topics ``image``, ``camera_info`` and ``depth`` (the
+    launch file remaps them), matched by an approximate time synchroniser (message_filters
+    semantics). With ``image_transport`` 'compressed' / ``depth_transport`` 'compressedDepth'
+    the image and depth come as sensor_msgs/CompressedImage on the image_transport topics
+    below them (``<image>/compressed``, ``<depth>/compressedDepth``). The mapping node's
+    ``input`` section and the segmentation node's are this one (the mapping node's adds
+    poses, masks and training).
     """
-
-    # (class constants, not parameters) The optical frame in a REP-103 body frame (x forward,
-    # y left, z up): optical z = body x, optical x = -body y, optical y = -body z.
-    BODY_TO_OPTICAL_REP103 = [0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5]
-    IDENTITY_POSE = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
     use_depth: bool = param(True, "Subscribe to a depth image (16UC1 in mm or 32FC1 in m) "
                             "and synchronise it with the colour image.")
@@ -93,6 +91,41 @@ class InputConfig:
         "png codec, 16UC1 or 32FC1, on '<depth>/compressedDepth'). Decoded on the "
         "frame-assembler thread.",
         choices=("raw", "compressedDepth"))
+    sync_slop_s: float = param(0.05, "Largest stamp difference [s] between the image, its "
+                               "camera_info and its depth for them to be matched "
+                               "(approximate time synchronisation).", minimum=0.0)
+    sync_queue_size: int = param(5, "Unmatched messages kept per input topic by the "
+                                 "synchroniser (older ones are dropped, counted).", minimum=1)
+    time_jump_back_s: float = param(1.0, "An image or pose stamped this much [s] before the "
+                                    "newest one of its kind means the clock jumped back (a "
+                                    "bag played again): the pose buffer and the "
+                                    "synchroniser are cleared, with a warning, so two runs' "
+                                    "messages never pair (0: never).", minimum=0.0)
+    max_image_pixels: int = param(2_500_000, "Largest image (width x height) taken from the "
+                                  "topics or in a localize_instances request (about "
+                                  "1920x1200); a larger one is refused with the reason "
+                                  "before it is decoded (a 4096x3072 request once took the "
+                                  "node to 24 GB).", minimum=1)
+    error_log_period_s: float = param(5.0, "Rejected inputs (bad encoding, size mismatch, "
+                                      "no pose) are logged at most this often per reason; "
+                                      "each is counted.", minimum=0.0)
+
+
+@dataclass
+class InputConfig(CameraInputConfig):
+    """How camera frames, their poses and (optionally) their masks enter the mapping node,
+    and its input and training threads (the camera part: :class:`CameraInputConfig`).
+
+    Poses come from tf, ``pose`` (geometry_msgs/PoseStamped) or ``odometry``
+    (nav_msgs/Odometry); with ``masks_source`` 'topic' the masks come from a
+    segmentation_node on ``masks`` (panoptic_mapping_interfaces/Masks).
+    """
+
+    # (class constants, not parameters) The optical frame in a REP-103 body frame (x forward,
+    # y left, z up): optical z = body x, optical x = -body y, optical y = -body z.
+    BODY_TO_OPTICAL_REP103 = [0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5]
+    IDENTITY_POSE = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+
     pose_source: str = param(
         "auto",
         "Where camera poses come from: 'tf' (map <- camera optical frame at the image stamp), "
@@ -109,11 +142,6 @@ class InputConfig:
         "pose is already that of the optical frame (z forward, x right, y down); for a "
         "REP-103 body/camera_link frame (x forward, y left, z up) at the camera use "
         "[0, 0, 0, -0.5, 0.5, -0.5, 0.5].")
-    sync_slop_s: float = param(0.05, "Largest stamp difference [s] between the image, its "
-                               "camera_info and its depth for them to be matched "
-                               "(approximate time synchronisation).", minimum=0.0)
-    sync_queue_size: int = param(5, "Unmatched messages kept per input topic by the "
-                                 "synchroniser (older ones are dropped, counted).", minimum=1)
     pose_buffer_size: int = param(1000, "Poses kept for the lookup at image stamps when tf2 "
                                   "is not used (oldest dropped).", minimum=2)
     pose_max_gap_s: float = param(0.5, "Largest gap [s] between two buffered poses across "
@@ -121,26 +149,20 @@ class InputConfig:
     pose_tolerance_s: float = param(0.02, "How far [s] an image stamp may lie before the "
                                     "first or after the last buffered pose (the nearest "
                                     "pose is used; no extrapolation beyond).", minimum=0.0)
-    time_jump_back_s: float = param(1.0, "An image or pose stamped this much [s] before the "
-                                    "newest one of its kind means the clock jumped back (a "
-                                    "bag played again): the pose buffer and the "
-                                    "synchroniser are cleared, with a warning, so two runs' "
-                                    "messages never pair (0: never).", minimum=0.0)
     pose_wait_s: float = param(0.2, "How long [s] a frame waits for its pose (tf or the pose "
                                "topic) before it is dropped, counted and logged.",
                                minimum=0.0)
-    max_image_pixels: int = param(2_500_000, "Largest image (width x height) taken from the "
-                                  "topics or in a localize_instances request (about "
-                                  "1920x1200); a larger one is refused with the reason "
-                                  "before it is decoded (a 4096x3072 request once took the "
-                                  "node to 24 GB).", minimum=1)
-    error_log_period_s: float = param(5.0, "Rejected inputs (bad encoding, size mismatch, "
-                                      "no pose) are logged at most this often per reason; "
-                                      "each is counted.", minimum=0.0)
     train_duty_cycle: float = param(1.0, "Share of wall time the training thread trains "
                                     "(1 = continuously); lower values leave the CPU to "
                                     "segmentation on machines without a GPU.", minimum=0.01,
                                     maximum=1.0, runtime=True)
+    masks_source: str = param(
+        "segmenter",
+        "Where a streamed frame's masks come from: 'segmenter' (frontend.segmenter, in this "
+        "process) or 'topic' (panoptic_mapping_interfaces/Masks on 'masks' from a "
+        "segmentation_node, e.g. on a computer with a GPU, paired with the image by stamp). "
+        "localize_instances requests are segmented in this process either way.",
+        choices=("segmenter", "topic"))
 
     def __post_init__(self) -> None:
         pose = self.body_to_optical
@@ -194,6 +216,18 @@ class FrontendConfig:
 
 
 @dataclass
+class LifecycleConfig:
+    """The mapping node is a managed (lifecycle) node: configure loads the models and
+    allocates the map, activate subscribes and publishes, deactivate stops the input and
+    keeps the map, cleanup frees everything."""
+
+    autostart: bool = param(True, "Configure and activate at start-up, as an unmanaged node "
+                            "would (the launch file's default). False: wait 'unconfigured' "
+                            "for a lifecycle manager (`ros2 lifecycle set /panoptic_mapping "
+                            "configure`, then `activate`).")
+
+
+@dataclass
 class PanopticMappingConfig:
     """Root of the configuration: one section per component."""
 
@@ -201,6 +235,30 @@ class PanopticMappingConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     mapping: MapperConfig = field(default_factory=MapperConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+
+
+@dataclass
+class SegmentationOutputConfig:
+    """What the segmentation node reports besides its masks (on ``~/masks``)."""
+
+    status_period_s: float = param(2.0, "Period [s] of the status report (log line and "
+                                   "~/status).", minimum=0.1)
+
+
+@dataclass
+class SegmentationNodeConfig:
+    """Root of the segmentation node's configuration (``config/segmentation.yaml``): its
+    camera input and the front-end it runs (the same sections as the mapping node's), and
+    its status report."""
+
+    input: CameraInputConfig = field(default_factory=CameraInputConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    output: SegmentationOutputConfig = field(default_factory=SegmentationOutputConfig)
+
+
+# The configuration roots by the node they configure (``--node``).
+ROOTS = {"mapping": PanopticMappingConfig, "segmentation": SegmentationNodeConfig}
 
 
 # --------------------------------------------------------------------------- the root's forms
@@ -229,16 +287,18 @@ def load_config(path: str | Path, cls: type = PanopticMappingConfig) -> Any:
     return params.load_config(path, cls)
 
 
-YAML_HEADER = [
-    "panoptic_mapping parameters: every key with its default.",
-    "Generated from panoptic_mapping/config.py; do not edit by hand, run",
-    "  python -m panoptic_mapping.config --yaml > config/mapping.yaml",
-]
+def yaml_header(node: str = "mapping") -> list[str]:
+    """The comment heading the generated params file of ``node`` ('mapping' or
+    'segmentation')."""
+    return [f"panoptic_mapping {node} node parameters: every key with its default.",
+            "Generated from panoptic_mapping/config.py; do not edit by hand, run",
+            f"  python -m panoptic_mapping.config --yaml --node {node} > config/{node}.yaml"]
 
 
-def config_to_yaml(cfg: Any = None, node_name: str = "/**") -> str:
-    """The commented ROS params file of ``cfg`` (the default configuration when None)."""
-    return params.config_to_yaml(PanopticMappingConfig() if cfg is None else cfg, YAML_HEADER,
+def config_to_yaml(cfg: Any = None, node_name: str = "/**", node: str = "mapping") -> str:
+    """The commented ROS params file of ``cfg`` (the default configuration of ``node``'s
+    root when None)."""
+    return params.config_to_yaml(ROOTS[node]() if cfg is None else cfg, yaml_header(node),
                                  node_name)
 
 
@@ -246,16 +306,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--yaml", action="store_true", help="print the default params file")
     parser.add_argument("--check", metavar="FILE", help="validate a params file")
+    parser.add_argument("--node", choices=sorted(ROOTS), default="mapping",
+                        help="whose parameters: the mapping node's (default) or the "
+                             "segmentation node's")
     args = parser.parse_args(argv)
     if args.check:
         try:
-            load_config(args.check)
+            load_config(args.check, ROOTS[args.node])
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"{args.check}: ok")
     if args.yaml or not args.check:
-        sys.stdout.write(config_to_yaml())
+        sys.stdout.write(config_to_yaml(node=args.node))
     return 0
 
 

@@ -18,7 +18,9 @@ INSTALL = REPO / ".ros_ws" / "install" / "panoptic_mapping"
 INTERFACES_INSTALL = REPO / ".ros_ws" / "install" / "panoptic_mapping_interfaces"
 NODE_EXECUTABLE = INSTALL / "lib" / "panoptic_mapping" / "mapping_node"
 REPLAY_EXECUTABLE = INSTALL / "lib" / "panoptic_mapping" / "replay"
+SEGMENTATION_EXECUTABLE = INSTALL / "lib" / "panoptic_mapping" / "segmentation_node"
 PARAMS_FILE = REPO / "config" / "mapping.yaml"
+SEGMENTATION_PARAMS_FILE = REPO / "config" / "segmentation.yaml"
 
 # Discovery stays on this machine, and each test session gets its own domain so that
 # parallel sessions (or a developer's running node) never answer our requests.
@@ -42,11 +44,12 @@ def require_interfaces():
 
 
 class NodeProcess:
-    """A mapping_node started as a separate process, with its output collected."""
+    """A mapping_node (or another executable) started as a separate process, with its
+    output collected."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], executable: Path = NODE_EXECUTABLE):
         self.proc = subprocess.Popen(
-            [str(NODE_EXECUTABLE), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [str(executable), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env=os.environ.copy())
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -94,8 +97,10 @@ def _node_factory():
         pytest.skip(f"{NODE_EXECUTABLE} is not built; run `make setup`")
     started: list[NodeProcess] = []
 
-    def start(*args: str) -> NodeProcess:
-        node = NodeProcess(list(args))
+    def start(*args: str, executable: Path = NODE_EXECUTABLE) -> NodeProcess:
+        if not executable.exists():
+            pytest.skip(f"{executable} is not built; run `make setup`")
+        node = NodeProcess(list(args), executable)
         started.append(node)
         return node
 

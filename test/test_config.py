@@ -44,6 +44,19 @@ def test_committed_yaml_is_generated_from_the_dataclasses():
         "config/mapping.yaml is stale: run `make yaml`")
 
 
+def test_segmentation_node_yaml_is_generated_and_complete():
+    path = PARAMS_FILE.parent / "segmentation.yaml"
+    assert path.read_text() == config_to_yaml(node="segmentation"), (
+        "config/segmentation.yaml is stale: run `make yaml`")
+    section = yaml.safe_load(path.read_text())["/**"]["ros__parameters"]
+    root = cfgmod.SegmentationNodeConfig
+    assert config_from_dict(section, root) == root()
+    assert set(section) == {"input", "frontend", "output"}
+    # the mapping node's params file is no segmentation node's: its extra keys are errors
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(PARAMS_FILE, root)
+
+
 def test_committed_yaml_holds_every_parameter_with_its_default():
     doc = yaml.safe_load(PARAMS_FILE.read_text())
     section = doc["/**"]["ros__parameters"]

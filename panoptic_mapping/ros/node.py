@@ -28,7 +28,11 @@ when ``input.use_depth``), ``pose`` (geometry_msgs/PoseStamped) or ``odometry``
 'compressed' the image is a sensor_msgs/CompressedImage on ``<image>/compressed``, with
 ``input.depth_transport`` 'compressedDepth' the depth one on ``<depth>/compressedDepth``
 (image_transport's names below the remapped topics); both are decoded by the frame
-assembler (:mod:`.compressed`), never in a callback.
+assembler (:mod:`.compressed`), never in a callback. With ``input.masks_source`` 'topic' a
+frame's masks come from a ``segmentation_node`` (:mod:`.segmentation_node`) on ``masks``
+(panoptic_mapping_interfaces/Masks), synchronised with the image like its depth; such a
+frame goes from the frame assembler straight into the map (``~/status``:
+``masks.added_ms_p50``, what the second process added to a frame's latency).
 
 Pose conventions: with tf, the pose is ``map <- camera optical frame`` (the image's
 frame_id or ``input.camera_frame``) at the image stamp. A PoseStamped (header.frame_id =
@@ -39,6 +43,7 @@ gives the pose of a frame F in the map; ``input.body_to_optical`` is the optical
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import sys
 import threading
@@ -52,7 +57,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -60,7 +65,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
@@ -68,12 +73,15 @@ from panoptic_mapping.config import ConfigError, PanopticMappingConfig
 from panoptic_mapping.core.frames import Frame, FrameError
 from panoptic_mapping.core.io.export import LabeledCloud
 from panoptic_mapping.core.mapper import Mapper
-from panoptic_mapping.ros.compressed import decode_color, decode_depth
-from panoptic_mapping.ros.conversions import (
-    InputError,
-    camera_info_to_intrinsics,
-    numpy_to_image,
+from panoptic_mapping.frontends.worker import FrontendResult, SegmentationWorker
+from panoptic_mapping.ros.camera_input import (
+    HAVE_MESSAGE_FILTERS,
+    camera_topics,
+    decode_camera,
+    make_synchronizer,
 )
+from panoptic_mapping.ros.conversions import InputError, numpy_to_image
+from panoptic_mapping.ros.masks import msg_to_masks
 from panoptic_mapping.ros.markers import instance_change_msg, instance_markers
 from panoptic_mapping.ros.parameters import (
     check_command_line_params,
@@ -85,7 +93,6 @@ from panoptic_mapping.ros.pose_sources import HAVE_TF2, TfPoses, TopicPoses, sta
 from panoptic_mapping.ros.services import NO_TEXT_ENCODER, MapServices
 from panoptic_mapping.runtime.poses import BackwardJump, PoseLookupError
 from panoptic_mapping.runtime.snapshots import MapSnapshot, MapSnapshots
-from panoptic_mapping.runtime.sync import ApproximateTimeSync
 from panoptic_mapping.runtime.visuals import colorize
 from panoptic_mapping.runtime.workers import (
     LatencyWindow,
@@ -98,7 +105,7 @@ from panoptic_mapping.runtime.workers import (
     limit_heap_growth,
     process_memory_mb,
 )
-from panoptic_mapping_interfaces.msg import InstanceChange
+from panoptic_mapping_interfaces.msg import InstanceChange, Masks
 from panoptic_mapping_interfaces.srv import (
     GetInstance,
     LoadMap,
@@ -109,14 +116,6 @@ from panoptic_mapping_interfaces.srv import (
     ResetMap,
     SaveMap,
 )
-
-try:  # present on a real ROS 2 install, not among the PyPI wheels
-    import message_filters
-
-    HAVE_MESSAGE_FILTERS = True
-except ImportError:
-    message_filters = None
-    HAVE_MESSAGE_FILTERS = False
 
 try:
     from nav_msgs.msg import Odometry
@@ -142,8 +141,17 @@ class StreamState:
 # ---------------------------------------------------------------------------- node
 
 
-class MappingNode(Node):
-    """Maps posed images online; publishes the labeled map and answers its services."""
+class MappingNode(LifecycleNode):
+    """Maps posed images online; publishes the labeled map and answers its services.
+
+    A managed node (lifecycle states): constructing it declares and checks the parameters;
+    **configure** loads the front-end's models, allocates the map and creates the
+    publishers and services; **activate** subscribes to the inputs, starts the worker
+    threads and the publishing timers; **deactivate** unsubscribes and stops the threads
+    and timers but keeps the map (the services still answer); **cleanup** frees the map
+    and the models. With ``lifecycle.autostart`` (default) the constructor configures and
+    activates, raising what configure raised (a missing weights file, ...).
+    """
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
@@ -153,16 +161,12 @@ class MappingNode(Node):
         self.pose_source = self._resolve_pose_source()
         self._input_lock = threading.Lock()
         self._started = time.monotonic()
-
-        # -- the front-end and the map
-        self._build_frontend()
-        self.mapper = Mapper(cfg.mapping, embedding_dim=self.embedding_dim or None)
+        self.mapper: Mapper | None = None
         self._generation = 0
         self._map_lock = threading.Lock()  # swaps of self.mapper (reset, load)
-        self._snapshots = MapSnapshots(lambda: self.mapper, rgb_only=not cfg.input.use_depth)
-        self._latest_view = None
-        self._vocabulary_note = ""
-        self._apply_vocabulary(self.mapper)
+        self._active = False
+        self._threads: tuple = ()
+        self.configure_error: BaseException | None = None
 
         # -- statistics (all bounded)
         self.counts = collections.Counter()
@@ -172,24 +176,152 @@ class MappingNode(Node):
         self._localize_time = LatencyWindow(200)
         self._arrivals: collections.OrderedDict[float, float] = collections.OrderedDict()
 
-        # -- threads and queues
-        self._frames = LatestSlot(1)
-        self._assembler = SlotWorker(self._frames, self._assemble, "frame-assembler")
-        self._trainer = TrainingWorker(lambda: self.mapper,
-                                       lambda: self.config.input.train_duty_cycle)
-
         # -- inputs
         self._input_group = MutuallyExclusiveCallbackGroup()
+        self._input_subscriptions: list = []
         self.streams: dict[str, StreamState] = {}
-        self._sync_names = ["image", "camera_info"] + (["depth"] if cfg.input.use_depth else [])
+        self._masks_from_topic = cfg.input.masks_source == "topic"
+        self._sync_names = (["image", "camera_info"] + (["depth"] if cfg.input.use_depth else [])
+                            + (["masks"] if self._masks_from_topic else []))
+        self._image_arrivals: collections.OrderedDict[int, float] = collections.OrderedDict()
+        self._masks_added = LatencyWindow(200)
+        self._embeddings_ignored = False
         self._image_clock = BackwardJump(cfg.input.time_jump_back_s)
+        self._sync = None
+        self.segmenter = self.embedder = self.map_services = None
+
+        # -- outputs and services (created by configure)
+        self._publish_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        self._publishers_made: list = []
+        self._services_made: list = []
+        self._publish_timers: dict[str, object] = {}
+        self.add_on_set_parameters_callback(runtime_validator(self._apply_runtime_parameter))
+        if cfg.lifecycle.autostart:
+            self._autostart()
+        else:
+            self.get_logger().info("unconfigured: waiting for the lifecycle transitions "
+                                   "configure and activate (lifecycle.autostart is false)")
+
+    def _autostart(self) -> None:
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise self.configure_error or RuntimeError("configure failed")
+        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError("activate failed")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the front-end's models, allocate the map, create publishers and services."""
+        cfg = self.config
+        try:
+            self._build_frontend()
+        except (FileNotFoundError, ImportError) as exc:  # model weights or packages missing
+            self.configure_error = exc
+            self.get_logger().error(f"configure failed: front-end: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.configure_error = None
+        self.mapper = Mapper(cfg.mapping, embedding_dim=self.embedding_dim or None)
+        self._snapshots = MapSnapshots(lambda: self.mapper, rgb_only=not cfg.input.use_depth)
+        self._latest_view = None
+        self._vocabulary_note = ""
+        self._apply_vocabulary(self.mapper)
         self._make_synchronizer()
         self.poses = (TfPoses(self, cfg.input.map_frame) if self.pose_source == "tf"
                       else TopicPoses(cfg.input, self.pose_source))
-        self._subscribe_inputs()
+        self._make_publishers()
+        self._make_services()
+        self.get_logger().info(f"configured: front-end {self.frontend_description()}, "
+                               f"map on {self.mapper.device}")
+        return TransitionCallbackReturn.SUCCESS
 
-        # -- outputs
-        self._publish_group = MutuallyExclusiveCallbackGroup()
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to the inputs, start the worker threads and the publishing timers."""
+        cfg = self.config
+        self._frames = LatestSlot(1)
+        self._assembler = SlotWorker(self._frames, self._assemble, "frame-assembler")
+        self.worker = SegmentationWorker(self.segmenter, self.embedder, cfg.frontend.worker,
+                                         sink=self._ingest)
+        self._trainer = TrainingWorker(lambda: self.mapper,
+                                       lambda: self.config.input.train_duty_cycle)
+        self._threads = (self._assembler, self.worker, self._trainer)
+        for thread in self._threads:
+            thread.start()
+        self._subscribe_inputs()
+        self._active = True
+        self._reset_timers()
+        self.get_logger().info(
+            f"started: pose from {self.poses.describe()}, depth "
+            f"{'on' if cfg.input.use_depth else 'off'}, map frame '{cfg.input.map_frame}', "
+            f"front-end {self.frontend_description()}, map on {self.mapper.device}, "
+            f"synchroniser {'message_filters' if HAVE_MESSAGE_FILTERS else 'own'} "
+            f"(slop {cfg.input.sync_slop_s} s)")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the input, the threads and the timers; the map stays (services answer)."""
+        self._stop_active()
+        st = self.mapper.stats()
+        self.get_logger().info(
+            f"deactivated: input and training stopped, the map kept ({st['keyframes']} "
+            f"keyframes, {st.get('instances_confirmed', 0)} instances)")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the map, the models, the publishers and the services."""
+        self._free()
+        self.get_logger().info("cleaned up: map and models freed (unconfigured)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_active()
+        self._free()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_active(self) -> None:
+        """Undo activate (a no-op when not active)."""
+        self._active = False
+        for timer in self._publish_timers.values():
+            self.destroy_timer(timer)
+        self._publish_timers.clear()
+        for sub in self._input_subscriptions:
+            self.destroy_subscription(sub)
+        self._input_subscriptions.clear()
+        self._stop_threads()
+        if self._sync is not None:
+            self._sync.clear()
+
+    def _stop_threads(self) -> None:
+        timeouts = {"frame-assembler": 2.0, "training-worker": 10.0}
+        # getattr: rclpy destroys a node whose constructor raised (a bad parameter) too
+        for thread in getattr(self, "_threads", ()):
+            try:
+                thread.stop(timeouts.get(getattr(thread, "name", ""), 5.0))
+            except Exception:  # noqa: BLE001 - stopping anyway
+                log.exception("stopping a worker failed")
+        self._threads = ()
+
+    def _free(self) -> None:
+        """Undo configure (a no-op when unconfigured)."""
+        for service in self._services_made:
+            self.destroy_service(service)
+        for publisher in self._publishers_made:
+            self.destroy_publisher(publisher)
+        self._services_made.clear()
+        self._publishers_made.clear()
+        if self.mapper is None:
+            return
+        device = self.mapper.device
+        with self._map_lock:
+            self.mapper = None
+            self._latest_view = None
+        self._snapshots.clear()
+        self.segmenter = self.embedder = self.map_services = None
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _make_publishers(self) -> None:
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL,
                              history=HistoryPolicy.KEEP_LAST)
@@ -198,23 +330,25 @@ class MappingNode(Node):
         self._panoptic_pub = self.create_publisher(Image, "~/panoptic_image", 2)
         self._status_pub = self.create_publisher(DiagnosticArray, "~/status", 10)
         self._changes_pub = self.create_publisher(InstanceChange, "~/instance_changes", 10)
-        self._publish_timers: dict[str, object] = {}
+        self._publishers_made = [self._cloud_pub, self._markers_pub, self._panoptic_pub,
+                                 self._status_pub, self._changes_pub]
         self._published_key = None
         self._markers_empty = False
         self._published_view = None
         self._publish_cost: dict[str, float] = collections.defaultdict(float)
         self._last_publish: dict[str, float] = collections.defaultdict(lambda: -1e9)
-        self._reset_timers()
 
-        # -- services
-        self._service_group = MutuallyExclusiveCallbackGroup()
+    def _make_services(self) -> None:
         self.map_services = MapServices(
-            config=cfg, logger=self.get_logger(), current_mapper=lambda: self.mapper,
+            config=self.config, logger=self.get_logger(), current_mapper=lambda: self.mapper,
             swap=self._swap, apply_vocabulary=self._apply_vocabulary,
             segmenter=self.segmenter, embedder=self.embedder,
             embedding_dim=self.embedding_dim, poses=self.poses, snapshots=self._snapshots,
             latency=self._localize_time, now=lambda: self.get_clock().now().to_msg())
-        for srv_type, name, handler in (
+        self._services_made = [
+            self.create_service(srv_type, name, self.map_services.guarded(handler),
+                                callback_group=self._service_group)
+            for srv_type, name, handler in (
                 (LocalizeInstances, "~/localize_instances", self.map_services.localize),
                 (QueryInstances, "~/query_instances", self.map_services.query),
                 (GetInstance, "~/get_instance", self.map_services.get_instance),
@@ -222,20 +356,7 @@ class MappingNode(Node):
                 (MoveInstance, "~/move_instance", self.map_services.move_instance),
                 (SaveMap, "~/save_map", self.map_services.save),
                 (LoadMap, "~/load_map", self.map_services.load),
-                (ResetMap, "~/reset", self.map_services.reset)):
-            self.create_service(srv_type, name, self.map_services.guarded(handler),
-                                callback_group=self._service_group)
-        self.add_on_set_parameters_callback(runtime_validator(self._apply_runtime_parameter))
-
-        self.worker.start()
-        self._assembler.start()
-        self._trainer.start()
-        self.get_logger().info(
-            f"started: pose from {self.poses.describe()}, depth "
-            f"{'on' if cfg.input.use_depth else 'off'}, map frame '{cfg.input.map_frame}', "
-            f"front-end {self.frontend_description()}, map on {self.mapper.device}, "
-            f"synchroniser {'message_filters' if HAVE_MESSAGE_FILTERS else 'own'} "
-            f"(slop {cfg.input.sync_slop_s} s)")
+                (ResetMap, "~/reset", self.map_services.reset))]
 
     # ------------------------------------------------------------------ set-up
 
@@ -254,7 +375,6 @@ class MappingNode(Node):
     def _build_frontend(self) -> None:
         """Segmenter, optional embedder and their worker (weights load here, at start-up)."""
         from panoptic_mapping.frontends.factory import make_segmenter, segmenter_kind
-        from panoptic_mapping.frontends.worker import SegmentationWorker
 
         fcfg = self.config.frontend
         self.segmenter_kind = segmenter_kind(fcfg.segmenter)
@@ -265,34 +385,27 @@ class MappingNode(Node):
 
             self.embedder = LockedModel(OpenClipEmbedder(fcfg.embedder), ("embed_masks",))
         self.embedding_dim = 0 if self.embedder is None else int(self.embedder.dim)
-        self.worker = SegmentationWorker(self.segmenter, self.embedder, fcfg.worker,
-                                         sink=self._ingest)
 
     def frontend_description(self) -> str:
         seg = self.segmenter_kind
         if seg == "classical":
             seg = "classical (weights-free scikit-image)"
+        elif seg == "geometric":
+            seg = "geometric (weights-free, depth edges and planes)"
         else:
             seg = f"{seg} ({self.config.frontend.segmenter.checkpoint})"
         if self.embedder is None:
-            return f"{seg}, no embedder (no open-vocabulary semantics)"
-        return f"{seg}, open_clip {self.config.frontend.embedder.model_name}"
+            text = f"{seg}, no embedder (no open-vocabulary semantics)"
+        else:
+            text = f"{seg}, open_clip {self.config.frontend.embedder.model_name}"
+        if self._masks_from_topic:
+            return (f"masks from a segmentation node on {self.resolve_topic_name('masks')}; "
+                    f"localize requests: {text}")
+        return text
 
     def _make_synchronizer(self) -> None:
-        cfg = self.config.input
-        names = self._sync_names
-        if HAVE_MESSAGE_FILTERS:
-            inputs = [message_filters.SimpleFilter() for _ in names]
-            sync = message_filters.ApproximateTimeSynchronizer(
-                inputs, cfg.sync_queue_size, cfg.sync_slop_s)
-            sync.registerCallback(self._on_matched)
-            self._sync = None
-            self._feed = lambda index, stamp, msg: inputs[index].signalMessage(msg)
-        else:
-            self._sync = ApproximateTimeSync(names, cfg.sync_queue_size,
-                                             int(round(cfg.sync_slop_s * 1e9)),
-                                             self._on_matched)
-            self._feed = self._sync.add
+        self._feed, self._sync = make_synchronizer(self._sync_names, self.config.input,
+                                                   self._on_matched)
 
     def _subscribe(self, msg_type, name: str, topic: str | None = None) -> None:
         topic = topic or name
@@ -308,27 +421,21 @@ class MappingNode(Node):
                 stamp = stamp_ns(msg.header.stamp)
                 if index == 0 and self._image_clock.seen(stamp):
                     self._time_jumped("image", stamp)
+                if index == 0 and self._masks_from_topic:
+                    self._note_image_arrival(stamp)
                 self._feed(index, stamp, msg)
             else:
                 self._on_pose(name, msg)
 
-        self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data,
-                                 callback_group=self._input_group)
+        self._input_subscriptions.append(self.create_subscription(
+            msg_type, topic, callback, qos_profile_sensor_data,
+            callback_group=self._input_group))
 
     def _subscribe_inputs(self) -> None:
-        cfg = self.config.input
-        # image_transport's naming: the transport's topic below the resolved (remapped) one
-        if cfg.image_transport == "compressed":
-            self._subscribe(CompressedImage, "image",
-                            self.resolve_topic_name("image") + "/compressed")
-        else:
-            self._subscribe(Image, "image")
-        self._subscribe(CameraInfo, "camera_info")
-        if cfg.use_depth and cfg.depth_transport == "compressedDepth":
-            self._subscribe(CompressedImage, "depth",
-                            self.resolve_topic_name("depth") + "/compressedDepth")
-        elif cfg.use_depth:
-            self._subscribe(Image, "depth")
+        for msg_type, name, topic in camera_topics(self.config.input, self.resolve_topic_name):
+            self._subscribe(msg_type, name, topic)
+        if self._masks_from_topic:
+            self._subscribe(Masks, "masks")
         if self.pose_source == "pose":
             self._subscribe(PoseStamped, "pose")
         elif self.pose_source == "odometry":
@@ -363,33 +470,40 @@ class MappingNode(Node):
             f"input.time_jump_back_s = {self.config.input.time_jump_back_s:g} s before the "
             f"newest): synchroniser and pose buffer cleared")
 
+    def _note_image_arrival(self, stamp: int) -> None:
+        """When each image arrived (masks from a topic: their lag behind it is measured)."""
+        with self._input_lock:
+            self._image_arrivals[stamp] = time.monotonic()
+            while len(self._image_arrivals) > 64:
+                self._image_arrivals.popitem(last=False)
+
     def _on_matched(self, *msgs) -> None:
-        """A synchronised image (+ camera_info, + depth): hand it to the assembler."""
+        """A synchronised image (+ camera_info, + depth, + masks): hand it to the assembler."""
         self.counts["synced"] += 1
-        image, info = msgs[0], msgs[1]
-        depth = msgs[2] if len(msgs) > 2 else None
-        if not self._frames.put((time.monotonic(), image, info, depth)):
+        now = arrival = time.monotonic()
+        matched = dict(zip(self._sync_names, msgs))
+        masks = matched.get("masks")
+        if masks is not None:
+            with self._input_lock:
+                seen = self._image_arrivals.pop(stamp_ns(masks.header.stamp), None)
+            if seen is not None:  # what the trip through a second node added
+                self._masks_added.add(max(0.0, now - seen - masks.processing_ms / 1e3))
+                arrival = seen  # a frame's latency counts from its image, as in-process
+        if not self._frames.put((arrival, matched["image"], matched["camera_info"],
+                                 matched.get("depth"), masks)):
             self.counts["dropped_input"] += 1
 
     def _assemble(self, item) -> None:
-        """Frame-assembler thread: decode, look the pose up, submit to the front-end."""
-        arrival, image, info, depth_msg = item
+        """Frame-assembler thread: decode, look the pose up, submit to the front-end (or,
+        with masks from a segmentation node, straight to the map)."""
+        arrival, image, info, depth_msg, masks_msg = item
         stamp = stamp_ns(image.header.stamp)
-        try:
-            max_pixels = self.config.input.max_image_pixels
-            rgb = decode_color(image, max_pixels)  # raw or compressed: decoded here
-            K, width, height = camera_info_to_intrinsics(info)
-            if rgb.shape[:2] != (height, width):
-                raise InputError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but camera_info "
-                                 f"is {width}x{height}")
-            depth = None
-            if depth_msg is not None:
-                depth = decode_depth(depth_msg, max_pixels)
-                if depth.shape != rgb.shape[:2]:
-                    raise InputError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the "
-                                     f"image is {rgb.shape[1]}x{rgb.shape[0]}")
+        try:  # raw or compressed: decoded here, never in a callback
+            rgb, K, depth = decode_camera(image, info, depth_msg,
+                                          self.config.input.max_image_pixels)
+            received = None if masks_msg is None else msg_to_masks(masks_msg, rgb.shape[:2])
         except InputError as exc:
-            self._reject("image", str(exc))
+            self._reject("masks" if "masks:" in str(exc) else "image", str(exc))
             return
         frame_id = self.config.input.camera_frame or image.header.frame_id
         try:
@@ -403,10 +517,36 @@ class MappingNode(Node):
             self._arrivals[frame.stamp] = arrival
             while len(self._arrivals) > 64:
                 self._arrivals.popitem(last=False)
+        if received is not None:
+            self._ingest_received(frame, received)
+            return
         try:
             self.worker.submit(frame)
         except RuntimeError:  # stopping
             return
+
+    def _ingest_received(self, frame: Frame, received) -> None:
+        """Frame-assembler thread: a frame whose masks a segmentation node made goes into
+        the map here (the in-process front-end worker stays idle)."""
+        emb = received.embeddings
+        dim = self.mapper.embedding_dim
+        if emb is not None and dim and emb.shape[1] != dim:
+            self._reject("masks", f"masks: embeddings of dimension {emb.shape[1]}, but this "
+                         f"node's embedder gives {dim}: both nodes must run the same "
+                         "open_clip model (frontend.embedder.*)")
+            return
+        if emb is not None and not dim:
+            if not self._embeddings_ignored:  # said once: without a text encoder here
+                self.get_logger().warning(
+                    "masks carry embeddings but this node has no embedder "
+                    "(frontend.embedder.enabled false), so no text encoder to compare them "
+                    "with: embeddings ignored; enable the same open_clip model here for "
+                    "open-vocabulary labels")
+                self._embeddings_ignored = True
+            emb = None
+        frame.masks, frame.mask_scores, frame.mask_embeddings = (
+            received.labels, received.scores, emb)
+        self._ingest(FrontendResult(seq=-1, frame=frame))
 
     def _ingest(self, result) -> None:
         """Segmentation-worker thread: the front-end's result goes into the map."""
@@ -462,6 +602,8 @@ class MappingNode(Node):
         return True
 
     def _reset_timers(self) -> None:
+        if not self._active:  # timers run only while active
+            return
         out = self.config.output
         for name, period, callback in (("status", out.status_period_s, self.report_status),
                                        ("cloud", out.cloud_period_s, self.publish_cloud),
@@ -550,6 +692,7 @@ class MappingNode(Node):
             "rejected": {k[len("rejected_"):]: v for k, v in self.counts.items()
                          if k.startswith("rejected_")},
             "frontend_queued": wst["queued"],
+            "masks_added_ms": self._masks_added.summary(),
             "segment_ms_p50": seg.get("p50_ms", float("nan")),
             "ingested": self.counts["ingested"],
             "skipped_still": self.counts["skipped_still"],
@@ -637,6 +780,9 @@ class MappingNode(Node):
             "assembler.queued": s["assembler_queued"],
             "frontend.queued": s["frontend_queued"],
             "frontend.segment_ms_p50": s["segment_ms_p50"],
+            "frontend.masks_source": self.config.input.masks_source,
+            "masks.added_ms_p50": s["masks_added_ms"]["p50_ms"],
+            "masks.added_ms_p95": s["masks_added_ms"]["p95_ms"],
             "mapping.ingest_fps": s["ingest_fps"],
             "mapping.ingest_ms_p50": s["ingest_ms"]["p50_ms"],
             "mapping.frame_latency_ms_p50": s["frame_latency_ms"]["p50_ms"],
@@ -672,13 +818,13 @@ class MappingNode(Node):
         for section in sections:
             target = getattr(target, section)
         setattr(target, leaf, value)
-        if name.startswith("mapping.semantics."):
+        if name.startswith("mapping.semantics.") and self.mapper is not None:
             mapper_cfg = self.mapper.vocabulary.cfg
             if mapper_cfg is not self.config.mapping.semantics:
                 setattr(mapper_cfg, leaf, value)
         elif name.startswith("output.") and name.endswith("_period_s"):
             self._reset_timers()
-        elif name == "output.vocabulary":
+        elif name == "output.vocabulary" and self.mapper is not None:
             self._apply_vocabulary(self.mapper)
             self.get_logger().info(f"vocabulary: {len(value)} prompts"
                                    + (f" ({self._vocabulary_note})"
@@ -711,12 +857,8 @@ class MappingNode(Node):
     # ------------------------------------------------------------------ shutdown
 
     def destroy_node(self):
-        for stop in (lambda: self._assembler.stop(2.0), lambda: self.worker.stop(5.0),
-                     lambda: self._trainer.stop(10.0)):
-            try:
-                stop()
-            except Exception:  # noqa: BLE001 - shutting down anyway
-                log.exception("stopping a worker failed")
+        self._active = False
+        self._stop_threads()
         return super().destroy_node()
 
 

@@ -100,13 +100,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def declare_config(node: Node) -> PanopticMappingConfig:
-    """Declare every config field as a ROS parameter and return the validated config.
+def declare_config(node: Node, root: type = PanopticMappingConfig) -> Any:
+    """Declare every field of the config ``root`` (the mapping node's by default) as a ROS
+    parameter and return the validated config.
 
     Raises:
         ConfigError: an unknown key, a value of the wrong type or out of range.
     """
-    specs = param_specs(PanopticMappingConfig)
+    specs = param_specs(root)
     check_unknown_overrides(node, specs)
     _coerce_int_overrides(node, specs)
     values: dict[str, Any] = {}
@@ -123,18 +124,18 @@ def declare_config(node: Node) -> PanopticMappingConfig:
                               f"got {got} {given.value if given is not None else ''}") from exc
         value = _plain(p.value)
         values[spec.name] = spec.default if value is None else value
-    return config_from_flat(values)
+    return config_from_flat(values, root)
 
 
 def runtime_validator(
-    apply: Callable[[str, Any], None],
+    apply: Callable[[str, Any], None], root: type = PanopticMappingConfig,
 ) -> Callable[[list[Parameter]], SetParametersResult]:
     """An ``add_on_set_parameters_callback`` hook: validate, then ``apply(name, value)``.
 
     Types are already enforced by rclpy (the parameters are not dynamically typed) and
     read-only parameters are refused by it; this adds the ranges and choices of the config.
     """
-    specs = {s.name: s for s in param_specs(PanopticMappingConfig)}
+    specs = {s.name: s for s in param_specs(root)}
 
     def callback(params: list[Parameter]) -> SetParametersResult:
         checked: list[tuple[str, Any]] = []
@@ -173,8 +174,7 @@ def command_line_params(argv: Sequence[str], node_name: str) -> dict[str, str]:
     return out
 
 
-def check_command_line_params(argv: Sequence[str], node_name: str,
-                              config: PanopticMappingConfig) -> list[str]:
+def check_command_line_params(argv: Sequence[str], node_name: str, config: Any) -> list[str]:
     """Check the ``-p`` values of the command line even where a params file shadows them.
 
     rcl gives a params-file entry for the node precedence over a ``-p`` for all nodes, so
@@ -182,7 +182,7 @@ def check_command_line_params(argv: Sequence[str], node_name: str,
     value and says nothing. Every such value is validated (ConfigError naming it), and one
     that did not take effect is returned as a warning saying how to make it.
     """
-    specs = {s.name: s for s in param_specs(PanopticMappingConfig)}
+    specs = {s.name: s for s in param_specs(type(config))}
     effective = flatten(config)
     warnings = []
     for name, raw in command_line_params(argv, node_name).items():

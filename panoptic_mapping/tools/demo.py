@@ -16,7 +16,10 @@
 The front-end is whatever ``config/mapping.yaml`` configures: by default the weights-free
 classical segmenter and no open_clip embedder, so the map has instances but no semantic
 labels (the demo says so). ``--quick`` runs a tiny version (the test suite uses it);
-``--no-depth`` (``make demo DEMO_ARGS=--no-depth``) streams posed RGB alone.
+``--no-depth`` (``make demo DEMO_ARGS=--no-depth``) streams posed RGB alone;
+``--segmentation-node`` segments in a ``segmentation_node`` process of its own whose masks
+reach the mapping node as panoptic_mapping_interfaces/Masks (``input.masks_source: topic``),
+as on a robot whose GPU computer segments.
 """
 from __future__ import annotations
 
@@ -35,7 +38,10 @@ REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / ".ros_ws" / "install" / "panoptic_mapping" / "lib" / "panoptic_mapping"
 NODE = INSTALL / "mapping_node"
 REPLAY = INSTALL / "replay"
+SEGMENTATION_NODE = INSTALL / "segmentation_node"
 PARAMS = REPO / "config" / "mapping.yaml"
+SEGMENTATION_PARAMS = REPO / "config" / "segmentation.yaml"
+MASKS_TOPIC = "/segmentation/masks"
 
 
 class Proc:
@@ -114,6 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-depth", action="store_true",
                    help="RGB-only: no depth is streamed (the node runs with input.use_depth "
                    "false and gets depth by stereo) and localize calls carry none")
+    p.add_argument("--segmentation-node", action="store_true",
+                   help="segment in a segmentation_node process; the mapping node takes its "
+                   "masks over DDS (input.masks_source topic)")
     p.add_argument("--quick", action="store_true",
                    help="tiny run for tests: 10 frames at 80x60, 2 views, 5 s of training")
     a = p.parse_args(argv)
@@ -124,7 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for exe in (NODE, REPLAY):
+    for exe in (NODE, REPLAY) + ((SEGMENTATION_NODE,) if args.segmentation_node else ()):
         if not exe.exists():
             print(f"demo: {exe} is missing; run `make setup` first", file=sys.stderr)
             return 1
@@ -147,14 +156,26 @@ def main(argv: list[str] | None = None) -> int:
           f"held-out views at {args.width}x{args.height}, written to "
           f"{scene_dir} ({times['scene_render_s']:.1f} s)", flush=True)
 
-    # 2. the node
+    # 2. the node (and the segmentation node)
     t0 = time.perf_counter()
+    seg = None
+    if args.segmentation_node:
+        seg = Proc([str(SEGMENTATION_NODE), "--ros-args", "--params-file",
+                    str(SEGMENTATION_PARAMS), "-p", "output.status_period_s:=5.0"]
+                   + (["-p", "input.use_depth:=false"] if args.no_depth else []),
+                   env, "segmentation", _status_echo(every=5))
     node = Proc([str(NODE), "--ros-args", "--params-file", str(PARAMS),
                  "-p", "input.pose_source:=pose", "-p", "output.status_period_s:=2.0"]
-                + (["-p", "input.use_depth:=false"] if args.no_depth else []),
+                + (["-p", "input.use_depth:=false"] if args.no_depth else [])
+                + (["-p", "input.masks_source:=topic", "-r", f"masks:={MASKS_TOPIC}"]
+                   if seg is not None else []),
                 env, "node", _status_echo(every=5))
     code = 1
     try:
+        if seg is not None and seg.wait_for(r"started:", timeout=120) is None:
+            print("demo: the segmentation node did not start:\n" + "\n".join(seg.lines),
+                  file=sys.stderr)
+            return 1
         started = node.wait_for(r"started:", timeout=120)
         if started is None:
             print("demo: the node did not start:\n" + "\n".join(node.lines), file=sys.stderr)
@@ -167,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         # 3. stream the scene through the node
         t0 = time.perf_counter()
         replay = Proc([str(REPLAY), str(scene_dir), "--rate", str(args.rate),
-                       "--summary", str(out / "replay.json")]
+                       "--summary", str(out / "replay.json"),
+                       "--subscribers", "2" if seg is not None else "1"]
                       + (["--no-depth"] if args.no_depth else []), env, "replay")
         if replay.wait(timeout=max(120.0, 3 * len(scene.frames) / (10 * args.rate))) != 0:
             print("demo: the replay failed:\n" + "\n".join(replay.lines), file=sys.stderr)
@@ -197,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         code = node.stop()
         times["node_stop_s"] = time.perf_counter() - t0
         (out / "node.log").write_text("\n".join(node.lines) + "\n")
+        if seg is not None:
+            code = code or seg.stop()
+            (out / "segmentation.log").write_text("\n".join(seg.lines) + "\n")
+            if any("Traceback" in line for line in seg.lines):
+                code = code or 1
     times["total_s"] = time.perf_counter() - t_all
     if code != 0 or any("Traceback" in line for line in node.lines):
         print(f"demo: the node did not stop cleanly (exit {code}); see {out / 'node.log'}",
@@ -238,7 +265,8 @@ def write_summary(out: Path, args, scene, frontend: str, replay_info: dict, repo
         "node": {k: st.get(k) for k in (
             "frames.mapped", "frames.dropped", "mapping.keyframes", "mapping.instances",
             "mapping.ingest_ms_p50", "mapping.frame_latency_ms_p50", "training.steps",
-            "training.steps_per_s", "localize.ms_p50", "localize.ms_p95", "memory.rss_mb")},
+            "training.steps_per_s", "localize.ms_p50", "localize.ms_p95", "memory.rss_mb",
+            "frames.synced", "masks.added_ms_p50", "masks.added_ms_p95")},
         "cloud": report["cloud"], "query": report["query"], "save_map": report["save_map"],
         "move": report["move"], "times_s": times,
     }
@@ -252,6 +280,14 @@ def write_summary(out: Path, args, scene, frontend: str, replay_info: dict, repo
         f"streamed at {args.rate:g}x real time ({replay_info['frames'] / max(stream_s, 1e-9):.2f}"
         f" frames/s), {report['views']} held-out views localized",
         f"front-end: {frontend}",
+    ]
+    if "masks from a segmentation node" in frontend:
+        lines.append(
+            f"segmentation node: masks over DDS for {st.get('frames.synced', '?')} frames; "
+            f"the second process added p50 {_f(st.get('masks.added_ms_p50'), '.1f')} ms, p95 "
+            f"{_f(st.get('masks.added_ms_p95'), '.1f')} ms to a frame's latency "
+            "(segmentation.log)")
+    lines += [
         f"semantics: {semantics}",
         f"map: {mapped} frames mapped ({st.get('frames.dropped', '?')} dropped by the "
         f"latest-only queues), {st.get('mapping.keyframes', '?')} keyframes, "

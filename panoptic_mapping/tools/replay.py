@@ -132,11 +132,12 @@ def scene_frame_messages(frame, stamp, *, map_frame: str = "map",
 # ---------------------------------------------------------------------------- players
 
 
-def _wait_for_subscribers(publishers, timeout_s: float) -> bool:
-    """True once each publisher has a subscriber (discovery), False after the timeout."""
+def _wait_for_subscribers(publishers, timeout_s: float, count: int = 1) -> bool:
+    """True once each publisher has ``count`` subscribers (discovery), False after the
+    timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if all(p.get_subscription_count() > 0 for p in publishers):
+        if all(p.get_subscription_count() >= count for p in publishers):
             return True
         time.sleep(0.05)
     return False
@@ -193,9 +194,10 @@ def play_scene(node, folder: Path, args) -> int:
     depth_encoding = None if args.no_depth else args.depth_encoding
     if depth_encoding:
         pubs["depth"] = node.create_publisher(depth_type, depth_topic, qos)
-    if not _wait_for_subscribers([pubs["image"]], args.wait_subscribers):
-        print(f"replay: nobody subscribed to {pubs['image'].topic_name} within "
-              f"{args.wait_subscribers} s; publishing anyway", file=sys.stderr)
+    if not _wait_for_subscribers([pubs["image"]], args.wait_subscribers, args.subscribers):
+        print(f"replay: fewer than {args.subscribers} subscribed to "
+              f"{pubs['image'].topic_name} within {args.wait_subscribers} s; publishing "
+              "anyway", file=sys.stderr)
     time.sleep(0.3)  # let the other topics' subscriptions match as well
     print(f"replay: {len(frames)} frames of scene '{scene.name}' from {folder} at "
           f"{args.rate:g}x real time", flush=True)
@@ -246,7 +248,8 @@ def play_bag(node, path: Path, args) -> int:
             if c.topic not in pubs:
                 pubs[c.topic] = node.create_publisher(_msg_class(c.msgtype),
                                                       remap.get(c.topic, c.topic), qos)
-        _wait_for_subscribers(list(pubs.values())[:1], args.wait_subscribers)
+        _wait_for_subscribers(list(pubs.values())[:1], args.wait_subscribers,
+                              args.subscribers)
         time.sleep(0.3)
         print(f"replay: {len(pubs)} topics from bag {path} at {args.rate:g}x real time: "
               + ", ".join(f"{t} -> {p.topic_name}" for t, p in pubs.items()), flush=True)
@@ -272,6 +275,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="stop after this many frames/messages")
     p.add_argument("--wait-subscribers", type=float, default=20.0,
                    help="seconds to wait for the node's subscriptions (default 20)")
+    p.add_argument("--subscribers", type=int, default=1,
+                   help="subscribers of the image topic to wait for (2: a mapping node and "
+                        "a segmentation node; default 1)")
     g = p.add_argument_group("scene folders")
     g.add_argument("--image-topic", default="/image")
     g.add_argument("--camera-info-topic", default="/camera_info")

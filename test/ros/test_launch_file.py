@@ -67,15 +67,37 @@ def test_referenced_files_exist_and_are_installed():
 
 def test_remappings_target_the_topics_the_node_subscribes_to():
     consts = launch_module_constants()
-    node_source = (REPO / "panoptic_mapping" / "ros" / "node.py").read_text()
-    subscribed = set(re.findall(r'self\._subscribe\(\w+, "(\w+)"\)', node_source))
+    ros = REPO / "panoptic_mapping" / "ros"
+    subscribed = set(re.findall(r'self\._subscribe\(\w+, "(\w+)"\)',
+                                (ros / "node.py").read_text()))
+    camera = set(re.findall(r'\(\w+, "(\w+)", ', (ros / "camera_input.py").read_text()))
+    assert camera == set(consts["CAMERA_TOPICS"])
     remapped = {topic for _, topic, _ in consts["TOPIC_REMAPPINGS"]}
-    assert subscribed == remapped, (subscribed, remapped)
+    assert subscribed | camera == remapped, (subscribed, camera, remapped)
+    # the segmentation node's masks reach the mapping node by default
+    seg_source = (ros / "segmentation_node.py").read_text()
+    assert 'create_publisher(Masks, "~/masks"' in seg_source
+    assert consts["MASKS_TOPIC"] == "/segmentation/masks"  # ~/masks of node 'segmentation'
+    assert 'NODE_NAME = "segmentation"' in seg_source
+
+
+def test_segmentation_node_is_installed_and_launchable():
+    consts = launch_module_constants()
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    installed = re.findall(r"panoptic_mapping_entry_point\((\w+) ([\w.]+)\)", cmake)
+    assert (consts["SEGMENTATION_EXECUTABLE"], "panoptic_mapping.ros.segmentation_node") in installed
+    seg = [c for c in node_calls() if c.get("executable") == "SEGMENTATION_EXECUTABLE"]
+    assert seg and seg[0]["condition"] == "IfCondition(split)"
+    assert (REPO.joinpath(*consts["SEGMENTATION_PARAMS_FILE"])).is_file()
+    mapping = [c for c in node_calls() if c.get("executable") == "EXECUTABLE"][0]
+    assert "lifecycle.autostart" in mapping["parameters"]
+    assert "input.masks_source" in mapping["parameters"]
 
 
 def test_arguments_cover_params_sim_time_and_rviz():
     source = LAUNCH_FILE.read_text()
-    for arg in ("params_file", "use_sim_time", "rviz", "rviz_config"):
+    for arg in ("params_file", "use_sim_time", "rviz", "rviz_config", "autostart",
+                "segmentation_node", "segmentation_params_file"):
         assert f'DeclareLaunchArgument("{arg}"' in source, arg
     assert 'IfCondition(LaunchConfiguration("rviz"))' in source
 

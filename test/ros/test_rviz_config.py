@@ -49,12 +49,26 @@ def test_only_known_classes():
 def test_fixed_frame_and_displays():
     manager = load()["Visualization Manager"]
     assert manager["Global Options"]["Fixed Frame"] == "map"
-    displays = {d["Class"]: d for d in manager["Displays"]}
-    cloud = displays["rviz_default_plugins/PointCloud2"]
+    displays = {d["Name"]: d for d in manager["Displays"]}
+    assert len(displays) == len(manager["Displays"]), "display names must be unique"
+    cloud = displays["Labeled cloud"]
     assert cloud["Topic"]["Value"] == "/panoptic_mapping/labeled_cloud"
-    assert cloud["Channel Name"] == "instance"  # coloured by instance id
+    assert cloud["Channel Name"] == "instance" and cloud["Enabled"]  # coloured by instance id
     assert cloud["Topic"]["Durability Policy"] == "Transient Local"
-    assert displays["rviz_default_plugins/MarkerArray"]["Topic"]["Value"] == (
-        "/panoptic_mapping/instances")
-    assert "rviz_default_plugins/Image" in displays
-    assert "rviz_default_plugins/TF" in displays
+    # one view per field of the cloud: the others one click away
+    channels = {d["Channel Name"] for d in displays.values()
+                if d["Class"] == "rviz_default_plugins/PointCloud2"}
+    assert channels == {"instance", "semantic", "confidence", "rgb"}
+    assert displays["Instances"]["Topic"]["Value"] == "/panoptic_mapping/instances"
+    images = {d["Topic"]["Value"] for d in displays.values()
+              if d["Class"] == "rviz_default_plugins/Image"}
+    assert "/panoptic_mapping/panoptic_image" in images
+    assert "rviz_default_plugins/TF" in {d["Class"] for d in displays.values()}
+
+
+def test_every_published_display_topic_is_one_the_node_publishes():
+    node_source = (REPO / "panoptic_mapping" / "ros" / "node.py").read_text()
+    for d in load()["Visualization Manager"]["Displays"]:
+        topic = d.get("Topic", {}).get("Value", "")
+        if topic.startswith("/panoptic_mapping/"):
+            assert f'"~/{topic.rsplit("/", 1)[1]}"' in node_source, topic

@@ -43,3 +43,22 @@ def test_quick_demo_streams_localizes_and_writes_its_outputs(tmp_path):
     assert "move_instance (a pick-and-place, after the save): instance" in text
     assert {"scene_render_s", "stream_s", "train_s", "client_s", "total_s"} <= set(
         summary["times_s"])
+
+
+def test_quick_demo_with_a_segmentation_node(tmp_path):
+    """`make demo DEMO_ARGS=--segmentation-node`: the masks come from a second process."""
+    if not (NODE_EXECUTABLE.exists() and REPLAY_EXECUTABLE.exists()):
+        pytest.skip("mapping_node / replay are not built; run `make setup`")
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "panoptic_mapping.tools.demo", "--quick",
+                             "--segmentation-node", "--out", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
+    assert "front-end: masks from a segmentation node on /segmentation/masks" in text
+    assert "segmentation node: masks over DDS for" in text
+    assert (out / "segmentation.log").is_file()
+    assert "segmented: " in (out / "segmentation.log").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert int(summary["node"]["frames.mapped"]) >= 1
+    assert summary["cloud"]["points"] > 0
