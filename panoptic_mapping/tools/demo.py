@@ -268,7 +268,7 @@ def write_summary(out: Path, args, scene, frontend: str, replay_info: dict, repo
             "training.steps_per_s", "localize.ms_p50", "localize.ms_p95", "memory.rss_mb",
             "frames.synced", "masks.added_ms_p50", "masks.added_ms_p95")},
         "cloud": report["cloud"], "query": report["query"], "save_map": report["save_map"],
-        "move": report["move"], "times_s": times,
+        "move": report["move"], "remove": report["remove"], "times_s": times,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     stream_s = times["stream_s"]
@@ -311,6 +311,8 @@ def write_summary(out: Path, args, scene, frontend: str, replay_info: dict, repo
         f"query_instances('{report['query']['text']}'): {report['query']['message']}",
         f"save_map: {report['save_map']['message']}",
         f"move_instance (a pick-and-place, after the save): {_moved(report['move'])}",
+        f"remove_instance (an object put away): {report['remove']['message']}; get_instance "
+        f"then: {report['remove'].get('get_instance_after', '-')}",
         "wall time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f} s"
                                   for k, v in times.items()),
         f"outputs in {out}: labeled_cloud.ply, labeled_cloud.png, panoptic/novel_*.png "

@@ -203,6 +203,7 @@ def run(args) -> dict:
 
         # -- a pick-and-place, as the manipulation stack would report it (after the save)
         report["move"] = move_one_instance(client, answers, args.move_z)
+        report["remove"] = remove_one_instance(client, answers, report["move"].get("instance"))
 
         # -- the labeled cloud and the node's statistics (latched / periodic topics)
         client.status = {}  # a status report taken after the calls above
@@ -258,6 +259,27 @@ def move_one_instance(client, answers: list[dict], lift_m: float) -> dict:
     print(f"client: move_instance {target} up {lift_m} m: success={resp.success} "
           f"'{resp.message}'; get_instance centroid {_xyz(before)} -> {_xyz(after)}",
           flush=True)
+    return out
+
+
+def remove_one_instance(client, answers: list[dict], moved: int | None) -> dict:
+    """remove_instance on the second smallest localized instance of at least 50 pixels
+    (one picked up and put away), then get_instance on it: the map no longer shows it."""
+    from panoptic_mapping_interfaces.srv import GetInstance, RemoveInstance
+
+    found = sorted({i["id"]: i["pixels"] for a in answers for i in a["instances"]
+                    if i["pixels"] >= 50 and i["id"] != moved}.items(), key=lambda kv: kv[1])
+    if not found:
+        print("client: remove_instance: no other localized instance to remove", flush=True)
+        return {"success": False, "message": "no other localized instance to remove"}
+    target = found[0][0]
+    resp = client.call(RemoveInstance, "remove_instance",
+                       RemoveInstance.Request(instance_id=target))
+    after = client.call(GetInstance, "get_instance", GetInstance.Request(instance_id=target))
+    out = {"instance": target, "success": bool(resp.success), "message": resp.message,
+           "get_instance_after": after.message}
+    print(f"client: remove_instance {target}: success={resp.success} '{resp.message}'; "
+          f"get_instance then: '{after.message}'", flush=True)
     return out
 
 

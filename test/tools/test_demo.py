@@ -41,6 +41,9 @@ def test_quick_demo_streams_localizes_and_writes_its_outputs(tmp_path):
     assert move["success"], move
     assert move["centroid_after"][2] == pytest.approx(move["centroid_before"][2] + 0.3, abs=0.02)
     assert "move_instance (a pick-and-place, after the save): instance" in text
+    remove = summary["remove"]  # put away: get_instance says so at once
+    assert remove["success"], remove
+    assert f"instance {remove['instance']} was deleted" in remove["get_instance_after"], remove
     assert {"scene_render_s", "stream_s", "train_s", "client_s", "total_s"} <= set(
         summary["times_s"])
 
