@@ -34,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / ".ros_ws" / "install" / "panoptic_mapping" / "lib" / "panoptic_mapping"
 NODE = INSTALL / "mapping_node"
@@ -120,6 +122,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-depth", action="store_true",
                    help="RGB-only: no depth is streamed (the node runs with input.use_depth "
                    "false and gets depth by stereo) and localize calls carry none")
+    p.add_argument("--move-at", type=int, default=-1,
+                   help="before this frame an object on the table is moved elsewhere, so "
+                   "change detection shows on ~/instance_changes (default: half-way; 0: "
+                   "never; never with --quick, whose 80x60 is below what it needs)")
     p.add_argument("--segmentation-node", action="store_true",
                    help="segment in a segmentation_node process; the mapping node takes its "
                    "masks over DDS (input.masks_source topic)")
@@ -128,6 +134,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.quick:
         a.frames, a.views, a.width, a.height, a.rate, a.train_seconds = 10, 2, 80, 60, 0.5, 5.0
+        a.move_at = 0
+    if a.move_at < 0:
+        a.move_at = a.frames // 2
     return a
 
 
@@ -149,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     from panoptic_mapping.bench.scenes import make_scene, save_scene
 
     scene = make_scene("tabletop", seed=args.seed, num_frames=args.frames, width=args.width,
-                       height=args.height, num_novel_frames=args.views)
+                       height=args.height, num_novel_frames=args.views,
+                       **({"move_at": args.move_at} if args.move_at else {}))
     scene_dir = save_scene(scene, out / "scene")
     times["scene_render_s"] = time.perf_counter() - t0
     print(f"demo: scene '{scene.name}': {len(scene.frames)} frames + {len(scene.novel_frames)} "
@@ -230,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     print("demo: the node stopped cleanly (exit 0).", flush=True)
+    report["changes"] = [m.group(0) for m in (
+        re.search(r"instance \d+ removed: .*", line) for line in node.lines) if m]
     summary = write_summary(out, args, scene, frontend, replay_info, report, times)
     print(summary, flush=True)
     return 0
@@ -242,6 +254,18 @@ def _moved(move: dict) -> str:
     where = ("" if before is None or after is None else
              f"; get_instance centroid z {before[2]:.3f} -> {after[2]:.3f} m")
     return f"{move['message']}{where}"
+
+
+def _changes(scene, events: list[str]) -> str:
+    """What change detection did about the object the scene moved (~/instance_changes)."""
+    moved = scene.config.get("moved")
+    if not moved:
+        return "change detection: no object moved in this scene (--move-at)"
+    what = (f"the scene moved a {moved['class']} by "
+            f"{np.hypot(*moved['shift'][:2]):.2f} m before frame {moved['at_frame']}")
+    if not events:
+        return f"change detection: {what}; the map removed nothing"
+    return f"change detection: {what}; the map: " + "; ".join(events)
 
 
 def _f(value, fmt: str = ".3f") -> str:
@@ -268,7 +292,9 @@ def write_summary(out: Path, args, scene, frontend: str, replay_info: dict, repo
             "training.steps_per_s", "localize.ms_p50", "localize.ms_p95", "memory.rss_mb",
             "frames.synced", "masks.added_ms_p50", "masks.added_ms_p95")},
         "cloud": report["cloud"], "query": report["query"], "save_map": report["save_map"],
-        "move": report["move"], "remove": report["remove"], "times_s": times,
+        "get_instance": report["get_instance"], "move": report["move"],
+        "remove": report["remove"], "changes": report["changes"],
+        "moved": scene.config.get("moved"), "times_s": times,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     stream_s = times["stream_s"]
@@ -310,9 +336,14 @@ def write_summary(out: Path, args, scene, frontend: str, replay_info: dict, repo
         f"{_f(st.get('memory.rss_mb'), '.0f')} MB",
         f"query_instances('{report['query']['text']}'): {report['query']['message']}",
         f"save_map: {report['save_map']['message']}",
+        f"get_instance (the largest localized instance, {report['get_instance'].get('calls', 0)}"
+        f" calls while training): {report['get_instance'].get('points', 0)} points, round "
+        f"trip p50 {_f(report['get_instance'].get('p50_ms'), '.1f')} ms, p95 "
+        f"{_f(report['get_instance'].get('p95_ms'), '.1f')} ms",
         f"move_instance (a pick-and-place, after the save): {_moved(report['move'])}",
         f"remove_instance (an object put away): {report['remove']['message']}; get_instance "
         f"then: {report['remove'].get('get_instance_after', '-')}",
+        _changes(scene, report["changes"]),
         "wall time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f} s"
                                   for k, v in times.items()),
         f"outputs in {out}: labeled_cloud.ply, labeled_cloud.png, panoptic/novel_*.png "

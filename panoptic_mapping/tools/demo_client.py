@@ -201,6 +201,9 @@ def run(args) -> dict:
         report["save_map"] = {"success": bool(resp.success), "message": resp.message}
         print(f"client: save_map: success={resp.success} '{resp.message}'", flush=True)
 
+        # -- one instance's geometry for a grasp planner, timed while the node trains
+        report["get_instance"] = time_get_instance(client, answers)
+
         # -- a pick-and-place, as the manipulation stack would report it (after the save)
         report["move"] = move_one_instance(client, answers, args.move_z)
         report["remove"] = remove_one_instance(client, answers, report["move"].get("instance"))
@@ -230,6 +233,39 @@ def run(args) -> dict:
         client.close()
     (out / "client.json").write_text(json.dumps(report, indent=1, default=float))
     return report
+
+
+def time_get_instance(client, answers: list[dict], calls: int = 20) -> dict:
+    """get_instance ``calls`` times on the localized instance with the most pixels (the
+    node keeps training): its point count and the round-trip latency."""
+    from panoptic_mapping_interfaces.srv import GetInstance
+
+    found = {i["id"]: i["pixels"] for a in answers for i in a["instances"]}
+    if not found:
+        return {"success": False, "message": "no localized instance"}
+    target = max(found, key=found.get)
+    service = client.node.create_client(GetInstance, f"{client.ns}/get_instance")
+    try:
+        if not service.wait_for_service(timeout_sec=30.0):
+            return {"success": False, "message": "get_instance did not appear"}
+        seconds, resp = [], None
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            future = service.call_async(GetInstance.Request(instance_id=target))
+            client.executor.spin_until_future_complete(future, timeout_sec=30.0)
+            seconds.append(time.perf_counter() - t0)
+            resp = future.result()
+    finally:
+        client.node.destroy_client(service)
+    ms = np.array(seconds) * 1e3
+    out = {"instance": target, "success": bool(resp is not None and resp.success),
+           "message": "" if resp is None else resp.message,
+           "points": 0 if resp is None else int(resp.points.width * resp.points.height),
+           "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+           "calls": calls}
+    print(f"client: get_instance {target} x{calls}: {out['points']} points, round trip p50 "
+          f"{out['p50_ms']:.1f} ms, p95 {out['p95_ms']:.1f} ms", flush=True)
+    return out
 
 
 def move_one_instance(client, answers: list[dict], lift_m: float) -> dict:
