@@ -139,7 +139,8 @@ class IngestReport:
         keyframe: id of the keyframe it became, or None.
         depth_source: "measured", "stereo" or "none".
         stereo_s: seconds the stereo estimate took (None: none ran).
-        removed: instances this frame's depth showed gone (change detection), removed.
+        removed: what change detection did in this frame: instances its depth showed
+            gone (removed) and removed ones found elsewhere (moved; :mod:`~.map.changes`).
         skipped: a still frame (see ``MapperConfig.still_translation_m``): nothing mapped.
     """
 
@@ -332,12 +333,20 @@ class Mapper:
         if not self.cfg.instances.changes.enabled:
             return []
         events = []
-        for i, centroid in self.instances.gone_in_view(frame.depth, frame.K,
-                                                       frame.camera_to_world):
+        for i, shape in self.instances.gone_in_view(frame.depth, frame.K,
+                                                    frame.camera_to_world):
             # the event first: it takes the count of views the removal then forgets
             events.append(self.instances.changes.record(i, self.frames_ingested,
-                                                        frame.stamp, centroid))
+                                                        frame.stamp, shape))
             self._remove(i)
+        changes = self.instances.changes
+        changes.prune_removed(self.frames_ingested, self.cfg.instances.changes.reid_frames)
+        for gone, new_id, shape in self.instances.find_moved():
+            # keyframes before the re-identification show the old id where it was
+            self._unlabel_keyframes(gone.instance_id, removed=True)
+            self.instances.reidentify(new_id, gone.instance_id)
+            events.append(changes.record_moved(gone, new_id, self.frames_ingested,
+                                               frame.stamp, shape.centroid))
         return events
 
     def _with_stereo_depth(self, frame: Frame) -> tuple[Frame, str, float | None]:
@@ -692,10 +701,17 @@ class Mapper:
             self.cfg.export.voxel_size_m)
         return cloud.xyz.astype(np.float64), cloud.rgb, cloud.confidence
 
-    def _unlabel_keyframes(self, instance_id: int) -> None:
+    def _unlabel_keyframes(self, instance_id: int, removed: bool = False) -> None:
         """Keyframes taken before a move show the instance where it no longer is: their
-        pixels of it become unlabelled (the field stops learning it there)."""
-        lut = self.instances.ids.display_lut()
+        pixels of it become unlabelled (the field stops learning it there). ``removed``:
+        the instance was removed (its ids are dead), found again elsewhere."""
+        ids = self.instances.ids
+        if removed:  # the id and the pending parts it was shown with
+            lut = ids.alias_lut()
+            lut = np.where((lut == instance_id) | (ids.parent[lut] == instance_id),
+                           instance_id, 0)
+        else:
+            lut = ids.display_lut()
         for kf in self.keyframes.snapshot():
             if kf.labels is None:
                 continue

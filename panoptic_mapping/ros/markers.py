@@ -111,5 +111,8 @@ def instance_change_msg(event: ChangeEvent, map_frame: str):
     ns = max(0, round(event.stamp * 1e9))
     header = Header(stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9), frame_id=map_frame)
     x, y, z = event.centroid
+    px, py, pz = event.previous if event.previous is not None else event.centroid
     return InstanceChange(header=header, instance_id=event.instance_id, kind=event.kind,
-                          position=Point(x=x, y=y, z=z), views=event.views)
+                          position=Point(x=x, y=y, z=z),
+                          previous_position=Point(x=px, y=py, z=pz), views=event.views,
+                          seen_as=event.seen_as)

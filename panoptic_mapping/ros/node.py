@@ -575,9 +575,7 @@ class MappingNode(LifecycleNode):
             self.counts["keyframes_added"] += 1
         for event in report.removed:
             self._changes_pub.publish(instance_change_msg(event, self.config.input.map_frame))
-            self.get_logger().info(
-                f"instance {event.instance_id} removed: {event.views} views saw through "
-                f"where it was ({', '.join(f'{c:.2f}' for c in event.centroid)})")
+            self.get_logger().info(_describe_change(event))
         f = result.frame
         self._latest_view = (mapper, f.K, f.camera_to_world, f.depth, f.rgb, f.stamp)
 
@@ -703,6 +701,7 @@ class MappingNode(LifecycleNode):
             "keyframes": st["keyframes"],
             "instances": st.get("instances_confirmed", 0),
             "instances_removed_as_gone": st.get("instances_removed_as_gone", 0),
+            "instances_found_moved": st.get("instances_found_moved", 0),
             "edits": st.get("edits", 0),
             "training_steps": st["training_steps"],
             "training_steps_per_s": self._trainer.rate.rate(),
@@ -790,6 +789,7 @@ class MappingNode(LifecycleNode):
             "mapping.keyframes": s["keyframes"],
             "mapping.instances": s["instances"],
             "mapping.instances_removed_as_gone": s["instances_removed_as_gone"],
+            "mapping.instances_found_moved": s["instances_found_moved"],
             "mapping.edits": s["edits"],
             "training.steps": s["training_steps"],
             "training.steps_per_s": s["training_steps_per_s"],
@@ -860,6 +860,17 @@ class MappingNode(LifecycleNode):
         self._active = False
         self._stop_threads()
         return super().destroy_node()
+
+
+def _describe_change(event) -> str:
+    """The log line of a change-detection event."""
+    where = ", ".join(f"{c:.2f}" for c in event.centroid)
+    if event.kind == "moved":
+        was = ", ".join(f"{c:.2f}" for c in event.previous)
+        return (f"instance {event.instance_id} moved: removed from ({was}), seen again at "
+                f"({where}) as instance {event.seen_as}, which takes its id")
+    return (f"instance {event.instance_id} removed: {event.views} views saw through where "
+            f"it was ({where})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,7 @@ def test_the_map_follows_a_moved_object_with_change_detection(detect):
     assert r["move_points_before"] > 20
     if detect:  # removed after gone_views views, shown at once at the new place
         assert r["instances"]["removed_as_gone"] == 1
+        assert r["instances"]["found_moved"] == 1 and r["move_id_kept"]
         assert 1 <= r["move_frames_to_follow"] <= 8
         assert r["move_old_place_points_end"] <= 0.1 * r["move_points_before"]
     else:  # the keyframes before the move keep showing it where it was
@@ -53,15 +54,29 @@ def test_the_map_follows_a_moved_object_with_change_detection(detect):
 
 
 def test_the_mapper_reports_the_removal_with_the_views_that_decided_it():
-    from panoptic_mapping.bench.frontends import MaskErrorModel, SimulatedMaskFrontend
+    from panoptic_mapping.bench.frontends import (
+        MaskErrorModel,
+        SimulatedEmbeddingSpace,
+        SimulatedMaskFrontend,
+    )
     from panoptic_mapping.bench.mapper_method import to_frame
     from panoptic_mapping.core.mapper import Mapper, MapperConfig
 
     s = make_scene("tabletop", seed=0, num_frames=16, width=120, height=90,
                    num_novel_frames=0, move_at=8)
-    m = Mapper(MapperConfig(device="cpu"))
-    fe = SimulatedMaskFrontend(MaskErrorModel(), 0, scene=s)
+    space = SimulatedEmbeddingSpace(dim=16, noise_std=0.05)
+    m = Mapper(MapperConfig(device="cpu"), embedding_dim=space.dim)
+    fe = SimulatedMaskFrontend(MaskErrorModel(), 0, scene=s, embedding_space=space)
     events = [e for f in s.frames for e in m.ingest(to_frame(f, fe(f, s), True)).removed]
-    assert len(events) == 1 and events[0].kind == "removed"
-    assert events[0].views == m.cfg.instances.changes.gone_views
-    assert events[0].frame > 8 and m.stats()["instances_removed_as_gone"] == 1
+    assert [e.kind for e in events] == ["removed", "moved"]
+    removed, moved = events
+    assert removed.views == m.cfg.instances.changes.gone_views
+    assert removed.frame > 8 and m.stats()["instances_removed_as_gone"] == 1
+    # found elsewhere: the same id, where the scene put it, the old place as 'previous'
+    assert moved.instance_id == removed.instance_id and moved.previous == removed.centroid
+    lo, hi = (np.asarray(v) for v in s.config["moved"]["aabb_after"])
+    assert np.all(np.asarray(moved.centroid) > lo - 0.03)
+    assert np.all(np.asarray(moved.centroid) < hi + 0.03)
+    assert moved.seen_as > 0 and m.instances.resolve(moved.seen_as) == moved.instance_id
+    assert m.stats()["instances_found_moved"] == 1
+    assert moved.instance_id in set(m.instances.confirmed_ids().tolist())

@@ -57,5 +57,10 @@ def test_an_object_moved_away_is_removed_and_announced(start_node, tmp_path):
     # where the object stood (its box before the move, a few cm of slack)
     assert np.all(where > lo - 0.05) and np.all(where < hi + 0.05), (where, lo, hi)
     assert f"instance {event.instance_id} removed:" in node.output
+    removed = {e.instance_id for e in events if e.kind == "removed"}
+    for later in events:  # found elsewhere (when its shape is recognised): a removed id
+        assert later.kind in ("removed", "moved"), later
+        if later.kind == "moved":
+            assert later.instance_id in removed and later.seen_as > 0, later
     assert node.interrupt() == 0, node.output
     assert "Traceback" not in node.output, node.output

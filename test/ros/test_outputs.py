@@ -68,6 +68,12 @@ def test_instance_change_message_from_an_event():
     assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == (
         "map", 12, 250_000_000)
     assert (msg.position.x, msg.position.y, msg.position.z) == (1.0, -2.0, 0.5)
+    p = msg.previous_position  # a removal: where it was, as position
+    assert (p.x, p.y, p.z) == (1.0, -2.0, 0.5) and msg.seen_as == 0
+    moved = instance_change_msg(ChangeEvent(7, "moved", 44, 13.0, (0.5, 0.5, 0.5), 0,
+                                            previous=(1.0, -2.0, 0.5), seen_as=31), "map")
+    assert (moved.kind, moved.instance_id, moved.seen_as, moved.views) == ("moved", 7, 31, 0)
+    assert (moved.position.x, moved.previous_position.x) == (0.5, 1.0)
 
 
 def test_instance_colours_are_stable_distinct_and_black_for_none():

@@ -66,6 +66,24 @@ class ChangeConfig:
                                 "shows (a quarter of it when an instance became shown since; "
                                 "each frame judges the last reading, which costs a third of "
                                 "the rest of a frame).", minimum=1)
+    reidentify: bool = param(True, "An instance removed as gone that shows up elsewhere "
+                             "(the one new instance of its size, shape and mask embedding; "
+                             "without embeddings, no re-identification) within reid_frames "
+                             "frames is the object moved: it takes its id back and a "
+                             "'moved' event is recorded.")
+    reid_frames: int = param(64, "Frames around a removal in which a new instance may be "
+                             "the removed object seen elsewhere (it may be seen at its new "
+                             "place before the old place is seen empty).", minimum=1)
+    reid_size_ratio: float = param(1.4, "Largest ratio between each of the removed and "
+                                   "the new instance's extents (the two horizontal ones "
+                                   "sorted, and the vertical; 10th to 90th percentile of "
+                                   "the voxels they show) for them to be one object.",
+                                   minimum=1.0)
+    reid_mean_ratio: float = param(1.2, "Largest geometric mean of those three ratios (on "
+                                   "average within this, none beyond reid_size_ratio).",
+                                   minimum=1.0)
+    reid_min_cosine: float = param(0.8, "Smallest cosine between their mean mask "
+                                   "embeddings.", minimum=-1.0, maximum=1.0)
 
 
 @dataclass

@@ -35,7 +35,7 @@ from panoptic_mapping.core.geometry import (
     unpack_voxel_keys,
 )
 from panoptic_mapping.core.map.association import AssociationResult, Associator
-from panoptic_mapping.core.map.changes import ChangeDetector
+from panoptic_mapping.core.map.changes import ChangeDetector, GoneInstance, Shape, match_moved
 from panoptic_mapping.core.map.config import InstanceConfig
 from panoptic_mapping.core.map.edits import InstanceEditError
 from panoptic_mapping.core.map.evidence import PairEvidence
@@ -154,9 +154,9 @@ class InstanceMap:
             return keys
 
     def gone_in_view(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray
-                     ) -> list[tuple[int, np.ndarray]]:
+                     ) -> list[tuple[int, Shape]]:
         """Judge the shown instances against a view's measured depth (H, W) and return
-        those now gone for good with the centroid (3,) of the voxels they show; the caller
+        those now gone for good with the shape of the voxels they show; the caller
         removes them (:mod:`~.changes`)."""
         with self._lock:
             c = self.cfg.changes
@@ -169,14 +169,54 @@ class InstanceMap:
                 # shown since
                 self.changes.set_candidates(*self._shown_voxels(c.max_instance_voxels),
                                             self.ids.frames, shown)
-            centres, owner = self.changes.candidates
-            # merges and removals since the reading: today's ids, the dead left out
-            owner = self.ids.display_lut()[owner]
-            alive = owner > 0
-            centres, owner = centres[alive], owner[alive]
+            centres, owner = self._candidates()
             verdicts = self.changes.judge(centres, owner, depth, K, camera_to_world)
-            gone = self.changes.update(verdicts)
-            return [(i, centres[owner == i].mean(0)) for i in gone]
+            gone = self.changes.update(verdicts, self.ids.frames)
+            return [(i, self._shape(centres[owner == i], i)) for i in gone]
+
+    def _candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last reading of shown voxels with today's ids (merges and removals since:
+        the dead left out)."""
+        centres, owner = self.changes.candidates
+        owner = self.ids.display_lut()[owner]
+        alive = owner > 0
+        return centres[alive], owner[alive]
+
+    def _shape(self, centres: np.ndarray, instance_id: int) -> Shape:
+        emb = self.ids.unit_embeddings(np.array([instance_id])).get(int(instance_id))
+        return Shape.of(centres, self.votes.voxel_size, emb)
+
+    def find_moved(self) -> list[tuple[GoneInstance, int, Shape]]:
+        """Instances removed as gone that show up elsewhere: (the removal, the new id it
+        is seen as, the new id's shape), compared at each fresh reading of the shown
+        voxels (:mod:`~.changes`)."""
+        with self._lock:
+            c, removed = self.cfg.changes, self.changes.removed
+            if (not c.reidentify or not removed or self.changes.candidates is None
+                    or self.changes.candidates_frame != self.ids.frames):
+                return []
+            centres, owner = self._candidates()
+            born_after = min(g.frame for g in removed) - c.reid_frames
+            gone_ids = {g.instance_id for g in removed}
+            new, born = {}, {}
+            for i, n in zip(*np.unique(owner, return_counts=True)):
+                if (n >= c.min_voxels and int(i) not in gone_ids
+                        and self.ids.first_frame[i] >= born_after):
+                    new[int(i)] = self._shape(centres[owner == i], int(i))
+                    born[int(i)] = int(self.ids.first_frame[i])
+            return [(g, i, new[i]) for g, i in match_moved(
+                removed, new, born, c.reid_size_ratio, c.reid_min_cosine,
+                c.reid_mean_ratio)]
+
+    def reidentify(self, new_id: int, old_id: int) -> None:
+        """``new_id`` is ``old_id`` (removed as gone) seen elsewhere: the old id lives
+        again, with the new one's votes and statistics."""
+        with self._lock:
+            self.ids.alive[old_id] = True
+            self.ids.absorb(new_id, old_id)
+            self.votes.relabel(new_id, old_id)
+            self.evidence.forget(self._members(old_id))
+            self.changes.forget(new_id)
 
     def _shown_voxels(self, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
         """Centres (V, 3) and ids (V,) of the voxels whose best vote is a shown instance
@@ -457,4 +497,5 @@ class InstanceMap:
             return {"voxels": self.num_voxels, "ids_created": self.ids.next_id - 1,
                     "confirmed": int(self.confirmed_ids().size), "merges": len(self.merges),
                     "frames": self.frames_integrated,
-                    "removed_as_gone": self.changes.total_events}
+                    "removed_as_gone": self.changes.total_events,
+                    "found_moved": self.changes.moved_events}
