@@ -196,6 +196,13 @@ class OutputConfig:
     panoptic_image_period_s: float = param(1.0, "Period [s] of the panoptic rendering of the "
                                            "latest view on ~/panoptic_image; 0 = off.",
                                            minimum=0.0, runtime=True)
+    autosave_path: str = param("", "File the map is saved to on its own ('~' expanded; "
+                               "empty: never): every autosave_period_s while the map "
+                               "changes, and at a clean shutdown (SIGINT, ros2 launch's "
+                               "stop, the lifecycle's shutdown). Atomic, like save_map.")
+    autosave_period_s: float = param(0.0, "Period [s] of autosaves while mapping (only "
+                                     "when the map changed since the last one); 0: only "
+                                     "at shutdown.", minimum=0.0)
     vocabulary: list[str] = param(
         DEFAULT_VOCABULARY, "Open-vocabulary class prompts the instances are labelled with "
         "(embedded by the text encoder, frontend.embedder; without one there are no labels).",

@@ -49,6 +49,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -192,10 +193,13 @@ class MappingNode(LifecycleNode):
 
         # -- outputs and services (created by configure)
         self._publish_group = MutuallyExclusiveCallbackGroup()
+        self._status_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._publishers_made: list = []
         self._services_made: list = []
         self._publish_timers: dict[str, object] = {}
+        self._autosave_group = MutuallyExclusiveCallbackGroup()  # a save takes seconds
+        self._autosaved_key = None
         self.add_on_set_parameters_callback(runtime_validator(self._apply_runtime_parameter))
         if cfg.lifecycle.autostart:
             self._autostart()
@@ -221,6 +225,10 @@ class MappingNode(LifecycleNode):
             self.get_logger().error(f"configure failed: front-end: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.configure_error = None
+        # torch imports its compiler stack the first time an optimizer is built: seconds
+        # on a busy CPU, inside the first ingest, under the map's lock (the first frame
+        # of a flood held everything up); paid here instead
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
         self.mapper = Mapper(cfg.mapping, embedding_dim=self.embedding_dim or None)
         self._snapshots = MapSnapshots(lambda: self.mapper, rgb_only=not cfg.input.use_depth)
         self._latest_view = None
@@ -250,6 +258,10 @@ class MappingNode(LifecycleNode):
         self._subscribe_inputs()
         self._active = True
         self._reset_timers()
+        if cfg.output.autosave_path.strip() and cfg.output.autosave_period_s > 0:
+            self._publish_timers["autosave"] = self.create_timer(
+                cfg.output.autosave_period_s, self.autosave,
+                callback_group=self._autosave_group)
         self.get_logger().info(
             f"started: pose from {self.poses.describe()}, depth "
             f"{'on' if cfg.input.use_depth else 'off'}, map frame '{cfg.input.map_frame}', "
@@ -275,6 +287,7 @@ class MappingNode(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_active()
+        self.autosave("shutdown")
         self._free()
         return TransitionCallbackReturn.SUCCESS
 
@@ -612,8 +625,12 @@ class MappingNode(LifecycleNode):
             if timer is not None:
                 self.destroy_timer(timer)
             if period > 0:
+                # the status report has a group of its own: it must not wait behind a
+                # cloud or a rendering that waits for the map (it went silent for 30
+                # periods under a flood)
+                group = self._status_group if name == "status" else self._publish_group
                 self._publish_timers[name] = self.create_timer(period, callback,
-                                                       callback_group=self._publish_group)
+                                                               callback_group=group)
 
     def publish_cloud(self) -> None:
         if self.mapper.stats()["keyframes"] == 0:
@@ -859,7 +876,38 @@ class MappingNode(LifecycleNode):
     def destroy_node(self):
         self._active = False
         self._stop_threads()
+        self.autosave("shutdown")
         return super().destroy_node()
+
+    # ------------------------------------------------------------------ autosave
+
+    def _map_key(self) -> tuple:
+        st = self.mapper.stats()
+        return (self._generation, st["frames"], st.get("edits", 0), st["keyframes"])
+
+    def autosave(self, why: str = "period") -> bool:
+        """Save the map to ``output.autosave_path`` if set and the map holds keyframes:
+        at shutdown always (training went on), periodically only when frames or edits
+        changed it since the last autosave. Errors are logged (the node goes on)."""
+        # getattr: rclpy destroys a node whose constructor raised (a bad parameter) too
+        config, mapper = getattr(self, "config", None), getattr(self, "mapper", None)
+        path = "" if config is None else config.output.autosave_path.strip()
+        if not path or mapper is None or mapper.stats()["keyframes"] == 0:
+            return False
+        key = self._map_key()
+        if why == "period" and key == self._autosaved_key:
+            return False
+        target = Path(path).expanduser()
+        t0 = time.perf_counter()
+        try:
+            size = mapper.save(target)
+        except Exception as exc:  # noqa: BLE001 - a full disk must not end the node
+            log.error("autosave (%s) to %s failed: %s", why, target, exc)
+            return False
+        self._autosaved_key = key
+        log.info("autosaved the map (%s) to %s: %.1f MB in %.1f s", why, target, size / 1e6,
+                 time.perf_counter() - t0)
+        return True
 
 
 def _describe_change(event) -> str:

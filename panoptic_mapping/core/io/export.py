@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from panoptic_mapping.core.io.files import apply_umask
 from panoptic_mapping.params import param, validate_fields
 from panoptic_mapping.core.geometry import pack_voxel_keys, rotation_to_quaternion, voxel_coords
 
@@ -436,6 +437,7 @@ def _atomic_write(path: Path, chunks: list[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        apply_umask(fd)  # mkstemp's files are private; a map is written like any file
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)

@@ -40,6 +40,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from panoptic_mapping.core.io.files import apply_umask
+
 __all__ = ["FORMAT", "VERSION", "MapFileError", "save_map", "load_map"]
 
 FORMAT = "panoptic_mapping.map"
@@ -208,6 +210,7 @@ def save_map(path: str | Path, state: Mapping[str, Any]) -> int:
     started = time.time()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        apply_umask(fd)  # mkstemp's files are private; a map is written like any file
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()

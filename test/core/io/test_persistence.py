@@ -288,3 +288,20 @@ def test_a_save_removes_what_a_killed_save_left_behind(tmp_path):
     os.utime(other, (1.0, 1.0))
     save_map(path, {"a": 1})
     assert files_in(tmp_path) == sorted([".map.pt.def456.tmp", ".other.pt.xyz.tmp", "map.pt"])
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_map_and_ply_files_follow_the_process_umask(tmp_path, umask, mode):
+    """mkstemp makes private files; a saved map gets what open() would have given it."""
+    from panoptic_mapping.core.io.export import _atomic_write
+    from panoptic_mapping.core.io.files import process_umask
+
+    old = os.umask(umask)
+    try:
+        assert process_umask() == umask
+        save_map(tmp_path / "map.pt", {"a": np.zeros(3)})
+        _atomic_write(tmp_path / "cloud.ply", [b"ply\n"])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "map.pt").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "cloud.ply").stat().st_mode & 0o777 == mode
