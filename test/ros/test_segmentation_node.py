@@ -63,7 +63,10 @@ def test_masks_from_a_segmentation_node_are_mapped(start_node, tabletop_scene, t
     finally:
         client.close()
         rclpy.try_shutdown()
-    published = seg.wait_for_line(r"segmented: [1-9]\d* of 10 images published", regex=True)
+    # every image that reached it was segmented and published (best-effort delivery may
+    # lose one of the ten on the way: a fresh-clone run received 9)
+    published = seg.wait_for_line(r"segmented: ([1-9]\d*) of \1 images published",
+                                  regex=True)
     assert published, seg.output
     for node in (mapping, seg):
         assert node.interrupt() == 0, node.output
