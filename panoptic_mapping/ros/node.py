@@ -52,12 +52,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
     DurabilityPolicy,
@@ -84,14 +82,11 @@ from panoptic_mapping.ros.camera_input import (
 from panoptic_mapping.ros.conversions import InputError, numpy_to_image
 from panoptic_mapping.ros.masks import msg_to_masks
 from panoptic_mapping.ros.markers import instance_change_msg, instance_markers
-from panoptic_mapping.ros.parameters import (
-    check_command_line_params,
-    declare_config,
-    runtime_validator,
-)
+from panoptic_mapping.ros.parameters import declare_config, runtime_validator
 from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg, subsample
 from panoptic_mapping.ros.pose_sources import HAVE_TF2, TfPoses, TopicPoses, stamp_ns
 from panoptic_mapping.ros.services import NO_TEXT_ENCODER, MapServices
+from panoptic_mapping.ros.spin import run_node
 from panoptic_mapping.runtime.poses import BackwardJump, PoseLookupError
 from panoptic_mapping.runtime.snapshots import MapSnapshot, MapSnapshots
 from panoptic_mapping.runtime.visuals import colorize
@@ -923,33 +918,8 @@ def _describe_change(event) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ros2 run panoptic_mapping mapping_node``."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="[%(levelname)s] [%(name)s]: %(message)s")
     limit_heap_growth()  # image buffers by mmap: flat memory under a flood of frames
-    rclpy.init(args=sys.argv if argv is None else argv)
-    node = None
-    try:
-        node = MappingNode()
-        for warning in check_command_line_params(sys.argv if argv is None else argv,
-                                                 node.get_name(), node.config):
-            node.get_logger().warning(warning)
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.spin()
-    except ConfigError as exc:
-        print(f"[{NODE_NAME}] configuration error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ImportError) as exc:  # model weights or packages missing
-        print(f"[{NODE_NAME}] front-end error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    return run_node(MappingNode, NODE_NAME, num_threads=4, argv=argv)
 
 
 if __name__ == "__main__":

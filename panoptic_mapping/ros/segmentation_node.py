@@ -31,23 +31,22 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import Header
 
-from panoptic_mapping.config import ConfigError, SegmentationNodeConfig
+from panoptic_mapping.config import SegmentationNodeConfig
 from panoptic_mapping.core.frames import Frame
 from panoptic_mapping.frontends.factory import make_segmenter, segmenter_kind
 from panoptic_mapping.frontends.worker import FrontendResult, SegmentationWorker
 from panoptic_mapping.ros.camera_input import camera_topics, decode_camera, make_synchronizer
 from panoptic_mapping.ros.conversions import InputError
 from panoptic_mapping.ros.masks import segmentation_to_msg
-from panoptic_mapping.ros.parameters import check_command_line_params, declare_config
+from panoptic_mapping.ros.parameters import declare_config
 from panoptic_mapping.ros.pose_sources import stamp_ns
+from panoptic_mapping.ros.spin import run_node
 from panoptic_mapping.runtime.poses import BackwardJump
 from panoptic_mapping.runtime.workers import LatestSlot, SlotWorker, Throttle
 from panoptic_mapping_interfaces.msg import Masks
@@ -201,32 +200,7 @@ class SegmentationNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ros2 run panoptic_mapping segmentation_node``."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="[%(levelname)s] [%(name)s]: %(message)s")
-    args = sys.argv if argv is None else argv
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SegmentationNode()
-        for warning in check_command_line_params(args, node.get_name(), node.config):
-            node.get_logger().warning(warning)
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except ConfigError as exc:
-        print(f"[{NODE_NAME}] configuration error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ImportError) as exc:  # model weights or packages missing
-        print(f"[{NODE_NAME}] front-end error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    return run_node(SegmentationNode, NODE_NAME, num_threads=2, argv=argv)
 
 
 if __name__ == "__main__":

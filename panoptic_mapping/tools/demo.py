@@ -91,6 +91,14 @@ class Proc:
             return self.proc.wait(5)
 
 
+def loopback_env() -> dict:
+    """The environment of the processes a tool starts: discovery on this machine only, and
+    a DDS domain of this run's own (a developer's running node never answers)."""
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+    return env
+
+
 def _status_echo(every: int):
     """Echo the node's start line, warnings and every ``every``-th status line."""
     count = {"n": 0}
@@ -148,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+    env = loopback_env()
     times: dict[str, float] = {}
     t_all = time.perf_counter()
 

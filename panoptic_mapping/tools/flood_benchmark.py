@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from panoptic_mapping.tools.demo import NODE, PARAMS, Proc
+from panoptic_mapping.tools.demo import NODE, PARAMS, Proc, loopback_env
 
 NS = "/panoptic_mapping"
 STATUS_PERIOD_S = 1.0
@@ -206,9 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     from panoptic_mapping.tools.demo_client import Client, diagnostic_values, localize_request
 
     scene = _scene(args)
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-    os.environ.update(env)
+    env = loopback_env()
+    os.environ.update(env)  # this process's own client too
     node = Proc([str(NODE), "--ros-args", "--params-file", str(PARAMS),
                  "-p", "input.pose_source:=pose",
                  "-p", f"output.status_period_s:={STATUS_PERIOD_S}"], env, "node",

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from panoptic_mapping.tools.demo import NODE, PARAMS, REPLAY, REPO, Proc
+from panoptic_mapping.tools.demo import NODE, PARAMS, REPLAY, REPO, Proc, loopback_env
 
 SEGMENTATION_NODE = NODE.parent / "segmentation_node"
 SEGMENTATION_PARAMS = REPO / "config" / "segmentation.yaml"
@@ -121,9 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     scene = make_scene("tabletop", seed=args.seed, num_frames=args.frames, width=args.width,
                        height=args.height, num_novel_frames=0)
     scene_dir = save_scene(scene, out / "scene")
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-    os.environ.update(env)
+    env = loopback_env()
+    os.environ.update(env)  # this process's own client too
     rclpy.init()
     results = {}
     try:

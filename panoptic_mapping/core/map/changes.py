@@ -74,7 +74,8 @@ class Shape:
 
     Attributes:
         voxels: voxels it shows. extent: (3,) [m] its horizontal extents sorted (a turned
-            object keeps them) and its vertical extent, of the voxel centres plus a voxel.
+            object keeps them) and its vertical extent, of the voxel centres (10th to 90th
+            percentile) plus a voxel.
         centroid: (3,). embedding: (D,) unit mean embedding, or None.
     """
 
