@@ -16,7 +16,9 @@ Every public method is thread-safe: one lock; readers get copies.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import threading
 import time
 from contextlib import contextmanager
@@ -107,6 +109,10 @@ class MapperConfig:
         5, "Of the still frames in a row, every this-many-th is mapped (a camera that stands "
         "still keeps watching: change detection needs its frames); 1 maps every frame.",
         minimum=1)
+    reader_copy_period_s: float = param(
+        0.25, "The field's readers (InstanceLoc's fill of undecided voxels) use a copy of "
+        "it, refreshed after a training step at most this often [s], so that they never "
+        "wait for a step; 0 refreshes after every step.", minimum=0.0)
     render_chunk_rays: int = param(4096, "Rays per chunk when rendering whole images.",
                                    minimum=64)
     render_min_opacity: float = param(0.5, "A rendered ray whose accumulated opacity is "
@@ -255,6 +261,10 @@ class Mapper:
         self.frames_skipped_still = 0
         self.stereo = StereoDepth(self.cfg.stereo, self.device) if self.cfg.stereo.enabled \
             else None
+        # the field as its readers see it (see reader_copy_period_s); None: none to read
+        self._reader_field: PanopticField | None = None
+        self._reader_copied_s = -math.inf
+        self._reader_copy_error: str | None = None
         self._last_stats = self._read_stats()
 
     # ------------------------------------------------------------------ input
@@ -409,9 +419,29 @@ class Mapper:
                 losses = self.trainer.step()
                 if not losses:
                     return {}
+                self._refresh_reader()
                 if self.trainer.steps % self.cfg.reassociate_every == 0:
                     self._reassociate_next()
         return losses
+
+    def _refresh_reader(self, force: bool = False) -> None:
+        """Copy the field for its readers (call under the lock) when the last copy is
+        older than ``reader_copy_period_s``. A field that cannot be copied (a native
+        accelerated module) leaves the readers on the lock, as before copies existed."""
+        now = time.monotonic()
+        if self.field is None or self._reader_copy_error is not None or (
+                not force and now - self._reader_copied_s < self.cfg.reader_copy_period_s):
+            return
+        # the prototypes' growth hook moves the trainer's optimiser state: not the readers'
+        hook = getattr(self.field.prototypes, "on_grow", None)
+        try:
+            reader = copy.deepcopy(self.field, {} if hook is None else {id(hook): None})
+        except Exception as exc:  # noqa: BLE001 - whatever the backend raises, readers wait
+            self._reader_copy_error = f"{type(exc).__name__}: {exc}"
+            self._reader_field = None
+            return
+        reader.requires_grad_(False)
+        self._reader_field, self._reader_copied_s = reader, now
 
     def train_for(self, seconds: float) -> int:
         """Train until ``seconds`` have passed; returns the number of steps taken."""
@@ -493,6 +523,36 @@ class Mapper:
                                                    shape if depth is None else depth.shape)
             return self._reference(K, camera_to_world, depth, confirmed_only=True)
 
+    @contextmanager
+    def _reader_lock(self) -> Iterator[None]:
+        """What a reader of the map (InstanceLoc) holds: nothing of the mapper's when it can
+        read the instance map (its own lock) and the field's copy; else the foreground
+        lock (the field volume-rendered for views without depth, or a field that cannot
+        be copied)."""
+        if self._reads_without_lock():
+            yield
+        else:
+            with self._foreground_lock():
+                yield
+
+    def _reads_without_lock(self) -> bool:
+        return self.cfg.render_without_depth == "map" and self._reader_copy_error is None
+
+    def _render_for_reader(self, K: np.ndarray, camera_to_world: np.ndarray,
+                           depth: np.ndarray | None, shape: tuple[int, int]
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_render_instances` for readers: the field's fill from its copy."""
+        if not self._reads_without_lock():
+            return self._render_instances(K, camera_to_world, depth, shape)
+        instances, field, edits = self.instances, self._reader_field, self.edits
+        if depth is None or not (depth > 0).any():
+            depth = instances.surface_depth(K, camera_to_world,
+                                            shape if depth is None else depth.shape,
+                                            self.cfg.surface_min_weight)
+        fill = None if field is None else FieldInstanceFill(
+            field, instances, self.cfg.field_fill_confidence, True, edits)
+        return instances.render_view(depth, K, camera_to_world, True, fill=fill)
+
     def _depth_without_sensor(self, K: np.ndarray, camera_to_world: np.ndarray,
                               shape: tuple[int, int]) -> np.ndarray:
         """(H, W) depth where a view without depth meets the map (0 = nothing there)."""
@@ -548,10 +608,10 @@ class Mapper:
         frame = validate_frame(frame)
         if frame.masks is None:
             raise ValueError("localize needs the frame's masks")
-        with self._foreground_lock():
+        with self._reader_lock():
             depth = frame.depth
-            rendered, conf = self._render_instances(frame.K, frame.camera_to_world, depth,
-                                                    frame.shape)
+            rendered, conf = self._render_for_reader(frame.K, frame.camera_to_world, depth,
+                                                     frame.shape)
             valid = rendered > 0 if depth is None else depth > 0
             ids, answers = vote_masks(frame.masks, rendered, valid, self.cfg.instances.localize,
                                       self.cfg.instances.min_pixels, conf,
@@ -843,6 +903,7 @@ class Mapper:
         mapper.extent.load_state_dict(state["extent"])
         if state["field"] is not None:
             mapper._restore_field(state["field"])
+            mapper._refresh_reader(force=True)
         mapper.frames_ingested = int(state["counters"]["frames_ingested"])
         mapper._last_stats = mapper._read_stats()
         return mapper

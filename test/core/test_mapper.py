@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("pybullet", reason="pybullet renders the test scene")
 
@@ -201,3 +202,44 @@ def test_training_waits_while_foreground_work_waits_for_the_map(tabletop_scene, 
         m._foreground_done.notify_all()
     worker.join(10)
     assert trained.is_set() and m.trainer.steps == steps + 1
+
+
+def test_localize_never_waits_for_a_training_step(mapped, tabletop_scene, space):
+    """InstanceLoc reads the instance map (its own lock) and a copy of the field: a training
+    step holding the mapper's lock does not delay it (in the node a localize call waited
+    for one CPU step, ~250 ms), and its answer is the one the live field gives."""
+    import threading
+
+    m, _ = mapped
+    novel = tabletop_scene.novel_frames[0]
+    f = to_frame(novel, masks_for(tabletop_scene, space, seed=5)(novel), True)
+    m._refresh_reader(force=True)
+    assert m._reader_field is not None and m._reader_field is not m.field
+    live = m._render_instances(f.K, f.camera_to_world, f.depth, f.shape)
+    copied = m._render_for_reader(f.K, f.camera_to_world, f.depth, f.shape)
+    assert np.array_equal(live[0], copied[0]) and np.allclose(live[1], copied[1])
+    done, out = threading.Event(), {}
+    with m._lock:  # a training step in progress
+        t = threading.Thread(target=lambda: (out.setdefault("loc", m.localize(f)), done.set()))
+        t.start()
+        assert done.wait(20), "localize waited for the mapper's lock"
+    t.join()
+    assert out["loc"].matches
+
+
+def test_the_field_copy_follows_training(tabletop_scene, space):
+    """With reader_copy_period_s 0 every step refreshes the readers' copy, which then
+    holds the live field's weights; a field that cannot be copied sends readers back to
+    the lock instead of to a stale copy."""
+    m = Mapper(MapperConfig(device="cpu", reader_copy_period_s=0.0), embedding_dim=space.dim)
+    f = tabletop_scene.frames[0]
+    m.ingest(to_frame(f, masks_for(tabletop_scene, space)(f), True))
+    assert m._reader_field is None  # untrained: nothing to read
+    assert m.train(1)
+    first = m._reader_field
+    assert first is not None and m.train(1) and m._reader_field is not first
+    live, copy_ = dict(m.field.named_parameters()), dict(m._reader_field.named_parameters())
+    assert live.keys() == copy_.keys()
+    assert all(torch.equal(live[k], copy_[k]) for k in live)
+    m._reader_copy_error = "TypeError: cannot pickle a native module"
+    assert not m._reads_without_lock()
