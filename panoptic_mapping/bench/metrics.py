@@ -27,6 +27,8 @@ __all__ = [
     "mean_iou",
     "matched_mask_miou",
     "majority_mapping",
+    "revealed_instances",
+    "segmenter_ceiling",
     "id_stability",
     "psnr",
     "depth_errors",
@@ -456,6 +458,70 @@ def matched_mask_miou(pred_instances: Sequence[np.ndarray],
         "recall_weighted_miou": float(all_ious.sum() / n_gt) if n_gt else float("nan"),
         "matches": matches, "scope": scope,
     }
+
+
+# --------------------------------------------------------------------------- segmenter ceiling
+
+
+def revealed_instances(masks: Sequence[np.ndarray], gt_instances: Sequence[np.ndarray],
+                       min_cover: float = 0.5, void_id: int = 0) -> set[int]:
+    """GT instances a class-agnostic segmenter showed as an object in at least one view.
+
+    In a view, the masks lying mostly on an instance (more than half of each mask's
+    pixels) are its *own* masks; the instance is revealed when its own masks cover more
+    than ``min_cover`` of its visible pixels in some view. A systematic split (two halves,
+    each its own) reveals it; a view where it is missed, or glued into a larger mask that
+    lies mostly elsewhere, does not.
+
+    Args:
+        masks: per frame (H, W) int mask ids (void_id = no mask).
+        gt_instances: per frame (H, W) int GT instance ids (void_id = none).
+        min_cover: share of the instance's pixels its own masks must cover.
+
+    Returns:
+        the revealed GT instance ids.
+    """
+    out: set[int] = set()
+    for m, g in zip(masks, gt_instances):
+        m, g = np.asarray(m).ravel(), np.asarray(g).ravel()
+        if m.shape != g.shape:
+            raise ValueError(f"masks {m.shape} and gt_instances {g.shape} differ in size")
+        g_ids, g_area, m_ids, m_area, gi, mj, inter = _overlap_table(g, m)
+        own = (g_ids[gi] != void_id) & (m_ids[mj] != void_id) & (2 * inter > m_area[mj])
+        covered = np.bincount(gi[own], weights=inter[own], minlength=len(g_ids))
+        out |= {int(i) for i in g_ids[(g_ids != void_id) & (covered > min_cover * g_area)]}
+    return out
+
+
+def segmenter_ceiling(masks: Sequence[np.ndarray], gt_instances: Sequence[np.ndarray],
+                      gt_semantics: Sequence[np.ndarray], thing_classes: Iterable[int],
+                      void_id: int = 0) -> dict:
+    """PQ_scene of a perfect map built from these masks: the segmenter's share of the loss.
+
+    The perfect map associates perfectly and fills every view from 3D, but cannot know an
+    object the segmenter never showed: its prediction is the ground truth, except that
+    the pixels of thing instances never revealed (:func:`revealed_instances`) carry no
+    label. What a method loses below this figure, its association lost; what this
+    figure loses below 1, the segmenter did.
+
+    Returns:
+        dict with PQ, PQ_th, PQ_st (as :func:`panoptic_quality_scene`), ``unrevealed``
+        (sorted GT thing instance ids never revealed) and ``things`` (GT thing instances).
+    """
+    things = {int(c) for c in thing_classes}
+    shown = revealed_instances(masks, gt_instances, void_id=void_id)
+    thing_ids: set[int] = set()
+    pred_i, pred_s = [], []
+    for g, s in zip(gt_instances, gt_semantics):
+        g, s = np.asarray(g), np.asarray(s)
+        is_thing = np.isin(s, list(things)) & (g != void_id)
+        thing_ids |= {int(i) for i in np.unique(g[is_thing])}
+        hide = is_thing & ~np.isin(g, list(shown))
+        pred_i.append(np.where(hide, void_id, g))
+        pred_s.append(np.where(hide, void_id, s))
+    pq = panoptic_quality_scene(pred_i, pred_s, gt_instances, gt_semantics, things, void_id)
+    return {"PQ": pq["PQ"], "PQ_th": pq["PQ_th"], "PQ_st": pq["PQ_st"],
+            "unrevealed": sorted(thing_ids - shown), "things": len(thing_ids)}
 
 
 # --------------------------------------------------------------------------- id stability

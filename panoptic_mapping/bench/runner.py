@@ -107,15 +107,21 @@ def build_frontends(cfg: BenchConfig, scene: Scene, space: SimulatedEmbeddingSpa
 
 
 def frontend_quality(frames: list[SceneFrame], masks: list[MaskFrame], scene: Scene) -> dict:
-    """Mean per-frame class-agnostic PQ of the masks against ground truth (things+stuff)."""
+    """Mean per-frame class-agnostic PQ of the masks against ground truth (things+stuff),
+    and the PQ_scene a perfect map of them would reach (the segmenter's share of the loss)."""
     every_class = set(range(1, len(scene.classes)))
     pq = [metrics.panoptic_quality_scene([m.labels], None, [f.instance], [f.semantic],
                                          every_class, class_agnostic=True)
           for f, m in zip(frames, masks)]
+    ceiling = metrics.segmenter_ceiling([m.labels for m in masks], [f.instance for f in frames],
+                                        [f.semantic for f in frames], scene.thing_classes)
     return {"PQ": float(np.mean([p["PQ"] for p in pq])),
             "SQ": float(np.mean([p["SQ"] for p in pq])),
             "RQ": float(np.mean([p["RQ"] for p in pq])),
-            "masks_per_frame": float(np.mean([m.labels.max() for m in masks]))}
+            "masks_per_frame": float(np.mean([m.labels.max() for m in masks])),
+            # the PQ_scene a perfect map of these masks would reach (metrics.segmenter_ceiling)
+            "ceiling_PQ_scene": ceiling["PQ"], "ceiling_PQ_things": ceiling["PQ_th"],
+            "things_never_shown": len(ceiling["unrevealed"]), "things": ceiling["things"]}
 
 
 def drop_depth(frame: SceneFrame) -> SceneFrame:
@@ -272,6 +278,11 @@ def format_report(record: dict) -> str:
              f"{record['config']['width']}x{record['config']['height']}  depth "
              f"{'on' if record['config']['use_depth'] else 'off'}  front-end "
              f"{record['frontend']['name']} (PQ vs GT {record['frontend']['quality']['PQ']:.3f})"]
+    q = record["frontend"]["quality"]
+    if "ceiling_PQ_scene" in q:
+        lines.append(f"a perfect map of these masks: PQ_scene {q['ceiling_PQ_scene']:.3f}, "
+                     f"PQ_things {q['ceiling_PQ_things']:.3f} ({q['things_never_shown']} of "
+                     f"{q['things']} things never shown whole by the front-end)")
     lines += metric_table(results, rows, 24)
     if "mapper" in results:
         lines.append("")

@@ -259,7 +259,7 @@ def splat_depth(points: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
     return out.reshape(h, w).astype(np.float32)
 
 
-def depth_edges(depth: np.ndarray, curvature: float) -> np.ndarray:
+def depth_edges(depth: np.ndarray, curvature: float, convex: bool = True) -> np.ndarray:
     """(H, W) bool: pixels on or next to a depth edge (a jump, a crease, or missing depth).
 
     On a plane, inverse depth is affine in the pixel coordinates, so its second difference
@@ -268,16 +268,25 @@ def depth_edges(depth: np.ndarray, curvature: float) -> np.ndarray:
     direction, or where a neighbour has no depth; the result is dilated by one pixel so
     that both sides of an edge are marked.
 
+    With ``convex=False`` only jumps and concave creases count. At a concave crease (the
+    surface folds away from the camera: an object standing on a table, a wall meeting the
+    floor) the crease lies behind its neighbours, so 1/d has a positive second difference
+    there; at a convex one (a box's edge, the side of a ball) it is negative. A jump gives
+    a positive second difference on its far side. Objects meet at jumps and concave creases
+    (the convexity rule of LCCP and voxblox++); a convex crease runs across one object.
+
     Args:
         depth: (H, W) depth; <= 0 or non-finite = none.
         curvature: relative threshold (scale-free: the same for near and far surfaces).
+        convex: also mark convex creases.
     """
     d = np.where(np.isfinite(depth), depth, 0.0).astype(np.float64)
     valid = d > 0
     z = np.where(valid, 1.0 / np.where(valid, d, 1.0), 0.0)
     edge = ~valid
-    across_cols = np.abs(z[:, 2:] - 2 * z[:, 1:-1] + z[:, :-2]) > curvature * z[:, 1:-1]
-    across_rows = np.abs(z[2:] - 2 * z[1:-1] + z[:-2]) > curvature * z[1:-1]
+    bend = np.abs if convex else (lambda x: x)
+    across_cols = bend(z[:, 2:] - 2 * z[:, 1:-1] + z[:, :-2]) > curvature * z[:, 1:-1]
+    across_rows = bend(z[2:] - 2 * z[1:-1] + z[:-2]) > curvature * z[1:-1]
     edge[:, 1:-1] |= across_cols
     edge[1:-1] |= across_rows
     out = edge.copy()

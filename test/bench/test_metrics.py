@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from panoptic_mapping.bench import metrics
 from panoptic_mapping.bench.metrics import (
     AGNOSTIC_CLASS,
     depth_errors,
@@ -354,3 +355,44 @@ def test_metrics_module_is_ros_free():
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_revealed_instances_split_counts_glued_and_missed_do_not():
+    # one frame, 4 objects of 4 px each in a 4x4 image:
+    # obj 1 split into two masks (each lies on it): revealed;
+    # obj 2 glued with obj 3 in one mask (half on each, so lying mostly on neither): not;
+    # obj 4 missed: not.
+    gt = np.array([[1, 1, 2, 2],
+                   [1, 1, 2, 2],
+                   [3, 3, 4, 4],
+                   [3, 3, 4, 4]])
+    masks = np.array([[5, 6, 7, 7],
+                      [5, 6, 7, 7],
+                      [7, 7, 0, 0],
+                      [7, 7, 0, 0]])
+    assert metrics.revealed_instances([masks], [gt]) == {1}
+    # a second view shows obj 2 alone (its mask is 3 of its 4 px): revealed from then on
+    masks2 = np.array([[0, 0, 9, 9],
+                       [0, 0, 9, 0],
+                       [0, 0, 0, 0],
+                       [0, 0, 0, 0]])
+    assert metrics.revealed_instances([masks, masks2], [gt, gt]) == {1, 2}
+
+
+def test_segmenter_ceiling_hides_only_unrevealed_things():
+    # floor (stuff class 1, instance 9) and two things of class 2; thing 2 never segmented.
+    gt = np.array([[1, 1, 2, 2],
+                   [1, 1, 2, 2],
+                   [9, 9, 9, 9],
+                   [9, 9, 9, 9]])
+    sem = np.where(gt == 9, 1, 2)
+    masks = np.array([[3, 3, 4, 4],
+                      [3, 3, 4, 4],
+                      [4, 4, 4, 4],
+                      [4, 4, 4, 4]])  # thing 2 glued to the floor's mask
+    out = metrics.segmenter_ceiling([masks], [gt], [sem], thing_classes=[2])
+    assert out["unrevealed"] == [2] and out["things"] == 2
+    # class 2: TP 1 (IoU 1), FN 1 -> 1 / 1.5; the floor is perfect -> PQ = (2/3 + 1) / 2
+    assert out["PQ_th"] == pytest.approx(2 / 3)
+    assert out["PQ_st"] == pytest.approx(1.0)
+    assert out["PQ"] == pytest.approx(5 / 6)

@@ -58,3 +58,20 @@ def test_the_camera_pose_is_applied():
     T[:3, 3] = (0.0, 0.0, -1.0)  # camera 1 m behind the origin, looking along +z
     depth = splat_depth(grid_on_plane(1.0, 0.1, 0.01), K, T, (48, 64), 0.01)
     assert depth[23, 31] == np.float32(2.0)
+
+
+def test_depth_edges_tell_concave_from_convex_creases():
+    """1/d is affine on a plane; at a crease its second difference is negative on a ridge
+    towards the camera (convex) and positive in a valley (concave), and positive on the
+    far side of a jump. Worked example, ridge: d = 1.02, 1.00, 1.02 -> second difference
+    2/1.02 - 2 = -0.039, beyond 0.02 * 1.0; valley: d = 1.48, 1.50, 1.48 -> +0.018 > 0.02/1.5."""
+    from panoptic_mapping.core.geometry import depth_edges
+
+    x = np.abs(np.arange(41) - 20)[None].repeat(5, 0).astype(float)
+    ridge, valley = 1.0 + 0.02 * x, 1.5 - 0.02 * x
+    step = np.where(np.arange(41) < 20, 2.0, 1.0)[None].repeat(5, 0)
+    for depth, convex_only in ((ridge, True), (valley, False), (step, False)):
+        every = depth_edges(depth, 0.02)
+        meeting = depth_edges(depth, 0.02, convex=False)
+        assert every[2, 19:22].all() and not every[2, :17].any() and not every[2, 24:].any()
+        assert meeting[2, 19:22].any() != convex_only

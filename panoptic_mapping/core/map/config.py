@@ -150,6 +150,11 @@ class InstanceConfig:
     depth_edge_curvature: float = param(0.02, "A pixel is on a depth edge where the second "
                                         "difference of inverse depth exceeds this share of "
                                         "its inverse depth (jumps and creases).", minimum=0.0)
+    apart_at: str = param("concave", "Where a boundary between two masks is 'apart' "
+                          "evidence (see apart_edge_share): 'any_edge' (jumps and creases) "
+                          "or 'concave' (jumps and concave creases only, where objects "
+                          "meet; a convex crease, a box's edge, runs across one object).",
+                          choices=("any_edge", "concave"))
     # ---- merge evidence
     min_contact: int = param(4, "Pixel edges two ids must share in a view to count as "
                              "touching.", minimum=1)

@@ -43,20 +43,27 @@ class PairEvidence:
         return tuple(self.pairs.get((min(i, j), max(i, j)), (0, 0, 0)))
 
     def record(self, ref: np.ndarray, valid: np.ndarray, pm: np.ndarray, pi: np.ndarray,
-               o: np.ndarray, r_vis: np.ndarray, edges: np.ndarray | None = None) -> None:
+               o: np.ndarray, r_vis: np.ndarray, edges: np.ndarray | None = None,
+               apart_edges: np.ndarray | None = None) -> None:
         """Count one view's evidence for its touching reference ids.
 
         Args:
             ref: (H, W) reference ids; valid: (H, W) bool.
             pm, pi, o: (K,) mask, reference id and pixel overlap of each pair.
             r_vis: (n_ids,) visible pixels per reference id.
-            edges: (H, W) bool depth edges of the view (None: no depth, no gate).
+            edges: (H, W) bool depth edges of the view (None: no depth, no gate): a
+                boundary off them is 'smooth'.
+            apart_edges: (H, W) bool edges where objects meet (None: ``edges``): a
+                boundary on them is 'apart'.
         """
         cfg = self.cfg
         owner, claim = self._claims(pm, pi, o, r_vis)
         if len(claim) < 2:
             return
-        for (i, j), (contact, on_edge) in boundaries(np.where(valid, ref, 0), edges).items():
+        touching = np.where(valid, ref, 0)
+        meeting = (boundaries(touching, apart_edges) if apart_edges is not None
+                   and edges is not None else None)
+        for (i, j), (contact, on_edge) in boundaries(touching, edges).items():
             if contact < cfg.min_contact or i not in claim or j not in claim:
                 continue
             together = i in owner and j in owner and owner[i] == owner[j]
@@ -64,9 +71,10 @@ class PairEvidence:
                 continue  # one mask over both without holding most of each: no evidence
             # two objects meet at a depth jump or crease (measured on the tabletop: 92 % of
             # object boundaries against 42 % of the front-end's cuts reach a 0.3 share)
+            on_meeting = on_edge if meeting is None else meeting[(i, j)][1]
             if together:
                 kind = TOGETHER
-            elif on_edge >= cfg.apart_edge_share:
+            elif on_meeting >= cfg.apart_edge_share:
                 kind = APART
             elif on_edge < cfg.smooth_edge_share:
                 kind = SMOOTH

@@ -440,8 +440,11 @@ class InstanceMap:
                 reference = reference.reshape(depth.shape)
             reference = self.ids.id_lut()[reference]
             self.ids.count_visible(reference, valid, cfg.min_pixels)
+            edges = depth_edges(depth, cfg.depth_edge_curvature)
+            meeting = None if cfg.apart_at == "any_edge" else depth_edges(
+                depth, cfg.depth_edge_curvature, convex=False)
             result = self.associator.associate(masks.astype(np.int64), reference, valid, slots,
-                                               depth_edges(depth, cfg.depth_edge_curvature))
+                                               edges, meeting)
             self.ids.count_assigned(result.labels, masks, embeddings, cfg.min_pixels)
             self._integrate_frame(result, masks, depth.shape, points, flat)
             self.ids.frames += 1
