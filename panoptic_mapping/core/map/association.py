@@ -238,7 +238,7 @@ class Associator:
         """
         if edges is None or self.cfg.smooth_weight <= 0:
             return False
-        contact, on_edge = boundary_between(part, rest, edges)
+        contact, on_edge = boundary_between(part, rest, edges, self.cfg.boundary_end_px)
         return contact >= self.cfg.min_contact and on_edge < self.cfg.smooth_edge_share
 
     def _owned_fragment(self, i: int, owns: list[int], part: np.ndarray, kept: np.ndarray,
@@ -262,7 +262,7 @@ class Associator:
         mine = [j for j in owns if j != i and j not in claimed and t.alive[j]]
         if not mine:
             return 0
-        contact, on_edge = boundary_between(part, kept, edges)
+        contact, on_edge = boundary_between(part, kept, edges, self.cfg.boundary_end_px)
         if contact >= self.cfg.min_contact and on_edge < self.cfg.apart_edge_share:
             return 0
         return max(mine, key=lambda j: r_vis[j])

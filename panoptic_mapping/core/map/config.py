@@ -181,6 +181,18 @@ class InstanceConfig:
                                     "where at least this share of their image boundary lies "
                                     "on a depth edge (a front-end cut across one surface is "
                                     "no evidence of two objects).", minimum=0.0, maximum=1.0)
+    boundary_end_px: int = param(2, "The share of a boundary on a depth edge (apart, "
+                                 "smooth) is taken more than this many pixels from where "
+                                 "a third region meets it: the two regions' silhouette is "
+                                 "a depth edge, and on a short boundary (a small object "
+                                 "cut in two) its ends alone would reach apart_edge_share. "
+                                 "0: the whole boundary.", minimum=0)
+    convex_seam_share: float = param(0.5, "With apart_at 'concave': two masks whose "
+                                     "boundary runs along a convex crease (at least this "
+                                     "share of it on an edge, almost none of it concave) "
+                                     "are two faces of one object cut at its edge (a "
+                                     "segmenter splits a box by its shading): 'smooth' "
+                                     "evidence. Above 1: off.", minimum=0.0)
     # ---- id lifecycle
     release_min_apart: int = param(6, "A part split off an id (see 'one mask per id') "
                                    "shows as that id until seen apart from it in this many "

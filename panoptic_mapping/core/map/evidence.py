@@ -61,9 +61,10 @@ class PairEvidence:
         if len(claim) < 2:
             return
         touching = np.where(valid, ref, 0)
-        meeting = (boundaries(touching, apart_edges) if apart_edges is not None
+        end = cfg.boundary_end_px
+        meeting = (boundaries(touching, apart_edges, end) if apart_edges is not None
                    and edges is not None else None)
-        for (i, j), (contact, on_edge) in boundaries(touching, edges).items():
+        for (i, j), (contact, on_edge) in boundaries(touching, edges, end).items():
             if contact < cfg.min_contact or i not in claim or j not in claim:
                 continue
             together = i in owner and j in owner and owner[i] == owner[j]
@@ -76,7 +77,9 @@ class PairEvidence:
                 kind = TOGETHER
             elif on_meeting >= cfg.apart_edge_share:
                 kind = APART
-            elif on_edge < cfg.smooth_edge_share:
+            elif on_edge < cfg.smooth_edge_share or (
+                    meeting is not None and on_meeting < cfg.smooth_edge_share
+                    and on_edge >= cfg.convex_seam_share):
                 kind = SMOOTH
             else:
                 continue

@@ -51,10 +51,42 @@ def _across_pixel_edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.concatenate([image[:, 1:].ravel(), image[1:, :].ravel()]))
 
 
-def boundaries(ids: np.ndarray, edges: np.ndarray | None = None
+def _edge_ends(ids: np.ndarray, reach: int = 2) -> np.ndarray:
+    """For every pixel edge (in :func:`_across_pixel_edges` order): whether a third label
+    lies within ``reach`` pixels along it, beside either of its two pixels (the edge is an
+    end of the boundary between its two labels, where a third region meets them).
+
+    The silhouette of the two regions is a depth edge, marked ``reach`` pixels wide: on a
+    boundary a few pixels long (small objects at 160x120) its ends alone would otherwise
+    make a cut across one object look like a depth edge between two.
+    """
+    h, w = ids.shape
+    pad = np.pad(ids.astype(np.int64), reach, constant_values=-1)  # -1: off the image
+    a, b = (x.astype(np.int64) for x in _across_pixel_edges(ids))
+    ends = []
+    for axis in (1, 0):  # horizontal edges (across columns), then vertical ones
+        end = np.zeros((h, w - 1) if axis == 1 else (h - 1, w), dtype=bool)
+        ea, eb = (a[:end.size], b[:end.size]) if axis == 1 else (a[-end.size:], b[-end.size:])
+        ea, eb = ea.reshape(end.shape), eb.reshape(end.shape)
+        for side in (0, 1):  # the pixel on either side of the edge
+            for d in [k for r in range(1, reach + 1) for k in (-r, r)]:
+                if axis == 1:  # neighbours above and below
+                    v = pad[reach + d:reach + d + h, reach + side:reach + side + w - 1]
+                else:  # neighbours left and right
+                    v = pad[reach + side:reach + side + h - 1, reach + d:reach + d + w]
+                end |= (v != ea) & (v != eb) & (v != -1)
+        ends.append(end.ravel())
+    return np.concatenate(ends)
+
+
+def boundaries(ids: np.ndarray, edges: np.ndarray | None = None, end_px: int = 2
                ) -> dict[tuple[int, int], tuple[int, float]]:
     """Touching non-zero ids: (i, j) with i < j -> (number of pixel edges they share,
-    share of those touching a pixel of ``edges`` ((H, W) bool; 1.0 without edges))."""
+    share of those touching a pixel of ``edges`` ((H, W) bool; 1.0 without edges)).
+
+    The share is taken along the boundary's inner part, more than ``end_px`` pixels from
+    where a third region meets it (:func:`_edge_ends`), when it has one (0: the whole
+    boundary)."""
     a, b = (x.astype(np.int64) for x in _across_pixel_edges(ids))
     sel = (a != b) & (a > 0) & (b > 0)
     if not sel.any():
@@ -67,17 +99,23 @@ def boundaries(ids: np.ndarray, edges: np.ndarray | None = None
         share = np.ones(keys.size)
     else:
         on_edge = np.logical_or(*_across_pixel_edges(edges))[sel]
-        share = np.bincount(inverse, weights=on_edge) / counts
+        inner = (~_edge_ends(ids, end_px)[sel] if end_px > 0
+                 else np.ones(int(sel.sum()), dtype=bool))
+        n_inner = np.bincount(inverse, weights=inner, minlength=keys.size)
+        share_inner = np.bincount(inverse, weights=on_edge & inner,
+                                  minlength=keys.size) / np.maximum(n_inner, 1)
+        share = np.where(n_inner > 0, share_inner,
+                         np.bincount(inverse, weights=on_edge) / counts)
     return {(int(k // base), int(k % base)): (int(c), float(e))
             for k, c, e in zip(keys, counts, share)}
 
 
-def boundary_between(part: np.ndarray, rest: np.ndarray, edges: np.ndarray | None
-                     ) -> tuple[int, float]:
+def boundary_between(part: np.ndarray, rest: np.ndarray, edges: np.ndarray | None,
+                     end_px: int = 2) -> tuple[int, float]:
     """(pixel edges shared, share of them on a depth edge) between two disjoint (H, W)
     bool regions; (0, 1.0) where they do not touch."""
     two = np.where(part, 2, np.where(rest, 1, 0))
-    return boundaries(two, edges).get((1, 2), (0, 1.0))
+    return boundaries(two, edges, end_px).get((1, 2), (0, 1.0))
 
 
 def seen_through(points: np.ndarray, depth: np.ndarray, K: np.ndarray,

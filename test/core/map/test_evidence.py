@@ -77,19 +77,21 @@ def test_a_map_saved_before_smooth_evidence_loads_with_none():
 def test_a_convex_crease_between_two_masks_is_no_evidence_they_are_apart():
     """Two masks meeting at a crease: where the surface folds away from the camera (a
     concave crease: an object standing on a table) they may be two objects and the view
-    says 'apart'; at a ridge towards the camera (a convex crease: a box's edge, a cut
-    across a ball) they are one object's faces, so with apart_at 'concave' the view says
-    neither apart nor smooth (the crease is still an edge for 'smooth')."""
+    says 'apart'; at a ridge towards the camera (a convex crease: a box's edge, where a
+    segmenter cuts a box by its shading) they are one object's faces: with apart_at
+    'concave' the view says 'smooth' (a seam along the crease, convex_seam_share), or
+    nothing with the seam rule off."""
     masks, valid, _, _ = side_by_side()
     h, w = valid.shape
     x = np.abs(np.arange(w) - w // 2 + 0.5)[None].repeat(h, 0)  # 0.5 at the boundary
     ridge = 1.0 + 0.04 * x  # nearest at the boundary: convex
     valley = 1.5 - 0.04 * x  # farthest at the boundary: concave
-    for apart_at, depth, expected in (("concave", ridge, None),
-                                      ("concave", valley, [0, 1, 0]),
-                                      ("any_edge", ridge, [0, 1, 0])):
+    for apart_at, seam, depth, expected in (("concave", 0.5, ridge, [0, 0, 1]),
+                                            ("concave", 2.0, ridge, None),
+                                            ("concave", 0.5, valley, [0, 1, 0]),
+                                            ("any_edge", 0.5, ridge, [0, 1, 0])):
         im = InstanceMap()
-        im.cfg.apart_at = apart_at
+        im.cfg.apart_at, im.cfg.convex_seam_share = apart_at, seam
         left, right = established(im, 2)
         ref = np.where(masks == 1, left, right)
         meeting = None if apart_at == "any_edge" else depth_edges(depth, 0.02, convex=False)

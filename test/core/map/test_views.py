@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from panoptic_mapping.core.geometry import backproject, depth_edges
+from panoptic_mapping.core.map.views import boundaries
 
 from wall_scene import H, W, K, camera
 
@@ -55,3 +56,24 @@ def test_seen_through_worked_example():
                     [5.0, 0.0, 1.0]])    # outside the image
     free = seen_through(pts, depth, Kc, np.eye(4), tol_rel=0.05, margin_m=0.01)
     assert free.tolist() == [True, False, False, False, False, False]
+
+
+def test_boundary_share_is_taken_away_from_the_silhouette():
+    """A small object cut in two (columns 2-4 | 5-7, rows 2-9): its silhouette is a depth
+    edge, marked two pixels wide, which reaches the cut's two ends. The share is taken
+    along the cut's inner part (rows 4-7, more than two pixels from a third region):
+    0 for the cut (the whole boundary would say 4 of 8 = 0.5: 'apart'), 1 where a depth
+    edge runs along the whole boundary (two objects)."""
+    ids = np.zeros((12, 12), np.int64)
+    ids[2:10, 2:5], ids[2:10, 5:8] = 1, 2
+    silhouette = np.zeros((12, 12), bool)
+    silhouette[0:4, :] = silhouette[8:12, :] = True
+    assert boundaries(ids, silhouette) == {(1, 2): (8, 0.0)}
+    along = silhouette.copy()
+    along[:, 4:6] = True
+    assert boundaries(ids, along) == {(1, 2): (8, 1.0)}
+    tiny = np.zeros((6, 6), np.int64)  # no inner part at all: the whole boundary counts
+    tiny[2:4, 1:3], tiny[2:4, 3:5] = 1, 2
+    band = np.zeros((6, 6), bool)
+    band[2, :] = True
+    assert boundaries(tiny, band) == {(1, 2): (2, 0.5)}
