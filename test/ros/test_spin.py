@@ -34,7 +34,8 @@ def test_a_callback_waiting_for_a_pool_thread_does_not_spin_the_executor(rclpy_c
     executor.add_node(node)
     submitted = []
     submit = executor._executor.submit
-    executor._executor.submit = lambda task, *a: (submitted.append(id(task)), submit(task, *a))[1]
+    # the tasks themselves: holding them keeps a finished task's id from being reused
+    executor._executor.submit = lambda task, *a: (submitted.append(task), submit(task, *a))[1]
     stop = threading.Event()
 
     def spin():
@@ -49,5 +50,5 @@ def test_a_callback_waiting_for_a_pool_thread_does_not_spin_the_executor(rclpy_c
     executor.shutdown()
     node.destroy_node()
     assert executor.paused > 0  # the queued-task turn happened, and waited
-    assert len(submitted) == len(set(submitted)), "a queued task was submitted again"
+    assert len(submitted) == len({id(t) for t in submitted}), "a task was submitted again"
     assert ran["slow"] >= 2 and ran["quick"] >= 1  # both callbacks still run
