@@ -9,7 +9,7 @@ def test_a_callback_waiting_for_a_pool_thread_does_not_spin_the_executor(rclpy_c
     """One pool thread, busy in a slow callback (a service call waiting on the map); a
     second timer's callback is queued behind it. rclpy yields a queued task again on every
     turn until a pool thread starts it, and its executor submits it again each time
-    (rclpy issue 1223; in this scenario 30 submissions of 6 tasks; in the mapping node
+    (rclpy issue 1223; 30 submissions in this scenario against 6; in the mapping node
     under load its thread took 74 % of a core). The patient executor submits each task
     once and pauses on such turns; every callback still runs."""
     import rclpy
