@@ -3,11 +3,13 @@ where labels meet and whether that boundary is a depth edge, mask interiors, pix
 footprints, which points a view's depth sees through. Pure functions of (H, W) images."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from panoptic_mapping.core.geometry import project_points
 
-__all__ = ["owners", "boundaries", "interior", "pixel_footprint", "seen_through", "depth_verdicts"]
+__all__ = ["owners", "boundaries", "boundary_shares", "interior", "pixel_footprint", "seen_through", "depth_verdicts"]
 
 
 def owners(pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray,
@@ -51,10 +53,11 @@ def _across_pixel_edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.concatenate([image[:, 1:].ravel(), image[1:, :].ravel()]))
 
 
-def _edge_ends(ids: np.ndarray, reach: int = 2) -> np.ndarray:
-    """For every pixel edge (in :func:`_across_pixel_edges` order): whether a third label
-    lies within ``reach`` pixels along it, beside either of its two pixels (the edge is an
-    end of the boundary between its two labels, where a third region meets them).
+def _edge_ends(ids: np.ndarray, a: np.ndarray, b: np.ndarray, reach: int) -> np.ndarray:
+    """For every pixel edge (``a``, ``b``: the labels on its two sides, in
+    :func:`_across_pixel_edges` order): whether a third label lies within ``reach`` pixels
+    along it, beside either of its two pixels (the edge is an end of the boundary between
+    its two labels, where a third region meets them).
 
     The silhouette of the two regions is a depth edge, marked ``reach`` pixels wide: on a
     boundary a few pixels long (small objects at 160x120) its ends alone would otherwise
@@ -62,7 +65,6 @@ def _edge_ends(ids: np.ndarray, reach: int = 2) -> np.ndarray:
     """
     h, w = ids.shape
     pad = np.pad(ids.astype(np.int64), reach, constant_values=-1)  # -1: off the image
-    a, b = (x.astype(np.int64) for x in _across_pixel_edges(ids))
     ends = []
     for axis in (1, 0):  # horizontal edges (across columns), then vertical ones
         end = np.zeros((h, w - 1) if axis == 1 else (h - 1, w), dtype=bool)
@@ -79,10 +81,11 @@ def _edge_ends(ids: np.ndarray, reach: int = 2) -> np.ndarray:
     return np.concatenate(ends)
 
 
-def boundaries(ids: np.ndarray, edges: np.ndarray | None = None, end_px: int = 2
-               ) -> dict[tuple[int, int], tuple[int, float]]:
+def boundary_shares(ids: np.ndarray, edge_maps: Sequence[np.ndarray | None],
+                    end_px: int = 2) -> dict[tuple[int, int], tuple[int, list[float]]]:
     """Touching non-zero ids: (i, j) with i < j -> (number of pixel edges they share,
-    share of those touching a pixel of ``edges`` ((H, W) bool; 1.0 without edges)).
+    per map of ``edge_maps`` the share of those touching one of its pixels ((H, W) bool;
+    1.0 for a None map)). One pass over the boundaries serves every map.
 
     The share is taken along the boundary's inner part, more than ``end_px`` pixels from
     where a third region meets it (:func:`_edge_ends`), when it has one (0: the whole
@@ -95,19 +98,30 @@ def boundaries(ids: np.ndarray, edges: np.ndarray | None = None, end_px: int = 2
     base = int(hi.max()) + 1
     keys, inverse, counts = np.unique(lo * base + hi, return_inverse=True,
                                       return_counts=True)
-    if edges is None:
-        share = np.ones(keys.size)
-    else:
+    inner = n_inner = None
+    shares = []
+    for edges in edge_maps:
+        if edges is None:
+            shares.append(np.ones(keys.size))
+            continue
+        if inner is None:
+            inner = (~_edge_ends(ids, a, b, end_px)[sel] if end_px > 0
+                     else np.ones(int(sel.sum()), dtype=bool))
+            n_inner = np.bincount(inverse, weights=inner, minlength=keys.size)
         on_edge = np.logical_or(*_across_pixel_edges(edges))[sel]
-        inner = (~_edge_ends(ids, end_px)[sel] if end_px > 0
-                 else np.ones(int(sel.sum()), dtype=bool))
-        n_inner = np.bincount(inverse, weights=inner, minlength=keys.size)
         share_inner = np.bincount(inverse, weights=on_edge & inner,
                                   minlength=keys.size) / np.maximum(n_inner, 1)
-        share = np.where(n_inner > 0, share_inner,
-                         np.bincount(inverse, weights=on_edge) / counts)
-    return {(int(k // base), int(k % base)): (int(c), float(e))
-            for k, c, e in zip(keys, counts, share)}
+        shares.append(np.where(n_inner > 0, share_inner,
+                               np.bincount(inverse, weights=on_edge) / counts))
+    return {(int(k // base), int(k % base)): (int(c), [float(x[n]) for x in shares])
+            for n, (k, c) in enumerate(zip(keys, counts))}
+
+
+def boundaries(ids: np.ndarray, edges: np.ndarray | None = None, end_px: int = 2
+               ) -> dict[tuple[int, int], tuple[int, float]]:
+    """Touching non-zero ids: (i, j) with i < j -> (number of pixel edges they share,
+    share of those touching a pixel of ``edges``): :func:`boundary_shares` of one map."""
+    return {k: (c, e[0]) for k, (c, e) in boundary_shares(ids, [edges], end_px).items()}
 
 
 def boundary_between(part: np.ndarray, rest: np.ndarray, edges: np.ndarray | None,
