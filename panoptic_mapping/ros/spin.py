@@ -58,10 +58,11 @@ class PatientExecutor(MultiThreadedExecutor):
 
 def _executor(num_threads: int) -> MultiThreadedExecutor:
     """The patient executor where this rclpy has the internals it relies on."""
-    probe = MultiThreadedExecutor(num_threads=1)
-    ok = hasattr(probe, "_futures") and hasattr(probe, "_executor")
-    probe.shutdown()
-    return PatientExecutor(num_threads) if ok else MultiThreadedExecutor(num_threads=num_threads)
+    executor = PatientExecutor(num_threads)
+    if hasattr(executor, "_futures") and hasattr(executor, "_executor"):
+        return executor
+    executor.shutdown()
+    return MultiThreadedExecutor(num_threads=num_threads)
 
 
 def run_node(make_node: Callable[[], object], name: str, num_threads: int,
