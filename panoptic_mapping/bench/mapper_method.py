@@ -8,7 +8,9 @@ import numpy as np
 from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
 from panoptic_mapping.core.frames import Frame
 from panoptic_mapping.bench import metrics
+from panoptic_mapping.core.geometry import backproject
 from panoptic_mapping.core.mapper import Mapper, MapperConfig
+from panoptic_mapping.core.semantics import LABEL_SOURCES
 from panoptic_mapping.params import config_from_flat
 
 __all__ = ["MapperMethod"]
@@ -89,8 +91,9 @@ class MapperMethod:
         and cost tens of seconds each on the CPU.
         """
         stereo = {} if self.mapper.stereo is None else {"stereo": self.mapper.stereo.stats()}
+        sem = self.semantic_metrics(frames)
         if self.mapper.stats()["training_steps"] == 0:
-            return {"instances": self.mapper.instances.stats(), **stereo}
+            return {"instances": self.mapper.instances.stats(), **stereo, **sem}
         psnr, depth_mae = [], []
         t0 = time.perf_counter()
         for f in frames:
@@ -99,4 +102,54 @@ class MapperMethod:
             depth_mae.append(metrics.depth_errors(depth, f.depth, (f.depth > 0) & (depth > 0))["mae"])
         return {"novel_psnr": float(np.mean(psnr)), "novel_depth_mae": float(np.nanmean(depth_mae)),
                 "render_ms_per_view": 1000 * (time.perf_counter() - t0) / max(len(frames), 1),
-                "instances": self.mapper.instances.stats(), **stereo}
+                "instances": self.mapper.instances.stats(), **stereo, **sem}
+
+    def semantic_metrics(self, frames: list[SceneFrame]) -> dict:
+        """Both label sources side by side, and per-point text queries, on held-out views.
+
+        * ``mIoU_masks`` / ``mIoU_voxels``: semantic mIoU of the map's instances rendered
+          at the views, labelled from each source (:meth:`Mapper.instance_embeddings`).
+        * ``point_query_IoU``: for each class present, the points (the views' pixels at
+          ground-truth depth) whose relevance to the class's name reaches
+          ``semantics.query_threshold`` against the class's points; mean over classes
+          (``point_query_IoU_per_class`` by name).
+        * ``point_query_ms_200k``: one query over 200k points of the labeled cloud
+          (repeated to 200k), the features' copy already taken.
+        """
+        n_cls = len(self.scene.classes)
+        if not frames or self.mapper.instances.features is None:
+            return {}
+        inst = [self.instance_image(f) for f in frames]
+        gt = [f.semantic for f in frames]
+        out = {}
+        for source in LABEL_SOURCES:
+            sem = []
+            for i in inst:
+                s = self.mapper.semantic_image(i, source)
+                s[s > n_cls - 1] = 0
+                sem.append(s)
+            out[f"mIoU_{source}"] = metrics.mean_iou(sem, gt, n_cls)["mIoU"]
+        pts, cls = [], []
+        for f in frames:
+            p, flat = backproject(f.depth, f.K, f.camera_to_world)
+            pts.append(p)
+            cls.append(f.semantic.reshape(-1)[flat])
+        pts, cls = np.concatenate(pts), np.concatenate(cls)
+        text = self.mapper.vocabulary.text_embeddings()
+        thr = self.mapper.cfg.semantics.query_threshold
+        per_class = {}
+        for c in range(1, n_cls):
+            truth = cls == c
+            if not truth.any():
+                continue
+            hit = self.mapper.point_relevance(pts, text[c - 1]) >= thr
+            per_class[self.scene.classes[c]] = float((hit & truth).sum() / (hit | truth).sum())
+        out["point_query_IoU"] = float(np.mean(list(per_class.values()))) if per_class else 0.0
+        out["point_query_IoU_per_class"] = per_class
+        # the map's own points, as the query service asks about them
+        cloud = self.mapper.labeled_cloud().xyz
+        many = cloud[np.resize(np.arange(len(cloud)), 200_000)] if len(cloud) else pts
+        t0 = time.perf_counter()
+        self.mapper.point_relevance(many, text[0])
+        out["point_query_ms_200k"] = 1000 * (time.perf_counter() - t0)
+        return out

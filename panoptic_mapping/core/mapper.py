@@ -53,7 +53,8 @@ from panoptic_mapping.core.map.edits import MovedPoints, Vacancy, WorldEdits
 from panoptic_mapping.core.map.instances import InstanceMap
 from panoptic_mapping.core.map.localize import vote_masks
 from panoptic_mapping.core.map.observations import id_observations, label_counts
-from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
+from panoptic_mapping.core.labels import label_instances, voxel_relevance
+from panoptic_mapping.core.semantics import LABEL_SOURCES, SemanticConfig, Vocabulary
 from panoptic_mapping.core.stereo import SourceView, StereoConfig, StereoDepth
 from panoptic_mapping.params import config_from_dict, config_to_dict, param
 
@@ -247,6 +248,8 @@ class Mapper:
         self._foreground_done = threading.Condition()
         self.instances = InstanceMap(self.cfg.instances, embedding_dim)
         self.vocabulary = Vocabulary(self.cfg.semantics)
+        # (key, labels, support corrections) of instance_labels() for the configured source
+        self._label_cache: tuple | None = None
         self.keyframes = KeyframeBuffer(self.cfg.keyframes)
         self.extent = SceneExtent()
         self.grid = OccupancyGrid.from_config(self.cfg.sampling, device=self.device)
@@ -576,22 +579,44 @@ class Mapper:
 
     # ------------------------------------------------------------------ semantics
 
-    def instance_labels(self) -> dict[int, tuple[int, float]]:
-        """Confirmed instance id -> (vocabulary label id, confidence)."""
+    def instance_embeddings(self, source: str | None = None) -> dict[int, np.ndarray]:
+        """Confirmed instance id -> unit embedding (D,) from ``source`` ('voxels' or
+        'masks'; default ``semantics.label_source``). 'voxels' pools the fused voxel
+        features and falls back to the masks' mean for an instance without any."""
+        source = source or self.cfg.semantics.label_source
+        if source not in LABEL_SOURCES:
+            raise ValueError(f"label source must be one of {LABEL_SOURCES}, got {source!r}")
         emb = self.instances.instance_embeddings()
-        if not emb:
-            return {}
-        ids = list(emb)
-        labels, conf = self.vocabulary.classify(np.stack([emb[i] for i in ids]))
-        return {i: (int(l), float(c)) for i, l, c in zip(ids, labels, conf)}
+        if source == "voxels":
+            pooled = self.instances.instance_voxel_embeddings()
+            emb = {i: pooled.get(i, e) for i, e in emb.items()}
+        return emb
+
+    def instance_labels(self, source: str | None = None) -> dict[int, tuple[int, float]]:
+        """Confirmed instance id -> (vocabulary label id, confidence) (:mod:`.labels`)."""
+        source = source or self.cfg.semantics.label_source
+        key = (source, id(self.instances), self.instances.version, self.vocabulary.generation,
+               dataclasses.astuple(self.cfg.semantics))
+        cached = self._label_cache
+        if cached is not None and cached[0] == key:
+            return dict(cached[1])
+        emb = self.instance_embeddings(source)
+        boxes = self.instances.instance_boxes(self.cfg.semantics.support_box_quantile) if (
+            emb and self.cfg.semantics.exclude_support_label) else None
+        corrected: dict[int, list[int]] = {}
+        labels = label_instances(self.vocabulary, self.cfg.semantics, emb, boxes, corrected)
+        if source == self.cfg.semantics.label_source:
+            self._label_cache = (key, labels, corrected)
+        return dict(labels)
 
     def instance_label_names(self) -> dict[int, tuple[str, float]]:
         """Confirmed instance id -> (vocabulary label name, confidence)."""
         return {i: (self.vocabulary.name(l), c) for i, (l, c) in self.instance_labels().items()}
 
-    def semantic_image(self, instance_ids: np.ndarray) -> np.ndarray:
+    def semantic_image(self, instance_ids: np.ndarray, source: str | None = None
+                       ) -> np.ndarray:
         """(H, W) int32 label ids of an instance-id image (0 where no instance)."""
-        table = self.instance_labels()
+        table = self.instance_labels(source)
         uniq, inv = np.unique(instance_ids, return_inverse=True)
         lut = np.array([table.get(int(u), (0, 0.0))[0] for u in uniq], dtype=np.int32)
         return lut[inv].reshape(instance_ids.shape)
@@ -623,9 +648,28 @@ class Mapper:
 
     # ------------------------------------------------------------------ queries and export
 
+    def point_relevance(self, points: np.ndarray, text_embedding: np.ndarray,
+                        negatives: np.ndarray | None = None) -> np.ndarray | None:
+        """Relevance (N,) in [0, 1] of world points (N, 3) to a phrase's text embedding
+        (D,): :meth:`Vocabulary.relevance` of the fused voxel features nearest each point
+        (:meth:`VoxelFeatures.slots_at`; 0 where none). Runs on a copy of the features
+        taken once per map change, so it never waits for ingest. None when the map keeps
+        no voxel features."""
+        got = self.instances.features_copy()
+        if got is None:
+            return None
+        features, owners = got
+        self.instance_labels()  # the support corrections of the labels, cached
+        cached = self._label_cache
+        corrected = cached[2] if cached is not None else {}
+        return voxel_relevance(features, self.vocabulary, np.asarray(points, np.float64),
+                               text_embedding, negatives, self.cfg.instances.search_radius,
+                               owners, corrected)
+
     def query(self, text_embedding: np.ndarray) -> list[tuple[int, float]]:
-        """Confirmed instances ranked by cosine similarity to a text embedding (D,)."""
-        emb = self.instances.instance_embeddings()
+        """Confirmed instances ranked by cosine similarity to a text embedding (D,), each
+        instance's embedding from ``semantics.label_source``."""
+        emb = self.instance_embeddings()
         if not emb:
             return []
         ids = list(emb)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from panoptic_mapping.params import param
 
-__all__ = ["SemanticConfig", "Vocabulary", "OTHER"]
+__all__ = ["SemanticConfig", "Vocabulary", "OTHER", "LABEL_SOURCES", "UP_AXES"]
+
+LABEL_SOURCES = ("voxels", "masks")
+UP_AXES = ("z", "y", "x", "-z", "-y", "-x")
 
 OTHER = "other"
 
@@ -24,6 +28,43 @@ class SemanticConfig:
     temperature: float = param(0.05, "Softmax temperature over cosine similarities; the "
                                "label's confidence is its softmax probability.",
                                minimum=1e-4, runtime=True)
+    label_source: str = param("masks", "Where an instance's label comes from: 'voxels' "
+                              "(the mask embeddings fused per voxel across views, pooled "
+                              "over the instance's voxels; masks alone where the map has "
+                              "no voxel features) or 'masks' (the mean of the masks that "
+                              "joined the instance, each weighted by its share on it).",
+                              choices=LABEL_SOURCES, runtime=True)
+    exclude_support_label: bool = param(True, "An instance resting on or in a larger one "
+                                        "(its footprint inside the other's, the other "
+                                        "reaching up to its base) is not given that one's "
+                                        "label: a crop of a small object is mostly its "
+                                        "support, and the map knows they are two. It takes "
+                                        "its next-best label instead.", runtime=True)
+    support_max_size_ratio: float = param(0.5, "'Larger' for exclude_support_label: the "
+                                          "instance's longest box edge at most this share "
+                                          "of the support's.", minimum=0.0, maximum=1.0,
+                                          runtime=True)
+    support_gap_m: float = param(0.03, "How far below an instance's base its support's top "
+                                 "may end, and how far above the base the support's bottom "
+                                 "may start [m] (voxel rims and contact).", minimum=0.0,
+                                 runtime=True)
+    support_stand_out_m: float = param(0.015, "An instance rests on another only when "
+                                       "its top stands out above the other's by more "
+                                       "than this [m]: a piece of a table top that a "
+                                       "segmenter cut out is part of the surface.",
+                                       minimum=0.0, runtime=True)
+    support_box_quantile: float = param(0.05, "Instance boxes for exclude_support_label "
+                                        "span this quantile to its complement of the "
+                                        "instance's voxels along each axis (a few stray "
+                                        "voxels must not make a box span the room).",
+                                        minimum=0.0, maximum=0.49, runtime=True)
+    up_axis: str = param("z", "The map frame's up direction (REP-103: z), for "
+                         "exclude_support_label.", choices=UP_AXES)
+    query_threshold: float = param(0.5, "Default relevance above which a point matches a "
+                                   "per-point text query (relevance 0.5: the phrase "
+                                   "matches the point as well as the best other phrase of "
+                                   "the vocabulary does).", minimum=0.0, maximum=1.0,
+                                   runtime=True)
 
 
 class Vocabulary:
@@ -37,6 +78,7 @@ class Vocabulary:
         self._lock = threading.Lock()
         self._prompts: list[str] = []
         self._text = np.zeros((0, 0), dtype=np.float32)
+        self.generation = 0  # bumped by set(): readers cache labels on it
 
     def set(self, prompts: list[str], text_embeddings: np.ndarray) -> None:
         """Replace the vocabulary. text_embeddings: (C, D), normalised here."""
@@ -47,6 +89,7 @@ class Vocabulary:
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         with self._lock:
             self._prompts, self._text = list(prompts), emb
+            self.generation += 1
 
     @property
     def prompts(self) -> list[str]:
@@ -68,12 +111,18 @@ class Vocabulary:
                 return self._prompts[label_id - 1]
         return OTHER if label_id else ""
 
-    def classify(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def classify(self, embeddings: np.ndarray,
+                 exclude: Sequence[Sequence[int]] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """Label ids (N,) and confidences (N,) of embeddings (N, D).
 
         Confidence is the softmax probability of the best prompt at the configured
         temperature; an embedding whose best cosine is below ``min_similarity`` is
         "other" with confidence 1 - best cosine (clipped to [0, 1]).
+
+        Args:
+            exclude: per embedding, the label ids it may not take: the best of the other
+                prompts is taken, its probability among them (all excluded: none is).
         """
         with self._lock:
             text, n = self._text, len(self._prompts)
@@ -82,14 +131,51 @@ class Vocabulary:
             return np.full(len(emb), n + 1, dtype=np.int32), np.zeros(len(emb), np.float32)
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         sim = emb @ text.T
+        for row, ex in enumerate(exclude or ()):
+            cols = [int(e) - 1 for e in ex if 1 <= int(e) <= n]
+            if len(cols) < n:  # one prompt at least stays
+                sim[row, cols] = -np.inf
         best = sim.argmax(1)
         top = sim[np.arange(len(emb)), best]
         z = (sim - top[:, None]) / self.cfg.temperature
-        prob = 1.0 / np.exp(z).sum(1)
+        prob = 1.0 / np.exp(z).sum(1)  # exp(-inf) = 0: excluded prompts take no share
         other = top < self.cfg.min_similarity
         labels = np.where(other, n + 1, best + 1).astype(np.int32)
         conf = np.where(other, np.clip(1.0 - top, 0.0, 1.0), prob).astype(np.float32)
         return labels, conf
+
+    def relevance(self, features: np.ndarray, text_embedding: np.ndarray,
+                  negatives: np.ndarray | None = None) -> np.ndarray:
+        """Relevance (N,) in [0, 1] of features (N, D) to a phrase (LERF's score).
+
+        For each negative phrase j: the two-way softmax probability of the phrase over j at
+        the configured temperature; the relevance is the least of them. 0.5 means the
+        phrase fits a feature as well as the best negative does. Negatives are the
+        vocabulary's prompts not (nearly) equal to the phrase, plus ``negatives`` (K, D)
+        (canonical phrases such as "object" or "stuff"). Without any negative the
+        relevance is the cosine mapped to [0, 1]. Zero features get relevance 0.
+        """
+        f = np.asarray(features, dtype=np.float32)
+        norm = np.linalg.norm(f, axis=-1)
+        t = np.asarray(text_embedding, dtype=np.float32).reshape(-1)
+        t = t / max(float(np.linalg.norm(t)), 1e-12)
+        f = f / np.maximum(norm, 1e-12)[:, None]
+        neg = self.text_embeddings()
+        if neg.size:
+            neg = neg[neg @ t < 0.999]  # the phrase itself is not its own negative
+        if negatives is not None and np.size(negatives):
+            extra = np.asarray(negatives, dtype=np.float32).reshape(-1, t.size)
+            extra = extra / np.maximum(np.linalg.norm(extra, axis=1, keepdims=True), 1e-12)
+            neg = extra if neg.size == 0 else np.concatenate([neg, extra])
+        s_q = f @ t
+        if neg.size == 0:
+            rel = (s_q + 1.0) / 2.0
+        else:
+            # min over j of 1 / (1 + exp((s_j - s_q) / T)) is reached at the largest s_j
+            s_n = (f @ neg.T).max(1)
+            z = np.clip((s_n - s_q) / self.cfg.temperature, -60.0, 60.0)
+            rel = 1.0 / (1.0 + np.exp(z))
+        return np.where(norm > 0, rel, 0.0).astype(np.float32)
 
     def similarity(self, embeddings: np.ndarray, text_embedding: np.ndarray) -> np.ndarray:
         """Cosine similarity (N,) of embeddings (N, D) with one text embedding (D,)."""

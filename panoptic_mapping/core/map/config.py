@@ -94,6 +94,19 @@ class InstanceConfig:
     # ---- voxel votes
     voxel_size_m: float = param(0.01, "Edge of the instance voxels [m].", minimum=0.001)
     votes_per_voxel: int = param(4, "Instance votes kept per voxel.", minimum=1, maximum=16)
+    voxel_features: bool = param(True, "Fuse the masks' embeddings per voxel across views "
+                                 "(D float16 values a voxel): labels from the map and "
+                                 "per-point text queries. Off saves the memory; labels then "
+                                 "come from the masks alone.")
+    feature_voxel_size_m: float = param(0.03, "Edge of the voxels the features are fused "
+                                        "in [m] (D float16 values each: at 1 cm a room's "
+                                        "surfaces would hold gigabytes of 512-D features).",
+                                        minimum=0.001)
+    feature_disagree_weight: float = param(0.1, "Weight of a view's features at pixels its "
+                                           "mask gave another id than the map showed "
+                                           "there (the mask swallowed what the map holds: "
+                                           "its embedding describes something else).",
+                                           minimum=0.0, maximum=1.0)
     edge_vote_weight: float = param(0.5, "Weight of the vote of a pixel on a mask's edge "
                                     "(interior pixels vote 1): a mask's edge wanders by a "
                                     "pixel from frame to frame, so a boundary voxel goes to "

@@ -33,12 +33,14 @@ from panoptic_mapping.core.geometry import (
     pack_voxel_keys,
     splat_depth,
     unpack_voxel_keys,
+    voxel_coords,
 )
 from panoptic_mapping.core.map.association import AssociationResult, Associator
 from panoptic_mapping.core.map.changes import ChangeDetector, GoneInstance, Shape, match_moved
 from panoptic_mapping.core.map.config import InstanceConfig
 from panoptic_mapping.core.map.edits import InstanceEditError
 from panoptic_mapping.core.map.evidence import PairEvidence
+from panoptic_mapping.core.map.features import VoxelFeatures, mask_shares
 from panoptic_mapping.core.map.ids import IdTable
 from panoptic_mapping.core.map.lifecycle import IdLifecycle
 from panoptic_mapping.core.map.views import interior, pixel_footprint, seen_through
@@ -68,13 +70,23 @@ class InstanceMap:
     def __init__(self, cfg: InstanceConfig | None = None, embedding_dim: int | None = None):
         self.cfg = cfg or InstanceConfig()
         self._lock = threading.RLock()
+        # bumped by every change of votes, ids or features: readers cache derived views
+        # (labels) on it
+        self.version = 0
+        self._features_copy: tuple[int, tuple[VoxelFeatures, np.ndarray]] | None = None
         self._wire(VoteGrid(self.cfg.voxel_size_m, self.cfg.votes_per_voxel,
                             self.cfg.search_radius, self.cfg.max_search_radius),
                    IdTable(embedding_dim), PairEvidence(self.cfg))
+        self.features = self._new_features(embedding_dim)
         c = self.cfg.changes
         self.changes = ChangeDetector(c.min_voxels, c.gone_share, c.present_share,
                                       c.gone_views, c.tol_rel, self.cfg.voxel_size_m,
                                       c.surface_tol_rel)
+
+    def _new_features(self, embedding_dim: int | None) -> VoxelFeatures | None:
+        if not (self.cfg.voxel_features and embedding_dim):
+            return None
+        return VoxelFeatures(self.cfg.feature_voxel_size_m, int(embedding_dim))
 
     def _wire(self, votes: VoteGrid, ids: IdTable, evidence: PairEvidence) -> None:
         self.votes, self.ids, self.evidence = votes, ids, evidence
@@ -114,6 +126,7 @@ class InstanceMap:
     def merge(self, a: int, b: int) -> int:
         """Merge two ids; returns the survivor."""
         with self._lock:
+            self.version += 1
             return self.lifecycle.merge(a, b)
 
     # ------------------------------------------------------------------ edits
@@ -127,8 +140,11 @@ class InstanceMap:
             InstanceEditError: the map does not show ``instance_id`` (the reason).
         """
         with self._lock:
+            self.version += 1
             members = self._members(self._shown(instance_id))
             keys = self._footprint(members)
+            if self.features is not None:
+                self.features.clear(self._held_keys(members))
             self.votes.drop(members)
             self.ids.alive[np.flatnonzero(members)] = False
             self.evidence.forget(members)
@@ -145,8 +161,11 @@ class InstanceMap:
             InstanceEditError: the map does not show ``instance_id`` (the reason).
         """
         with self._lock:
+            self.version += 1
             members = self._members(self._shown(instance_id))
             keys = self._footprint(members)
+            if self.features is not None:
+                self.features.move(self._held_keys(members), transform)
             self.votes.move(members, transform)
             # who touched whom, or saw through it, at the old place says nothing of the new
             self.evidence.forget(members)
@@ -212,21 +231,17 @@ class InstanceMap:
         """``new_id`` is ``old_id`` (removed as gone) seen elsewhere: the old id lives
         again, with the new one's votes and statistics."""
         with self._lock:
+            self.version += 1
             self.ids.alive[old_id] = True
             self.ids.absorb(new_id, old_id)
             self.votes.relabel(new_id, old_id)
             self.evidence.forget(self._members(old_id))
             self.changes.forget(new_id)
 
-    def _shown_voxels(self, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
-        """Centres (V, 3) and ids (V,) of the voxels whose best vote is a shown instance
-        (pending parts as their parent) showing at most ``max_voxels`` voxels."""
+    def _voxel_owners(self) -> tuple[np.ndarray, np.ndarray]:
+        """(V,) int64 shown id of every voxel's strongest vote (0: none or not shown) and
+        (V,) int8 how many ids voted there."""
         n = len(self.votes)
-        if n == 0:
-            return np.zeros((0, 3)), np.zeros(0, np.int64)
-        # each voxel's strongest vote (pending parts not added to their parent's here:
-        # cheaper than labels(), and only for choosing what to judge), column by column
-        # (reductions along the short vote axis are slow in numpy)
         w, vid = self.votes.weights[:n], self.votes.ids[:n]
         best, best_w = vid[:, 0].copy(), w[:, 0].copy()
         voted = (w[:, 0] > 0).astype(np.int8)
@@ -237,6 +252,18 @@ class InstanceMap:
             voted += w[:, c] > 0
         ids = self.ids.display_lut()[best].astype(np.int64)
         ids[~self.ids.confirmed(self.cfg.confirm_frames)[ids]] = 0
+        return ids, voted
+
+    def _shown_voxels(self, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+        """Centres (V, 3) and ids (V,) of the voxels whose best vote is a shown instance
+        (pending parts as their parent) showing at most ``max_voxels`` voxels."""
+        n = len(self.votes)
+        if n == 0:
+            return np.zeros((0, 3)), np.zeros(0, np.int64)
+        # each voxel's strongest vote (pending parts not added to their parent's here:
+        # cheaper than labels(), and only for choosing what to judge), column by column
+        # (reductions along the short vote axis are slow in numpy)
+        ids, voted = self._voxel_owners()
         size = np.bincount(ids, minlength=1)
         # only voxels no other id voted for, none of whose six neighbours shows another
         # id: where an object meets its support (its base in the table's voxel layer) the
@@ -287,14 +314,19 @@ class InstanceMap:
                        ) * self.votes.voxel_size
             return centres.min(0), centres.max(0)
 
-    def _footprint(self, members: np.ndarray) -> np.ndarray:
-        """Sorted packed keys of the space ids flagged in ``members`` take: the voxels
-        where they hold at least a third of the votes (a presence, not a neighbour's
-        edge vote), grown by one voxel (an object's rim voxels often hold only its
-        neighbours' edge votes, and points whose own voxel was never voted lie beside)."""
+    def _held_keys(self, members: np.ndarray) -> np.ndarray:
+        """Packed keys of the voxels where ids flagged in ``members`` hold at least a third
+        of the votes (a presence, not a neighbour's edge vote)."""
         slots, mine = self.votes.held_by(members)
         slots = slots[mine >= self.votes.weights[slots].sum(1) / 3.0]
-        coords = unpack_voxel_keys(self.votes.index.slot_keys()[slots])
+        return self.votes.index.slot_keys()[slots]
+
+    def _footprint(self, members: np.ndarray) -> np.ndarray:
+        """Sorted packed keys of the space ids flagged in ``members`` take: the voxels
+        they hold (:meth:`_held_keys`), grown by one voxel (an object's rim voxels often
+        hold only its neighbours' edge votes, and points whose own voxel was never voted
+        lie beside)."""
+        coords = unpack_voxel_keys(self._held_keys(members))
         r = np.arange(-1, 2)
         offsets = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
         return np.unique(pack_voxel_keys((coords[:, None, :] + offsets[None]).reshape(-1, 3)))
@@ -379,6 +411,7 @@ class InstanceMap:
         returns how many. Outliers of an earlier depth (a wrong stereo match) float in
         space later views see through, and lose their votes."""
         with self._lock:
+            self.version += 1
             n = len(self.votes)
             if n == 0 or self.cfg.carve_weight <= 0:
                 return 0
@@ -408,6 +441,7 @@ class InstanceMap:
             points: (P, 3) world points; point_labels: (P,) int map ids (0 = no vote).
         """
         with self._lock:
+            self.version += 1
             self.votes.integrate(points, point_labels, weight)
 
     def process_frame(self, masks: np.ndarray, depth: np.ndarray, K: np.ndarray,
@@ -426,6 +460,7 @@ class InstanceMap:
             The association; ``labels`` are the frame's online ids.
         """
         with self._lock:
+            self.version += 1
             cfg = self.cfg
             valid = depth > 0
             points, flat = backproject(depth, K, camera_to_world)
@@ -447,6 +482,15 @@ class InstanceMap:
                                                edges, meeting)
             self.ids.count_assigned(result.labels, masks, embeddings, cfg.min_pixels)
             self._integrate_frame(result, masks, depth.shape, points, flat)
+            if self.features is not None and embeddings is not None and len(embeddings):
+                share = mask_shares(result.labels, masks)
+                lut = self.ids.id_lut()
+                given = lut[np.minimum(result.labels, lut.size - 1)]
+                # where the map showed another instance than the mask's, the mask likely
+                # swallowed that instance (a support's mask over a small object)
+                share = np.where((reference > 0) & (given != reference),
+                                 share * cfg.feature_disagree_weight, share).reshape(-1)[flat]
+                self.features.integrate(points, masks.reshape(-1)[flat], embeddings, share)
             self.ids.frames += 1
             self.lifecycle.after_frame()
             result.labels = self.ids.resolve_image(result.labels)
@@ -478,10 +522,76 @@ class InstanceMap:
         with self._lock:
             return self.ids.unit_embeddings(self.confirmed_ids())
 
+    def instance_voxel_embeddings(self) -> dict[int, np.ndarray]:
+        """Confirmed id -> unit mean of the fused voxel features (:mod:`.features`) of the
+        voxels it holds (each voxel's strongest vote decides whose it is); {} without
+        voxel features."""
+        with self._lock:
+            if self.features is None or len(self.votes) == 0:
+                return {}
+            owner, _ = self._voxel_owners()
+            return self.features.pooled(self._feature_keys(), owner)
+
+    def instance_boxes(self, quantile: float = 0.0) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Confirmed id -> world axis-aligned bounds (lo (3,), hi (3,)) of the voxel cubes
+        it holds (each voxel's strongest vote decides whose it is), from the ``quantile``
+        to the 1 - ``quantile`` of its voxel centres along each axis."""
+        with self._lock:
+            if len(self.votes) == 0:
+                return {}
+            owner, _ = self._voxel_owners()
+            keep = owner > 0
+            owner = owner[keep]
+            centres = self.votes.index.centers(self.votes.voxel_size)[keep]
+        half = self.votes.voxel_size / 2
+        order = np.argsort(owner, kind="stable")
+        owner, centres = owner[order], centres[order]
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        out = {}
+        for a, b in zip(starts, np.r_[starts[1:], owner.size]):
+            c = centres[a:b]
+            lo, hi = np.quantile(c, [quantile, 1.0 - quantile], axis=0) if quantile > 0 \
+                else (c.min(0), c.max(0))
+            out[int(owner[a])] = (lo - half, hi + half)
+        return out
+
+    def _feature_keys(self) -> np.ndarray:
+        """(V,) packed keys, at the features' voxel size, of every vote voxel's centre."""
+        centres = self.votes.index.centers(self.votes.voxel_size)
+        return pack_voxel_keys(voxel_coords(centres, self.features.voxel_size))
+
+    def features_copy(self) -> tuple[VoxelFeatures, np.ndarray] | None:
+        """A copy of the fused voxel features and (V,) the shown instance holding each of
+        their voxels (0: none), one per map version: readers query it without this lock.
+        None without voxel features."""
+        with self._lock:
+            if self.features is None:
+                return None
+            cached = self._features_copy
+            if cached is None or cached[0] != self.version:
+                features = self.features.copy()
+                owners = np.zeros(len(features), np.int64)
+                if len(self.votes):
+                    # each feature voxel's owner: the id holding most vote voxels in it
+                    owner, _ = self._voxel_owners()
+                    s = features.index.lookup(self._feature_keys())
+                    ok = (s >= 0) & (owner > 0)
+                    if ok.any():
+                        base = int(owner.max()) + 1
+                        pairs, n = np.unique(s[ok] * base + owner[ok], return_counts=True)
+                        slot, who = np.divmod(pairs, base)
+                        order = np.lexsort((-n, slot))
+                        first = np.r_[True, slot[order][1:] != slot[order][:-1]]
+                        owners[slot[order][first]] = who[order][first]
+                cached = self._features_copy = (self.version, (features, owners))
+            return cached[1]
+
     def state(self) -> dict:
         """Everything needed to restore the map (plain arrays and scalars)."""
         with self._lock:
-            return {**self.votes.state(), **self.ids.state(), "pairs": self.evidence.state()}
+            features = {} if self.features is None else self.features.state()
+            return {**self.votes.state(), **self.ids.state(), "pairs": self.evidence.state(),
+                    **features}
 
     @classmethod
     def from_state(cls, state: dict, cfg: InstanceConfig | None = None) -> "InstanceMap":
@@ -492,7 +602,11 @@ class InstanceMap:
         votes.load_state(state)
         evidence = PairEvidence(im.cfg)
         evidence.load_state(state["pairs"])
-        im._wire(votes, IdTable.from_state(state), evidence)
+        ids = IdTable.from_state(state)
+        im._wire(votes, ids, evidence)
+        dim = ids.emb.shape[1]
+        if im.cfg.voxel_features and dim:
+            im.features = VoxelFeatures.from_state(state, im.cfg.feature_voxel_size_m, dim)
         return im
 
     def stats(self) -> dict:

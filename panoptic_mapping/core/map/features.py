@@ -1,0 +1,264 @@
+"""Vision-language features fused per voxel across views.
+
+A mask's embedding says what one view thought of the whole mask. Fused per voxel, the
+views that saw a surface agree or outvote each other *there*: a part that one segmenter
+cut out in some views (a drawer's handle) keeps its own direction in feature space even
+where the instance it belongs to is the drawer, stuff (floor, walls) carries the features
+of every view that saw it, and any point of the map can be asked how well it matches a
+phrase. Each voxel keeps the running mean of its per-view observations (one per view:
+the pixel-weighted mean of the unit embeddings of the masks whose pixels fall in it), so a
+close view with many pixels on a voxel counts once, as a far one does.
+
+Storage is float16 (D values per voxel; 1 kB a voxel for 512-D CLIP features), on its own
+:class:`~panoptic_mapping.core.map.voxels.VoxelIndex` at the instance map's voxel size,
+so its keys are the vote grid's and the two can be joined by key.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from panoptic_mapping.core.geometry import pack_voxel_keys, voxel_coords
+from panoptic_mapping.core.map.voxels import VoxelIndex
+
+__all__ = ["VoxelFeatures", "unit_rows", "mask_shares"]
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of (N, D) scaled to unit length (zero rows stay zero), float32."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.where(n > 0, x / np.maximum(n, 1e-12), 0.0).astype(np.float32)
+
+
+def mask_shares(labels: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(H, W) float32: for each pixel, the share of its mask's pixels that carry the map
+    id the pixel was given (0 off masks or ids). A mask that is mostly the table speaks
+    little for the mug pixels it swallowed, as in the masks' mean per id
+    (:meth:`~panoptic_mapping.core.map.ids.IdTable.count_assigned`).
+
+    Args:
+        labels: (H, W) int map ids of the pixels (0 = none); masks: (H, W) int mask ids.
+    """
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    m = np.asarray(masks, dtype=np.int64).reshape(-1)
+    sel = (lab > 0) & (m > 0)
+    out = np.zeros(lab.size, np.float32)
+    if sel.any():
+        base = int(lab.max()) + 1
+        pair = m[sel] * base + lab[sel]
+        uniq, inv, cnt = np.unique(pair, return_inverse=True, return_counts=True)
+        size = np.bincount(m[sel], minlength=int(m.max()) + 1)
+        out[sel] = (cnt / size[uniq // base])[inv.reshape(-1)]
+    return out.reshape(np.shape(labels))
+
+
+class VoxelFeatures:
+    """Running mean of mask embeddings per voxel.
+
+    Args:
+        voxel_size: voxel edge [m] (the instance map's, so keys match its votes).
+        dim: embedding dimension D.
+    """
+
+    def __init__(self, voxel_size: float, dim: int):
+        self.voxel_size = float(voxel_size)
+        self.dim = int(dim)
+        self.index = VoxelIndex()
+        self.mean = np.zeros((0, self.dim), dtype=np.float16)  # (V, D) mean of unit obs.
+        self.weight = np.zeros(0, dtype=np.float32)  # (V,) views fused
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.mean.nbytes + self.weight.nbytes + 3 * 8 * len(self.index))
+
+    # ------------------------------------------------------------------ updates
+
+    def integrate(self, points: np.ndarray, point_masks: np.ndarray,
+                  embeddings: np.ndarray, point_weights: np.ndarray | None = None) -> int:
+        """Fuse one view.
+
+        Args:
+            points: (P, 3) world points of the view's pixels with depth.
+            point_masks: (P,) int mask id of each point (0 = no mask: ignored).
+            embeddings: (M, D) per-mask embeddings (row m - 1 is mask m); zero rows (no
+                embedding) are ignored.
+            point_weights: (P,) how far each point's mask embedding speaks for it, in
+                [0, 1] (:func:`mask_shares`); a voxel's observation weighs the mean of
+                its points'. None: 1.
+        Returns:
+            The number of voxels updated.
+        """
+        emb = unit_rows(embeddings)
+        if emb.ndim != 2 or emb.shape[1] != self.dim:
+            raise ValueError(f"embeddings of dimension {self.dim} expected, got {emb.shape}")
+        m = np.asarray(point_masks, dtype=np.int64)
+        keep = (m > 0) & (m <= emb.shape[0])
+        if keep.any():
+            keep[keep] = np.linalg.norm(emb[m[keep] - 1], axis=1) > 0
+        if not keep.any():
+            return 0
+        slots = self.index.insert(pack_voxel_keys(voxel_coords(points[keep], self.voxel_size)))
+        self._grow(len(self.index))
+        pw = np.ones(int(keep.sum()), np.float64) if point_weights is None else \
+            np.asarray(point_weights, dtype=np.float64)[keep]
+        base = emb.shape[0] + 1
+        # (voxel, mask) pairs with their pixel counts and weights: a few per voxel, never
+        # (P, D)
+        pairs, inv, counts = np.unique(slots * base + m[keep], return_inverse=True,
+                                       return_counts=True)
+        pair_w = np.bincount(inv.reshape(-1), weights=pw, minlength=pairs.size)
+        s, mask = np.divmod(pairs, base)
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        obs = unit_rows(np.add.reduceat(emb[mask - 1] * pair_w[:, None].astype(np.float32),
+                                        starts, axis=0))
+        w = np.add.reduceat(pair_w, starts) / np.add.reduceat(counts, starts)
+        ok = w > 0
+        self._add(s[starts][ok], obs[ok], w[ok].astype(np.float32))
+        return int(ok.sum())
+
+    def _add(self, slots: np.ndarray, obs: np.ndarray, w: np.ndarray) -> None:
+        """Fold observations (N, D) of weight (N,) into distinct ``slots`` (N,)."""
+        old_w = self.weight[slots]
+        total = old_w + w
+        new = (self.mean[slots].astype(np.float32) * old_w[:, None] + obs * w[:, None]) \
+            / np.maximum(total, 1e-12)[:, None]
+        self.mean[slots] = new.astype(np.float16)
+        self.weight[slots] = total
+
+    def _grow(self, n: int) -> None:
+        if n > self.weight.size:
+            pad = n - self.weight.size
+            self.mean = np.concatenate([self.mean, np.zeros((pad, self.dim), np.float16)])
+            self.weight = np.concatenate([self.weight, np.zeros(pad, np.float32)])
+
+    def clear(self, keys: np.ndarray) -> None:
+        """Forget the voxels with packed ``keys`` (K,) (an instance removed)."""
+        s = self.index.lookup(np.asarray(keys, dtype=np.int64))
+        s = s[s >= 0]
+        self.mean[s] = 0
+        self.weight[s] = 0.0
+
+    def move(self, keys: np.ndarray, transform: np.ndarray) -> None:
+        """Carry the voxels with packed ``keys`` (K,) by a rigid ``transform`` (4, 4,
+        world -> world) applied to their centres (an instance moved); voxels landing on
+        observed ones are averaged by weight."""
+        s = self.index.lookup(np.asarray(keys, dtype=np.int64))
+        s = s[(s >= 0)]
+        s = s[self.weight[s] > 0]
+        if s.size == 0:
+            return
+        centres = self.index.centers(self.voxel_size)[s]
+        moved = centres @ transform[:3, :3].T + transform[:3, 3]
+        obs, w = self.mean[s].astype(np.float32), self.weight[s].copy()
+        self.mean[s] = 0
+        self.weight[s] = 0.0
+        dest = self.index.insert(pack_voxel_keys(voxel_coords(moved, self.voxel_size)))
+        self._grow(len(self.index))
+        # several voxels may land in one: sum per destination first
+        uniq, inv = np.unique(dest, return_inverse=True)
+        acc = np.zeros((uniq.size, self.dim), np.float32)
+        np.add.at(acc, inv, obs * w[:, None])
+        wsum = np.bincount(inv, weights=w, minlength=uniq.size).astype(np.float32)
+        self._add(uniq, acc / wsum[:, None], wsum)
+
+    def copy(self) -> "VoxelFeatures":
+        """An independent copy (a reader's snapshot: queries run on it without a lock)."""
+        f = VoxelFeatures(self.voxel_size, self.dim)
+        f.index = VoxelIndex.from_state(self.index.state())
+        f.mean, f.weight = self.mean[:len(self.index)].copy(), self.weight[:len(self.index)].copy()
+        return f
+
+    # ------------------------------------------------------------------ reads
+
+    def slots_at(self, points: np.ndarray, search_radius: int = 1) -> np.ndarray:
+        """(N,) slots of the voxels holding features nearest world points (N, 3): the
+        point's own voxel, else the nearest within ``search_radius`` voxels (a held-out
+        view's surface lies between the voxels the mapped views filled); -1: none."""
+        coords = voxel_coords(points, self.voxel_size)
+        slots = self.index.lookup(pack_voxel_keys(coords))
+        slots[slots >= 0] = np.where(self.weight[slots[slots >= 0]] > 0, slots[slots >= 0], -1)
+        miss = np.flatnonzero(slots < 0)
+        if search_radius > 0 and miss.size and len(self.index):
+            r = np.arange(-search_radius, search_radius + 1)
+            offsets = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+            offsets = offsets[np.abs(offsets).sum(1) > 0]
+            cand_coords = coords[miss, None, :] + offsets[None]
+            cand = self.index.lookup(pack_voxel_keys(cand_coords))
+            held = cand >= 0
+            held[held] = self.weight[cand[held]] > 0
+            dist = np.linalg.norm((cand_coords + 0.5) * self.voxel_size - points[miss, None, :],
+                                  axis=-1)
+            dist[~held] = np.inf
+            best = np.argmin(dist, axis=1)
+            found = np.isfinite(dist[np.arange(miss.size), best])
+            slots[miss[found]] = cand[found, best[found]]
+        return slots
+
+    def unit_features(self) -> np.ndarray:
+        """(V, D) float32 unit feature of every slot (zero where none)."""
+        return unit_rows(self.mean[:len(self.index)])
+
+    def at_keys(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unit features (N, D) float32 and weights (N,) of the voxels with packed
+        ``keys`` (N,); zero where a voxel holds none."""
+        s = self.index.lookup(np.asarray(keys, dtype=np.int64))
+        feats = np.zeros((s.size, self.dim), np.float32)
+        w = np.zeros(s.size, np.float32)
+        ok = s >= 0
+        feats[ok] = unit_rows(self.mean[s[ok]])
+        w[ok] = self.weight[s[ok]]
+        return feats, w
+
+    def at_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unit features (N, D) and weights (N,) of the voxels world points (N, 3) fall in."""
+        return self.at_keys(pack_voxel_keys(voxel_coords(points, self.voxel_size)))
+
+    def pooled(self, keys: np.ndarray, owner: np.ndarray) -> dict[int, np.ndarray]:
+        """owner id -> unit weighted mean feature of its voxels.
+
+        Args:
+            keys: (V,) packed voxel keys; owner: (V,) int ids (0 = none).
+        """
+        keys = np.asarray(keys, dtype=np.int64)
+        owner = np.asarray(owner, dtype=np.int64)
+        s = self.index.lookup(keys)
+        ok = (s >= 0) & (owner > 0)
+        s, owner = s[ok], owner[ok]
+        ok = self.weight[s] > 0
+        s, owner = s[ok], owner[ok]
+        if s.size == 0:
+            return {}
+        order = np.argsort(owner, kind="stable")
+        s, owner = s[order], owner[order]
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        # a voxel's mean of unit observations, weighted by how many views it fused
+        sums = np.add.reduceat(self.mean[s].astype(np.float32) * self.weight[s, None],
+                               starts, axis=0)
+        sums = unit_rows(sums)
+        return {int(i): sums[k] for k, i in enumerate(owner[starts]) if sums[k].any()}
+
+    # ------------------------------------------------------------------ persistence
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"feature_keys": self.index.slot_keys().copy(), "feature_mean": self.mean.copy(),
+                "feature_weight": self.weight.copy()}
+
+    @classmethod
+    def from_state(cls, state: dict, voxel_size: float, dim: int) -> "VoxelFeatures":
+        """Inverse of :meth:`state`; a map saved without features gives empty ones."""
+        f = cls(voxel_size, dim)
+        if "feature_keys" not in state:
+            return f
+        mean = np.asarray(state["feature_mean"], dtype=np.float16)
+        weight = np.asarray(state["feature_weight"], dtype=np.float32)
+        keys = np.asarray(state["feature_keys"], dtype=np.int64)
+        if mean.ndim != 2 or mean.shape[1] != dim or not (mean.shape[0] == weight.size
+                                                          == keys.size):
+            raise ValueError(f"voxel features of shape {mean.shape} with {weight.size} "
+                             f"weights and {keys.size} keys do not fit dimension {dim}")
+        f.index = VoxelIndex.from_state({"slot_keys": keys})
+        f.mean, f.weight = mean.copy(), weight.copy()
+        return f
