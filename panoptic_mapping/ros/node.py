@@ -17,7 +17,8 @@ grows with the input rate):
 * the **training worker** thread, the one that owns the GPU, trains the map continuously
   (``mapping``), one step per lock acquisition;
 * **publishers** (their own callback group, on timers) read snapshots taken under the
-  mapper's lock: ``~/labeled_cloud``, ``~/instances``, ``~/panoptic_image``, ``~/status``;
+  mapper's lock: ``~/labeled_cloud``, ``~/instances``, ``~/panoptic_image``, ``~/status``
+  (and ``~/query_cloud``, latched: the answer of the last ``~/query_points``);
 * **services** run in a callback group of their own, so a slow request never blocks the
   input path; bad requests are answered with ``success=false`` and the reason.
 
@@ -108,6 +109,7 @@ from panoptic_mapping_interfaces.srv import (
     LocalizeInstances,
     MoveInstance,
     QueryInstances,
+    QueryPoints,
     RemoveInstance,
     ResetMap,
     SaveMap,
@@ -338,8 +340,10 @@ class MappingNode(LifecycleNode):
         self._panoptic_pub = self.create_publisher(Image, "~/panoptic_image", 2)
         self._status_pub = self.create_publisher(DiagnosticArray, "~/status", 10)
         self._changes_pub = self.create_publisher(InstanceChange, "~/instance_changes", 10)
+        # the cloud of the last answered query_points (relevance per point), for RViz
+        self._query_cloud_pub = self.create_publisher(PointCloud2, "~/query_cloud", latched)
         self._publishers_made = [self._cloud_pub, self._markers_pub, self._panoptic_pub,
-                                 self._status_pub, self._changes_pub]
+                                 self._status_pub, self._changes_pub, self._query_cloud_pub]
         self._published_key = None
         self._markers_empty = False
         self._published_view = None
@@ -352,13 +356,15 @@ class MappingNode(LifecycleNode):
             swap=self._swap, apply_vocabulary=self._apply_vocabulary,
             segmenter=self.segmenter, embedder=self.embedder,
             embedding_dim=self.embedding_dim, poses=self.poses, snapshots=self._snapshots,
-            latency=self._localize_time, now=lambda: self.get_clock().now().to_msg())
+            latency=self._localize_time, now=lambda: self.get_clock().now().to_msg(),
+            publish_query_cloud=self._query_cloud_pub.publish)
         self._services_made = [
             self.create_service(srv_type, name, self.map_services.guarded(handler),
                                 callback_group=self._service_group)
             for srv_type, name, handler in (
                 (LocalizeInstances, "~/localize_instances", self.map_services.localize),
                 (QueryInstances, "~/query_instances", self.map_services.query),
+                (QueryPoints, "~/query_points", self.map_services.query_points),
                 (GetInstance, "~/get_instance", self.map_services.get_instance),
                 (RemoveInstance, "~/remove_instance", self.map_services.remove_instance),
                 (MoveInstance, "~/move_instance", self.map_services.move_instance),

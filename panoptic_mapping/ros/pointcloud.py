@@ -12,6 +12,9 @@ field                   datatype  offset  meaning
 ``confidence``          FLOAT32   24      confidence of the instance label in [0, 1]
 ======================  ========  ======  ==========================================
 
+``~/query_cloud`` and the cloud of a ``query_points`` answer (point_step 20): ``x``, ``y``,
+``z`` FLOAT32 at 0/4/8, ``relevance`` FLOAT32 at 12 (in [0, 1]), ``instance`` UINT32 at 16.
+
 :func:`read_points` reads any PointCloud2 the way ``sensor_msgs_py.point_cloud2.read_points``
 does (a numpy structured array with one named field per PointField, honouring offsets,
 point_step, row_step and endianness); ``sensor_msgs_py`` is not installable from PyPI, so
@@ -25,7 +28,8 @@ from sensor_msgs.msg import PointCloud2, PointField
 from panoptic_mapping.core.io.export import LabeledCloud
 
 __all__ = ["LABELED_CLOUD_FIELDS", "POINT_STEP", "pack_rgb", "unpack_rgb",
-           "labeled_cloud_to_msg", "read_points", "msg_to_labeled_cloud", "subsample"]
+           "labeled_cloud_to_msg", "RELEVANCE_CLOUD_FIELDS", "relevance_cloud_to_msg",
+           "read_points", "msg_to_labeled_cloud", "subsample"]
 
 # PointField datatype -> numpy type (sensor_msgs_py's mapping)
 _DATATYPES = {
@@ -87,6 +91,39 @@ def labeled_cloud_to_msg(cloud: LabeledCloud, header=None) -> PointCloud2:
     msg.is_bigendian = False
     msg.point_step = POINT_STEP
     msg.row_step = POINT_STEP * n
+    msg.is_dense = True
+    msg.data = data.tobytes()
+    return msg
+
+
+RELEVANCE_CLOUD_FIELDS = (
+    ("x", 0, PointField.FLOAT32), ("y", 4, PointField.FLOAT32), ("z", 8, PointField.FLOAT32),
+    ("relevance", 12, PointField.FLOAT32), ("instance", 16, PointField.UINT32),
+)
+_RELEVANCE_DTYPE = np.dtype({"names": [n for n, _, _ in RELEVANCE_CLOUD_FIELDS],
+                             "formats": ["<f4", "<f4", "<f4", "<f4", "<u4"],
+                             "offsets": [o for _, o, _ in RELEVANCE_CLOUD_FIELDS],
+                             "itemsize": 20})
+
+
+def relevance_cloud_to_msg(xyz: np.ndarray, relevance: np.ndarray, instance: np.ndarray,
+                           header=None) -> PointCloud2:
+    """A PointCloud2 of points (N, 3) with their relevance (N,) and instance ids (N,)."""
+    n = len(relevance)
+    data = np.zeros(n, dtype=_RELEVANCE_DTYPE)
+    xyz = np.asarray(xyz).reshape(n, 3)
+    data["x"], data["y"], data["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    data["relevance"] = relevance
+    data["instance"] = instance
+    msg = PointCloud2()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = 1, n
+    msg.fields = [PointField(name=name, offset=offset, datatype=dt, count=1)
+                  for name, offset, dt in RELEVANCE_CLOUD_FIELDS]
+    msg.is_bigendian = False
+    msg.point_step = _RELEVANCE_DTYPE.itemsize
+    msg.row_step = msg.point_step * n
     msg.is_dense = True
     msg.data = data.tobytes()
     return msg

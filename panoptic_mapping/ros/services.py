@@ -1,5 +1,5 @@
-"""The node's services: localize_instances, query_instances, get_instance, remove_instance,
-move_instance, save_map, load_map, reset.
+"""The node's services: localize_instances, query_instances, query_points, get_instance,
+remove_instance, move_instance, save_map, load_map, reset.
 
 :class:`MapServices` holds what the handlers need, handed in explicitly by the node; the
 handlers run in the node's service callback group (never on the input path), read the map
@@ -29,18 +29,21 @@ from panoptic_mapping.core.mapper import Mapper
 from panoptic_mapping.frontends.segmenters import segment_image
 from panoptic_mapping.ros.conversions import InputError, numpy_to_image, transform_to_matrix
 from panoptic_mapping.ros.markers import fill_instance_msg
-from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg
+from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg, relevance_cloud_to_msg
 from panoptic_mapping.ros.requests import decode_localize_request
 from panoptic_mapping.runtime.poses import PoseLookupError
 from panoptic_mapping.runtime.queries import (
     NO_TEXT_ENCODER,
+    NO_VOXEL_FEATURES,
     UnknownInstance,
     instance_details,
     localized_instances,
     matching_instances,
+    matching_points,
     no_map_reason,
     pixel_roi,
     rank_instances,
+    relevance_threshold,
 )
 from panoptic_mapping.runtime.snapshots import MapSnapshots
 from panoptic_mapping.runtime.workers import LatencyWindow
@@ -65,19 +68,23 @@ class MapServices:
         latency: where localize times are recorded.
         now: the node's clock as a ``builtin_interfaces/Time`` (stamps of the answers;
             None: the system clock).
+        publish_query_cloud: called with the cloud of each answered query_points (the
+            node latches it on ``~/query_cloud``); None: not published.
     """
 
     def __init__(self, *, config: PanopticMappingConfig, logger: Any,
                  current_mapper: Callable[[], Mapper], swap: Callable[[Mapper], None],
                  apply_vocabulary: Callable[[Mapper], None], segmenter: Any, embedder: Any,
                  embedding_dim: int, poses: Any, snapshots: MapSnapshots,
-                 latency: LatencyWindow, now: Callable[[], Any] | None = None) -> None:
+                 latency: LatencyWindow, now: Callable[[], Any] | None = None,
+                 publish_query_cloud: Callable[[Any], None] | None = None) -> None:
         self.config, self.logger = config, logger
         self.current_mapper, self.swap, self.apply_vocabulary = (current_mapper, swap,
                                                                  apply_vocabulary)
         self.segmenter, self.embedder, self.embedding_dim = segmenter, embedder, embedding_dim
         self.poses, self.snapshots, self.latency = poses, snapshots, latency
         self.now = now
+        self.publish_query_cloud = publish_query_cloud
 
     def guarded(self, handler: Callable) -> Callable:
         """A service never raises: an unexpected error becomes success=false + reason."""
@@ -196,6 +203,48 @@ class MapServices:
             response.scores.append(float(score))
         response.success = True
         response.message = f"{len(ranked)} instances ranked for '{text}'"
+        return response
+
+    def query_points(self, request, response):
+        text = request.query.strip()
+        if not text:
+            response.success, response.message = False, "bad request: the query text is empty"
+            return response
+        try:
+            threshold = relevance_threshold(float(request.min_relevance),
+                                            self.config.mapping.semantics.query_threshold)
+        except ValueError as exc:
+            response.success, response.message = False, f"bad request: {exc}"
+            return response
+        if self.embedder is None:
+            response.success, response.message = False, NO_TEXT_ENCODER
+            return response
+        mapper = self.current_mapper()
+        reason = no_map_reason(mapper.stats())
+        if reason:
+            response.success, response.message = False, reason
+            return response
+        cloud = self.snapshots.get(max_age_s=self.config.output.cloud_period_s).cloud
+        (emb,) = self.embedder.embed_text([text])
+        relevance = mapper.point_relevance(cloud.xyz, emb)
+        if relevance is None:
+            response.success, response.message = False, NO_VOXEL_FEATURES
+            return response
+        found = matching_points(relevance, cloud.instance, threshold,
+                                int(request.max_points))
+        header = Header(stamp=self._now(), frame_id=self.config.input.map_frame)
+        response.cloud = relevance_cloud_to_msg(cloud.xyz[found.index], found.relevance,
+                                                cloud.instance[found.index], header)
+        response.instance_ids = found.instance_ids
+        response.instance_shares = found.instance_shares
+        response.success = True
+        shown = (f", the {len(found.index)} most relevant returned"
+                 if len(found.index) < found.matched else "")
+        response.message = (f"{found.matched} of {len(cloud)} points match '{text}' "
+                            f"(relevance >= {threshold:.2f}){shown}, on "
+                            f"{len(found.instance_ids)} instances")
+        if self.publish_query_cloud is not None:
+            self.publish_query_cloud(response.cloud)
         return response
 
     def _now(self) -> TimeMsg:

@@ -1,6 +1,7 @@
 """The decisions behind the node's services, ROS-free: when there is no map to ask, which
-localized instances are sure enough, which instances a text names, where an instance
-lies in an image, and what the map knows about one instance (or why it has none)."""
+localized instances are sure enough, which instances a text names, which map points a
+text matches, where an instance lies in an image, and what the map knows about one
+instance (or why it has none)."""
 from __future__ import annotations
 
 import math
@@ -12,11 +13,14 @@ from panoptic_mapping.core.io.export import InstanceRecord, LabeledCloud, instan
 from panoptic_mapping.core.mapper import Localization, Mapper
 from panoptic_mapping.runtime.snapshots import MapSnapshot
 
-__all__ = ["NO_TEXT_ENCODER", "no_map_reason", "localized_instances", "matching_instances",
-           "rank_instances", "pixel_roi", "InstanceDetails", "UnknownInstance",
+__all__ = ["NO_TEXT_ENCODER", "NO_VOXEL_FEATURES", "no_map_reason", "localized_instances",
+           "matching_instances", "rank_instances", "PointMatches", "relevance_threshold",
+           "matching_points", "pixel_roi", "InstanceDetails", "UnknownInstance",
            "instance_details", "missing_instance_reason"]
 
 NO_TEXT_ENCODER = "no text encoder: configure frontend.embedder.checkpoint"
+NO_VOXEL_FEATURES = ("the map keeps no voxel features (instances.voxel_features is off or "
+                     "no embedder)")
 
 
 def no_map_reason(stats: dict) -> str | None:
@@ -80,6 +84,76 @@ def rank_instances(mapper: Mapper, text: np.ndarray, min_score: float, max_resul
     ranked = [(i, (sim + 1.0) / 2.0) for i, sim in mapper.query(text)]
     ranked = [(i, s) for i, s in ranked if s >= min_score]
     return ranked[:max_results] if max_results > 0 else ranked
+
+
+# --------------------------------------------------------------------------- query_points
+
+
+def relevance_threshold(min_relevance: float, default: float) -> float:
+    """The relevance threshold of a per-point query: ``min_relevance``, or ``default`` (the
+    node's ``mapping.semantics.query_threshold``) when it is 0.
+
+    Raises:
+        ValueError: ``min_relevance`` outside [0, 1] (NaN included).
+    """
+    if not (0.0 <= min_relevance <= 1.0):
+        raise ValueError(f"min_relevance must be in [0, 1] (0 = the node's "
+                         f"mapping.semantics.query_threshold), got {min_relevance}")
+    return float(default) if min_relevance == 0.0 else float(min_relevance)
+
+
+@dataclass
+class PointMatches:
+    """The points of a cloud that match a phrase.
+
+    Attributes:
+        index: (M,) int64 indices of the matching points into the cloud, most relevant
+            first (ties in cloud order), at most ``max_points`` of them.
+        relevance: (M,) float32 their relevance.
+        instance_ids: instances (> 0) holding matching points, most matching points first
+            (ties: the larger share, then the smaller id); counted over every point that
+            passes, not only the ``max_points`` returned.
+        instance_shares: per instance, its matching points / its points in the cloud.
+        matched: how many points pass the threshold (before ``max_points``).
+        threshold: the threshold applied.
+    """
+
+    index: np.ndarray
+    relevance: np.ndarray
+    instance_ids: list[int]
+    instance_shares: list[float]
+    matched: int
+    threshold: float
+
+
+def matching_points(relevance: np.ndarray, instance: np.ndarray, threshold: float,
+                    max_points: int = 0) -> PointMatches:
+    """The points whose relevance is at least ``threshold``, most relevant first.
+
+    Args:
+        relevance: (N,) relevance in [0, 1] of each point of a cloud.
+        instance: (N,) the points' instance ids (0 = none).
+        threshold: least relevance a point needs.
+        max_points: at most this many points are returned (0 = all that pass).
+    """
+    rel = np.asarray(relevance, np.float32).reshape(-1)
+    ids = np.asarray(instance).reshape(-1).astype(np.int64)
+    if rel.shape != ids.shape:
+        raise ValueError(f"{rel.size} relevances for {ids.size} points")
+    passing = np.flatnonzero(rel >= threshold)
+    order = passing[np.argsort(-rel[passing], kind="stable")]
+    if max_points > 0:
+        order = order[:max_points]
+    hits = ids[passing]
+    hits = hits[hits > 0]
+    found, matching = np.unique(hits, return_counts=True)
+    totals = np.bincount(ids[ids > 0], minlength=int(found.max(initial=0)) + 1)
+    shares = matching / np.maximum(totals[found], 1)
+    rank = sorted(range(len(found)), key=lambda k: (-matching[k], -shares[k], found[k]))
+    return PointMatches(index=order.astype(np.int64), relevance=rel[order],
+                        instance_ids=[int(found[k]) for k in rank],
+                        instance_shares=[float(shares[k]) for k in rank],
+                        matched=int(passing.size), threshold=float(threshold))
 
 
 def pixel_roi(mask: np.ndarray) -> tuple[int, int, int, int, int] | None:

@@ -8,9 +8,9 @@
 4. lets the node train for the training budget;
 5. runs the client (:mod:`panoptic_mapping.tools.demo_client`, its own process), which calls
    ``localize_instances`` on held-out views like a manipulation stack, asks
-   ``query_instances``, saves the map, and writes the labeled cloud (PLY and a picture),
-   the panoptic images, the instance table and the quality and timing summary to
-   ``out/demo/``;
+   ``query_instances`` and ``query_points``, saves the map, and writes the labeled cloud
+   (PLY and a picture), the panoptic images, the instance table and the quality and timing
+   summary to ``out/demo/``;
 6. stops the node with SIGINT (as ``ros2 launch`` would) and checks it exits cleanly.
 
 The front-end is whatever ``config/mapping.yaml`` configures: by default the weights-free
@@ -287,7 +287,8 @@ def write_summary(out: Path, args, scene, frontend: str, replay_info: dict, repo
     st = report.get("node_status", {})
     q = report["quality"]
     semantics = ("none: no open_clip checkpoint configured (frontend.embedder.checkpoint), so "
-                 "instances carry no class labels and query_instances answers with the reason"
+                 "instances carry no class labels and query_instances / query_points answer "
+                 "with the reason"
                  if "no embedder" in frontend else "open_clip embeddings")
     summary = {
         "scene": scene.name, "frames": len(scene.frames), "views": report["views"],
@@ -298,7 +299,8 @@ def write_summary(out: Path, args, scene, frontend: str, replay_info: dict, repo
             "mapping.ingest_ms_p50", "mapping.frame_latency_ms_p50", "training.steps",
             "training.steps_per_s", "localize.ms_p50", "localize.ms_p95", "memory.rss_mb",
             "frames.synced", "masks.added_ms_p50", "masks.added_ms_p95")},
-        "cloud": report["cloud"], "query": report["query"], "save_map": report["save_map"],
+        "cloud": report["cloud"], "query": report["query"],
+        "query_points": report["query_points"], "save_map": report["save_map"],
         "get_instance": report["get_instance"], "move": report["move"],
         "remove": report["remove"], "changes": report["changes"],
         "moved": scene.config.get("moved"), "times_s": times,
@@ -342,6 +344,8 @@ def write_summary(out: Path, args, scene, frontend: str, replay_info: dict, repo
         f"{_f(st.get('localize.ms_p50'), '.0f')} ms); node memory "
         f"{_f(st.get('memory.rss_mb'), '.0f')} MB",
         f"query_instances('{report['query']['text']}'): {report['query']['message']}",
+        f"query_points('{report['query_points']['text']}'): "
+        f"{report['query_points']['message']}",
         f"save_map: {report['save_map']['message']}",
         f"get_instance (the largest localized instance, {report['get_instance'].get('calls', 0)}"
         f" calls while training): {report['get_instance'].get('points', 0)} points, round "

@@ -1,9 +1,9 @@
 """The demo's client: a separate process that uses the live node like a manipulation stack.
 
 It calls ``~/localize_instances`` on the held-out views of a scene folder (image,
-camera_info, camera pose in the map, depth), asks ``~/query_instances``, saves the map
-with ``~/save_map``, receives ``~/labeled_cloud`` and ``~/status``, and writes to
-``--out``:
+camera_info, camera pose in the map, depth), asks ``~/query_instances`` and
+``~/query_points`` (the same text), saves the map with ``~/save_map``, receives
+``~/labeled_cloud`` and ``~/status``, and writes to ``--out``:
 
 * ``labeled_cloud.ply`` - the received cloud (binary PLY: x y z, rgb, instance, semantic,
   confidence) and ``labeled_cloud.png`` - top-down and oblique splats coloured by instance;
@@ -132,7 +132,12 @@ def run(args) -> dict:
     from panoptic_mapping.core.io.export import ExportConfig, instance_table, write_ply
     from panoptic_mapping.ros.pointcloud import msg_to_labeled_cloud
     from panoptic_mapping.runtime.visuals import cloud_picture, colorize, side_by_side
-    from panoptic_mapping_interfaces.srv import LocalizeInstances, QueryInstances, SaveMap
+    from panoptic_mapping_interfaces.srv import (
+        LocalizeInstances,
+        QueryInstances,
+        QueryPoints,
+        SaveMap,
+    )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,6 +198,15 @@ def run(args) -> dict:
                            "results": [(int(i.id), float(s))
                                        for i, s in zip(resp.instances, resp.scores)]}
         print(f"client: query_instances '{args.query}': success={resp.success} "
+              f"'{resp.message}'", flush=True)
+        # per point: the relevance of each map point (also latched on ~/query_cloud)
+        resp = client.call(QueryPoints, "query_points", QueryPoints.Request(query=args.query))
+        report["query_points"] = {
+            "text": args.query, "success": bool(resp.success), "message": resp.message,
+            "points": int(resp.cloud.width * resp.cloud.height),
+            "instances": [(int(i), float(s))
+                          for i, s in zip(resp.instance_ids, resp.instance_shares)]}
+        print(f"client: query_points '{args.query}': success={resp.success} "
               f"'{resp.message}'", flush=True)
 
         # -- save the map
@@ -332,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node", default="/panoptic_mapping", help="the mapping node's name")
     p.add_argument("--views", type=int, default=0, help="held-out views to use (0 = all)")
     p.add_argument("--no-depth", action="store_true", help="localize from RGB only")
-    p.add_argument("--query", default="mug", help="text for query_instances")
+    p.add_argument("--query", default="mug", help="text for query_instances and query_points")
     p.add_argument("--move-z", type=float, default=0.3,
                    help="move_instance lifts one localized instance by this much [m]")
     p.add_argument("--cloud-timeout", type=float, default=60.0)

@@ -37,6 +37,7 @@ def test_quick_demo_streams_localizes_and_writes_its_outputs(tmp_path):
     assert 0.0 <= summary["quality"]["matched_mIoU"] <= 1.0
     assert summary["save_map"]["success"]
     assert summary["query"]["message"].startswith("no text encoder")
+    assert summary["query_points"]["message"].startswith("no text encoder")
     move = summary["move"]  # lifted by 0.3 m: get_instance shows it there at once
     assert move["success"], move
     assert move["centroid_after"][2] == pytest.approx(move["centroid_before"][2] + 0.3, abs=0.02)
