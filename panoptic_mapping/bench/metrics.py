@@ -29,6 +29,7 @@ __all__ = [
     "majority_mapping",
     "revealed_instances",
     "segmenter_ceiling",
+    "semantic_ceiling",
     "id_stability",
     "psnr",
     "depth_errors",
@@ -522,6 +523,50 @@ def segmenter_ceiling(masks: Sequence[np.ndarray], gt_instances: Sequence[np.nda
     pq = panoptic_quality_scene(pred_i, pred_s, gt_instances, gt_semantics, things, void_id)
     return {"PQ": pq["PQ"], "PQ_th": pq["PQ_th"], "PQ_st": pq["PQ_st"],
             "unrevealed": sorted(thing_ids - shown), "things": len(thing_ids)}
+
+
+def semantic_ceiling(masks: Sequence[np.ndarray], embeddings: Sequence[np.ndarray | None],
+                     gt_instances: Sequence[np.ndarray], gt_semantics: Sequence[np.ndarray],
+                     text_embeddings: np.ndarray, num_classes: int, void_id: int = 0
+                     ) -> dict:
+    """Semantic mIoU of a perfect instance map labelled by the views' consensus.
+
+    Each ground-truth instance takes the class (1..C, nearest text embedding) of the mean
+    of the embeddings of every mask that overlaps it, each weighted by the share of the
+    mask's pixels on it (as the map's own mean per id); an instance no mask overlaps is
+    void. What averaging the views can reach with perfect instances: an error every view
+    makes stays (a class confused in every view), an error some views make is outvoted.
+    Map structure (:mod:`panoptic_mapping.core.labels`) can go beyond it.
+
+    Args:
+        masks: per frame (H, W) int mask ids; embeddings: per frame (M, D) or None.
+        text_embeddings: (C, D) of classes 1..C.
+    Returns:
+        dict with mIoU and per_class (as :func:`mean_iou`).
+    """
+    acc: dict[int, np.ndarray] = {}
+    for m, e, g in zip(masks, embeddings, gt_instances):
+        if e is None or len(e) == 0:
+            continue
+        m, g = np.asarray(m, np.int64).ravel(), np.asarray(g, np.int64).ravel()
+        sel = (m > 0) & (g != void_id)
+        if not sel.any():
+            continue
+        base = int(g[sel].max()) + 1
+        pairs, counts = np.unique(m[sel] * base + g[sel], return_counts=True)
+        size = np.bincount(m[m > 0], minlength=int(m.max()) + 1)
+        for mask, inst, c in zip(*np.divmod(pairs, base), counts):
+            if mask <= len(e):
+                acc[int(inst)] = acc.get(int(inst), 0.0) + (c / size[mask]) * e[mask - 1]
+    text = np.asarray(text_embeddings, np.float64)
+    text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+    label = {i: int(np.argmax(text @ v)) + 1 for i, v in acc.items() if np.any(v)}
+    pred = []
+    for g in gt_instances:
+        g = np.asarray(g)
+        uniq, inv = np.unique(g, return_inverse=True)
+        pred.append(np.array([label.get(int(u), void_id) for u in uniq])[inv].reshape(g.shape))
+    return mean_iou(pred, gt_semantics, num_classes, void_id)
 
 
 # --------------------------------------------------------------------------- id stability

@@ -106,9 +106,12 @@ def build_frontends(cfg: BenchConfig, scene: Scene, space: SimulatedEmbeddingSpa
     raise ValueError(f"unknown front-end {cfg.frontend!r} (simulated, classical, geometric, gt)")
 
 
-def frontend_quality(frames: list[SceneFrame], masks: list[MaskFrame], scene: Scene) -> dict:
+def frontend_quality(frames: list[SceneFrame], masks: list[MaskFrame], scene: Scene,
+                     text_embeddings: np.ndarray | None = None) -> dict:
     """Mean per-frame class-agnostic PQ of the masks against ground truth (things+stuff),
-    and the PQ_scene a perfect map of them would reach (the segmenter's share of the loss)."""
+    the PQ_scene a perfect map of them would reach (the segmenter's share of the loss),
+    and, with embeddings, the semantic mIoU of the views' consensus on perfect instances
+    (:func:`metrics.semantic_ceiling`)."""
     every_class = set(range(1, len(scene.classes)))
     pq = [metrics.panoptic_quality_scene([m.labels], None, [f.instance], [f.semantic],
                                          every_class, class_agnostic=True)
@@ -121,7 +124,20 @@ def frontend_quality(frames: list[SceneFrame], masks: list[MaskFrame], scene: Sc
             "masks_per_frame": float(np.mean([m.labels.max() for m in masks])),
             # the PQ_scene a perfect map of these masks would reach (metrics.segmenter_ceiling)
             "ceiling_PQ_scene": ceiling["PQ"], "ceiling_PQ_things": ceiling["PQ_th"],
-            "things_never_shown": len(ceiling["unrevealed"]), "things": ceiling["things"]}
+            "things_never_shown": len(ceiling["unrevealed"]), "things": ceiling["things"],
+            **semantic_ceiling(frames, masks, scene, text_embeddings)}
+
+
+def semantic_ceiling(frames: list[SceneFrame], masks: list[MaskFrame], scene: Scene,
+                     text_embeddings: np.ndarray | None) -> dict:
+    """{"ceiling_mIoU": ...} when the masks carry embeddings, else {}."""
+    if text_embeddings is None or all(m.embeddings is None or not len(m.embeddings)
+                                      for m in masks):
+        return {}
+    sem = metrics.semantic_ceiling([m.labels for m in masks], [m.embeddings for m in masks],
+                                   [f.instance for f in frames], [f.semantic for f in frames],
+                                   text_embeddings, len(scene.classes))
+    return {"ceiling_mIoU": sem["mIoU"]}
 
 
 def drop_depth(frame: SceneFrame) -> SceneFrame:
@@ -268,7 +284,8 @@ def format_report(record: dict) -> str:
     results = record["methods"]
     names = list(results)
     rows = ["PQ_scene", "PQ_scene_from_frame", "move_frames_to_follow", "move_id_kept",
-            "PQ_things", "PQ_stuff", "SQ", "RQ", "mIoU", "matched_mIoU",
+            "PQ_things", "PQ_stuff", "SQ", "RQ", "mIoU", "mIoU_masks", "mIoU_voxels",
+            "point_query_IoU", "point_query_ms_200k", "matched_mIoU",
             "matched_masks", "loc_PQ", "loc_matched_mIoU", "late_id_changes",
             "id_changes_per_object", "ingest_fps", "ingest_ms_p50", "loc_ms_p50", "loc_ms_p95",
             "train_steps_per_s", "train_steps", "time_to_90pct_pq_s", "novel_psnr", "novel_depth_mae",
@@ -282,7 +299,9 @@ def format_report(record: dict) -> str:
     if "ceiling_PQ_scene" in q:
         lines.append(f"a perfect map of these masks: PQ_scene {q['ceiling_PQ_scene']:.3f}, "
                      f"PQ_things {q['ceiling_PQ_things']:.3f} ({q['things_never_shown']} of "
-                     f"{q['things']} things never shown whole by the front-end)")
+                     f"{q['things']} things never shown whole by the front-end)"
+                     + (f"; labelled by the views' consensus: mIoU {q['ceiling_mIoU']:.3f}"
+                        if "ceiling_mIoU" in q else ""))
     lines += metric_table(results, rows, 24)
     if "mapper" in results:
         lines.append("")
@@ -357,7 +376,7 @@ def run(cfg: BenchConfig, save_dir: Path | None = None) -> dict:
             frontend["semantic_errors"] = {**train_fe.semantic_errors.to_dict(),
                                            "plan": plan.to_dict(scene.classes)}
     if scene.has_ground_truth:
-        frontend["quality"] = frontend_quality(scene.frames, train_masks, scene)
+        frontend["quality"] = frontend_quality(scene.frames, train_masks, scene, text_emb)
     if save_dir is not None and scene.has_ground_truth:
         save_images(save_dir / "gt" / "train", [f.instance for f in scene.frames],
                     [f.semantic for f in scene.frames])
