@@ -6,11 +6,12 @@ Two things a single view cannot know decide a label here:
   (:mod:`~panoptic_mapping.core.map.features`) and pooled over the voxels the instance
   holds, or, as the fallback and the alternative, the mean of the masks that joined it;
 * **what it rests on**: a crop of a small object is mostly its support, so open-vocabulary
-  masks call a mug on a table "table" and a handle on a drawer "drawer" from every side,
-  and no fusion of views undoes an error every view makes. The map knows the two are
-  separate instances and that one rests on or in the other; such an instance is not given
-  its support's label (:func:`resting_on`): the support's text direction is taken out of
-  its embedding (:func:`without_directions`) and the rest is labelled.
+  masks call a mug on a table "table" from every side, and no fusion of views undoes an
+  error every view makes. The map knows the two are separate instances and that one
+  rests on or in the other (the other's voxels right under its own); such an instance is
+  not given its support's label (:func:`resting_on`): the support's text direction is
+  taken out of its embedding (:func:`without_directions`) and the rest is labelled. Parts
+  attached sideways (a handle on a drawer front) are not found this way.
 """
 from __future__ import annotations
 
@@ -19,63 +20,41 @@ import numpy as np
 from panoptic_mapping.core.map.features import VoxelFeatures
 from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
 
-__all__ = ["resting_on", "label_instances", "up_rotation", "without_directions",
+__all__ = ["resting_on", "label_instances", "without_directions",
            "voxel_relevance"]
 
-Box = tuple[np.ndarray, np.ndarray]
-
-
-def up_rotation(up_axis: str) -> np.ndarray:
-    """(3, 3) rotation taking map coordinates to a frame whose z is ``up_axis``."""
-    sign = -1.0 if up_axis.startswith("-") else 1.0
-    axis = "xyz".index(up_axis[-1])
-    rows = {2: (0, 1, 2), 1: (2, 0, 1), 0: (1, 2, 0)}[axis]  # cyclic: right-handed
-    R = np.eye(3)[list(rows)]
-    if sign < 0:
-        R = np.diag([1.0, -1.0, -1.0]) @ R  # turned over about the first axis
-    return R
-
-
-def resting_on(boxes: dict[int, Box], up_axis: str = "z", gap_m: float = 0.03,
-               max_size_ratio: float = 0.5, stand_out_m: float = 0.015
+def resting_on(contacts: dict[int, dict[int, int]], sizes: dict[int, float],
+               max_size_ratio: float = 0.5, min_contact_share: float = 0.25,
+               min_contacts: int = 3, totals: dict[int, int] | None = None
                ) -> dict[int, list[int]]:
     """Instance id -> ids of the larger instances it rests on or in.
 
-    T rests on S when T's footprint centre (across the up axis) lies inside S's footprint,
-    S's top reaches T's base (no lower than ``gap_m`` under it), S's bottom does not start
-    above T's base (by more than ``gap_m``: a tray's floor and the object in it touch), T
-    stands out above S's top (by more than ``stand_out_m``: a piece of the table top that
-    a segmenter cut out is part of the surface, not on it), and T's longest box edge is at
-    most ``max_size_ratio`` of S's. Objects side by side on one surface are not on each
-    other: neither footprint holds the other's centre.
+    T rests on S when S's voxels lie under at least ``min_contacts`` of T's voxels and at
+    least ``min_contact_share`` of all T's voxels that have another instance under them
+    (:meth:`~panoptic_mapping.core.map.instances.InstanceMap.contacts_below`), more than
+    have T under them (two fragments interleaved lie beside each other, not on one
+    another), and T's
+    size (the caller's measure: the mapper takes the extent across the up axis) is at most
+    ``max_size_ratio`` of S's. Contact, not boxes: a piece of a table top
+    that a segmenter cut out has nothing of the table under it (only its unseen inside),
+    objects side by side touch sideways, and the few stray voxels that stretch an
+    instance's box across the room touch little.
 
     Args:
-        boxes: id -> (lo (3,), hi (3,)) world bounds.
+        contacts: T -> {S: voxels of T with S under them}; sizes: id -> extent [m].
+        totals: T -> voxels of T with any other instance under them, where ``contacts``
+            lists only some of them (default: the sum of T's contacts).
     """
-    if not boxes:
-        return {}
-    R = up_rotation(up_axis)
-    ids = list(boxes)
-    lo, hi = [], []
-    for i in ids:
-        corners = np.array(np.meshgrid(*zip(boxes[i][0], boxes[i][1]), indexing="ij")
-                           ).reshape(3, -1).T @ R.T
-        lo.append(corners.min(0))
-        hi.append(corners.max(0))
-    lo, hi = np.array(lo), np.array(hi)
-    size = (hi - lo).max(1)
-    centre = (lo[:, :2] + hi[:, :2]) / 2
-    # [t, s]: t's centre in s's footprint, s reaches t's base from below, s is larger
-    inside = np.all((lo[None, :, :2] <= centre[:, None]) & (centre[:, None] <= hi[None, :, :2]),
-                    axis=-1)
-    reaches = (hi[None, :, 2] >= lo[:, None, 2] - gap_m) & \
-        (lo[None, :, 2] <= lo[:, None, 2] + gap_m) & \
-        (hi[:, None, 2] > hi[None, :, 2] + stand_out_m)
-    larger = size[:, None] <= max_size_ratio * size[None, :]
-    on = inside & reaches & larger
-    np.fill_diagonal(on, False)
-    return {ids[t]: [ids[s] for s in np.flatnonzero(on[t])] for t in range(len(ids))
-            if on[t].any()}
+    out: dict[int, list[int]] = {}
+    for t, below in contacts.items():
+        total = sum(below.values()) if totals is None else totals.get(t, 0)
+        on = [s for s, n in sorted(below.items())
+              if n >= min_contacts and n >= min_contact_share * total
+              and n > contacts.get(s, {}).get(t, 0)
+              and t in sizes and s in sizes and sizes[t] <= max_size_ratio * sizes[s]]
+        if on:
+            out[t] = on
+    return out
 
 
 def without_directions(embedding: np.ndarray, directions: np.ndarray) -> np.ndarray:
@@ -91,14 +70,15 @@ def without_directions(embedding: np.ndarray, directions: np.ndarray) -> np.ndar
 
 def label_instances(vocabulary: Vocabulary, cfg: SemanticConfig,
                     embeddings: dict[int, np.ndarray],
-                    boxes: dict[int, Box] | None = None,
+                    supports: dict[int, list[int]] | None = None,
                     corrected: dict[int, list[int]] | None = None
                     ) -> dict[int, tuple[int, float]]:
     """Instance id -> (label id, confidence).
 
     Args:
         embeddings: id -> unit embedding (D,) of the chosen source.
-        boxes: id -> world bounds, for ``cfg.exclude_support_label`` (None: rule off).
+        supports: id -> the ids it rests on (:func:`resting_on`), for
+            ``cfg.exclude_support_label`` (None: rule off).
         corrected: filled with id -> the label ids whose text directions were taken out
             of that instance's embedding (its supports'), for per-point queries.
     """
@@ -108,11 +88,9 @@ def label_instances(vocabulary: Vocabulary, cfg: SemanticConfig,
     emb = np.stack([embeddings[i] for i in ids])
     labels, conf = vocabulary.classify(emb)
     out = {i: (int(l), float(c)) for i, l, c in zip(ids, labels, conf)}
-    if not (cfg.exclude_support_label and boxes):
+    if not (cfg.exclude_support_label and supports):
         return out
-    supports = resting_on({i: b for i, b in boxes.items() if i in out}, cfg.up_axis,
-                          cfg.support_gap_m, cfg.support_max_size_ratio,
-                          cfg.support_stand_out_m)
+    supports = {t: [s for s in ss if s in out] for t, ss in supports.items() if t in out}
     # an instance's label against its supports' labels as the map first gives them (not
     # chained); the labels of all its supports are excluded at once (an object in a tray
     # on a table is neither)

@@ -53,7 +53,7 @@ from panoptic_mapping.core.map.edits import MovedPoints, Vacancy, WorldEdits
 from panoptic_mapping.core.map.instances import InstanceMap
 from panoptic_mapping.core.map.localize import vote_masks
 from panoptic_mapping.core.map.observations import id_observations, label_counts
-from panoptic_mapping.core.labels import label_instances, voxel_relevance
+from panoptic_mapping.core.labels import label_instances, resting_on, voxel_relevance
 from panoptic_mapping.core.semantics import LABEL_SOURCES, SemanticConfig, Vocabulary
 from panoptic_mapping.core.stereo import SourceView, StereoConfig, StereoDepth
 from panoptic_mapping.params import config_from_dict, config_to_dict, param
@@ -601,13 +601,47 @@ class Mapper:
         if cached is not None and cached[0] == key:
             return dict(cached[1])
         emb = self.instance_embeddings(source)
-        boxes = self.instances.instance_boxes(self.cfg.semantics.support_box_quantile) if (
-            emb and self.cfg.semantics.exclude_support_label) else None
+        sc = self.cfg.semantics
+        labels = label_instances(self.vocabulary, sc, emb)
+        supports = self._same_label_supports(labels) if sc.exclude_support_label else None
         corrected: dict[int, list[int]] = {}
-        labels = label_instances(self.vocabulary, self.cfg.semantics, emb, boxes, corrected)
+        if supports:
+            labels = label_instances(self.vocabulary, sc, emb, supports, corrected)
         if source == self.cfg.semantics.label_source:
             self._label_cache = (key, labels, corrected)
         return dict(labels)
+
+    def _same_label_supports(self, labels: dict[int, tuple[int, float]]
+                             ) -> dict[int, list[int]]:
+        """Instance -> the larger instances of its own label it rests on
+        (:func:`~panoptic_mapping.core.labels.resting_on`). Only instances sharing a label
+        are looked at (the rule changes nothing else), so an error-free map costs little."""
+        sc = self.cfg.semantics
+        by_label: dict[int, list[int]] = {}
+        for i, (l, _) in labels.items():
+            if l != self.vocabulary.other_id:
+                by_label.setdefault(l, []).append(i)
+        shared = [i for ids in by_label.values() if len(ids) > 1 for i in ids]
+        if not shared:
+            return {}
+        contacts = self.instances.contacts_below(sc.up_axis, sc.support_gap_m,
+                                                 np.array(shared, np.int64))
+        totals = {t: sum(below.values()) for t, below in contacts.items()}
+        same = {t: {s: n for s, n in below.items() if labels.get(s, (0,))[0] == labels[t][0]}
+                for t, below in contacts.items()}
+        contacts = {t: below for t, below in same.items() if below}
+        if not contacts:
+            return {}
+        involved = np.array(sorted(set(contacts) | {s for b in contacts.values() for s in b}))
+        axis = "xyz".index(sc.up_axis[-1])
+        across = [a for a in range(3) if a != axis]
+        # the extent across the up axis, over the middle 90 % of the voxels (strays do not
+        # stretch it): a support spreads beyond what rests on it; a box's upper half, cut
+        # off by a segmenter, is as wide as the lower half it "rests" on
+        sizes = {i: float((hi - lo)[across].max()) for i, (lo, hi) in
+                 self.instances.instance_boxes(0.05, involved).items()}
+        return resting_on(contacts, sizes, sc.support_max_size_ratio, sc.support_min_share,
+                          totals=totals)
 
     def instance_label_names(self) -> dict[int, tuple[str, float]]:
         """Confirmed instance id -> (vocabulary label name, confidence)."""

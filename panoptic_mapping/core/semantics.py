@@ -35,29 +35,24 @@ class SemanticConfig:
                               "joined the instance, each weighted by its share on it).",
                               choices=LABEL_SOURCES, runtime=True)
     exclude_support_label: bool = param(True, "An instance resting on or in a larger one "
-                                        "(its footprint inside the other's, the other "
-                                        "reaching up to its base) is not given that one's "
-                                        "label: a crop of a small object is mostly its "
-                                        "support, and the map knows they are two. It takes "
-                                        "its next-best label instead.", runtime=True)
+                                        "(the other's voxels right under its own) is not "
+                                        "given that one's label: a crop of a small object "
+                                        "is mostly its support, and the map knows they are "
+                                        "two. The support's text direction is taken out of "
+                                        "its embedding and the rest labelled.",
+                                        runtime=True)
     support_max_size_ratio: float = param(0.5, "'Larger' for exclude_support_label: the "
-                                          "instance's longest box edge at most this share "
-                                          "of the support's.", minimum=0.0, maximum=1.0,
-                                          runtime=True)
-    support_gap_m: float = param(0.03, "How far below an instance's base its support's top "
-                                 "may end, and how far above the base the support's bottom "
-                                 "may start [m] (voxel rims and contact).", minimum=0.0,
-                                 runtime=True)
-    support_stand_out_m: float = param(0.015, "An instance rests on another only when "
-                                       "its top stands out above the other's by more "
-                                       "than this [m]: a piece of a table top that a "
-                                       "segmenter cut out is part of the surface.",
-                                       minimum=0.0, runtime=True)
-    support_box_quantile: float = param(0.05, "Instance boxes for exclude_support_label "
-                                        "span this quantile to its complement of the "
-                                        "instance's voxels along each axis (a few stray "
-                                        "voxels must not make a box span the room).",
-                                        minimum=0.0, maximum=0.49, runtime=True)
+                                          "instance's extent across the up axis at most "
+                                          "this share of the support's (a segmenter's "
+                                          "upper half of a box is as wide as the lower).",
+                                          minimum=0.0, maximum=1.0, runtime=True)
+    support_gap_m: float = param(0.03, "An instance rests on another when the other's "
+                                 "voxels lie at most this far under its own [m].",
+                                 minimum=0.0, runtime=True)
+    support_min_share: float = param(0.25, "... and under at least this share of its "
+                                     "voxels that have another instance right under them "
+                                     "(a few stray voxels decide nothing).",
+                                     minimum=0.0, maximum=1.0, runtime=True)
     up_axis: str = param("z", "The map frame's up direction (REP-103: z), for "
                          "exclude_support_label.", choices=UP_AXES)
     query_threshold: float = param(0.5, "Default relevance above which a point matches a "

@@ -2,41 +2,51 @@
 relevance (Vocabulary.relevance)."""
 import numpy as np
 
-from panoptic_mapping.core.labels import (label_instances, resting_on, up_rotation,
-                                          voxel_relevance, without_directions)
+import pytest
+
+from panoptic_mapping.core.labels import (label_instances, resting_on, voxel_relevance,
+                                          without_directions)
+from panoptic_mapping.core.map.config import InstanceConfig
+from panoptic_mapping.core.map.instances import InstanceMap
 from panoptic_mapping.core.map.features import VoxelFeatures
 from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
 
-TABLE = (np.array([0.0, 0.0, 0.0]), np.array([2.0, 1.0, 0.8]))
-MUG = (np.array([0.5, 0.5, 0.79]), np.array([0.6, 0.6, 0.9]))
-CUP = (np.array([0.8, 0.5, 0.79]), np.array([0.9, 0.6, 0.9]))
-TRAY = (np.array([1.0, 0.2, 0.79]), np.array([1.6, 0.8, 0.83]))
-BALL = (np.array([1.2, 0.4, 0.80]), np.array([1.3, 0.5, 0.9]))
+def test_resting_on_by_contact():
+    # 1 table (1.5 m), 2 mug (0.1 m) on it, 3 ball (0.1 m) in 4 tray (0.4 m) on the table,
+    # 5 a wall (3 m) standing on 6 the floor (5 m)
+    sizes = {1: 1.5, 2: 0.1, 3: 0.1, 4: 0.4, 5: 3.0, 6: 5.0}
+    contacts = {2: {1: 40}, 3: {4: 30, 1: 2}, 4: {1: 90}, 5: {6: 300}}
+    # the ball is in the tray (the two voxels of table under its rim decide nothing); the
+    # wall is not "on" a floor less than twice its size
+    assert resting_on(contacts, sizes) == {2: [1], 3: [4], 4: [1]}
+    assert resting_on({3: {4: 30, 1: 20}}, sizes) == {3: [1, 4]}
+    assert resting_on({3: {4: 30, 1: 20}}, sizes, min_contact_share=0.5) == {3: [4]}
+    assert resting_on({2: {1: 2}}, sizes) == {}  # fewer than min_contacts
+    # interleaved: each under the other about as often
+    assert resting_on({2: {1: 30}, 1: {2: 40}}, sizes) == {}
 
 
-def test_resting_on_worked_example():
-    boxes = {1: TABLE, 2: MUG, 3: CUP, 4: TRAY, 5: BALL}
-    on = resting_on(boxes, "z", gap_m=0.03, max_size_ratio=0.5)
-    # the mug and cup rest on the table (side by side: not on each other); the ball lies
-    # in the tray (whose floor starts below the ball's base) and on the table; the tray
-    # (3 cm high) on the table; the table rests on nothing
-    assert on == {2: [1], 3: [1], 4: [1], 5: [1, 4]}
-    # asked to stand out by 4 cm, the 3 cm tray is part of the table top
-    assert 4 not in resting_on(boxes, "z", 0.03, 0.5, stand_out_m=0.04)
-    # a piece of the table top (a segmenter's tile) is part of it, not on it
-    tile = (np.array([0.2, 0.2, 0.78]), np.array([0.5, 0.5, 0.8]))
-    assert resting_on({1: TABLE, 2: tile}) == {}
-    # a box as large as the table is not "on" it
-    assert 2 not in resting_on({1: TABLE, 2: (np.array([0.0, 0.0, 0.8]),
-                                             np.array([2.0, 1.0, 1.6]))})
-
-
-def test_up_axis_y():
-    R = up_rotation("y")
-    np.testing.assert_allclose(R @ [0.0, 1.0, 0.0], [0.0, 0.0, 1.0])
-    assert np.isclose(np.linalg.det(R), 1.0) and np.isclose(np.linalg.det(up_rotation("-x")), 1)
-    swap = lambda b: (b[0][[0, 2, 1]], b[1][[0, 2, 1]])  # the same scene with y up
-    assert resting_on({1: swap(TABLE), 2: swap(MUG)}, "y") == {2: [1]}
+def test_contacts_below_on_a_voxel_map():
+    cfg = InstanceConfig(confirm_frames=1)
+    im = InstanceMap(cfg)
+    v = cfg.voxel_size_m
+    # a table top of 20 x 20 voxels at z = 0 (id 1), a 3 x 3 x 3 box on it (id 2), a tile
+    # of the top (id 3) cut out of it in the same layer
+    top = np.array([[x, y, 0] for x in range(20) for y in range(20)], float)
+    box = np.array([[x, y, z] for x in range(5, 8) for y in range(5, 8) for z in range(1, 4)],
+                   float)
+    tile = np.array([[x, y, 0] for x in range(12, 15) for y in range(12, 15)], float)
+    top = top[~((top[:, 0] >= 12) & (top[:, 0] < 15) & (top[:, 1] >= 12) & (top[:, 1] < 15))]
+    labels = np.r_[np.full(len(top), 1), np.full(len(box), 2), np.full(len(tile), 3)]
+    im.integrate((np.vstack([top, box, tile]) + 0.5) * v, labels)
+    for _ in range(3):  # three ids, shown as if joined in enough frames
+        im.ids.new_id()
+    im.ids.assigned[1:4] = 10
+    if not {1, 2, 3} <= set(im.confirmed_ids().tolist()):
+        pytest.fail(f"test set-up: ids 1-3 not shown ({im.confirmed_ids()})")
+    # the box's bottom layer (9 voxels) has the table under it; the tile has nothing
+    assert im.contacts_below("z", 0.03) == {2: {1: 9}}
+    assert im.contacts_below("-z", 0.03) == {1: {2: 9}}  # upside down: the table on the box
 
 
 def _vocab(n=4, d=8):
@@ -51,16 +61,16 @@ def test_support_label_excluded_and_the_rest_labelled():
     # the table is c0; the mug's crops are 0.8 table, 0.2 mug (c2), as every view saw it
     mug = 0.8 * text[0] + 0.2 * text[2]
     emb = {1: text[0], 2: mug / np.linalg.norm(mug)}
-    boxes = {1: TABLE, 2: MUG}
+    supports = {2: [1]}
     cfg = SemanticConfig()
     corrected = {}
-    out = label_instances(v, cfg, emb, boxes, corrected)
+    out = label_instances(v, cfg, emb, supports, corrected)
     assert out[1][0] == 1 and out[2][0] == 3 and out[2][1] > 0.9
     assert corrected == {2: [1]}
     cfg.exclude_support_label = False
-    assert label_instances(v, cfg, emb, boxes)[2][0] == 1
+    assert label_instances(v, cfg, emb, supports)[2][0] == 1
     # a real mug on the table keeps its label
-    assert label_instances(v, SemanticConfig(), {1: text[0], 2: text[2]}, boxes)[2][0] == 3
+    assert label_instances(v, SemanticConfig(), {1: text[0], 2: text[2]}, supports)[2][0] == 3
 
 
 def test_without_directions():

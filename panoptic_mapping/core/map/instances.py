@@ -532,15 +532,17 @@ class InstanceMap:
             owner, _ = self._voxel_owners()
             return self.features.pooled(self._feature_keys(), owner)
 
-    def instance_boxes(self, quantile: float = 0.0) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def instance_boxes(self, quantile: float = 0.0, only: np.ndarray | None = None
+                       ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Confirmed id -> world axis-aligned bounds (lo (3,), hi (3,)) of the voxel cubes
         it holds (each voxel's strongest vote decides whose it is), from the ``quantile``
-        to the 1 - ``quantile`` of its voxel centres along each axis."""
+        to the 1 - ``quantile`` of its voxel centres along each axis; of the ids in
+        ``only`` (None: all)."""
         with self._lock:
             if len(self.votes) == 0:
                 return {}
             owner, _ = self._voxel_owners()
-            keep = owner > 0
+            keep = (owner > 0) if only is None else np.isin(owner, only)
             owner = owner[keep]
             centres = self.votes.index.centers(self.votes.voxel_size)[keep]
         half = self.votes.voxel_size / 2
@@ -553,6 +555,46 @@ class InstanceMap:
             lo, hi = np.quantile(c, [quantile, 1.0 - quantile], axis=0) if quantile > 0 \
                 else (c.min(0), c.max(0))
             out[int(owner[a])] = (lo - half, hi + half)
+        return out
+
+    def contacts_below(self, up_axis: str = "z", gap_m: float = 0.03,
+                       only: np.ndarray | None = None) -> dict[int, dict[int, int]]:
+        """Shown id T -> {shown id S: how many of T's voxels have a voxel of S under them
+        within ``gap_m`` along ``up_axis`` ("z", "-y", ...)}: what T rests on or in, by
+        contact (a box of stray voxels would say more than the surface does).
+
+        Args:
+            only: the ids T to look under (None: all).
+        """
+        with self._lock:
+            if len(self.votes) == 0:
+                return {}
+            owner, _ = self._voxel_owners()
+            keys = self.votes.index.slot_keys()
+        held = np.flatnonzero((owner > 0) if only is None else np.isin(owner, only))
+        coords = unpack_voxel_keys(keys[held])
+        axis = "xyz".index(up_axis[-1])
+        down = 1 if up_axis.startswith("-") else -1
+        steps = max(1, int(np.ceil(gap_m / self.votes.voxel_size)))
+        # the first held voxel below each voxel, if another instance's (its own blocks:
+        # only an instance's underside touches what it rests on)
+        found = np.zeros(held.size, np.int64)
+        open_ = np.ones(held.size, bool)
+        for k in range(1, steps + 1):
+            below = coords.copy()
+            below[:, axis] += down * k
+            s = self.votes.index.lookup(pack_voxel_keys(below))
+            under = np.where(s >= 0, owner[np.maximum(s, 0)], 0)
+            hit = open_ & (under > 0)
+            found[hit & (under != owner[held])] = under[hit & (under != owner[held])]
+            open_ &= ~hit
+        t, s_ = owner[held][found > 0], found[found > 0]
+        out: dict[int, dict[int, int]] = {}
+        if t.size:
+            base = int(max(t.max(), s_.max())) + 1
+            pairs, n = np.unique(t * base + s_, return_counts=True)
+            for (a, b), c in zip(zip(*np.divmod(pairs, base)), n):
+                out.setdefault(int(a), {})[int(b)] = int(c)
         return out
 
     def _feature_keys(self) -> np.ndarray:
