@@ -686,9 +686,10 @@ class Mapper:
                         negatives: np.ndarray | None = None) -> np.ndarray | None:
         """Relevance (N,) in [0, 1] of world points (N, 3) to a phrase's text embedding
         (D,): :meth:`Vocabulary.relevance` of the fused voxel features nearest each point
-        (:meth:`VoxelFeatures.slots_at`; 0 where none). Runs on a copy of the features
-        taken once per map change, so it never waits for ingest. None when the map keeps
-        no voxel features."""
+        (:meth:`VoxelFeatures.slots_at`; 0 where none), with the support corrections of
+        the labels. Runs on a copy of the features taken once per map change: the map's
+        lock is held only to take that copy (and the labels), never while scoring. None
+        when the map keeps no voxel features."""
         got = self.instances.features_copy()
         if got is None:
             return None
