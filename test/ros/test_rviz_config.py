@@ -57,8 +57,14 @@ def test_fixed_frame_and_displays():
     assert cloud["Topic"]["Durability Policy"] == "Transient Local"
     # one view per field of the cloud: the others one click away
     channels = {d["Channel Name"] for d in displays.values()
-                if d["Class"] == "rviz_default_plugins/PointCloud2"}
+                if d["Class"] == "rviz_default_plugins/PointCloud2"
+                and d["Topic"]["Value"] == "/panoptic_mapping/labeled_cloud"}
     assert channels == {"instance", "semantic", "confidence", "rgb"}
+    # the last per-point text query's answer, coloured by relevance
+    query = displays["Text query (query_points)"]
+    assert query["Topic"]["Value"] == "/panoptic_mapping/query_cloud"
+    assert query["Channel Name"] == "relevance"
+    assert query["Topic"]["Durability Policy"] == "Transient Local"
     assert displays["Instances"]["Topic"]["Value"] == "/panoptic_mapping/instances"
     images = {d["Topic"]["Value"] for d in displays.values()
               if d["Class"] == "rviz_default_plugins/Image"}
