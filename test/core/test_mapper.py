@@ -139,6 +139,12 @@ def test_save_load_same_outputs_and_corrupt_file(mapped, tabletop_scene, tmp_pat
     np.testing.assert_allclose(d1, d2)
     text = space.text_embeddings(["duck"])[0]
     assert m.query(text) == m2.query(text)
+    # the voxel features come back: labels and per-point relevance are the same
+    assert m.instance_labels() == m2.instance_labels()
+    pts = m.labeled_cloud().xyz
+    rel = m.point_relevance(pts, text)
+    assert rel is not None and (rel > 0.5).any()
+    np.testing.assert_array_equal(rel, m2.point_relevance(pts, text))
     # a corrupt file is refused and the running map stays as it was
     bad = tmp_path / "bad.pt"
     bad.write_bytes(path.read_bytes()[:1000])
