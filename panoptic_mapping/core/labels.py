@@ -20,8 +20,8 @@ import numpy as np
 from panoptic_mapping.core.map.features import VoxelFeatures
 from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
 
-__all__ = ["resting_on", "label_instances", "without_directions",
-           "voxel_relevance"]
+__all__ = ["resting_on", "label_instances", "without_directions", "voxel_relevance"]
+
 
 def resting_on(contacts: dict[int, dict[int, int]], sizes: dict[int, float],
                max_size_ratio: float = 0.5, min_contact_share: float = 0.25,
@@ -33,12 +33,11 @@ def resting_on(contacts: dict[int, dict[int, int]], sizes: dict[int, float],
     least ``min_contact_share`` of all T's voxels that have another instance under them
     (:meth:`~panoptic_mapping.core.map.instances.InstanceMap.contacts_below`), more than
     have T under them (two fragments interleaved lie beside each other, not on one
-    another), and T's
-    size (the caller's measure: the mapper takes the extent across the up axis) is at most
-    ``max_size_ratio`` of S's. Contact, not boxes: a piece of a table top
-    that a segmenter cut out has nothing of the table under it (only its unseen inside),
-    objects side by side touch sideways, and the few stray voxels that stretch an
-    instance's box across the room touch little.
+    another), and T's size (the caller's measure: the mapper takes the extent across the
+    up axis) is at most ``max_size_ratio`` of S's. Contact, not boxes: a piece of a table
+    top that a segmenter cut out has nothing of the table under it (only its unseen
+    inside), objects side by side touch sideways, and the few stray voxels that stretch
+    an instance's box across the room touch little.
 
     Args:
         contacts: T -> {S: voxels of T with S under them}; sizes: id -> extent [m].
