@@ -102,6 +102,11 @@ class InstanceConfig:
                                         "in [m] (D float16 values each: at 1 cm a room's "
                                         "surfaces would hold gigabytes of 512-D features).",
                                         minimum=0.001)
+    feature_max_voxels: int = param(200_000, "At most this many feature voxels (about 200 "
+                                    "MB of 512-D features, and as much again for the "
+                                    "readers' copy); a full store keeps fusing into the "
+                                    "voxels it has and counts what it refused "
+                                    "(feature_voxels_refused in the status).", minimum=1)
     feature_disagree_weight: float = param(0.1, "Weight of a view's features at pixels its "
                                            "mask gave another id than the map showed "
                                            "there (the mask swallowed what the map holds: "

@@ -60,12 +60,14 @@ class VoxelFeatures:
         dim: embedding dimension D.
     """
 
-    def __init__(self, voxel_size: float, dim: int):
+    def __init__(self, voxel_size: float, dim: int, max_voxels: int | None = None):
         self.voxel_size = float(voxel_size)
         self.dim = int(dim)
+        self.max_voxels = max_voxels
         self.index = VoxelIndex()
         self.mean = np.zeros((0, self.dim), dtype=np.float16)  # (V, D) mean of unit obs.
         self.weight = np.zeros(0, dtype=np.float32)  # (V,) views fused
+        self.refused = 0  # new voxels not created because the store was full
 
     def __len__(self) -> int:
         return len(self.index)
@@ -100,10 +102,23 @@ class VoxelFeatures:
             keep[keep] = np.linalg.norm(emb[m[keep] - 1], axis=1) > 0
         if not keep.any():
             return 0
-        slots = self.index.insert(pack_voxel_keys(voxel_coords(points[keep], self.voxel_size)))
-        self._grow(len(self.index))
+        keys = pack_voxel_keys(voxel_coords(points[keep], self.voxel_size))
         pw = np.ones(int(keep.sum()), np.float64) if point_weights is None else \
             np.asarray(point_weights, dtype=np.float64)[keep]
+        if self.max_voxels is not None:
+            # a full store keeps fusing into the voxels it has and creates no more
+            old = self.index.lookup(keys) >= 0
+            new_keys = np.unique(keys[~old])
+            room = max(self.max_voxels - len(self.index), 0)
+            if new_keys.size > room:
+                self.refused += int(new_keys.size - room)
+                admitted = old | np.isin(keys, new_keys[:room])
+                keys, pw = keys[admitted], pw[admitted]
+                keep[keep] = admitted
+                if not keys.size:
+                    return 0
+        slots = self.index.insert(keys)
+        self._grow(len(self.index))
         base = emb.shape[0] + 1
         # (voxel, mask) pairs with their pixel counts and weights: a few per voxel, never
         # (P, D)
@@ -166,7 +181,7 @@ class VoxelFeatures:
 
     def copy(self) -> "VoxelFeatures":
         """An independent copy (a reader's snapshot: queries run on it without a lock)."""
-        f = VoxelFeatures(self.voxel_size, self.dim)
+        f = VoxelFeatures(self.voxel_size, self.dim, self.max_voxels)
         f.index = VoxelIndex.from_state(self.index.state())
         f.mean, f.weight = self.mean[:len(self.index)].copy(), self.weight[:len(self.index)].copy()
         return f
@@ -247,9 +262,10 @@ class VoxelFeatures:
                 "feature_weight": self.weight.copy()}
 
     @classmethod
-    def from_state(cls, state: dict, voxel_size: float, dim: int) -> "VoxelFeatures":
+    def from_state(cls, state: dict, voxel_size: float, dim: int,
+                   max_voxels: int | None = None) -> "VoxelFeatures":
         """Inverse of :meth:`state`; a map saved without features gives empty ones."""
-        f = cls(voxel_size, dim)
+        f = cls(voxel_size, dim, max_voxels)
         if "feature_keys" not in state:
             return f
         mean = np.asarray(state["feature_mean"], dtype=np.float16)

@@ -86,7 +86,8 @@ class InstanceMap:
     def _new_features(self, embedding_dim: int | None) -> VoxelFeatures | None:
         if not (self.cfg.voxel_features and embedding_dim):
             return None
-        return VoxelFeatures(self.cfg.feature_voxel_size_m, int(embedding_dim))
+        return VoxelFeatures(self.cfg.feature_voxel_size_m, int(embedding_dim),
+                             self.cfg.feature_max_voxels)
 
     def _wire(self, votes: VoteGrid, ids: IdTable, evidence: PairEvidence) -> None:
         self.votes, self.ids, self.evidence = votes, ids, evidence
@@ -648,7 +649,8 @@ class InstanceMap:
         im._wire(votes, ids, evidence)
         dim = ids.emb.shape[1]
         if im.cfg.voxel_features and dim:
-            im.features = VoxelFeatures.from_state(state, im.cfg.feature_voxel_size_m, dim)
+            im.features = VoxelFeatures.from_state(state, im.cfg.feature_voxel_size_m, dim,
+                                                   im.cfg.feature_max_voxels)
         return im
 
     def stats(self) -> dict:
@@ -657,4 +659,8 @@ class InstanceMap:
                     "confirmed": int(self.confirmed_ids().size), "merges": len(self.merges),
                     "frames": self.frames_integrated,
                     "removed_as_gone": self.changes.total_events,
-                    "found_moved": self.changes.moved_events}
+                    "found_moved": self.changes.moved_events,
+                    **({} if self.features is None else {
+                        "feature_voxels": len(self.features),
+                        "feature_voxels_refused": self.features.refused,
+                        "feature_mb": round(self.features.nbytes / 2**20, 1)})}

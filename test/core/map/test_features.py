@@ -71,3 +71,16 @@ def test_slots_at_searches_the_nearest_held_neighbour():
     assert s.tolist() == [f.index.lookup(f.index.slot_keys()[:1])[0],
                           f.index.lookup(f.index.slot_keys()[1:])[0], -1]
     assert f.slots_at(np.array([[1.2, 0.5, 0.5]]), 0).tolist() == [-1]
+
+
+def test_a_full_store_keeps_its_voxels_and_counts_the_refused():
+    f = VoxelFeatures(1.0, 2, max_voxels=2)
+    emb = np.array([[1.0, 0.0], [0.0, 1.0]])
+    pts = np.array([[0.5, 0.5, 0.5], [1.5, 0.5, 0.5], [2.5, 0.5, 0.5], [3.5, 0.5, 0.5]])
+    assert f.integrate(pts, np.array([1, 1, 1, 1]), emb) == 2
+    assert len(f) == 2 and f.refused == 2
+    # the voxels it has still fuse new views; new places are refused again
+    assert f.integrate(pts, np.array([2, 2, 2, 2]), emb) == 2
+    assert f.weight.tolist() == [2.0, 2.0] and f.refused == 4
+    np.testing.assert_allclose(f.at_points(pts[:1])[0][0], [np.sqrt(0.5)] * 2, atol=1e-3)
+    assert VoxelFeatures.from_state(f.state(), 1.0, 2, max_voxels=2).max_voxels == 2
