@@ -196,25 +196,11 @@ class VoxelFeatures:
         slots = self.index.lookup(pack_voxel_keys(coords))
         slots[slots >= 0] = np.where(self.weight[slots[slots >= 0]] > 0, slots[slots >= 0], -1)
         miss = np.flatnonzero(slots < 0)
-        if search_radius > 0 and miss.size and len(self.index):
-            r = np.arange(-search_radius, search_radius + 1)
-            offsets = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
-            offsets = offsets[np.abs(offsets).sum(1) > 0]
-            cand_coords = coords[miss, None, :] + offsets[None]
-            cand = self.index.lookup(pack_voxel_keys(cand_coords))
-            held = cand >= 0
-            held[held] = self.weight[cand[held]] > 0
-            dist = np.linalg.norm((cand_coords + 0.5) * self.voxel_size - points[miss, None, :],
-                                  axis=-1)
-            dist[~held] = np.inf
-            best = np.argmin(dist, axis=1)
-            found = np.isfinite(dist[np.arange(miss.size), best])
-            slots[miss[found]] = cand[found, best[found]]
+        found = self.index.nearest(points[miss], coords[miss], search_radius,
+                                   self.voxel_size, usable=self.weight > 0)
+        hit = found >= 0
+        slots[miss[hit]] = found[hit]
         return slots
-
-    def unit_features(self) -> np.ndarray:
-        """(V, D) float32 unit feature of every slot (zero where none)."""
-        return unit_rows(self.mean[:len(self.index)])
 
     def at_keys(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit features (N, D) float32 and weights (N,) of the voxels with packed

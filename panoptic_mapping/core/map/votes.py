@@ -63,19 +63,9 @@ class VoteGrid:
                 miss: np.ndarray, r: int, inner: int = 0) -> None:
         """Fill ``slots[miss]`` with the nearest existing voxel at a Chebyshev distance
         in (``inner``, ``r``] voxels."""
-        if r > 0 and miss.size and len(self.index):
-            rng = np.arange(-r, r + 1)
-            offsets = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
-            offsets = offsets[np.abs(offsets).max(1) > inner]
-            cand_coords = coords[miss, None, :] + offsets[None]  # (M, O, 3)
-            cand = self.index.lookup(pack_voxel_keys(cand_coords))
-            # the existing neighbour whose centre is nearest the point, not the first found
-            centres = (cand_coords + 0.5) * self.voxel_size
-            dist = np.linalg.norm(centres - points[miss, None, :], axis=-1)
-            dist[cand < 0] = np.inf
-            best = np.argmin(dist, axis=1)
-            found = np.isfinite(dist[np.arange(miss.size), best])
-            slots[miss[found]] = cand[found, best[found]]
+        found = self.index.nearest(points[miss], coords[miss], r, self.voxel_size, inner)
+        hit = found >= 0
+        slots[miss[hit]] = found[hit]
 
     def labels(self, slots: np.ndarray, eligible: np.ndarray, lut: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:

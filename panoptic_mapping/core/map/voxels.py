@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from panoptic_mapping.core.geometry import unpack_voxel_keys
+from panoptic_mapping.core.geometry import pack_voxel_keys, unpack_voxel_keys
 
 __all__ = ["VoxelIndex"]
 
@@ -51,6 +51,30 @@ class VoxelIndex:
             self._n += missing.size
             slots = self.lookup(keys)
         return slots
+
+    def nearest(self, points: np.ndarray, coords: np.ndarray, r: int, voxel_size: float,
+                inner: int = 0, usable: np.ndarray | None = None) -> np.ndarray:
+        """(M,) slot of the existing voxel nearest each point (M, 3) among those at a
+        Chebyshev distance in (``inner``, ``r``] voxels of its voxel ``coords`` (M, 3);
+        only slots flagged in ``usable`` ((n,) bool) when given; -1 where none."""
+        out = np.full(len(points), -1, dtype=np.int64)
+        if r <= 0 or not len(points) or self._n == 0:
+            return out
+        rng = np.arange(-r, r + 1)
+        offsets = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
+        offsets = offsets[np.abs(offsets).max(1) > inner]
+        cand_coords = coords[:, None, :] + offsets[None]  # (M, O, 3)
+        cand = self.lookup(pack_voxel_keys(cand_coords))
+        ok = cand >= 0
+        if usable is not None:
+            ok[ok] = usable[cand[ok]]
+        # the neighbour whose centre is nearest the point, not the first found
+        dist = np.linalg.norm((cand_coords + 0.5) * voxel_size - points[:, None, :], axis=-1)
+        dist[~ok] = np.inf
+        best = np.argmin(dist, axis=1)
+        found = np.isfinite(dist[np.arange(len(points)), best])
+        out[found] = cand[found, best[found]]
+        return out
 
     def slot_keys(self) -> np.ndarray:
         """(n,) key of every slot, in slot order."""
