@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from panoptic_mapping.core.map.features import VoxelFeatures
+from panoptic_mapping.core.map.features import VoxelFeatures, unit_rows
 from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
 
 __all__ = ["resting_on", "label_instances", "without_directions", "voxel_relevance"]
@@ -56,15 +56,17 @@ def resting_on(contacts: dict[int, dict[int, int]], sizes: dict[int, float],
     return out
 
 
-def without_directions(embedding: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    """The unit part of ``embedding`` (D,) orthogonal to every row of ``directions``
-    (K, D): what is left of a crop's embedding once its support's share is taken out."""
-    e = np.asarray(embedding, dtype=np.float64).copy()
+def without_directions(embeddings: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """The unit part of each row of ``embeddings`` ((D,) or (N, D)) orthogonal to every
+    row of ``directions`` (K, D): what is left of a crop's embedding once its support's
+    share is taken out (zero where nothing is left), float32 of the input's shape."""
+    e = np.array(embeddings, dtype=np.float64, ndmin=2)
     if len(directions):
         q, _ = np.linalg.qr(np.asarray(directions, dtype=np.float64).T)  # (D, K) orthonormal
-        e = e - q @ (q.T @ e)
-    n = np.linalg.norm(e)
-    return (e / n if n > 1e-9 else np.zeros_like(e)).astype(np.float32)
+        e = e - (e @ q) @ q.T
+    n = np.linalg.norm(e, axis=1, keepdims=True)
+    out = np.where(n > 1e-9, e / np.maximum(n, 1e-12), 0.0).astype(np.float32)
+    return out.reshape(np.shape(embeddings))
 
 
 def label_instances(vocabulary: Vocabulary, cfg: SemanticConfig,
@@ -128,23 +130,13 @@ def voxel_relevance(features: VoxelFeatures, vocabulary: Vocabulary, points: np.
     hit = slots >= 0
     if hit.any():
         uniq, inv = np.unique(slots[hit], return_inverse=True)
-        feats = unit_rows_of(features, uniq)
+        feats = unit_rows(features.mean[uniq])
         if corrected and owners is not None:
             text = vocabulary.text_embeddings()
             own = owners[uniq]
             for t, ex in corrected.items():
                 rows = np.flatnonzero(own == t)
                 if rows.size and ex:
-                    q, _ = np.linalg.qr(text[[l - 1 for l in ex]].T.astype(np.float64))
-                    f = feats[rows] - (feats[rows] @ q) @ q.T
-                    n = np.linalg.norm(f, axis=1, keepdims=True)
-                    feats[rows] = np.where(n > 1e-9, f / np.maximum(n, 1e-12), 0.0)
+                    feats[rows] = without_directions(feats[rows], text[[l - 1 for l in ex]])
         out[hit] = vocabulary.relevance(feats, text_embedding, negatives)[inv.reshape(-1)]
     return out
-
-
-def unit_rows_of(features: VoxelFeatures, slots: np.ndarray) -> np.ndarray:
-    """(K, D) float32 unit features of ``slots``."""
-    f = features.mean[slots].astype(np.float32)
-    n = np.linalg.norm(f, axis=1, keepdims=True)
-    return np.where(n > 0, f / np.maximum(n, 1e-12), 0.0).astype(np.float32)
