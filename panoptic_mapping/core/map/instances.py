@@ -22,6 +22,7 @@ Rendering looks a point up in its voxel, or the nearest voxel within ``search_ra
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Protocol
 
@@ -74,6 +75,7 @@ class InstanceMap:
         # (labels) on it
         self.version = 0
         self._features_copy: tuple[int, tuple[VoxelFeatures, np.ndarray]] | None = None
+        self._owners: tuple[int, np.ndarray, np.ndarray] | None = None
         self._wire(VoteGrid(self.cfg.voxel_size_m, self.cfg.votes_per_voxel,
                             self.cfg.search_radius, self.cfg.max_search_radius),
                    IdTable(embedding_dim), PairEvidence(self.cfg))
@@ -126,8 +128,7 @@ class InstanceMap:
 
     def merge(self, a: int, b: int) -> int:
         """Merge two ids; returns the survivor."""
-        with self._lock:
-            self.version += 1
+        with self._mutation():
             return self.lifecycle.merge(a, b)
 
     # ------------------------------------------------------------------ edits
@@ -140,8 +141,7 @@ class InstanceMap:
         Raises:
             InstanceEditError: the map does not show ``instance_id`` (the reason).
         """
-        with self._lock:
-            self.version += 1
+        with self._mutation():
             members = self._members(self._shown(instance_id))
             keys = self._footprint(members)
             if self.features is not None:
@@ -161,8 +161,7 @@ class InstanceMap:
         Raises:
             InstanceEditError: the map does not show ``instance_id`` (the reason).
         """
-        with self._lock:
-            self.version += 1
+        with self._mutation():
             members = self._members(self._shown(instance_id))
             keys = self._footprint(members)
             if self.features is not None:
@@ -231,17 +230,37 @@ class InstanceMap:
     def reidentify(self, new_id: int, old_id: int) -> None:
         """``new_id`` is ``old_id`` (removed as gone) seen elsewhere: the old id lives
         again, with the new one's votes and statistics."""
-        with self._lock:
-            self.version += 1
+        with self._mutation():
             self.ids.alive[old_id] = True
             self.ids.absorb(new_id, old_id)
             self.votes.relabel(new_id, old_id)
             self.evidence.forget(self._members(old_id))
             self.changes.forget(new_id)
 
+    @contextlib.contextmanager
+    def _mutation(self):
+        """The lock, with the version bumped on entry and on exit: nothing cached while a
+        change is half done (a re-entrant read on this thread) outlives it."""
+        with self._lock:
+            self.version += 1
+            try:
+                yield
+            finally:
+                self.version += 1
+
     def _voxel_owners(self) -> tuple[np.ndarray, np.ndarray]:
         """(V,) int64 shown id of every voxel's strongest vote (0: none or not shown) and
-        (V,) int8 how many ids voted there."""
+        (V,) int8 how many ids voted there; read-only, computed once per map version
+        (labels, their support rule and the readers' feature copy all ask)."""
+        cached = self._owners
+        if cached is None or cached[0] != self.version:
+            ids, voted = self._compute_voxel_owners()
+            ids.setflags(write=False)
+            voted.setflags(write=False)
+            cached = self._owners = (self.version, ids, voted)
+        return cached[1], cached[2]
+
+    def _compute_voxel_owners(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.votes)
         w, vid = self.votes.weights[:n], self.votes.ids[:n]
         best, best_w = vid[:, 0].copy(), w[:, 0].copy()
@@ -411,8 +430,7 @@ class InstanceMap:
         """Withdraw ``carve_weight`` from the voxels a view's depth (H, W) sees through;
         returns how many. Outliers of an earlier depth (a wrong stereo match) float in
         space later views see through, and lose their votes."""
-        with self._lock:
-            self.version += 1
+        with self._mutation():
             n = len(self.votes)
             if n == 0 or self.cfg.carve_weight <= 0:
                 return 0
@@ -441,8 +459,7 @@ class InstanceMap:
         Args:
             points: (P, 3) world points; point_labels: (P,) int map ids (0 = no vote).
         """
-        with self._lock:
-            self.version += 1
+        with self._mutation():
             self.votes.integrate(points, point_labels, weight)
 
     def process_frame(self, masks: np.ndarray, depth: np.ndarray, K: np.ndarray,
@@ -460,8 +477,7 @@ class InstanceMap:
         Returns:
             The association; ``labels`` are the frame's online ids.
         """
-        with self._lock:
-            self.version += 1
+        with self._mutation():
             cfg = self.cfg
             valid = depth > 0
             points, flat = backproject(depth, K, camera_to_world)
