@@ -82,15 +82,21 @@ def labeled_cloud_to_msg(cloud: LabeledCloud, header=None) -> PointCloud2:
     data["instance"] = cloud.instance
     data["semantic"] = cloud.semantic
     data["confidence"] = cloud.confidence
+    return _points_msg(data, LABELED_CLOUD_FIELDS, header)
+
+
+def _points_msg(data: np.ndarray, fields, header=None) -> PointCloud2:
+    """An unorganised, dense, little-endian PointCloud2 of a structured array (N,) whose
+    layout ``fields`` ((name, offset, datatype), ...) describes."""
     msg = PointCloud2()
     if header is not None:
         msg.header = header
-    msg.height, msg.width = 1, n
+    msg.height, msg.width = 1, len(data)
     msg.fields = [PointField(name=name, offset=offset, datatype=dt, count=1)
-                  for name, offset, dt in LABELED_CLOUD_FIELDS]
+                  for name, offset, dt in fields]
     msg.is_bigendian = False
-    msg.point_step = POINT_STEP
-    msg.row_step = POINT_STEP * n
+    msg.point_step = data.dtype.itemsize
+    msg.row_step = msg.point_step * len(data)
     msg.is_dense = True
     msg.data = data.tobytes()
     return msg
@@ -115,18 +121,7 @@ def relevance_cloud_to_msg(xyz: np.ndarray, relevance: np.ndarray, instance: np.
     data["x"], data["y"], data["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     data["relevance"] = relevance
     data["instance"] = instance
-    msg = PointCloud2()
-    if header is not None:
-        msg.header = header
-    msg.height, msg.width = 1, n
-    msg.fields = [PointField(name=name, offset=offset, datatype=dt, count=1)
-                  for name, offset, dt in RELEVANCE_CLOUD_FIELDS]
-    msg.is_bigendian = False
-    msg.point_step = _RELEVANCE_DTYPE.itemsize
-    msg.row_step = msg.point_step * n
-    msg.is_dense = True
-    msg.data = data.tobytes()
-    return msg
+    return _points_msg(data, RELEVANCE_CLOUD_FIELDS, header)
 
 
 def _dtype_of(msg: PointCloud2, field_names=None) -> np.dtype:

@@ -186,11 +186,8 @@ class MapServices:
             response.success = False
             response.message = f"bad request: min_score must be in [0, 1], got {request.min_score}"
             return response
-        if self.embedder is None:
-            response.success, response.message = False, NO_TEXT_ENCODER
-            return response
         mapper = self.current_mapper()
-        reason = no_map_reason(mapper.stats())
+        reason = self._text_query_refusal(mapper)
         if reason:
             response.success, response.message = False, reason
             return response
@@ -216,11 +213,8 @@ class MapServices:
         except ValueError as exc:
             response.success, response.message = False, f"bad request: {exc}"
             return response
-        if self.embedder is None:
-            response.success, response.message = False, NO_TEXT_ENCODER
-            return response
         mapper = self.current_mapper()
-        reason = no_map_reason(mapper.stats())
+        reason = self._text_query_refusal(mapper)
         if reason:
             response.success, response.message = False, reason
             return response
@@ -246,6 +240,12 @@ class MapServices:
         if self.publish_query_cloud is not None:
             self.publish_query_cloud(response.cloud)
         return response
+
+    def _text_query_refusal(self, mapper: Mapper) -> str | None:
+        """Why a text query cannot be answered (no text encoder, no map yet), or None."""
+        if self.embedder is None:
+            return NO_TEXT_ENCODER
+        return no_map_reason(mapper.stats())
 
     def _now(self) -> TimeMsg:
         return self.now() if self.now is not None else Clock().now().to_msg()
