@@ -21,19 +21,13 @@ import rclpy  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
 
-from panoptic_mapping.bench.frontends import (  # noqa: E402
-    MaskErrorModel,
-    SimulatedEmbeddingSpace,
-    SimulatedMaskFrontend,
-)
-from panoptic_mapping.core.frames import Frame  # noqa: E402
-from panoptic_mapping.core.mapper import Mapper  # noqa: E402
+from panoptic_mapping.bench.frontends import SimulatedEmbeddingSpace  # noqa: E402
 from panoptic_mapping.ros.node import MappingNode  # noqa: E402
 from panoptic_mapping.ros.pointcloud import read_points  # noqa: E402
 from panoptic_mapping.runtime.queries import NO_TEXT_ENCODER, NO_VOXEL_FEATURES  # noqa: E402
 from panoptic_mapping_interfaces.srv import QueryInstances, QueryPoints  # noqa: E402
 
-from test_services import StubTextEncoder  # noqa: E402
+from test_services import StubTextEncoder, map_simulated_scene, use_text_encoder  # noqa: E402
 
 NS = "/panoptic_mapping"
 NODE_ARGS = ["mapping_node", "--ros-args", "-p", "input.pose_source:=pose",
@@ -76,12 +70,6 @@ class Loopback:
         self.context.try_shutdown()
 
 
-def use_text_encoder(node: MappingNode, encoder: StubTextEncoder) -> None:
-    """Give the running node (and its services) the simulated text encoder."""
-    node.embedder, node.embedding_dim = encoder, encoder.dim
-    node.map_services.embedder, node.map_services.embedding_dim = encoder, encoder.dim
-
-
 @pytest.fixture(scope="module")
 def space():
     return SimulatedEmbeddingSpace(dim=16, noise_std=0.05)
@@ -96,18 +84,7 @@ def scene():
 def mapped(scene, space):
     """The node with the simulated text encoder and a map of the scene."""
     loop = Loopback()
-    node = loop.node
-    use_text_encoder(node, StubTextEncoder(space))
-    node.config.output.vocabulary = scene.classes[1:]
-    mapper = Mapper(node.config.mapping, embedding_dim=space.dim)
-    node._apply_vocabulary(mapper)
-    frontend = SimulatedMaskFrontend(MaskErrorModel.none(), scene=scene, embedding_space=space)
-    for f in scene.frames:
-        m = frontend(f)
-        mapper.ingest(Frame(rgb=f.rgb, K=f.K, camera_to_world=f.camera_to_world,
-                            stamp=f.stamp, depth=f.depth, masks=m.labels,
-                            mask_embeddings=m.embeddings, mask_scores=m.scores))
-    node._swap(mapper)
+    map_simulated_scene(loop.node, scene, space)
     yield loop
     loop.close()
 

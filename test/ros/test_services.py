@@ -42,6 +42,28 @@ class StubTextEncoder:
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def use_text_encoder(node: MappingNode, encoder: StubTextEncoder) -> None:
+    """Give the running node (and its services) the simulated text encoder."""
+    node.embedder, node.embedding_dim = encoder, encoder.dim
+    node.map_services.embedder, node.map_services.embedding_dim = encoder, encoder.dim
+
+
+def map_simulated_scene(node: MappingNode, scene, space: SimulatedEmbeddingSpace) -> None:
+    """Give the node the simulated text encoder, the scene's classes as vocabulary and a
+    map of the scene built from error-free simulated masks and embeddings."""
+    use_text_encoder(node, StubTextEncoder(space))
+    node.config.output.vocabulary = scene.classes[1:]
+    mapper = Mapper(node.config.mapping, embedding_dim=space.dim)
+    node._apply_vocabulary(mapper)
+    frontend = SimulatedMaskFrontend(MaskErrorModel.none(), scene=scene, embedding_space=space)
+    for f in scene.frames:
+        m = frontend(f)
+        mapper.ingest(Frame(rgb=f.rgb, K=f.K, camera_to_world=f.camera_to_world,
+                            stamp=f.stamp, depth=f.depth, masks=m.labels,
+                            mask_embeddings=m.embeddings, mask_scores=m.scores))
+    node._swap(mapper)
+
+
 @pytest.fixture(scope="module")
 def scene():
     return make_tabletop(num_frames=6, num_novel_frames=1)
@@ -55,20 +77,7 @@ def node(scene):
         "-p", "input.train_duty_cycle:=0.05", "-p", "mapping.trainer.rays_per_step:=32",
         "-p", "output.cloud_period_s:=0.5"])
     n = MappingNode(context=context)
-    space = SimulatedEmbeddingSpace(dim=16, noise_std=0.05)
-    n.embedder = StubTextEncoder(space)
-    n.embedding_dim = space.dim
-    n.map_services.embedder, n.map_services.embedding_dim = n.embedder, n.embedding_dim
-    n.config.output.vocabulary = scene.classes[1:]
-    mapper = Mapper(n.config.mapping, embedding_dim=space.dim)
-    n._apply_vocabulary(mapper)
-    frontend = SimulatedMaskFrontend(MaskErrorModel.none(), scene=scene, embedding_space=space)
-    for f in scene.frames:
-        m = frontend(f)
-        mapper.ingest(Frame(rgb=f.rgb, K=f.K, camera_to_world=f.camera_to_world,
-                            stamp=f.stamp, depth=f.depth, masks=m.labels,
-                            mask_embeddings=m.embeddings, mask_scores=m.scores))
-    n._swap(mapper)
+    map_simulated_scene(n, scene, SimulatedEmbeddingSpace(dim=16, noise_std=0.05))
     yield n
     n.destroy_node()
     context.try_shutdown()
