@@ -7,7 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from panoptic_mapping.core.stereo import StereoConfig, consistency_filter, plane_sweep_depth
+from panoptic_mapping.core.stereo import (
+    StereoConfig,
+    consistency_filter,
+    plane_sweep,
+    plane_sweep_depth,
+)
 
 from stereo_scene import POSES, H, K, W, pose, render, texture  # noqa: E402
 
@@ -124,3 +129,48 @@ def test_sources_that_see_nothing_give_zero_confidence():
     with pytest.raises(ValueError, match="empty"):
         plane_sweep_depth(rgb, K, POSES[0], [(rgb, K, POSES[1])],
                           dataclasses.replace(CFG, min_depth_m=3.0, max_depth_m=1.0))
+
+
+def test_mask_windows_stop_a_textured_object_lending_its_depth_to_the_flat_surface_beside_it():
+    # A textured near plane (X < 0) in front of a flat far plane: a plain window on the
+    # flat side of the outline holds the near plane's texture and matches its depth.
+    near, far = 0.9, 1.6
+    flat = lambda X, Y: np.broadcast_to(np.array([0.6, 0.4, 0.3]), X.shape + (3,)).copy()  # noqa: E731
+    planes = [(near, -np.inf, 0.0, texture(1)), (far, -np.inf, np.inf, flat)]
+    views = [render(T, planes) for T in POSES]
+    gt = views[0][1]
+    segments = np.where(np.abs(gt - near) < 1e-6, 1, 2).astype(np.int32)
+    src = [(rgb, K, T) for (rgb, _), T in zip(views[1:], POSES[1:])]
+    plain = plane_sweep(views[0][0], K, POSES[0], src, CFG)
+    masked = plane_sweep(views[0][0], K, POSES[0], src, CFG, segments=segments)
+    border = np.zeros((H, W), bool)
+    border[4:-4, 4:-4] = True
+    flat_px = (segments == 2) & border
+    fattened = flat_px & (plain.confidence >= CFG.min_confidence) \
+        & (np.abs(plain.depth - near) < 0.05 * near)
+    assert fattened.sum() >= 10                      # the failure mask windows remove
+    assert (masked.confidence[flat_px] < CFG.min_confidence).all()
+    near_px = (segments == 1) & border
+    ok = near_px & (masked.confidence >= CFG.min_confidence)
+    assert ok.sum() > 0.8 * near_px.sum()
+    assert np.median(np.abs(masked.depth[ok] - near)) < 0.02 * near
+    # the whole windows' answer comes beside the own-segment one, as a plain sweep's
+    np.testing.assert_allclose(masked.window_depth, plain.depth, rtol=1e-6)
+    np.testing.assert_allclose(masked.window_confidence, plain.confidence, atol=1e-6)
+    assert plain.window_depth is None
+
+
+def test_mask_windows_off_or_no_segments_give_the_plain_sweep():
+    planes = [(0.9, -np.inf, 0.0, texture(1)), (1.6, -np.inf, np.inf, texture(2))]
+    rgb = [render(T, planes)[0] for T in POSES]
+    src = [(im, K, T) for im, T in zip(rgb[1:], POSES[1:])]
+    plain = plane_sweep_depth(rgb[0], K, POSES[0], src, CFG)
+    off = plane_sweep_depth(rgb[0], K, POSES[0], src, dataclasses.replace(CFG, mask_windows=False),
+                            segments=np.ones((H, W), np.int32))
+    # every pixel in segment 0 (none): whole windows
+    none = plane_sweep_depth(rgb[0], K, POSES[0], src, CFG, segments=np.zeros((H, W), np.int32))
+    for a in (off, none):
+        np.testing.assert_allclose(a[0], plain[0], rtol=1e-6)
+        np.testing.assert_allclose(a[1], plain[1], atol=1e-6)
+    with pytest.raises(ValueError, match="segments"):
+        plane_sweep(rgb[0], K, POSES[0], src, CFG, segments=np.ones((H + 1, W), np.int32))

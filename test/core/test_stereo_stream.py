@@ -135,3 +135,58 @@ def test_the_sweep_range_follows_the_scene_depth():
     whole = StereoDepth(StereoConfig(min_depth_m=0.2, max_depth_m=10.0,
                                      depth_range_ratio=0.0)).sweep_config()
     assert (whole.min_depth_m, whole.max_depth_m) == (0.2, 10.0)
+
+
+def test_a_plane_is_only_extrapolated_as_far_as_its_support_determines_it():
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    truth = 1.0 / (0.5 + 0.004 * u - 0.002 * v)
+    masks = np.ones((H, W), np.int32)
+    rng = np.random.default_rng(1)
+    noisy = (truth * (1.0 + 0.005 * rng.standard_normal((H, W)))).astype(np.float32)
+    # Confident pixels on two rows at the bottom: the tilt across the mask is barely
+    # determined, so rows far above them are a guess.
+    band = np.where((v >= H - 3) & (v < H - 1), noisy, 0.0).astype(np.float32)
+    args = dict(min_support=20, min_support_share=0.02, tol_rel=0.05, min_inlier_share=0.7,
+                depth_range=(0.5, 5.0))
+    guarded = complete_in_masks(band, masks, **args)
+    unguarded = complete_in_masks(band, masks, **args, max_error_share=np.inf)
+    assert (unguarded > 0).all()
+    assert (guarded[H - 6:] > 0).mean() > 0.9      # near the support: filled
+    assert (guarded[:7] == 0).all()                # far from it: left empty
+    # The same number of confident pixels spread over the mask: filled everywhere.
+    spread = np.where(rng.random((H, W)) < 128 / (H * W), noisy, 0.0).astype(np.float32)
+    out = complete_in_masks(spread, masks, **args)
+    assert (out > 0).all()
+    assert (np.abs(out - truth) / truth).max() < 0.025   # its own pixels keep their noise
+
+
+def test_borrowed_depth_fills_a_textureless_mask_only_when_its_own_pixels_say_too_little():
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    truth = (1.0 / (0.5 + 0.004 * u - 0.002 * v)).astype(np.float32)
+    masks = np.ones((H, W), np.int32)
+    masks[:, W // 2:] = 2
+    rim = (u < 2) | (u >= W - 2) | (v < 2) | (v >= H - 2) | (np.abs(u - W // 2) < 2)
+    # mask 1 has no depth of its own, only depth borrowed along its rim (a wall whose
+    # creases with its neighbours are textured); mask 2 has its own on a few pixels.
+    own = np.where((masks == 2) & (u % 4 == 0) & (v % 4 == 0), truth, 0.0).astype(np.float32)
+    borrowed = np.where(rim & (own == 0), truth, 0.0).astype(np.float32)
+    # In mask 2, borrowed depth from a nearer occluder, 30 % off: its own pixels decide.
+    borrowed[(masks == 2) & rim] *= 0.7
+    args = dict(min_support=20, min_support_share=0.02, tol_rel=0.05, min_inlier_share=0.7,
+                depth_range=(0.5, 5.0))
+    out = complete_in_masks(own, masks, **args, support=borrowed)
+    assert (out > 0).all()
+    assert np.abs(out - truth).max() / truth.min() < 1e-3
+    # Borrowed depth says where the surface is or that it lies behind (across an
+    # occluder's outline the occluder's depth is borrowed): half of it 30 % nearer, the
+    # plane through the rest is filled in; depth scattered over the whole range lies on
+    # no plane, and borrowed depth is never kept by itself: the pixels stay empty.
+    rim_only = np.where(rim, truth, 0.0).astype(np.float32)
+    nearer = rim_only * np.where((u + v) % 2 == 0, 0.7, 1.0).astype(np.float32)
+    out = complete_in_masks(np.zeros_like(own), masks, **args, support=nearer)
+    assert (out > 0).all()
+    assert np.abs(out - truth).max() / truth.min() < 1e-3
+    scattered = np.where(rim, np.random.default_rng(2).uniform(0.5, 4.0, (H, W)), 0.0)
+    lone = complete_in_masks(np.zeros_like(own), masks, **args,
+                             support=scattered.astype(np.float32))
+    assert not lone.any()

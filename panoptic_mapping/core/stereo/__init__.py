@@ -5,10 +5,13 @@ which earlier frames to match, and what to keep)."""
 from panoptic_mapping.core.stereo.plane_sweep import (
     StereoConfig,
     consistency_filter,
+    SweepResult,
     photometric_residual,
+    plane_sweep,
     plane_sweep_depth,
 )
 from panoptic_mapping.core.stereo.stream import SourceView, StereoDepth, StereoEstimate
 
-__all__ = ["StereoConfig", "consistency_filter", "photometric_residual", "plane_sweep_depth",
+__all__ = ["StereoConfig", "SweepResult", "consistency_filter", "photometric_residual",
+           "plane_sweep", "plane_sweep_depth",
            "SourceView", "StereoDepth", "StereoEstimate"]

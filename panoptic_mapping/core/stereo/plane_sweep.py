@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from panoptic_mapping.core.geometry import backproject
 from panoptic_mapping.params import param
 
-__all__ = ["StereoConfig", "plane_sweep_depth", "consistency_filter", "photometric_residual"]
+__all__ = ["StereoConfig", "SweepResult", "plane_sweep", "plane_sweep_depth",
+           "consistency_filter", "photometric_residual"]
 
 # Cost of a plane no source sees: above the worst ZNCC cost (2), so it never wins.
 _NO_SOURCE_COST = 3.0
@@ -62,6 +63,15 @@ class StereoConfig:
         "window straddling an object's outline matches the nearer surface, so the "
         "background beside it gets the object's depth in every view alike (the multi-view "
         "check cannot catch it), but its own colour is not the object's.", minimum=0.0)
+    mask_windows: bool = param(
+        True, "Where the frame has segmenter masks, a pixel's ZNCC window holds only the "
+        "pixels of its own mask: a window straddling an object's outline otherwise matches "
+        "the object's texture and gives the flat surface beside it the object's depth "
+        "(fattening, in every view alike); the flat pixels' own window has no texture, so "
+        "they get no confidence instead.")
+    min_window_pixels: int = param(
+        6, "With mask windows, a pixel whose mask holds fewer pixels of its window than "
+        "this gets no depth (too little to correlate).", minimum=2)
     complete_in_masks: bool = param(
         True, "Fill each segmenter mask's pixels without stereo depth from a robust plane "
         "fit (in inverse depth) to its confident pixels, when they agree with one plane "
@@ -75,6 +85,21 @@ class StereoConfig:
     completion_min_inlier_share: float = param(0.7, "Share of the mask's confident pixels "
                                                "that must agree with its plane.",
                                                minimum=0.0, maximum=1.0)
+    completion_max_error_share: float = param(
+        0.5, "A mask's pixel is filled only where the plane fit's relative standard error "
+        "there (the inliers' scatter through the fit's covariance) is at most this share of "
+        "completion_tol_rel: pixels along one edge of a large mask leave its tilt free, "
+        "and the fit far from them is a guess.", minimum=0.0)
+    completion_borrow: bool = param(
+        True, "With mask_windows, a mask whose own pixels give too little depth to fill it "
+        "is fitted to the depth its pixels' whole windows found: their neighbours' texture, "
+        "right along a crease where the mask meets them, the nearer occluder's along an "
+        "outline (an outline moves with the surface in front). So borrowed depth nearer "
+        "than the fit does not contradict it, and it is never kept by itself: only the "
+        "accepted plane fills the mask.")
+    completion_borrowed_on_share: float = param(
+        0.5, "A mask fitted to borrowed depth needs at least this share of it on the plane.",
+        minimum=0.0, maximum=1.0)
     depth_range_ratio: float = param(
         4.0, "Streamed frames sweep from the scene depth (median of recent estimates) "
         "divided by this to it multiplied by this, within [min_depth_m, max_depth_m]: the "
@@ -115,25 +140,64 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
 
 
+class _Window:
+    """Means over each pixel's (2r+1)^2 window, plain or restricted to the pixel's segment.
+
+    Restricted means are weighted sums over the window's offsets, the weight 1 where the
+    offset pixel lies in the image and in the centre's segment (a centre of no segment,
+    id 0, keeps its whole window).
+    """
+
+    def __init__(self, r: int, segments: torch.Tensor | None):
+        """segments: (H, W) int64 ids, 0 = none; None: plain box windows."""
+        self.r = r
+        self.weights: list[tuple[int, int, torch.Tensor]] | None = None
+        self.count: torch.Tensor | None = None
+        if segments is None:
+            return
+        h, w = segments.shape
+        padded = F.pad(segments[None, None], (r, r, r, r), value=-1)[0, 0]
+        plain = segments == 0
+        self.weights = []
+        self.count = torch.zeros((h, w), device=segments.device)
+        for dy in range(2 * r + 1):
+            for dx in range(2 * r + 1):
+                other = padded[dy:dy + h, dx:dx + w]
+                wgt = ((other == segments) | (plain & (other >= 0))).float()
+                self.weights.append((dy, dx, wgt))
+                self.count += wgt
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) -> (N, 1, H, W) window means (over the in-image part at borders)."""
+        if self.weights is None:
+            return _box(x, self.r)
+        h, w = x.shape[-2:]
+        r = self.r
+        padded = F.pad(x, (r, r, r, r))
+        acc = torch.zeros_like(x)
+        for dy, dx, wgt in self.weights:
+            acc += wgt * padded[..., dy:dy + h, dx:dx + w]
+        return acc / self.count.clamp_min(1.0)
+
+
 def _as_tensor(a, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
 
 
-def _source_costs(ref_stats, src_grey: torch.Tensor, A: torch.Tensor, b: torch.Tensor,
-                  inv_depths: torch.Tensor, shape: tuple[int, int], cfg: StereoConfig
-                  ) -> torch.Tensor:
-    """Matching cost of one source for a chunk of planes.
+def _warp(src_grey: torch.Tensor, A: torch.Tensor, b: torch.Tensor,
+          inv_depths: torch.Tensor, shape: tuple[int, int]
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One source warped into the reference on a chunk of planes.
 
     Args:
-        ref_stats: (mean, var, grey) of the reference, each (1, 1, H, W).
         src_grey: (1, 1, Hs, Ws) source intensities.
         A: (3, H*W) and b: (3,): source pixel (homogeneous) of reference pixel p on the
             plane at depth d is d * A[:, p] + b (float64, so far planes stay exact).
         inv_depths: (C,) inverse depths of the chunk's planes.
 
     Returns:
-        (C, H, W) float32 cost 1 - ZNCC in [0, 2]; +inf where any window pixel does not
-        land inside the source in front of it.
+        (C, 1, H, W) float32 warped intensities and (C, 1, H, W) bool: the point lands
+        inside the source, in front of it.
     """
     h, w = shape
     hs, ws = src_grey.shape[-2:]
@@ -152,15 +216,26 @@ def _source_costs(ref_stats, src_grey: torch.Tensor, A: torch.Tensor, b: torch.T
     grid = torch.stack([gx, gy], dim=-1).reshape(1, c * h, w, 2)
     warped = F.grid_sample(src_grey, grid, mode="bilinear", padding_mode="zeros",
                            align_corners=True).reshape(c, 1, h, w)
-    r = cfg.patch_radius
+    return warped, inside.reshape(c, 1, h, w)
+
+
+def _zncc_cost(warped: torch.Tensor, full: torch.Tensor, ref_stats, window: _Window,
+               cfg: StereoConfig) -> torch.Tensor:
+    """(C, H, W) float32 cost 1 - ZNCC in [0, 2] of a warped source over ``window``;
+    +inf where ``full`` (C, 1, H, W) is False.
+
+    Args:
+        ref_stats: (mean, var, grey) of the reference over the same windows, (1, 1, H, W).
+    """
     mean_r, var_r, ref = ref_stats
-    mean_s = _box(warped, r)
-    var_s = (_box(warped * warped, r) - mean_s * mean_s).clamp_min(0.0)
-    cov = _box(warped * ref, r) - mean_s * mean_r
+    # One pass over the windows for the three sums.
+    c = warped.shape[0]
+    sums = window.mean(torch.cat([warped, warped * warped, warped * ref]))
+    mean_s, sq_s, cross = sums[:c], sums[c:2 * c], sums[2 * c:]
+    var_s = (sq_s - mean_s * mean_s).clamp_min(0.0)
+    cov = cross - mean_s * mean_r
     eps = cfg.min_texture_std ** 2
     zncc = cov / torch.sqrt((var_r + eps) * (var_s + eps))
-    # A window is only comparable when all of it was seen by the source.
-    full = _box(inside.reshape(c, 1, h, w).float(), r) > 1.0 - 1e-4
     cost = (1.0 - zncc.clamp(-1.0, 1.0)).squeeze(1)
     return torch.where(full.squeeze(1), cost, torch.full_like(cost, math.inf))
 
@@ -187,11 +262,33 @@ def _robust_mean(costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(n > 0, agg, torch.full_like(agg, _NO_SOURCE_COST)), n
 
 
+@dataclass
+class SweepResult:
+    """A plane sweep's answer for one reference view.
+
+    Attributes:
+        depth: (H, W) float32 [m], 0 where no source sees any plane.
+        confidence: (H, W) float32 in [0, 1]: best ZNCC times how clearly the best minimum
+            of the cost curve beats the second-best local minimum (textureless and
+            repetitive regions have flat or multi-minimum curves and score low); 0 where
+            no source sees the window. With segments, over each pixel's own segment.
+        window_depth, window_confidence: with segments, the same over the whole windows
+            (None without): where a pixel's own segment has no texture, what its
+            neighbours' texture says; right across a crease (a wall meeting the floor),
+            the nearer surface's depth across an outline.
+    """
+
+    depth: np.ndarray
+    confidence: np.ndarray
+    window_depth: np.ndarray | None = None
+    window_confidence: np.ndarray | None = None
+
+
 @torch.no_grad()
-def plane_sweep_depth(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
-                      src: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                      cfg: StereoConfig | None = None, device: str | torch.device = "cpu"
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def plane_sweep(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
+                src: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                cfg: StereoConfig | None = None, device: str | torch.device = "cpu",
+                segments: np.ndarray | None = None) -> SweepResult:
     """Depth of a reference view by a plane sweep over posed source views.
 
     Each fronto-parallel plane of the reference camera warps every source into the
@@ -205,12 +302,11 @@ def plane_sweep_depth(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
             K (3, 3), T (4, 4) camera_to_world).
         cfg: stereo configuration (defaults if None).
         device: torch device for the sweep.
-
-    Returns:
-        depth (H, W) float32 [m], 0 where no source sees any plane; confidence (H, W)
-        float32 in [0, 1]: best ZNCC times how clearly the best minimum of the cost curve
-        beats the second-best local minimum (textureless and repetitive regions have
-        flat or multi-minimum curves and score low); 0 where no source sees the window.
+        segments: (H, W) int segment ids of the reference (0 = none) or None: with
+            ``cfg.mask_windows``, a pixel's window is the part of it in its own segment
+            (pixels of no segment keep the whole window), pixels with fewer than
+            ``cfg.min_window_pixels`` there get confidence 0, and the whole windows' answer
+            comes beside it (one warp serves both).
     """
     cfg = cfg or StereoConfig()
     if not 0.0 < cfg.min_depth_m < cfg.max_depth_m:
@@ -219,12 +315,22 @@ def plane_sweep_depth(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
     h, w = ref_rgb.shape[:2]
     sources = list(src)[:cfg.max_sources]
     if not sources:
-        return np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+        zero = np.zeros((h, w), np.float32)
+        return SweepResult(zero, zero.copy())
     r = cfg.patch_radius
     ref = _grey(ref_rgb, dev)
-    mean_r = _box(ref, r)
-    var_r = (_box(ref * ref, r) - mean_r * mean_r).clamp_min(0.0)
-    ref_stats = (mean_r, var_r, ref)
+    windows = [_Window(r, None)]
+    if segments is not None and cfg.mask_windows:
+        if segments.shape != (h, w):
+            raise ValueError(f"segments are {segments.shape[1]}x{segments.shape[0]}, the "
+                             f"image {w}x{h}")
+        seg = torch.as_tensor(np.asarray(segments, np.int64), device=dev).clamp_min(0)
+        windows.insert(0, _Window(r, seg))
+    ref_stats = []
+    for window in windows:
+        mean_r = window.mean(ref)
+        var_r = (window.mean(ref * ref) - mean_r * mean_r).clamp_min(0.0)
+        ref_stats.append((mean_r, var_r, ref))
 
     # Reference rays with z = 1, so a point on plane d is d * ray.
     v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
@@ -240,17 +346,50 @@ def plane_sweep_depth(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
 
     inv = torch.linspace(1.0 / cfg.min_depth_m, 1.0 / cfg.max_depth_m, cfg.num_planes,
                          device=dev, dtype=torch.float64)
-    volume = torch.empty((cfg.num_planes, h, w), dtype=torch.float32, device=dev)
+    volumes = [torch.empty((cfg.num_planes, h, w), dtype=torch.float32, device=dev)
+               for _ in windows]
     seen = torch.zeros((cfg.num_planes, h, w), dtype=torch.bool, device=dev)
     for start in range(0, cfg.num_planes, cfg.planes_per_chunk):
         chunk = inv[start:start + cfg.planes_per_chunk]
-        costs = torch.stack([_source_costs(ref_stats, g, A, b, chunk, (h, w), cfg)
-                             for g, A, b in warps])
-        agg, n = _robust_mean(costs)
-        volume[start:start + chunk.shape[0]] = agg
-        seen[start:start + chunk.shape[0]] = n > 0
+        stop = start + chunk.shape[0]
+        costs = [[] for _ in windows]
+        for g, A, b in warps:
+            warped, inside = _warp(g, A, b, chunk, (h, w))
+            # A window is only comparable when all of it was seen by the source.
+            full = _box(inside.float(), r) > 1.0 - 1e-4
+            for k, window in enumerate(windows):
+                costs[k].append(_zncc_cost(warped, full, ref_stats[k], window, cfg))
+        for k in range(len(windows)):
+            agg, n = _robust_mean(torch.stack(costs[k]))
+            volumes[k][start:stop] = agg
+            if k == 0:
+                seen[start:stop] = n > 0
         del costs
 
+    answers = [_winner(volume, seen, inv, cfg) for volume in volumes]
+    depth, conf = answers[0]
+    if windows[0].count is not None:
+        conf = torch.where(windows[0].count >= cfg.min_window_pixels, conf,
+                           torch.zeros_like(conf))
+    out = [t.cpu().numpy().astype(np.float32) for t in (depth, conf)]
+    if len(answers) == 1:
+        return SweepResult(*out)
+    return SweepResult(*out, *[t.cpu().numpy().astype(np.float32) for t in answers[1]])
+
+
+def plane_sweep_depth(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
+                      src: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                      cfg: StereoConfig | None = None, device: str | torch.device = "cpu",
+                      segments: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(depth, confidence) of :func:`plane_sweep` (each (H, W) float32)."""
+    result = plane_sweep(ref_rgb, ref_K, ref_T, src, cfg, device, segments)
+    return result.depth, result.confidence
+
+
+def _winner(volume: torch.Tensor, seen: torch.Tensor, inv: torch.Tensor, cfg: StereoConfig
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best plane per pixel of a (D, H, W) cost volume, refined; (depth, confidence)."""
+    dev = volume.device
     best_cost, best = volume.min(0)
     # Sub-plane refinement: vertex of the parabola through the best plane and its two
     # neighbours (not at the ends of the range nor next to an unseen plane).
@@ -283,7 +422,7 @@ def plane_sweep_depth(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
     any_seen = seen.gather(0, best[None]).squeeze(0)
     conf = torch.where(any_seen, conf, torch.zeros_like(conf))
     depth = torch.where(seen.any(0), depth, torch.zeros_like(depth))
-    return depth.cpu().numpy().astype(np.float32), conf.cpu().numpy().astype(np.float32)
+    return depth, conf
 
 
 def consistency_filter(depths: Sequence[np.ndarray], confidences: Sequence[np.ndarray],

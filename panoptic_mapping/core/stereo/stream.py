@@ -1,6 +1,6 @@
 """Depth for posed RGB frames as they stream in.
 
-A frame without depth is matched (:func:`plane_sweep_depth`) against a few earlier posed
+A frame without depth is matched (:func:`plane_sweep`) against a few earlier posed
 frames: the recent ones this object remembers and the keyframes the caller passes in.
 Sources are chosen for parallax without losing overlap: a baseline of at least
 ``min_baseline_m`` and at most ``max_baseline_ratio`` of the scene depth, the optical axes
@@ -38,7 +38,7 @@ from panoptic_mapping.core.stereo.plane_sweep import (
     StereoConfig,
     consistency_filter,
     photometric_residual,
-    plane_sweep_depth,
+    plane_sweep,
 )
 
 __all__ = ["SourceView", "StereoEstimate", "StereoDepth"]
@@ -172,9 +172,10 @@ class StereoDepth:
         t0 = time.perf_counter()
         sweep = self.sweep_config()
         views = [(s.rgb, s.K, s.camera_to_world) for s in sources]
-        depth, conf = plane_sweep_depth(frame.rgb, frame.K, frame.camera_to_world, views,
-                                        sweep, self.device)
-        conf = self._colour_checked(frame, depth, conf, views)
+        sweep_result = plane_sweep(frame.rgb, frame.K, frame.camera_to_world, views, sweep,
+                                   self.device, segments=frame.masks)
+        depth = sweep_result.depth
+        conf = self._colour_checked(frame, depth, sweep_result.confidence, views)
         confident = np.where(conf >= self.cfg.min_confidence, depth, 0.0).astype(np.float32)
         kept = self._consistent(frame, depth, confident, conf, sources)
         if self.cfg.complete_in_masks and frame.masks is not None:
@@ -182,7 +183,10 @@ class StereoDepth:
             kept = complete_in_masks(kept, frame.masks, c.completion_min_support,
                                      c.completion_min_support_share, c.completion_tol_rel,
                                      c.completion_min_inlier_share,
-                                     (sweep.min_depth_m, sweep.max_depth_m))
+                                     (sweep.min_depth_m, sweep.max_depth_m),
+                                     c.completion_max_error_share,
+                                     self._borrowed(frame, sweep_result, confident, views),
+                                     c.completion_borrowed_on_share)
         seconds = time.perf_counter() - t0
         result = StereoEstimate(kept, conf, len(sources), seconds)
         with self._lock:
@@ -193,6 +197,17 @@ class StereoDepth:
                 self._medians.append(float(np.median(confident[confident > 0])))
             self._recent.append(SourceView.of(frame, confident))
         return result
+
+    def _borrowed(self, frame: Frame, result, own: np.ndarray, views: list
+                  ) -> np.ndarray | None:
+        """(H, W) depth the whole windows found confidently where the pixel's own segment
+        did not (0 elsewhere), colour-checked; None without mask windows or borrowing."""
+        if result.window_depth is None or not self.cfg.completion_borrow:
+            return None
+        conf = self._colour_checked(frame, result.window_depth, result.window_confidence,
+                                    views)
+        use = (conf >= self.cfg.min_confidence) & (own <= 0)
+        return np.where(use, result.window_depth, 0.0).astype(np.float32)
 
     def _colour_checked(self, frame: Frame, depth: np.ndarray, conf: np.ndarray,
                         views: list) -> np.ndarray:
