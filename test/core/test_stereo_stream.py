@@ -190,3 +190,24 @@ def test_borrowed_depth_fills_a_textureless_mask_only_when_its_own_pixels_say_to
     lone = complete_in_masks(np.zeros_like(own), masks, **args,
                              support=scattered.astype(np.float32))
     assert not lone.any()
+
+
+def test_depth_at_a_mask_edge_may_be_the_neighbour_in_front_and_does_not_tilt_its_plane():
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    truth = (1.0 / (0.5 + 0.004 * u - 0.002 * v)).astype(np.float32)
+    masks = np.ones((H, W), np.int32)
+    masks[10:38, 16:48] = 2                          # an object standing on a flat surface
+    ring = (masks == 1) & (u >= 14) & (u < 50) & (v >= 8) & (v < 40)
+    # The surface's own depth lies along the object's outline only: where the object
+    # stands on it (most of it) its own; along the top, the object's outline, 20 % nearer
+    # (a third of the support: the robust start must still find the surface's side).
+    own = np.where(ring, truth * np.where(v < 14, 0.8, 1.0), 0.0).astype(np.float32)
+    args = dict(min_support=20, min_support_share=0.02, tol_rel=0.05, min_inlier_share=0.7,
+                depth_range=(0.5, 5.0), max_error_share=np.inf)
+    filled = (masks == 1) & (own == 0)
+    plain = complete_in_masks(own, masks, **args)
+    wrong = filled & (plain > 0) & (np.abs(plain - truth) > 0.05 * truth)
+    assert wrong.any()                               # a plane tilted to the outline
+    out = complete_in_masks(own, masks, **args, border_px=2)
+    assert (out[filled] > 0).all()
+    assert (np.abs(out[filled] - truth[filled]) / truth[filled]).max() < 0.01

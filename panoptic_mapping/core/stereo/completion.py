@@ -82,6 +82,17 @@ def _relative_standard_error(u: np.ndarray, v: np.ndarray, inv: np.ndarray,
         return np.where(pred > 0, np.sqrt(np.maximum(var, 0.0)) / pred, np.inf)
 
 
+def _near_other_mask(masks: np.ndarray, r: int) -> np.ndarray:
+    """(H, W) bool: pixels with another mask id within ``r`` pixels (Chebyshev)."""
+    h, w = masks.shape
+    padded = np.pad(masks, r, mode="edge")
+    near = np.zeros((h, w), bool)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            near |= padded[dy:dy + h, dx:dx + w] != masks
+    return near
+
+
 def _enough(known: int, count: int, min_support: int, min_support_share: float) -> bool:
     return known >= max(min_support, 3) and known >= min_support_share * count
 
@@ -89,8 +100,8 @@ def _enough(known: int, count: int, min_support: int, min_support_share: float) 
 def complete_in_masks(depth: np.ndarray, masks: np.ndarray, min_support: int,
                       min_support_share: float, tol_rel: float, min_inlier_share: float,
                       depth_range: tuple[float, float], max_error_share: float = 0.5,
-                      support: np.ndarray | None = None, borrowed_on_share: float = 0.5
-                      ) -> np.ndarray:
+                      support: np.ndarray | None = None, borrowed_on_share: float = 0.5,
+                      border_px: int = 0) -> np.ndarray:
     """Depth with each planar-enough mask filled from its confident pixels.
 
     Args:
@@ -111,6 +122,9 @@ def complete_in_masks(depth: np.ndarray, masks: np.ndarray, min_support: int,
             fit does not contradict it (it may be an occluder's).
         borrowed_on_share: a fit to borrowed depth needs this share of it on the plane
             (what lies in front of it explains no more than that the surface is behind).
+        border_px: depth within this many pixels of another mask is treated as borrowed
+            in the fit (it may be the neighbour's in front: a mask's edge is a pixel or two
+            off, and a window there holds the neighbour's outline).
 
     Returns:
         (H, W) float32 depth: the input's, plus the fits inside accepted masks.
@@ -120,6 +134,7 @@ def complete_in_masks(depth: np.ndarray, masks: np.ndarray, min_support: int,
     flat_m = masks.reshape(-1)
     flat_d = depth.reshape(-1)
     flat_fit = flat_d if support is None else np.where(flat_d > 0, flat_d, support.reshape(-1))
+    border = _near_other_mask(masks, border_px).reshape(-1) if border_px > 0 else None
     order = np.argsort(flat_m, kind="stable")
     ids, starts, counts = np.unique(flat_m[order], return_index=True, return_counts=True)
     for mid, start, count in zip(ids, starts, counts):
@@ -135,6 +150,11 @@ def complete_in_masks(depth: np.ndarray, masks: np.ndarray, min_support: int,
             in_front = flat_d[known] <= 0
             if not _enough(known.size, count, min_support, min_support_share):
                 continue
+        if border is not None:
+            edge = border[known]
+            in_front = edge if in_front is None else in_front | edge
+            if not in_front.any():
+                in_front = None
         v, u = np.divmod(known, w)
         coef, inlier, fits = _fit_inverse_plane(u.astype(np.float64), v.astype(np.float64),
                                                 1.0 / flat_fit[known].astype(np.float64),

@@ -97,6 +97,11 @@ class StereoConfig:
         "outline (an outline moves with the surface in front). So borrowed depth nearer "
         "than the fit does not contradict it, and it is never kept by itself: only the "
         "accepted plane fills the mask.")
+    completion_border_px: int = param(
+        2, "Depth within this many pixels of another mask counts like borrowed depth in the "
+        "mask's plane fit (nearer than the fit, it does not contradict it): a mask's edge "
+        "is a pixel or two off, and a window there holds the neighbour's outline.",
+        minimum=0, maximum=16)
     completion_borrowed_on_share: float = param(
         0.5, "A mask fitted to borrowed depth needs at least this share of it on the plane.",
         minimum=0.0, maximum=1.0)

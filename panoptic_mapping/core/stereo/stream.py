@@ -186,7 +186,7 @@ class StereoDepth:
                                      (sweep.min_depth_m, sweep.max_depth_m),
                                      c.completion_max_error_share,
                                      self._borrowed(frame, sweep_result, confident, views),
-                                     c.completion_borrowed_on_share)
+                                     c.completion_borrowed_on_share, c.completion_border_px)
         seconds = time.perf_counter() - t0
         result = StereoEstimate(kept, conf, len(sources), seconds)
         with self._lock:
