@@ -15,9 +15,12 @@ straddling an outline gives the background beside an object the object's depth, 
 view alike) and, where a source has depth of its own, that a source's depth confirms
 (:func:`consistency_filter`: a wrong match lands on a point no other view saw at that
 distance). Sources remember their confident (unfiltered) depth, so the check does not
-shrink from frame to frame. With the frame's masks, each mask's pixels without depth are
-then filled from a plane fit to its kept ones where they agree on one
-(:func:`complete_in_masks`).
+shrink from frame to frame. With the frame's masks, a pixel is matched on its own mask's
+texture only (``mask_windows``: a window across an object's outline gives the flat surface
+beside it the object's depth), and each mask's pixels without depth are then filled from a
+plane fit to its kept ones where they agree on one and determine it
+(:func:`complete_in_masks`); a mask with too little depth of its own is fitted to what its
+pixels' whole windows found (``completion_borrow``), which is never kept by itself.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from panoptic_mapping.core.frames import Frame
 from panoptic_mapping.core.stereo.completion import complete_in_masks
 from panoptic_mapping.core.stereo.plane_sweep import (
     StereoConfig,
+    SweepResult,
     consistency_filter,
     photometric_residual,
     plane_sweep,
@@ -198,7 +202,7 @@ class StereoDepth:
             self._recent.append(SourceView.of(frame, confident))
         return result
 
-    def _borrowed(self, frame: Frame, result, own: np.ndarray, views: list
+    def _borrowed(self, frame: Frame, result: SweepResult, own: np.ndarray, views: list
                   ) -> np.ndarray | None:
         """(H, W) depth the whole windows found confidently where the pixel's own segment
         did not (0 elsewhere), colour-checked; None without mask windows or borrowing."""
