@@ -76,6 +76,7 @@ class InstanceMap:
         self.version = 0
         self._features_copy: tuple[int, tuple[VoxelFeatures, np.ndarray]] | None = None
         self._owners: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._voted: tuple[int, np.ndarray, np.ndarray] | None = None
         self._wire(VoteGrid(self.cfg.voxel_size_m, self.cfg.votes_per_voxel,
                             self.cfg.search_radius, self.cfg.max_search_radius),
                    IdTable(embedding_dim), PairEvidence(self.cfg))
@@ -260,6 +261,21 @@ class InstanceMap:
             cached = self._owners = (self.version, ids, voted)
         return cached[1], cached[2]
 
+    def _voted_voxels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(M, 3) float64 centres and (M,) total vote weights of the voxels holding votes;
+        read-only, computed once per map version (every view without depth asks)."""
+        cached = self._voted
+        if cached is None or cached[0] != self.version:
+            n = len(self.votes)
+            weight = self.votes.weights[:n].sum(1)
+            voted = weight > 0
+            centers = self.votes.index.centers(self.votes.voxel_size)[voted]
+            weight = weight[voted]
+            centers.setflags(write=False)
+            weight.setflags(write=False)
+            cached = self._voted = (self.version, centers, weight)
+        return cached[1], cached[2]
+
     def _compute_voxel_owners(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.votes)
         w, vid = self.votes.weights[:n], self.votes.ids[:n]
@@ -416,14 +432,12 @@ class InstanceMap:
         (one in (pixel footprint / voxel)^2), so the votes needed shrink by that share.
         """
         with self._lock:
-            n = len(self.votes)
-            weight = self.votes.weights[:n].sum(1)
+            centers, weight = self._voted_voxels()
             size = self.votes.voxel_size
-            centers = self.votes.index.centers(size)
         world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64))
         z = np.maximum(centers @ world_to_cam[2, :3] + world_to_cam[2, 3], 1e-6)
         sampled = np.clip((size * max(K[0, 0], K[1, 1]) / z) ** 2, 0.0, 1.0)
-        keep = (weight > 0) & (weight >= min_weight * sampled)
+        keep = weight >= min_weight * sampled
         return splat_depth(centers[keep], K, camera_to_world, shape, size)
 
     def carve(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray) -> int:
