@@ -155,10 +155,9 @@ def complete_in_masks(depth: np.ndarray, masks: np.ndarray, min_support: int,
             in_front = edge if in_front is None else in_front | edge
             if not in_front.any():
                 in_front = None
-        v, u = np.divmod(known, w)
-        coef, inlier, fits = _fit_inverse_plane(u.astype(np.float64), v.astype(np.float64),
-                                                1.0 / flat_fit[known].astype(np.float64),
-                                                tol_rel, in_front)
+        v, u = (c.astype(np.float64) for c in np.divmod(known, w))
+        inv_known = 1.0 / flat_fit[known].astype(np.float64)
+        coef, inlier, fits = _fit_inverse_plane(u, v, inv_known, tol_rel, in_front)
         if fits.mean() < min_inlier_share or inlier.sum() < max(min_support, 3) \
                 or (in_front is not None and inlier.mean() < borrowed_on_share):
             continue
@@ -169,9 +168,8 @@ def complete_in_masks(depth: np.ndarray, masks: np.ndarray, min_support: int,
             d = np.where(inv > 0, 1.0 / inv, 0.0)
         d[(d < depth_range[0]) | (d > depth_range[1])] = 0.0
         if np.isfinite(max_error_share):
-            err = _relative_standard_error(u.astype(np.float64), v.astype(np.float64),
-                                           1.0 / flat_fit[known].astype(np.float64), inlier,
-                                           coef, ue.astype(np.float64), ve.astype(np.float64))
+            err = _relative_standard_error(u, v, inv_known, inlier, coef,
+                                           ue.astype(np.float64), ve.astype(np.float64))
             d[err > max_error_share * tol_rel] = 0.0
         out.reshape(-1)[empty] = d
     return out
