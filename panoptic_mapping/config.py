@@ -101,6 +101,13 @@ class CameraInputConfig:
                                     "bag played again): the pose buffer and the "
                                     "synchroniser are cleared, with a warning, so two runs' "
                                     "messages never pair (0: never).", minimum=0.0)
+    max_clock_offset_s: float = param(
+        300.0, "An image (or pose, or a localize_instances request taking its pose from "
+        "the stream) stamped more than this [s] before or after the node's clock is "
+        "refused with the reason: a driver stamping 1970 after a reset, or a bag played "
+        "without --clock and use_sim_time:=true, would otherwise be paired with the wrong "
+        "poses. Under use_sim_time the clock is /clock. 0: any stamp is accepted.",
+        minimum=0.0)
     max_image_pixels: int = param(2_500_000, "Largest image (width x height) taken from the "
                                   "topics or in a localize_instances request (about "
                                   "1920x1200); a larger one is refused with the reason "

@@ -21,6 +21,9 @@ REPLAY_EXECUTABLE = INSTALL / "lib" / "panoptic_mapping" / "replay"
 SEGMENTATION_EXECUTABLE = INSTALL / "lib" / "panoptic_mapping" / "segmentation_node"
 PARAMS_FILE = REPO / "config" / "mapping.yaml"
 SEGMENTATION_PARAMS_FILE = REPO / "config" / "segmentation.yaml"
+# The test scenes are stamped from 0 s (1970: their recorded stamps, `replay --stamps
+# recorded`); a node refuses such stamps as far from its clock unless told not to.
+ANY_STAMP = ("-p", "input.max_clock_offset_s:=0.0")
 
 # Discovery stays on this machine, and each test session gets its own domain so that
 # parallel sessions (or a developer's running node) never answer our requests.

@@ -88,7 +88,7 @@ from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg, subsample
 from panoptic_mapping.ros.pose_sources import HAVE_TF2, TfPoses, TopicPoses, stamp_ns
 from panoptic_mapping.ros.services import NO_TEXT_ENCODER, MapServices
 from panoptic_mapping.ros.spin import run_node
-from panoptic_mapping.runtime.poses import BackwardJump, PoseLookupError
+from panoptic_mapping.runtime.poses import BackwardJump, PoseLookupError, clock_offset_reason
 from panoptic_mapping.runtime.snapshots import MapSnapshot, MapSnapshots
 from panoptic_mapping.runtime.visuals import colorize
 from panoptic_mapping.runtime.workers import (
@@ -433,6 +433,8 @@ class MappingNode(LifecycleNode):
             state.rate.tick()
             if index is not None:
                 stamp = stamp_ns(msg.header.stamp)
+                if index == 0 and self._far_from_clock("stamp", "image", stamp):
+                    return
                 if index == 0 and self._image_clock.seen(stamp):
                     self._time_jumped("image", stamp)
                 if index == 0 and self._masks_from_topic:
@@ -465,7 +467,18 @@ class MappingNode(LifecycleNode):
             more = f" ({suppressed} more since the last report)" if suppressed else ""
             self.get_logger().warning(f"input rejected: {message}{more}")
 
+    def _far_from_clock(self, key: str, what: str, stamp: int) -> bool:
+        """Refuse (count, log) a message stamped far from the node's clock, before it can
+        pair with poses of another time or look like a jump back of the clock."""
+        reason = clock_offset_reason(stamp, self.get_clock().now().nanoseconds,
+                                     self.config.input.max_clock_offset_s)
+        if reason is not None:
+            self._reject(key, f"{what} {reason}")
+        return reason is not None
+
     def _on_pose(self, name: str, msg) -> None:
+        if self._far_from_clock("pose", name, stamp_ns(msg.header.stamp)):
+            return
         pose = msg.pose if name == "pose" else msg.pose.pose
         try:
             if self.poses.add(msg.header, pose):

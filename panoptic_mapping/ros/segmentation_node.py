@@ -47,7 +47,7 @@ from panoptic_mapping.ros.masks import segmentation_to_msg
 from panoptic_mapping.ros.parameters import declare_config
 from panoptic_mapping.ros.pose_sources import stamp_ns
 from panoptic_mapping.ros.spin import run_node
-from panoptic_mapping.runtime.poses import BackwardJump
+from panoptic_mapping.runtime.poses import BackwardJump, clock_offset_reason
 from panoptic_mapping.runtime.workers import LatestSlot, SlotWorker, Throttle
 from panoptic_mapping_interfaces.msg import Masks
 
@@ -112,6 +112,11 @@ class SegmentationNode(Node):
         stamp = stamp_ns(msg.header.stamp)
         if index == 0:
             self.counts["images"] += 1
+            reason = clock_offset_reason(stamp, self.get_clock().now().nanoseconds,
+                                         self.config.input.max_clock_offset_s)
+            if reason is not None:
+                self._reject(f"image {reason}")
+                return
             if self._image_clock.seen(stamp) and self._sync is not None:
                 self._sync.clear()  # a bag played again: never pair two runs' messages
                 self.get_logger().warning("time jumped back: synchroniser cleared")

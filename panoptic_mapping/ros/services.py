@@ -31,7 +31,8 @@ from panoptic_mapping.ros.conversions import InputError, numpy_to_image, transfo
 from panoptic_mapping.ros.markers import fill_instance_msg
 from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg, relevance_cloud_to_msg
 from panoptic_mapping.ros.requests import decode_localize_request
-from panoptic_mapping.runtime.poses import PoseLookupError
+from panoptic_mapping.ros.pose_sources import stamp_ns
+from panoptic_mapping.runtime.poses import PoseLookupError, clock_offset_reason
 from panoptic_mapping.runtime.queries import (
     NO_TEXT_ENCODER,
     NO_VOXEL_FEATURES,
@@ -128,6 +129,13 @@ class MapServices:
             return response
         pose = q.camera_to_map
         if pose is None:
+            reason = clock_offset_reason(q.stamp_ns, stamp_ns(self._now()),
+                                         self.config.input.max_clock_offset_s)
+            if reason is not None:
+                response.success = False
+                response.message = (f"bad request: camera_pose is empty and the image is "
+                                    f"{reason}")
+                return response
             frame_id = self.config.input.camera_frame or q.camera_frame
             try:
                 pose = self.poses.lookup(frame_id, q.stamp_ns, self.config.input.pose_wait_s)

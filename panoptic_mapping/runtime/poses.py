@@ -21,7 +21,8 @@ import numpy as np
 
 from panoptic_mapping.core.geometry import interpolate_pose
 
-__all__ = ["PoseLookupError", "PoseNotYetError", "PoseBuffer"]
+__all__ = ["PoseLookupError", "PoseNotYetError", "PoseBuffer", "BackwardJump",
+           "clock_offset_reason"]
 
 
 class PoseLookupError(LookupError):
@@ -30,6 +31,36 @@ class PoseLookupError(LookupError):
 
 class PoseNotYetError(PoseLookupError):
     """The stamp is newer than the newest pose: the pose may still arrive."""
+
+
+def clock_offset_reason(stamp_ns: int, now_ns: int, max_offset_s: float) -> str | None:
+    """Why a message stamp is too far from the node's clock to be used, or None.
+
+    A camera driver after a reset stamps 1970, a misconfigured one 2100, and a bag played
+    without ``--clock`` and ``use_sim_time`` stamps the day it was recorded: matched with
+    poses stamped now, or clearing the pose buffer as a jump in time, such a stamp would map
+    a frame with another frame's pose. Stamps within ``max_offset_s`` of the clock (either
+    way) pass; 0 turns the check off.
+
+    Args:
+        stamp_ns: the message's header stamp [ns].
+        now_ns: the node's clock [ns] (ROS time: the simulated clock under use_sim_time).
+        max_offset_s: the largest accepted distance [s] (``input.max_clock_offset_s``).
+    """
+    if max_offset_s <= 0:
+        return None
+    offset = (int(stamp_ns) - int(now_ns)) / 1e9
+    if abs(offset) <= max_offset_s:
+        return None
+    if now_ns <= 0:
+        return (f"stamped {int(stamp_ns) / 1e9:.3f} s while the node's clock reads 0: "
+                "use_sim_time is set and no /clock message has arrived yet (play the bag "
+                "with --clock)")
+    side = "after" if offset > 0 else "before"
+    return (f"stamped {int(stamp_ns) / 1e9:.3f} s, {abs(offset):.0f} s {side} the node's "
+            f"clock (more than input.max_clock_offset_s = {max_offset_s:g} s): a driver "
+            "clock reset, or a bag played without --clock and use_sim_time:=true (0 "
+            "accepts any stamp)")
 
 
 class BackwardJump:

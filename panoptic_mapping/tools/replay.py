@@ -18,12 +18,15 @@ Two kinds of recording:
   FROM:=TO``.
 
 Pacing follows the recorded stamps divided by ``--rate`` (1 = real time, 0.5 = half speed).
+Recorded stamps (a bag's, or a scene's with ``--stamps recorded``) lie far from a live
+node's clock, which refuses them (``input.max_clock_offset_s``): ``--clock`` publishes
+/clock at the recorded time for a node started with ``use_sim_time:=true``.
 Publishers are reliable (keep last 5), which best-effort (sensor-data) subscribers accept.
 Before the first message the tool waits until the node has subscribed (discovery).
 
     ros2 run panoptic_mapping replay out/demo/scene --rate 0.5
     ros2 run panoptic_mapping replay out/demo/scene --compressed --compressed-format png
-    ros2 run panoptic_mapping replay my_bag/ --remap /camera/color/image_raw:=/image
+    ros2 run panoptic_mapping replay my_bag/ --remap /camera/color/image_raw:=/image --clock
 """
 from __future__ import annotations
 
@@ -203,9 +206,12 @@ def play_scene(node, folder: Path, args) -> int:
           f"{args.rate:g}x real time", flush=True)
     t0_wall, s0 = time.monotonic(), frames[0].stamp if frames else 0.0
     sent = 0
+    clock = _clock_publisher(node) if args.clock else None
     for frame in frames:
         _pace(t0_wall, frame.stamp - s0, args.rate)
-        if args.stamps == "recorded":
+        if clock is not None:
+            clock(int(round(frame.stamp * 1e9)))
+        if args.stamps == "recorded" or clock is not None:
             stamp = Time(nanoseconds=int(round(frame.stamp * 1e9))).to_msg()
         else:
             stamp = node.get_clock().now().to_msg()
@@ -228,6 +234,22 @@ def play_scene(node, folder: Path, args) -> int:
     if args.summary:
         Path(args.summary).write_text(json.dumps({"frames": sent, "wall_s": wall}))
     return 0
+
+
+def _clock_publisher(node):
+    """``publish(stamp_ns)`` on /clock (rosgraph_msgs/Clock), as ``ros2 bag play --clock``
+    does: a node with use_sim_time:=true then lives in the recording's time."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.time import Time
+    from rosgraph_msgs.msg import Clock
+
+    pub = node.create_publisher(Clock, "/clock",
+                                QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+
+    def publish(stamp_ns: int) -> None:
+        pub.publish(Clock(clock=Time(nanoseconds=int(stamp_ns)).to_msg()))
+
+    return publish
 
 
 def play_bag(node, path: Path, args) -> int:
@@ -254,9 +276,12 @@ def play_bag(node, path: Path, args) -> int:
         print(f"replay: {len(pubs)} topics from bag {path} at {args.rate:g}x real time: "
               + ", ".join(f"{t} -> {p.topic_name}" for t, p in pubs.items()), flush=True)
         t0_wall, t_first, sent = time.monotonic(), None, 0
+        clock = _clock_publisher(node) if args.clock else None
         for connection, timestamp, raw in reader.messages(connections=connections):
             t_first = timestamp if t_first is None else t_first
             _pace(t0_wall, (timestamp - t_first) / 1e9, args.rate)
+            if clock is not None:
+                clock(timestamp)
             pubs[connection.topic].publish(bytes(raw))  # CDR bytes, published as they are
             sent += 1
             if args.limit and sent >= args.limit:
@@ -273,6 +298,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=1.0,
                    help="playback speed: 1 = real time, 2 = twice as fast (default 1)")
     p.add_argument("--limit", type=int, default=0, help="stop after this many frames/messages")
+    p.add_argument("--clock", action="store_true",
+                   help="publish /clock at the recorded time of each frame or message (as "
+                        "`ros2 bag play --clock`; a scene's frames then carry their recorded "
+                        "stamps) for a node started with use_sim_time:=true; without it a "
+                        "node refuses stamps more than input.max_clock_offset_s from its "
+                        "own clock")
     p.add_argument("--wait-subscribers", type=float, default=20.0,
                    help="seconds to wait for the node's subscriptions (default 20)")
     p.add_argument("--subscribers", type=int, default=1,

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import PARAMS_FILE, REPLAY_EXECUTABLE, require_interfaces
+from conftest import ANY_STAMP, PARAMS_FILE, REPLAY_EXECUTABLE, require_interfaces
 
 pytestmark = pytest.mark.ros
 require_interfaces()
@@ -20,6 +20,7 @@ def test_autosave_while_mapping_and_at_shutdown(start_node, tabletop_scene, tmp_
     target = tmp_path / "maps" / "auto.pmap"
     node = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
                       "-p", "input.pose_source:=pose", "-p", "input.train_duty_cycle:=0.3",
+                      *ANY_STAMP,
                       "-p", "mapping.trainer.rays_per_step:=64",
                       "-p", f"output.autosave_path:={target}",
                       "-p", "output.autosave_period_s:=1.0")

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import PARAMS_FILE, REPLAY_EXECUTABLE, make_tabletop, require_interfaces
+from conftest import ANY_STAMP, PARAMS_FILE, REPLAY_EXECUTABLE, make_tabletop, require_interfaces
 
 pytestmark = pytest.mark.ros
 require_interfaces()
@@ -32,6 +32,7 @@ def test_an_object_moved_away_is_removed_and_announced(start_node, tmp_path):
     folder = save_scene(scene, tmp_path / "scene")
     node = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
                       "-p", "input.pose_source:=pose", "-p", "output.status_period_s:=0.5",
+                      *ANY_STAMP,
                       "-p", "mapping.trainer.rays_per_step:=64",
                       "-p", "input.train_duty_cycle:=0.2")
     node.wait_for_line("started:")

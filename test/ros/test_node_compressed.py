@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import PARAMS_FILE, REPLAY_EXECUTABLE, require_interfaces
+from conftest import ANY_STAMP, PARAMS_FILE, REPLAY_EXECUTABLE, require_interfaces
 
 pytestmark = pytest.mark.ros
 require_interfaces()
@@ -34,7 +34,7 @@ def test_compressed_input_is_mapped_and_bad_compressed_frames_are_rejected(
         start_node, tabletop_scene, tmp_path):
     folder = save_scene(tabletop_scene, tmp_path / "scene")
     node = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
-                      "-p", "input.pose_source:=pose",
+                      "-p", "input.pose_source:=pose", *ANY_STAMP,
                       "-p", "input.image_transport:=compressed",
                       "-p", "input.depth_transport:=compressedDepth",
                       "-p", "input.error_log_period_s:=0.0",

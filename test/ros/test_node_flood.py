@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import PARAMS_FILE, require_interfaces
+from conftest import ANY_STAMP, PARAMS_FILE, require_interfaces
 
 pytestmark = pytest.mark.ros
 require_interfaces()
@@ -42,6 +42,7 @@ def test_flood_keeps_memory_and_latency_bounded(start_node):
     large = make_scene("tabletop", num_frames=3, width=320, height=240, num_novel_frames=0)
     node = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
                       "-p", "input.pose_source:=pose", "-p", "output.status_period_s:=0.5",
+                      *ANY_STAMP,
                       "-p", "mapping.trainer.rays_per_step:=64",
                       "-p", "input.train_duty_cycle:=0.5")
     node.wait_for_line("started:")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import PARAMS_FILE, REPLAY_EXECUTABLE, require_interfaces
+from conftest import ANY_STAMP, PARAMS_FILE, REPLAY_EXECUTABLE, require_interfaces
 
 pytestmark = pytest.mark.ros
 require_interfaces()
@@ -54,6 +54,7 @@ def test_lifecycle_transitions_keep_and_free_the_map(start_node, tabletop_scene,
     folder = save_scene(tabletop_scene, tmp_path / "scene")
     node = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
                       "-p", "lifecycle.autostart:=false", "-p", "input.pose_source:=pose",
+                      *ANY_STAMP,
                       "-p", "output.status_period_s:=0.5",
                       "-p", "mapping.trainer.rays_per_step:=64",
                       "-p", "input.train_duty_cycle:=0.3")

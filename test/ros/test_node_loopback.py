@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import PARAMS_FILE, require_interfaces
+from conftest import ANY_STAMP, PARAMS_FILE, require_interfaces
 
 pytestmark = pytest.mark.ros
 require_interfaces()
@@ -253,7 +253,7 @@ def test_a_clock_jumping_back_clears_the_input_buffers_with_a_warning(start_node
 
     mapper = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
                         "-p", "input.pose_source:=pose", "-p", "input.use_depth:=false",
-                        "-p", "output.status_period_s:=0.3")
+                        "-p", "output.status_period_s:=0.3", *ANY_STAMP)
     mapper.wait_for_line("started:")
     late, early = PoseStamped(), PoseStamped()
     for msg, sec in ((late, 100), (early, 10)):
@@ -290,5 +290,46 @@ def test_a_clock_jumping_back_clears_the_input_buffers_with_a_warning(start_node
         executor.remove_node(client_node)
         executor.shutdown()
     assert status.get("input.time_jumps") == "1", status
+    assert mapper.interrupt() == 0
+    assert "Traceback" not in mapper.output
+
+
+def test_stamps_far_from_the_clock_are_refused_before_they_touch_the_buffers(start_node,
+                                                                             client_node):
+    """A driver stamping 1970 after a reset, or years ahead: refused with the reason and counted,
+    and neither taken for a jump of the clock nor buffered beside the poses of now."""
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import Image
+
+    mapper = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
+                        "-p", "input.pose_source:=pose", "-p", "input.use_depth:=false",
+                        "-p", "output.status_period_s:=0.3")
+    mapper.wait_for_line("started:")
+    pose_pub = client_node.create_publisher(PoseStamped, "/pose", 10)
+    image_pub = client_node.create_publisher(Image, "/image", 10)
+    deadline = time.monotonic() + 20
+    while ((pose_pub.get_subscription_count() == 0 or image_pub.get_subscription_count() == 0)
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    now = client_node.get_clock().now().nanoseconds // 1_000_000_000
+    for sec in (now, 1, now):
+        msg = PoseStamped()
+        msg.header.frame_id = "map"
+        msg.header.stamp.sec = sec
+        msg.pose.orientation.w = 1.0
+        for _ in range(3):
+            pose_pub.publish(msg)
+            time.sleep(0.05)
+    image = numpy_to_image(np.zeros((24, 32, 3), np.uint8), "rgb8")
+    image.header.stamp.sec = 2_000_000_000  # 2033 (the largest int32 is in 2038)
+    for _ in range(3):
+        image_pub.publish(image)
+        time.sleep(0.05)
+    line = mapper.wait_for_line("input rejected: pose stamped 1.000 s")
+    assert "before the node's clock" in line and "input.max_clock_offset_s = 300 s" in line
+    line = mapper.wait_for_line("input rejected: image stamped 2000000000.000 s")
+    assert "after the node's clock" in line
+    assert "time jumped back" not in mapper.output
     assert mapper.interrupt() == 0
     assert "Traceback" not in mapper.output

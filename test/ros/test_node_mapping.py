@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import PARAMS_FILE, REPLAY_EXECUTABLE, require_interfaces
+from conftest import ANY_STAMP, PARAMS_FILE, REPLAY_EXECUTABLE, require_interfaces
 
 pytestmark = pytest.mark.ros
 require_interfaces()
@@ -42,7 +42,7 @@ from node_client import wait_until  # noqa: E402
 
 NS = "/panoptic_mapping"
 NODE_ARGS = ("--ros-args", "--params-file", str(PARAMS_FILE),
-             "-p", "input.pose_source:=pose", "-p", "output.status_period_s:=0.5",
+             "-p", "input.pose_source:=pose", "-p", "output.status_period_s:=0.5", *ANY_STAMP,
              "-p", "output.cloud_period_s:=0.5", "-p", "output.markers_period_s:=0.5",
              "-p", "output.panoptic_image_period_s:=0.5",
              "-p", "mapping.trainer.rays_per_step:=64", "-p", "input.train_duty_cycle:=0.3")

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from conftest import (
+    ANY_STAMP,
     PARAMS_FILE,
     REPLAY_EXECUTABLE,
     SEGMENTATION_EXECUTABLE,
@@ -31,10 +32,12 @@ NS = "/panoptic_mapping"
 def test_masks_from_a_segmentation_node_are_mapped(start_node, tabletop_scene, tmp_path):
     folder = save_scene(tabletop_scene, tmp_path / "scene")
     seg = start_node("--ros-args", "--params-file", str(SEGMENTATION_PARAMS_FILE),
-                     "-p", "output.status_period_s:=0.5", executable=SEGMENTATION_EXECUTABLE)
+                     "-p", "output.status_period_s:=0.5", *ANY_STAMP,
+                     executable=SEGMENTATION_EXECUTABLE)
     seg.wait_for_line("started:")
     mapping = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
                          "-p", "input.pose_source:=pose", "-p", "input.masks_source:=topic",
+                         *ANY_STAMP,
                          "-r", "masks:=/segmentation/masks",
                          "-p", "output.status_period_s:=0.5",
                          "-p", "mapping.trainer.rays_per_step:=64",

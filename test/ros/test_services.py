@@ -140,19 +140,30 @@ def test_load_refuses_other_embedding_sizes_and_corrupt_files(node, tmp_path):
 
 def test_localize_from_the_pose_buffer_refuses_a_stamp_far_from_every_pose(node, scene):
     """An empty camera_pose asks for the pose at the image stamp; a stamp from 1970 or
-    2100 while the poses are from now has none, and the answer says so instead of
-    localizing with another frame's pose."""
+    2100 while the poses are from now has none: refused as far from the node's clock, and
+    with that check off, because no buffered pose is near it; never localized with another
+    frame's pose."""
+    import time as _time
+
     from rclpy.time import Time
 
     f = scene.novel_frames[0]
-    now = scene_frame_messages(f, Time(seconds=1_800_000_000).to_msg())
+    now = scene_frame_messages(f, Time(seconds=int(_time.time())).to_msg())
     node.poses.add(now["pose"].header, now["pose"].pose)
-    for seconds in (1, 4_102_444_800):  # 1970, 2100
-        msgs = scene_frame_messages(f, Time(seconds=seconds).to_msg())
-        req = LocalizeInstances.Request(image=msgs["image"], camera_info=msgs["camera_info"],
-                                        depth=msgs["depth"])
-        resp = node.map_services.localize(req, LocalizeInstances.Response())
-        assert not resp.success and "no pose was found" in resp.message, seconds
+    offset = node.config.input.max_clock_offset_s
+    try:
+        for check, expected in ((offset, "input.max_clock_offset_s"),
+                                (0.0, "no pose was found")):
+            node.config.input.max_clock_offset_s = check
+            for seconds in (1, 4_102_444_800):  # 1970, 2100
+                msgs = scene_frame_messages(f, Time(seconds=seconds).to_msg())
+                req = LocalizeInstances.Request(image=msgs["image"],
+                                                camera_info=msgs["camera_info"],
+                                                depth=msgs["depth"])
+                resp = node.map_services.localize(req, LocalizeInstances.Response())
+                assert not resp.success and expected in resp.message, (seconds, resp.message)
+    finally:
+        node.config.input.max_clock_offset_s = offset
     req = LocalizeInstances.Request(image=now["image"], camera_info=now["camera_info"],
                                     depth=now["depth"])
     resp = node.map_services.localize(req, LocalizeInstances.Response())

@@ -15,6 +15,7 @@ from panoptic_mapping.runtime.poses import (
     PoseBuffer,
     PoseLookupError,
     PoseNotYetError,
+    clock_offset_reason,
 )
 
 S = 1_000_000_000  # ns
@@ -137,3 +138,20 @@ def test_backward_jump_worked_example():
         False, False, False, False, True, False]
     assert j.jumps == 1 and j.newest == 6 * 10**8
     assert not BackwardJump(0.0).seen(0)
+
+
+def test_clock_offset_worked_example():
+    """Stamps within max_offset_s of the clock either way pass; beyond it the reason names
+    the side, the distance and the parameter; 0 accepts anything; a clock at 0 (sim time
+    before the first /clock) refuses a stamp far from it with that reason."""
+    now = 1_765_000_000 * 10**9
+    assert clock_offset_reason(now - 299 * 10**9, now, 300.0) is None
+    assert clock_offset_reason(now + 299 * 10**9, now, 300.0) is None
+    early = clock_offset_reason(10**9, now, 300.0)
+    assert early.startswith("stamped 1.000 s, 1764999999 s before the node's clock")
+    assert "input.max_clock_offset_s = 300 s" in early
+    late = clock_offset_reason(now + 301 * 10**9, now, 300.0)
+    assert "301 s after the node's clock" in late
+    assert clock_offset_reason(10**9, now, 0.0) is None
+    assert "no /clock message" in clock_offset_reason(now, 0, 300.0)
+    assert clock_offset_reason(10**8, 0, 300.0) is None  # a replayed clock starting at 0
