@@ -13,7 +13,8 @@ import torch
 
 __all__ = ["pose_matrix", "pose_from_xyz_quat", "quaternion_to_rotation",
            "rotation_to_quaternion", "slerp", "interpolate_pose", "check_rigid",
-           "check_intrinsics", "backproject", "project_points", "splat_depth", "depth_edges", "voxel_coords",
+           "check_intrinsics", "backproject", "project_points", "splat_depth", "close_gaps",
+           "depth_edges", "voxel_coords",
            "pack_voxel_keys", "unpack_voxel_keys", "VOXEL_KEY_BITS", "VOXEL_KEY_BIAS",
            "VOXEL_KEY_MASK"]
 
@@ -219,10 +220,13 @@ def splat_depth(points: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
                 near_m: float = 1e-3) -> np.ndarray:
     """Depth image of points seen as small squares, nearest surface first (a z-buffer).
 
-    Each point covers the pixels within its projected half-size
-    ``round(point_size_m / 2 * f / z)`` (at least its own pixel, at most
-    ``max_radius_px``) and every pixel keeps the nearest depth that covers it, so surfaces
-    of voxel centres render closed and occlude what lies behind them.
+    Each point is a square of edge ``point_size_m`` facing the camera: it covers the pixels
+    whose centres its projection holds (half-size ``point_size_m / 2 * f / z``, at least
+    its own nearest pixel, at most ``max_radius_px`` pixels), and every pixel keeps the
+    nearest depth that covers it. Squares of neighbouring voxel centres meet, so surfaces
+    render closed and occlude what lies behind them; a square never reaches a pixel its
+    voxel does not cover, so an object does not grow over what lies beside it (rounding
+    the half-size up grew every outline by up to a pixel).
 
     Args:
         points: (N, 3) world points. K: (3, 3). camera_to_world: (4, 4).
@@ -232,31 +236,94 @@ def splat_depth(points: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
         (H, W) float32 depth along the optical axis, 0 where no point projects.
     """
     h, w = shape
-    u, v, z, front = project_points(points, K, camera_to_world, near_m)
+    world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64))
+    cam = np.asarray(points, np.float64).reshape(-1, 3) @ world_to_cam[:3, :3].T \
+        + world_to_cam[:3, 3]
+    front = cam[:, 2] > near_m
     if not front.any():
         return np.zeros((h, w), np.float32)
-    u, v, z = u[front], v[front], z[front]
-    radius = np.clip(np.rint(0.5 * point_size_m * max(K[0, 0], K[1, 1]) / z), 0,
-                     max_radius_px).astype(np.int64)
+    cam = cam[front]
+    z = cam[:, 2]
+    uf = cam[:, 0] / z * K[0, 0] + K[0, 2]  # pixel centres lie at integer coordinates
+    vf = cam[:, 1] / z * K[1, 1] + K[1, 2]
+    half_u = 0.5 * point_size_m * K[0, 0] / z + 1e-6
+    half_v = 0.5 * point_size_m * K[1, 1] / z + 1e-6
+    radius = np.clip(np.ceil(np.maximum(half_u, half_v)), 0, max_radius_px).astype(np.int64)
+    u, v = np.rint(uf).astype(np.int64), np.rint(vf).astype(np.int64)
     # points too far outside the image to reach it with their squares
     near = (u + radius >= 0) & (u - radius < w) & (v + radius >= 0) & (v - radius < h)
     u, v, z, radius = u[near], v[near], z[near], radius[near]
+    du_f, dv_f = (u - uf[near]), (v - vf[near])  # nearest pixel's offset from the centre
+    half_u, half_v = half_u[near], half_v[near]
     best = torch.full((h * w,), math.inf, dtype=torch.float64)
     z_t = torch.from_numpy(z)
     for r in range(int(radius.max()) + 1 if radius.size else 0):
         sel = radius >= r  # each ring of offsets at distance r is drawn by the points reaching it
         us, vs, zs = u[sel], v[sel], z_t[torch.from_numpy(sel)]
+        ou, ov, hu, hv = du_f[sel], dv_f[sel], half_u[sel], half_v[sel]
         for dv in range(-r, r + 1):
             for du in range(-r, r + 1):
                 if max(abs(du), abs(dv)) != r:
                     continue
                 uu, vv = us + du, vs + dv
                 ok = (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
+                if r > 0:  # the own pixel always; others where the square holds their centre
+                    ok &= ((du == 0) | (np.abs(ou + du) <= hu)) \
+                        & ((dv == 0) | (np.abs(ov + dv) <= hv))
                 idx = torch.from_numpy(vv[ok] * w + uu[ok])
                 best.scatter_reduce_(0, idx, zs[torch.from_numpy(ok)], reduce="amin")
     out = best.numpy()
     out[~np.isfinite(out)] = 0.0
     return out.reshape(h, w).astype(np.float32)
+
+
+# the 8 directions (row, column steps) a gap is looked at from
+_SECTORS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def close_gaps(depth: np.ndarray, radius_px: int, rel_tol: float = 0.05,
+               min_sectors: int = 7) -> np.ndarray:
+    """Depth (H, W) with the gaps of sparsely drawn near surfaces closed (screen space).
+
+    A surface the map holds only sparsely (a textureless table top where stereo found a
+    voxel here and there) is drawn with gaps, and through each gap the surface behind it
+    (the floor) shows: a pixel farther than a nearer surface on almost every side of it.
+    Such a pixel, or an empty one (0), that has a pixel nearer by more than ``rel_tol``
+    (relative) within ``radius_px`` in at least ``min_sectors`` of the 8 directions takes
+    the mean depth of those nearer pixels. A pixel beside an object's outline has nearer
+    pixels on one side only and keeps its depth; a real opening wider than twice the
+    radius is left open.
+
+    Args:
+        depth: (H, W) float depth, 0 = nothing drawn.
+        radius_px: how far each direction is looked along [px] (0: no change).
+
+    Returns:
+        (H, W) float32 depth.
+    """
+    depth = np.asarray(depth, np.float32)
+    if radius_px <= 0 or not (depth > 0).any():
+        return depth.copy()
+    h, w = depth.shape
+    far = np.where(depth > 0, depth, np.inf).astype(np.float32)
+    limit = far * (1.0 - rel_tol)  # nearer than this counts as a surface in front
+    pad = radius_px
+    padded = np.pad(np.where(depth > 0, depth, 0.0).astype(np.float32), pad)
+    sectors = np.zeros((h, w), np.int32)
+    total = np.zeros((h, w), np.float32)
+    for dr, dc in _SECTORS:
+        found = np.zeros((h, w), np.float32)  # the first nearer pixel along the direction
+        for step in range(1, radius_px + 1):
+            r0, c0 = pad + dr * step, pad + dc * step
+            seen = padded[r0:r0 + h, c0:c0 + w]
+            take = (found == 0) & (seen > 0) & (seen < limit)
+            found = np.where(take, seen, found)
+        sectors += found > 0
+        total += found
+    gap = sectors >= min_sectors
+    out = depth.copy()
+    out[gap] = total[gap] / sectors[gap]
+    return out
 
 
 def depth_edges(depth: np.ndarray, curvature: float, convex: bool = True) -> np.ndarray:

@@ -101,6 +101,11 @@ class MapperConfig:
         "view sees it a pixel or more wide (one vote may be one frame's stereo outlier); "
         "farther away, fewer in proportion to the share of voxels a frame's pixels sample "
         "there.", minimum=0.0)
+    surface_gap_m: float = param(
+        0.04, "With render_without_depth 'map': gaps up to about this wide [m] in a near "
+        "surface the map holds only sparsely (a textureless table where stereo found a "
+        "voxel here and there) are closed when a view without depth is drawn, instead of "
+        "showing the surface behind through them (0: never).", minimum=0.0)
     still_translation_m: float = param(
         0.005, "A frame whose camera moved less than this [m] (and turned less than "
         "still_rotation_deg) since the last frame mapped is 'still': it shows the map "
@@ -551,7 +556,8 @@ class Mapper:
         if depth is None or not (depth > 0).any():
             depth = instances.surface_depth(K, camera_to_world,
                                             shape if depth is None else depth.shape,
-                                            self.cfg.surface_min_weight)
+                                            self.cfg.surface_min_weight,
+                                            self.cfg.surface_gap_m)
         fill = None if field is None else FieldInstanceFill(
             field, instances, self.cfg.field_fill_confidence, True, edits)
         return instances.render_view(depth, K, camera_to_world, True, fill=fill)
@@ -561,7 +567,8 @@ class Mapper:
         """(H, W) depth where a view without depth meets the map (0 = nothing there)."""
         if self.cfg.render_without_depth == "map":
             return self.instances.surface_depth(K, camera_to_world, shape,
-                                                self.cfg.surface_min_weight)
+                                                self.cfg.surface_min_weight,
+                                                self.cfg.surface_gap_m)
         if self.trainer is None or self.trainer.steps == 0:
             return np.zeros(shape, np.float32)
         return self.render_rgbd(K, camera_to_world, shape)[1]

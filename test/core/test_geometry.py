@@ -75,3 +75,37 @@ def test_depth_edges_tell_concave_from_convex_creases():
         meeting = depth_edges(depth, 0.02, convex=False)
         assert every[2, 19:22].all() and not every[2, :17].any() and not every[2, 24:].any()
         assert meeting[2, 19:22].any() != convex_only
+
+
+def test_a_square_reaches_only_the_pixels_its_voxel_covers():
+    # 1.5 cm voxels at 1 m: 1.5 px apart, each 1.5 px wide. A patch of them spanning
+    # -3..+3 px around the principal point covers pixel centres out to 3.75 px: the
+    # pixels at +-3 px, not those at +-4 (rounding the half-size up to a whole pixel drew
+    # them, an outline grown by a pixel over what lies beside it)
+    far = grid_on_plane(3.0, 0.3, 0.01)
+    patch = grid_on_plane(1.0, 0.03, 0.015)
+    depth = splat_depth(np.concatenate([far, patch]), np.array(
+        [[100.0, 0.0, 31.0], [0.0, 100.0, 23.0], [0.0, 0.0, 1.0]]), np.eye(4), (48, 64), 0.015)
+    assert (depth[20:27, 28:35] == np.float32(1.0)).all()  # closed: no pixel of the far plane
+    assert (depth[23, [27, 35]] == np.float32(3.0)).all()
+    assert (depth[[19, 27], 31] == np.float32(3.0)).all()
+
+
+def test_close_gaps_fills_what_shows_through_a_sparse_near_surface_only():
+    from panoptic_mapping.core.geometry import close_gaps
+
+    depth = np.full((40, 60), 3.0, np.float32)
+    depth[5:35, 5:45] = 1.0  # a near surface
+    depth[10:12, 10:12] = 3.0  # a 2 px gap: the far surface seen through it
+    depth[20, 20] = 0.0  # a pixel where nothing was drawn
+    depth[15:27, 28:40] = 3.0  # a 12 px opening: wider than twice the radius
+    out = close_gaps(depth, radius_px=3)
+    assert np.allclose(out[10:12, 10:12], 1.0) and out[20, 20] == np.float32(1.0)
+    assert (out[19:24, 32:36] == np.float32(3.0)).all()  # the opening's middle stays open
+    assert (out[:, 46:] == np.float32(3.0)).all()  # beside the near surface's outline
+    assert (out[36:, :] == np.float32(3.0)).all()
+    assert np.array_equal(close_gaps(depth, radius_px=0), depth)
+    # a tilted near surface: the gap takes the mean of what surrounds it
+    ramp = np.tile(np.linspace(1.0, 1.2, 60, dtype=np.float32), (40, 1))
+    ramp[20, 30] = 3.0
+    assert abs(close_gaps(ramp, radius_px=2)[20, 30] - ramp[20, 29:32:2].mean()) < 2e-3

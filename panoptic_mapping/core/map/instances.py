@@ -30,6 +30,7 @@ import numpy as np
 
 from panoptic_mapping.core.geometry import (
     backproject,
+    close_gaps,
     depth_edges,
     pack_voxel_keys,
     splat_depth,
@@ -48,6 +49,9 @@ from panoptic_mapping.core.map.views import interior, pixel_footprint, seen_thro
 from panoptic_mapping.core.map.votes import VoteGrid
 
 __all__ = ["InstanceMap", "InstanceFill"]
+
+# screen-space gap closing looks at most this far [px] (its cost grows with the radius)
+_MAX_GAP_PX = 16
 
 
 class InstanceFill(Protocol):
@@ -422,7 +426,8 @@ class InstanceMap:
         return out.reshape(depth.shape), out_c.reshape(depth.shape)
 
     def surface_depth(self, K: np.ndarray, camera_to_world: np.ndarray,
-                      shape: tuple[int, int], min_weight: float) -> np.ndarray:
+                      shape: tuple[int, int], min_weight: float, gap_m: float = 0.0
+                      ) -> np.ndarray:
         """(H, W) float32 depth of the map's surfaces seen from a view, 0 = none.
 
         The voxels holding enough votes, drawn as voxel-sized squares nearest first: where
@@ -430,6 +435,10 @@ class InstanceMap:
         frame's outlier, so a voxel needs ``min_weight`` votes where the view sees it a
         pixel or more wide; farther away a frame's pixels sample only some of the voxels
         (one in (pixel footprint / voxel)^2), so the votes needed shrink by that share.
+        Where no such voxel is drawn, the voxels with fewer votes are. Gaps up to about
+        ``gap_m`` wide in a sparsely held near surface (what shows the surface behind it)
+        are closed in screen space (:func:`~panoptic_mapping.core.geometry.close_gaps`,
+        the radius from the view's median depth).
         """
         with self._lock:
             centers, weight = self._voted_voxels()
@@ -438,7 +447,19 @@ class InstanceMap:
         z = np.maximum(centers @ world_to_cam[2, :3] + world_to_cam[2, 3], 1e-6)
         sampled = np.clip((size * max(K[0, 0], K[1, 1]) / z) ** 2, 0.0, 1.0)
         keep = weight >= min_weight * sampled
-        return splat_depth(centers[keep], K, camera_to_world, shape, size)
+        depth = splat_depth(centers[keep], K, camera_to_world, shape, size)
+        hole = depth == 0
+        weak = ~keep & (weight > 0)
+        if hole.any() and weak.any():
+            # where no voxel with enough votes is seen, the weaker ones are the only word
+            # the map has: drawn there, never in front of a surface it is sure of
+            fill = splat_depth(centers[weak], K, camera_to_world, shape, size)
+            depth = np.where(hole, fill, depth)
+        drawn = depth[depth > 0]
+        if gap_m > 0 and drawn.size:
+            radius = int(np.ceil(gap_m * max(K[0, 0], K[1, 1]) / float(np.median(drawn))))
+            depth = close_gaps(depth, min(radius, _MAX_GAP_PX))
+        return depth
 
     def carve(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray) -> int:
         """Withdraw ``carve_weight`` from the voxels a view's depth (H, W) sees through;

@@ -107,8 +107,9 @@ def test_far_surfaces_need_fewer_votes_than_near_ones_to_be_drawn():
     Kc = np.array([[50.0, 0, 19.5], [0, 50.0, 14.5], [0, 0, 1]])
     m = InstanceMap(InstanceConfig(voxel_size_m=0.01))
     # near (0.5 m: a voxel is a pixel wide, every frame samples it) and far (3 m: a pixel
-    # covers 3 voxels a side, a frame samples one in nine); one vote each
-    near = np.stack(np.meshgrid(np.arange(-0.05, -0.01, 0.01) + 0.005,
+    # covers 3 voxels a side, a frame samples one in nine); one vote each, the near patch
+    # in front of the far one
+    near = np.stack(np.meshgrid(np.arange(0.0, 0.04, 0.01) + 0.005,
                                 np.arange(-0.02, 0.02, 0.01) + 0.005, [0.505]), -1).reshape(-1, 3)
     far = np.stack(np.meshgrid(np.arange(0.0, 0.3, 0.03) + 0.005,
                                np.arange(-0.15, 0.15, 0.03) + 0.005, [3.005]), -1).reshape(-1, 3)
@@ -119,3 +120,21 @@ def test_far_surfaces_need_fewer_votes_than_near_ones_to_be_drawn():
     m.integrate(near, np.full(len(near), 1))  # seen twice: now the near patch is drawn
     again = m.surface_depth(Kc, np.eye(4), (30, 40), min_weight=2.0)
     assert np.isclose(again[again > 0].min(), 0.505)
+
+
+def test_voxels_with_too_few_votes_are_drawn_only_where_nothing_else_is():
+    """A single vote may be a stereo outlier: it never hides a surface the map is sure of,
+    but where the map has nothing surer it is the map's only word and is drawn."""
+    Kc = np.array([[50.0, 0, 19.5], [0, 50.0, 14.5], [0, 0, 1]])
+    m = InstanceMap(InstanceConfig(voxel_size_m=0.02))
+    wall = np.stack(np.meshgrid(np.arange(0.0, 0.3, 0.02) + 0.01,
+                                np.arange(-0.2, 0.2, 0.02) + 0.01, [2.01]), -1).reshape(-1, 3)
+    for _ in range(3):
+        m.integrate(wall, np.full(len(wall), 1))  # the right half of the view: sure
+    weak = np.stack(np.meshgrid(np.arange(-0.1, 0.1, 0.02) + 0.01,
+                                np.arange(-0.04, 0.04, 0.02) + 0.01, [1.01]), -1).reshape(-1, 3)
+    m.integrate(weak, np.full(len(weak), 2))  # one vote, half in front of the wall
+    depth = m.surface_depth(Kc, np.eye(4), (30, 40), min_weight=3.0)
+    assert np.allclose(depth[13:16, 21:24], 2.01)  # the wall, not the weak patch before it
+    assert np.allclose(depth[13:16, 16:19], 1.01)  # where no wall is, the weak patch
+    assert (depth[:, :10] == 0).all()  # and nothing where the map has nothing
