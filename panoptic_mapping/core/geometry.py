@@ -13,7 +13,7 @@ import torch
 
 __all__ = ["pose_matrix", "pose_from_xyz_quat", "quaternion_to_rotation",
            "rotation_to_quaternion", "slerp", "interpolate_pose", "check_rigid",
-           "check_intrinsics", "backproject", "project_points", "splat_depth", "close_gaps",
+           "check_intrinsics", "backproject", "project_points", "splat_depth", "splat_camera_depth", "close_gaps",
            "depth_edges", "voxel_coords",
            "pack_voxel_keys", "unpack_voxel_keys", "VOXEL_KEY_BITS", "VOXEL_KEY_BIAS",
            "VOXEL_KEY_MASK"]
@@ -235,43 +235,62 @@ def splat_depth(points: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
     Returns:
         (H, W) float32 depth along the optical axis, 0 where no point projects.
     """
-    h, w = shape
     world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64))
     cam = np.asarray(points, np.float64).reshape(-1, 3) @ world_to_cam[:3, :3].T \
         + world_to_cam[:3, 3]
+    return splat_camera_depth(cam, K, shape, point_size_m, max_radius_px, near_m)
+
+
+def splat_camera_depth(cam: np.ndarray, K: np.ndarray, shape: tuple[int, int],
+                       point_size_m: float, max_radius_px: int = 8, near_m: float = 1e-3
+                       ) -> np.ndarray:
+    """:func:`splat_depth` of points (N, 3) already in the camera frame (x right, y down,
+    z forward)."""
+    h, w = shape
     front = cam[:, 2] > near_m
-    if not front.any():
-        return np.zeros((h, w), np.float32)
-    cam = cam[front]
-    z = cam[:, 2]
-    uf = cam[:, 0] / z * K[0, 0] + K[0, 2]  # pixel centres lie at integer coordinates
-    vf = cam[:, 1] / z * K[1, 1] + K[1, 2]
-    half_u = 0.5 * point_size_m * K[0, 0] / z + 1e-6
-    half_v = 0.5 * point_size_m * K[1, 1] / z + 1e-6
-    radius = np.clip(np.ceil(np.maximum(half_u, half_v)), 0, max_radius_px).astype(np.int64)
+    if not front.all():  # (copies only where some are behind: the map culls beforehand)
+        if not front.any():
+            return np.zeros((h, w), np.float32)
+        cam = cam[front]
+    z = np.ascontiguousarray(cam[:, 2])
+    inv_z = 1.0 / z
+    uf = cam[:, 0] * inv_z * K[0, 0] + K[0, 2]  # pixel centres lie at integer coordinates
+    vf = cam[:, 1] * inv_z * K[1, 1] + K[1, 2]
     u, v = np.rint(uf).astype(np.int64), np.rint(vf).astype(np.int64)
-    # points too far outside the image to reach it with their squares
-    near = (u + radius >= 0) & (u - radius < w) & (v + radius >= 0) & (v - radius < h)
-    u, v, z, radius = u[near], v[near], z[near], radius[near]
-    du_f, dv_f = (u - uf[near]), (v - vf[near])  # nearest pixel's offset from the centre
-    half_u, half_v = half_u[near], half_v[near]
-    best = torch.full((h * w,), math.inf, dtype=torch.float64)
-    z_t = torch.from_numpy(z)
-    for r in range(int(radius.max()) + 1 if radius.size else 0):
-        sel = radius >= r  # each ring of offsets at distance r is drawn by the points reaching it
-        us, vs, zs = u[sel], v[sel], z_t[torch.from_numpy(sel)]
-        ou, ov, hu, hv = du_f[sel], dv_f[sel], half_u[sel], half_v[sel]
-        for dv in range(-r, r + 1):
-            for du in range(-r, r + 1):
-                if max(abs(du), abs(dv)) != r:
-                    continue
-                uu, vv = us + du, vs + dv
-                ok = (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
-                if r > 0:  # the own pixel always; others where the square holds their centre
-                    ok &= ((du == 0) | (np.abs(ou + du) <= hu)) \
-                        & ((dv == 0) | (np.abs(ov + dv) <= hv))
-                idx = torch.from_numpy(vv[ok] * w + uu[ok])
-                best.scatter_reduce_(0, idx, zs[torch.from_numpy(ok)], reduce="amin")
+    # the nearest pixel lies within half a pixel of the centre: offsets beyond
+    # half + 0.5 cannot be held
+    radius = np.minimum(np.floor(0.5 * point_size_m * max(K[0, 0], K[1, 1]) * inv_z + 0.5),
+                        max_radius_px).astype(np.int64)
+    # float32 points (the map's cached voxel centres) are drawn in float32
+    best = torch.full((h * w,), math.inf, dtype=torch.from_numpy(z[:0]).dtype)
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)  # the own pixel of every point
+    own, z_own = v * w + u, z
+    if not inside.all():
+        own, z_own = own[inside], z[inside]
+    best.scatter_reduce_(0, torch.from_numpy(own), torch.from_numpy(z_own), reduce="amin")
+    wide = radius >= 1
+    if wide.any():
+        # the few points whose square reaches beyond their own pixel
+        u, v, z, radius = u[wide], v[wide], z[wide], radius[wide]
+        ou, ov = u - uf[wide], v - vf[wide]  # own pixel's offset from the centre
+        hu = (0.5 * point_size_m * K[0, 0] / z) + 1e-6
+        hv = (0.5 * point_size_m * K[1, 1] / z) + 1e-6
+        z_t = torch.from_numpy(z)
+        for r in range(1, int(radius.max()) + 1):
+            sel = radius >= r  # each ring of offsets at distance r: the points reaching it
+            us, vs, zs = u[sel], v[sel], z_t[torch.from_numpy(sel)]
+            ous, ovs, hus, hvs = ou[sel], ov[sel], hu[sel], hv[sel]
+            for dv in range(-r, r + 1):
+                for du in range(-r, r + 1):
+                    if max(abs(du), abs(dv)) != r:
+                        continue
+                    uu, vv = us + du, vs + dv
+                    # a pixel is drawn where the square holds its centre
+                    ok = ((uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
+                          & ((du == 0) | (np.abs(ous + du) <= hus))
+                          & ((dv == 0) | (np.abs(ovs + dv) <= hvs)))
+                    idx = torch.from_numpy(vv[ok] * w + uu[ok])
+                    best.scatter_reduce_(0, idx, zs[torch.from_numpy(ok)], reduce="amin")
     out = best.numpy()
     out[~np.isfinite(out)] = 0.0
     return out.reshape(h, w).astype(np.float32)

@@ -33,7 +33,7 @@ from panoptic_mapping.core.geometry import (
     close_gaps,
     depth_edges,
     pack_voxel_keys,
-    splat_depth,
+    splat_camera_depth,
     unpack_voxel_keys,
     voxel_coords,
 )
@@ -52,6 +52,24 @@ __all__ = ["InstanceMap", "InstanceFill"]
 
 # screen-space gap closing looks at most this far [px] (its cost grows with the radius)
 _MAX_GAP_PX = 16
+# the widest square a voxel is drawn as [px from its pixel] (splat_depth's default)
+_SPLAT_MAX_RADIUS_PX = 8
+
+
+def _squares_meet(mask: np.ndarray, cam: np.ndarray, K: np.ndarray, size: float
+                  ) -> np.ndarray:
+    """(N,) bool: the square a voxel centre (N, 3, camera frame, in front) is drawn as
+    reaches a pixel of ``mask`` (H, W) bool: only those need drawing to fill it."""
+    h, w = mask.shape
+    z = cam[:, 2]
+    u = np.rint(cam[:, 0] / z * K[0, 0] + K[0, 2]).astype(np.int64)
+    v = np.rint(cam[:, 1] / z * K[1, 1] + K[1, 2]).astype(np.int64)
+    r = np.floor(0.5 * size * max(K[0, 0], K[1, 1]) / z + 0.5).astype(np.int64)
+    table = np.zeros((h + 1, w + 1), np.int64)  # summed-area table of the mask
+    table[1:, 1:] = mask.cumsum(0).cumsum(1)
+    u0, u1 = np.clip(u - r, 0, w), np.clip(u + r + 1, 0, w)
+    v0, v1 = np.clip(v - r, 0, h), np.clip(v + r + 1, 0, h)
+    return (table[v1, u1] - table[v0, u1] - table[v1, u0] + table[v0, u0]) > 0
 
 
 class InstanceFill(Protocol):
@@ -266,14 +284,17 @@ class InstanceMap:
         return cached[1], cached[2]
 
     def _voted_voxels(self) -> tuple[np.ndarray, np.ndarray]:
-        """(M, 3) float64 centres and (M,) total vote weights of the voxels holding votes;
+        """(M, 3) float32 centres and (M,) total vote weights of the voxels holding votes;
         read-only, computed once per map version (every view without depth asks)."""
         cached = self._voted
         if cached is None or cached[0] != self.version:
             n = len(self.votes)
             weight = self.votes.weights[:n].sum(1)
             voted = weight > 0
-            centers = self.votes.index.centers(self.votes.voxel_size)[voted]
+            # float32: drawing a view from them costs less, and 1e-7 relative is far
+            # below a voxel
+            centers = self.votes.index.centers(self.votes.voxel_size)[voted].astype(
+                np.float32)
             weight = weight[voted]
             centers.setflags(write=False)
             weight.setflags(write=False)
@@ -443,17 +464,27 @@ class InstanceMap:
         with self._lock:
             centers, weight = self._voted_voxels()
             size = self.votes.voxel_size
-        world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64))
-        z = np.maximum(centers @ world_to_cam[2, :3] + world_to_cam[2, 3], 1e-6)
-        sampled = np.clip((size * max(K[0, 0], K[1, 1]) / z) ** 2, 0.0, 1.0)
-        keep = weight >= min_weight * sampled
-        depth = splat_depth(centers[keep], K, camera_to_world, shape, size)
+        world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64)).astype(
+            np.float32)
+        cam = centers @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+        # in front of the camera and inside the widest view a square could reach
+        z = cam[:, 2]
+        f = max(K[0, 0], K[1, 1])
+        reach = (0.5 * size * f + _SPLAT_MAX_RADIUS_PX) / f
+        x_lim = (shape[1] / K[0, 0] + reach) * z
+        y_lim = (shape[0] / K[1, 1] + reach) * z
+        seen = (z > 1e-3) & (np.abs(cam[:, 0]) < x_lim) & (np.abs(cam[:, 1]) < y_lim)
+        sampled = np.minimum((size * f) ** 2 / np.maximum(z, 1e-3) ** 2, 1.0)
+        keep = seen & (weight >= min_weight * sampled)
+        depth = splat_camera_depth(cam[keep], K, shape, size, _SPLAT_MAX_RADIUS_PX)
         hole = depth == 0
-        weak = ~keep & (weight > 0)
+        weak = seen & ~keep
         if hole.any() and weak.any():
             # where no voxel with enough votes is seen, the weaker ones are the only word
             # the map has: drawn there, never in front of a surface it is sure of
-            fill = splat_depth(centers[weak], K, camera_to_world, shape, size)
+            weak_cam = cam[weak]
+            weak_cam = weak_cam[_squares_meet(hole, weak_cam, K, size)]
+            fill = splat_camera_depth(weak_cam, K, shape, size, _SPLAT_MAX_RADIUS_PX)
             depth = np.where(hole, fill, depth)
         drawn = depth[depth > 0]
         if gap_m > 0 and drawn.size:
