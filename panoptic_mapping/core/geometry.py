@@ -13,8 +13,8 @@ import torch
 
 __all__ = ["pose_matrix", "pose_from_xyz_quat", "quaternion_to_rotation",
            "rotation_to_quaternion", "slerp", "interpolate_pose", "check_rigid",
-           "check_intrinsics", "backproject", "project_points", "splat_depth", "splat_camera_depth", "close_gaps",
-           "depth_edges", "voxel_coords",
+           "check_intrinsics", "backproject", "project_points", "splat_depth",
+           "splat_camera_depth", "close_gaps", "depth_edges", "voxel_coords",
            "pack_voxel_keys", "unpack_voxel_keys", "VOXEL_KEY_BITS", "VOXEL_KEY_BIAS",
            "VOXEL_KEY_MASK"]
 
