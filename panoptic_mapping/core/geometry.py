@@ -14,7 +14,8 @@ import torch
 __all__ = ["pose_matrix", "pose_from_xyz_quat", "quaternion_to_rotation",
            "rotation_to_quaternion", "slerp", "interpolate_pose", "check_rigid",
            "check_intrinsics", "backproject", "project_points", "splat_depth",
-           "splat_camera_depth", "close_gaps", "depth_edges", "voxel_coords",
+           "project_squares", "splat_camera_depth", "close_gaps", "depth_edges",
+           "voxel_coords",
            "pack_voxel_keys", "unpack_voxel_keys", "VOXEL_KEY_BITS", "VOXEL_KEY_BIAS",
            "VOXEL_KEY_MASK"]
 
@@ -241,6 +242,26 @@ def splat_depth(points: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray,
     return splat_camera_depth(cam, K, shape, point_size_m, max_radius_px, near_m)
 
 
+def project_squares(cam: np.ndarray, K: np.ndarray, point_size_m: float,
+                    max_radius_px: int) -> tuple[np.ndarray, ...]:
+    """Where squares of edge ``point_size_m`` at camera-frame points (N, 3, in front) are
+    drawn (:func:`splat_camera_depth`).
+
+    Returns:
+        uf, vf: (N,) sub-pixel centres (pixel centres at integer coordinates); u, v: (N,)
+        int64 nearest pixels; radius: (N,) int64 the farthest pixel offset a square can
+        hold (the nearest pixel lies within half a pixel of the centre, so offsets beyond
+        half-size + 0.5 cannot), at most ``max_radius_px``.
+    """
+    inv_z = 1.0 / cam[:, 2]
+    uf = cam[:, 0] * inv_z * K[0, 0] + K[0, 2]
+    vf = cam[:, 1] * inv_z * K[1, 1] + K[1, 2]
+    u, v = np.rint(uf).astype(np.int64), np.rint(vf).astype(np.int64)
+    radius = np.minimum(np.floor(0.5 * point_size_m * max(K[0, 0], K[1, 1]) * inv_z + 0.5),
+                        max_radius_px).astype(np.int64)
+    return uf, vf, u, v, radius
+
+
 def splat_camera_depth(cam: np.ndarray, K: np.ndarray, shape: tuple[int, int],
                        point_size_m: float, max_radius_px: int = 8, near_m: float = 1e-3
                        ) -> np.ndarray:
@@ -253,14 +274,7 @@ def splat_camera_depth(cam: np.ndarray, K: np.ndarray, shape: tuple[int, int],
             return np.zeros((h, w), np.float32)
         cam = cam[front]
     z = np.ascontiguousarray(cam[:, 2])
-    inv_z = 1.0 / z
-    uf = cam[:, 0] * inv_z * K[0, 0] + K[0, 2]  # pixel centres lie at integer coordinates
-    vf = cam[:, 1] * inv_z * K[1, 1] + K[1, 2]
-    u, v = np.rint(uf).astype(np.int64), np.rint(vf).astype(np.int64)
-    # the nearest pixel lies within half a pixel of the centre: offsets beyond
-    # half + 0.5 cannot be held
-    radius = np.minimum(np.floor(0.5 * point_size_m * max(K[0, 0], K[1, 1]) * inv_z + 0.5),
-                        max_radius_px).astype(np.int64)
+    uf, vf, u, v, radius = project_squares(cam, K, point_size_m, max_radius_px)
     # float32 points (the map's cached voxel centres) are drawn in float32
     best = torch.full((h * w,), math.inf, dtype=torch.from_numpy(z[:0]).dtype)
     inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)  # the own pixel of every point

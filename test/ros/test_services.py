@@ -143,12 +143,10 @@ def test_localize_from_the_pose_buffer_refuses_a_stamp_far_from_every_pose(node,
     2100 while the poses are from now has none: refused as far from the node's clock, and
     with that check off, because no buffered pose is near it; never localized with another
     frame's pose."""
-    import time as _time
-
     from rclpy.time import Time
 
     f = scene.novel_frames[0]
-    now = scene_frame_messages(f, Time(seconds=int(_time.time())).to_msg())
+    now = scene_frame_messages(f, node.get_clock().now().to_msg())
     node.poses.add(now["pose"].header, now["pose"].pose)
     offset = node.config.input.max_clock_offset_s
     try:

@@ -33,6 +33,7 @@ from panoptic_mapping.core.geometry import (
     close_gaps,
     depth_edges,
     pack_voxel_keys,
+    project_squares,
     splat_camera_depth,
     unpack_voxel_keys,
     voxel_coords,
@@ -61,10 +62,7 @@ def _squares_meet(mask: np.ndarray, cam: np.ndarray, K: np.ndarray, size: float
     """(N,) bool: the square a voxel centre (N, 3, camera frame, in front) is drawn as
     reaches a pixel of ``mask`` (H, W) bool: only those need drawing to fill it."""
     h, w = mask.shape
-    z = cam[:, 2]
-    u = np.rint(cam[:, 0] / z * K[0, 0] + K[0, 2]).astype(np.int64)
-    v = np.rint(cam[:, 1] / z * K[1, 1] + K[1, 2]).astype(np.int64)
-    r = np.floor(0.5 * size * max(K[0, 0], K[1, 1]) / z + 0.5).astype(np.int64)
+    _, _, u, v, r = project_squares(cam, K, size, _SPLAT_MAX_RADIUS_PX)
     table = np.zeros((h + 1, w + 1), np.int64)  # summed-area table of the mask
     table[1:, 1:] = mask.cumsum(0).cumsum(1)
     u0, u1 = np.clip(u - r, 0, w), np.clip(u + r + 1, 0, w)
@@ -488,7 +486,7 @@ class InstanceMap:
             depth = np.where(hole, fill, depth)
         drawn = depth[depth > 0]
         if gap_m > 0 and drawn.size:
-            radius = int(np.ceil(gap_m * max(K[0, 0], K[1, 1]) / float(np.median(drawn))))
+            radius = int(np.ceil(gap_m * f / float(np.median(drawn))))
             depth = close_gaps(depth, min(radius, _MAX_GAP_PX))
         return depth
 
