@@ -263,25 +263,38 @@ def project_squares(cam: np.ndarray, K: np.ndarray, point_size_m: float,
 
 
 def splat_camera_depth(cam: np.ndarray, K: np.ndarray, shape: tuple[int, int],
-                       point_size_m: float, max_radius_px: int = 8, near_m: float = 1e-3
-                       ) -> np.ndarray:
+                       point_size_m: float, max_radius_px: int = 8, near_m: float = 1e-3,
+                       return_index: bool = False
+                       ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """:func:`splat_depth` of points (N, 3) already in the camera frame (x right, y down,
-    z forward)."""
+    z forward).
+
+    With ``return_index`` also the (H, W) int64 row of ``cam`` whose square each pixel
+    shows (-1: none; the lower row where two squares lie at the same depth): a caller that
+    drew the map's voxels knows which voxel every pixel sees without searching for it.
+    """
     h, w = shape
+    rows = np.arange(len(cam), dtype=np.int64)
     front = cam[:, 2] > near_m
     if not front.all():  # (copies only where some are behind: the map culls beforehand)
-        if not front.any():
-            return np.zeros((h, w), np.float32)
-        cam = cam[front]
+        cam, rows = cam[front], rows[front]
+    if not len(cam):
+        depth = np.zeros((h, w), np.float32)
+        return (depth, np.full((h, w), -1, np.int64)) if return_index else depth
     z = np.ascontiguousarray(cam[:, 2])
     uf, vf, u, v, radius = project_squares(cam, K, point_size_m, max_radius_px)
-    # float32 points (the map's cached voxel centres) are drawn in float32
-    best = torch.full((h * w,), math.inf, dtype=torch.from_numpy(z[:0]).dtype)
+    # One z-buffer holds depth and row together: a positive float32's bits order as its
+    # value, so (bits << 32 | row) keeps, per pixel, the nearest depth (in float32, the
+    # output's precision) and the row that drew it.
+    keys = torch.from_numpy((z.astype(np.float32).view(np.int32).astype(np.int64) << 32)
+                            | rows)
+    empty = torch.iinfo(torch.int64).max
+    best = torch.full((h * w,), empty, dtype=torch.int64)
     inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)  # the own pixel of every point
-    own, z_own = v * w + u, z
+    own, k_own = v * w + u, keys
     if not inside.all():
-        own, z_own = own[inside], z[inside]
-    best.scatter_reduce_(0, torch.from_numpy(own), torch.from_numpy(z_own), reduce="amin")
+        own, k_own = own[inside], keys[torch.from_numpy(inside)]
+    best.scatter_reduce_(0, torch.from_numpy(own), k_own, reduce="amin")
     wide = radius >= 1
     if wide.any():
         # the few points whose square reaches beyond their own pixel
@@ -289,10 +302,10 @@ def splat_camera_depth(cam: np.ndarray, K: np.ndarray, shape: tuple[int, int],
         ou, ov = u - uf[wide], v - vf[wide]  # own pixel's offset from the centre
         hu = (0.5 * point_size_m * K[0, 0] / z) + 1e-6
         hv = (0.5 * point_size_m * K[1, 1] / z) + 1e-6
-        z_t = torch.from_numpy(z)
+        k_wide = keys[torch.from_numpy(wide)]
         for r in range(1, int(radius.max()) + 1):
             sel = radius >= r  # each ring of offsets at distance r: the points reaching it
-            us, vs, zs = u[sel], v[sel], z_t[torch.from_numpy(sel)]
+            us, vs, ks = u[sel], v[sel], k_wide[torch.from_numpy(sel)]
             ous, ovs, hus, hvs = ou[sel], ov[sel], hu[sel], hv[sel]
             for dv in range(-r, r + 1):
                 for du in range(-r, r + 1):
@@ -304,10 +317,17 @@ def splat_camera_depth(cam: np.ndarray, K: np.ndarray, shape: tuple[int, int],
                           & ((du == 0) | (np.abs(ous + du) <= hus))
                           & ((dv == 0) | (np.abs(ovs + dv) <= hvs)))
                     idx = torch.from_numpy(vv[ok] * w + uu[ok])
-                    best.scatter_reduce_(0, idx, zs[torch.from_numpy(ok)], reduce="amin")
-    out = best.numpy()
-    out[~np.isfinite(out)] = 0.0
-    return out.reshape(h, w).astype(np.float32)
+                    best.scatter_reduce_(0, idx, ks[torch.from_numpy(ok)], reduce="amin")
+    best = best.numpy()
+    drawn = best != empty
+    depth = np.zeros(h * w, np.float32)
+    depth[drawn] = (best[drawn] >> 32).astype(np.int32).view(np.float32)
+    depth = depth.reshape(h, w)
+    if not return_index:
+        return depth
+    index = np.full(h * w, -1, np.int64)
+    index[drawn] = best[drawn] & 0xFFFFFFFF
+    return depth, index.reshape(h, w)
 
 
 # the 8 directions (row, column steps) a gap is looked at from

@@ -527,9 +527,22 @@ class Mapper:
         """:meth:`render_instances` with the (H, W) confidences of the ids."""
         with self._lock:
             if depth is None or not (depth > 0).any():
-                depth = self._depth_without_sensor(K, camera_to_world,
-                                                   shape if depth is None else depth.shape)
+                shape = shape if depth is None else depth.shape
+                if self.cfg.render_without_depth == "map":
+                    return self._render_surfaces(self.instances, K, camera_to_world, shape,
+                                                 self._field_fill(True))
+                depth = self._depth_without_sensor(K, camera_to_world, shape)
             return self._reference(K, camera_to_world, depth, confirmed_only=True)
+
+    def _render_surfaces(self, instances: InstanceMap, K: np.ndarray,
+                         camera_to_world: np.ndarray, shape: tuple[int, int],
+                         fill: FieldInstanceFill | None) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) confirmed ids and confidences where a view without depth meets the map's
+        surfaces (:meth:`InstanceMap.render_surfaces`)."""
+        ids, conf, _ = instances.render_surfaces(K, camera_to_world, shape,
+                                                 self.cfg.surface_min_weight,
+                                                 self.cfg.surface_gap_m, True, fill)
+        return ids, conf
 
     @contextmanager
     def _reader_lock(self) -> Iterator[None]:
@@ -553,13 +566,11 @@ class Mapper:
         if not self._reads_without_lock():
             return self._render_instances(K, camera_to_world, depth, shape)
         instances, field, edits = self.instances, self._reader_field, self.edits
-        if depth is None or not (depth > 0).any():
-            depth = instances.surface_depth(K, camera_to_world,
-                                            shape if depth is None else depth.shape,
-                                            self.cfg.surface_min_weight,
-                                            self.cfg.surface_gap_m)
         fill = None if field is None else FieldInstanceFill(
             field, instances, self.cfg.field_fill_confidence, True, edits)
+        if depth is None or not (depth > 0).any():
+            return self._render_surfaces(instances, K, camera_to_world,
+                                         shape if depth is None else depth.shape, fill)
         return instances.render_view(depth, K, camera_to_world, True, fill=fill)
 
     def _depth_without_sensor(self, K: np.ndarray, camera_to_world: np.ndarray,

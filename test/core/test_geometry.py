@@ -109,3 +109,24 @@ def test_close_gaps_fills_what_shows_through_a_sparse_near_surface_only():
     ramp = np.tile(np.linspace(1.0, 1.2, 60, dtype=np.float32), (40, 1))
     ramp[20, 30] = 3.0
     assert abs(close_gaps(ramp, radius_px=2)[20, 30] - ramp[20, 29:32:2].mean()) < 2e-3
+
+
+def test_the_drawn_row_of_every_pixel_is_returned_with_its_depth():
+    from panoptic_mapping.core.geometry import splat_camera_depth
+
+    # camera frame: a far square behind (row 0), a near one (row 2) over its centre, one
+    # behind the camera (row 1) and one outside the image (row 3)
+    cam = np.array([[0.0, 0.0, 3.0], [0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [9.0, 0.0, 1.0]])
+    depth, row = splat_camera_depth(cam, K, (48, 64), 0.06, return_index=True)
+    assert np.array_equal(depth, splat_camera_depth(cam, K, (48, 64), 0.06))
+    assert row[23, 31] == 2 and depth[23, 31] == np.float32(1.0)  # near hides far
+    # the near square holds pixel centres up to 3 px from its centre (31.5, 23.5), the
+    # far one up to 1 px
+    assert row[23, 34] == 2 and row[21, 31] == 2 and row[20, 31] == -1
+    assert (row[depth == 0] == -1).all() and (row[depth > 0] >= 0).all()
+    assert set(np.unique(row).tolist()) == {-1, 2}  # the far square lies wholly behind
+    assert np.array_equal(depth > 0, row >= 0)
+    # the same depths in float64 and float32 give the same image
+    d32, r32 = splat_camera_depth(cam.astype(np.float32), K, (48, 64), 0.06,
+                                  return_index=True)
+    assert np.array_equal(d32, depth) and np.array_equal(r32, row)

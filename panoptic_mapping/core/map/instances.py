@@ -70,6 +70,24 @@ def _squares_meet(mask: np.ndarray, cam: np.ndarray, K: np.ndarray, size: float
     return (table[v1, u1] - table[v0, u1] - table[v1, u0] + table[v0, u0]) > 0
 
 
+def _image(values: np.ndarray, flat: np.ndarray, shape: tuple[int, int], dtype
+           ) -> np.ndarray:
+    """(H, W) image holding ``values`` (N,) at flat pixel indices ``flat`` (N,), 0
+    elsewhere."""
+    out = np.zeros(shape[0] * shape[1], dtype=dtype)
+    out[flat] = values
+    return out.reshape(shape)
+
+
+def _slots_drawn(row: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """(H, W) slots of the squares drawn: ``slots`` (N,) at the rows (H, W) the splat
+    returned (-1 stays -1)."""
+    out = np.full(row.shape, -1, np.int64)
+    drawn = row >= 0
+    out[drawn] = slots[row[drawn]]
+    return out
+
+
 class InstanceFill(Protocol):
     """Labels for observed surface points whose voxels hold no eligible vote.
 
@@ -96,7 +114,7 @@ class InstanceMap:
         self.version = 0
         self._features_copy: tuple[int, tuple[VoxelFeatures, np.ndarray]] | None = None
         self._owners: tuple[int, np.ndarray, np.ndarray] | None = None
-        self._voted: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._voted: tuple[int, VoteGrid, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._wire(VoteGrid(self.cfg.voxel_size_m, self.cfg.votes_per_voxel,
                             self.cfg.search_radius, self.cfg.max_search_radius),
                    IdTable(embedding_dim), PairEvidence(self.cfg))
@@ -281,23 +299,24 @@ class InstanceMap:
             cached = self._owners = (self.version, ids, voted)
         return cached[1], cached[2]
 
-    def _voted_voxels(self) -> tuple[np.ndarray, np.ndarray]:
-        """(M, 3) float32 centres and (M,) total vote weights of the voxels holding votes;
-        read-only, computed once per map version (every view without depth asks)."""
+    def _voted_voxels(self) -> tuple[VoteGrid, np.ndarray, np.ndarray, np.ndarray]:
+        """The vote grid, and (M, 3) float32 centres, (M,) total vote weights and (M,)
+        slots in that grid of the voxels holding votes; read-only, computed once per map
+        version (every view without depth asks)."""
         cached = self._voted
-        if cached is None or cached[0] != self.version:
+        if cached is None or cached[0] != self.version or cached[1] is not self.votes:
             n = len(self.votes)
             weight = self.votes.weights[:n].sum(1)
-            voted = weight > 0
+            slots = np.flatnonzero(weight > 0)
             # float32: drawing a view from them costs less, and 1e-7 relative is far
             # below a voxel
-            centers = self.votes.index.centers(self.votes.voxel_size)[voted].astype(
+            centers = self.votes.index.centers(self.votes.voxel_size)[slots].astype(
                 np.float32)
-            weight = weight[voted]
-            centers.setflags(write=False)
-            weight.setflags(write=False)
-            cached = self._voted = (self.version, centers, weight)
-        return cached[1], cached[2]
+            weight = weight[slots]
+            for a in (centers, weight, slots):
+                a.setflags(write=False)
+            cached = self._voted = (self.version, self.votes, centers, weight, slots)
+        return cached[1], cached[2], cached[3], cached[4]
 
     def _compute_voxel_owners(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.votes)
@@ -439,10 +458,35 @@ class InstanceMap:
         points, flat = backproject(depth, K, camera_to_world)
         ids, conf = self.render_points(points, confirmed_only,
                                        pixel_footprint(depth, K, flat), fill)
-        out = np.zeros(depth.size, dtype=np.int32)
-        out_c = np.zeros(depth.size, dtype=np.float32)
-        out[flat], out_c[flat] = ids, conf
-        return out.reshape(depth.shape), out_c.reshape(depth.shape)
+        return _image(ids, flat, depth.shape, np.int32), _image(conf, flat, depth.shape,
+                                                                 np.float32)
+
+    def render_surfaces(self, K: np.ndarray, camera_to_world: np.ndarray,
+                        shape: tuple[int, int], min_weight: float, gap_m: float = 0.0,
+                        confirmed_only: bool = True, fill: InstanceFill | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A view without depth: (H, W) int32 ids, (H, W) float32 confidences and the
+        (H, W) float32 :meth:`surface_depth` they were read at.
+
+        A pixel showing a drawn voxel takes that voxel's votes; only the pixels whose
+        depth the gap closing made (no voxel drawn there) look their voxel up at that depth
+        as :meth:`render_view` does (a search through the neighbourhood where it is
+        empty, the cost of a view without depth on a large map).
+        """
+        depth, drawn, grid = self._draw_surfaces(K, camera_to_world, shape, min_weight,
+                                                 gap_m)
+        points, flat = backproject(depth, K, camera_to_world)
+        with self._lock:
+            slots = drawn.reshape(-1)[flat]
+            if grid is not self.votes:
+                slots[:] = -1  # the grid was replaced since: its slots mean nothing here
+            look = np.flatnonzero(slots < 0)
+            if look.size:
+                slots[look] = self.votes.slots_of(points[look], pixel_footprint(
+                    depth, K, flat[look]))
+            ids, conf = self._labels(points, slots, confirmed_only, fill)
+        return (_image(ids, flat, shape, np.int32), _image(conf, flat, shape, np.float32),
+                depth)
 
     def surface_depth(self, K: np.ndarray, camera_to_world: np.ndarray,
                       shape: tuple[int, int], min_weight: float, gap_m: float = 0.0
@@ -459,8 +503,16 @@ class InstanceMap:
         are closed in screen space (:func:`~panoptic_mapping.core.geometry.close_gaps`,
         the radius from the view's median depth).
         """
+        return self._draw_surfaces(K, camera_to_world, shape, min_weight, gap_m)[0]
+
+    def _draw_surfaces(self, K: np.ndarray, camera_to_world: np.ndarray,
+                       shape: tuple[int, int], min_weight: float, gap_m: float
+                       ) -> tuple[np.ndarray, np.ndarray, VoteGrid]:
+        """:meth:`surface_depth`, the (H, W) int64 slot of the voxel each pixel shows
+        (-1: none drawn, or a depth the gap closing made), and the vote grid the slots
+        are of."""
         with self._lock:
-            centers, weight = self._voted_voxels()
+            grid, centers, weight, voted_slots = self._voted_voxels()
             size = self.votes.voxel_size
         world_to_cam = np.linalg.inv(np.asarray(camera_to_world, np.float64)).astype(
             np.float32)
@@ -473,22 +525,27 @@ class InstanceMap:
         y_lim = (shape[0] / K[1, 1] + reach) * z
         seen = (z > 1e-3) & (np.abs(cam[:, 0]) < x_lim) & (np.abs(cam[:, 1]) < y_lim)
         sampled = np.minimum((size * f) ** 2 / np.maximum(z, 1e-3) ** 2, 1.0)
-        keep = seen & (weight >= min_weight * sampled)
-        depth = splat_camera_depth(cam[keep], K, shape, size, _SPLAT_MAX_RADIUS_PX)
+        keep = np.flatnonzero(seen & (weight >= min_weight * sampled))
+        depth, row = splat_camera_depth(cam[keep], K, shape, size, _SPLAT_MAX_RADIUS_PX,
+                                        return_index=True)
+        drawn = _slots_drawn(row, voted_slots[keep])
         hole = depth == 0
-        weak = seen & ~keep
-        if hole.any() and weak.any():
+        weak = np.flatnonzero(seen & (weight < min_weight * sampled))
+        if hole.any() and weak.size:
             # where no voxel with enough votes is seen, the weaker ones are the only word
             # the map has: drawn there, never in front of a surface it is sure of
-            weak_cam = cam[weak]
-            weak_cam = weak_cam[_squares_meet(hole, weak_cam, K, size)]
-            fill = splat_camera_depth(weak_cam, K, shape, size, _SPLAT_MAX_RADIUS_PX)
+            weak = weak[_squares_meet(hole, cam[weak], K, size)]
+            fill, row = splat_camera_depth(cam[weak], K, shape, size, _SPLAT_MAX_RADIUS_PX,
+                                           return_index=True)
             depth = np.where(hole, fill, depth)
-        drawn = depth[depth > 0]
-        if gap_m > 0 and drawn.size:
-            radius = int(np.ceil(gap_m * f / float(np.median(drawn))))
-            depth = close_gaps(depth, min(radius, _MAX_GAP_PX))
-        return depth
+            drawn = np.where(hole, _slots_drawn(row, voted_slots[weak]), drawn)
+        shown = depth[depth > 0]
+        if gap_m > 0 and shown.size:
+            radius = int(np.ceil(gap_m * f / float(np.median(shown))))
+            closed = close_gaps(depth, min(radius, _MAX_GAP_PX))
+            drawn[closed != depth] = -1
+            depth = closed
+        return depth, drawn, grid
 
     def carve(self, depth: np.ndarray, K: np.ndarray, camera_to_world: np.ndarray) -> int:
         """Withdraw ``carve_weight`` from the voxels a view's depth (H, W) sees through;

@@ -138,3 +138,36 @@ def test_voxels_with_too_few_votes_are_drawn_only_where_nothing_else_is():
     assert np.allclose(depth[13:16, 21:24], 2.01)  # the wall, not the weak patch before it
     assert np.allclose(depth[13:16, 16:19], 1.01)  # where no wall is, the weak patch
     assert (depth[:, :10] == 0).all()  # and nothing where the map has nothing
+
+
+def test_a_view_without_depth_reads_the_votes_of_the_voxels_it_draws():
+    """render_surfaces labels each drawn pixel from the voxel drawn there (no search), and
+    only pixels whose depth the gap closing made look their voxel up: the same ids as
+    render_view at surface_depth, for a fraction of the lookups."""
+    Kc = np.array([[50.0, 0, 19.5], [0, 50.0, 14.5], [0, 0, 1]])
+    m = InstanceMap(InstanceConfig(voxel_size_m=0.02))
+    assert [m.ids.new_id() for _ in range(3)] == [1, 2, 3]
+    xs = np.arange(-0.2, 0.2, 0.02) + 0.01
+    wall = np.stack(np.meshgrid(xs, xs, [1.01]), -1).reshape(-1, 3)
+    wall = wall[np.abs(wall - [0.01, 0.01, 1.01]).max(1) > 1e-6]  # one voxel never seen
+    left = wall[:, 0] < 0
+    far = np.stack(np.meshgrid(np.arange(-1.0, 1.0, 0.02) + 0.01,
+                               np.arange(-0.8, 0.8, 0.02) + 0.01, [3.01]), -1).reshape(-1, 3)
+    for _ in range(3):
+        m.integrate(wall, np.where(left, 1, 2))
+        m.integrate(far, np.full(len(far), 3))
+    asked = []
+    slots_of = m.votes.slots_of
+    m.votes.slots_of = lambda p, f=None: asked.append(len(p)) or slots_of(p, f)
+    ids, conf, depth = m.render_surfaces(Kc, np.eye(4), (30, 40), 3.0, gap_m=0.04,
+                                         confirmed_only=False)
+    assert np.array_equal(depth, m.surface_depth(Kc, np.eye(4), (30, 40), 3.0, 0.04))
+    # the unseen voxel's pixel showed the far plane until the gap closing put the wall
+    # there: the one pixel looked up, and it finds the wall's votes beside it
+    assert asked == [1]
+    hole = (15, 20)  # centre (0.01, 0.01) at 1.01 m: pixel (19.5 + 0.5, 14.5 + 0.5)
+    assert np.isclose(depth[hole], 1.01) and ids[hole] == 2
+    m.votes.slots_of = slots_of
+    expected, expected_conf = m.render_view(depth, Kc, np.eye(4), confirmed_only=False)
+    assert np.array_equal(ids, expected) and np.allclose(conf, expected_conf)
+    assert set(np.unique(ids).tolist()) - {0} == {1, 2, 3}  # 0: beyond the far plane
