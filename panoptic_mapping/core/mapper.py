@@ -322,7 +322,8 @@ class Mapper:
                 # one voxel search serves the reference and the integration
                 result = self.instances.process_frame(
                     frame.masks, frame.depth, frame.K, frame.camera_to_world,
-                    frame.mask_embeddings, fill=self._field_fill(False))
+                    frame.mask_embeddings, fill=self._field_fill(False),
+                    measured=source == "measured")
                 labels, new_ids, integrated = result.labels, result.new_ids, True
             kf = self.keyframes.add(frame)
             if kf is not None:
@@ -487,7 +488,7 @@ class Mapper:
         f = kf.frame
         _, depth = self.render_rgbd(f.K, f.camera_to_world, f.shape)
         result = self.instances.process_frame(f.masks, depth, f.K, f.camera_to_world,
-                                              f.mask_embeddings)
+                                              f.mask_embeddings, measured=False)
         self.keyframes.set_labels(kf.id, result.labels)
         self._unplaced.discard(kf.id)
 

@@ -94,14 +94,16 @@ class Associator:
 
     def associate(self, masks: np.ndarray, ref: np.ndarray, valid: np.ndarray,
                   slots: np.ndarray | None = None, edges: np.ndarray | None = None,
-                  apart_edges: np.ndarray | None = None) -> AssociationResult:
+                  apart_edges: np.ndarray | None = None, measured: bool = True
+                  ) -> AssociationResult:
         """Label a frame's pixels with map ids, creating ids and recording merge evidence.
 
         Args:
             masks: (H, W) int64 mask ids (0: none); ref: (H, W) int64 reference ids;
             valid: (H, W) bool; slots: (H, W) voxel slot per pixel (-1: none; None: no
             runner-up); edges: (H, W) bool depth edges (None: no depth); apart_edges:
-            (H, W) bool the edges where objects meet (None: ``edges``).
+            (H, W) bool the edges where objects meet (None: ``edges``); measured:
+            whether the depth was measured (False: stereo; see :class:`PairEvidence`).
         """
         ov = self._overlaps(masks, ref, valid)
         owner = owners(ov.pm, ov.pi, ov.o, ov.r_vis, ov.least[ov.pm], self.cfg.cover_fraction)
@@ -119,7 +121,8 @@ class Associator:
         if self.cfg.one_mask_per_id:
             self._divide(joined, masks, valid, slots, result, ov.r_vis, owned, edges)
         _contested(result, masks, ref, valid, owner)
-        self.evidence.record(ref, valid, ov.pm, ov.pi, ov.o, ov.r_vis, edges, apart_edges)
+        self.evidence.record(ref, valid, ov.pm, ov.pi, ov.o, ov.r_vis, edges, apart_edges,
+                             measured)
         return result
 
     def _overlaps(self, masks: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> _Overlaps:

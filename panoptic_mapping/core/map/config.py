@@ -186,6 +186,21 @@ class InstanceConfig:
     merge_min_cosine: float = param(0.75, "Ids whose mean mask embeddings have a lower cosine "
                                     "similarity are different things and never merge.",
                                     minimum=-1.0, maximum=1.0)
+    merge_min_consensus: float = param(0.2, "Ids whose mean mask embeddings agree (cosine "
+                                       ">= merge_min_cosine; both have one) also merge when "
+                                       "one mask held both in at least this share of the "
+                                       "views that saw them meet (together / (together + "
+                                       "apart), MaskClustering's view consensus), and in "
+                                       "merge_consensus_min_together views: a segmenter that "
+                                       "cuts an object at the same crease in most views "
+                                       "still holds it whole in some. 0: off.",
+                                       minimum=0.0, maximum=1.0)
+    merge_consensus_min_together: int = param(8, "Views in which one mask held both ids "
+                                              "before they may merge on view consensus "
+                                              "(merge_min_consensus): a share of few views "
+                                              "is mostly chance (a front-end that glues two "
+                                              "touching things in a few views early on).",
+                                              minimum=1)
     smooth_weight: float = param(1.0, "How much a 'smooth' view counts towards merging: two "
                                  "touching ids in different masks whose image boundary has "
                                  "(almost) no depth edge (share < smooth_edge_share) are one "

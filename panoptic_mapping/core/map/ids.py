@@ -135,6 +135,13 @@ class IdTable:
             return True
         return float(a @ b) / (na * nb) >= min_cosine
 
+    def agree(self, i: int, j: int, min_cosine: float) -> bool:
+        """Whether both ids have mean embeddings and they say one kind of thing (positive
+        evidence, unlike :meth:`similar`, which only asks that they do not contradict)."""
+        a, b = self.emb[i], self.emb[j]
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        return bool(na > 0 and nb > 0 and float(a @ b) / (na * nb) >= min_cosine)
+
     def unit_embeddings(self, ids: np.ndarray) -> dict[int, np.ndarray]:
         """id -> unit mean embedding, for the ids that have one."""
         out = {}

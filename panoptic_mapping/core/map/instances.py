@@ -585,8 +585,8 @@ class InstanceMap:
 
     def process_frame(self, masks: np.ndarray, depth: np.ndarray, K: np.ndarray,
                       camera_to_world: np.ndarray, embeddings: np.ndarray | None = None,
-                      reference: np.ndarray | None = None, fill: InstanceFill | None = None
-                      ) -> AssociationResult:
+                      reference: np.ndarray | None = None, fill: InstanceFill | None = None,
+                      measured: bool = True) -> AssociationResult:
         """Associate, integrate and update statistics for one frame with depth.
 
         Args:
@@ -595,6 +595,8 @@ class InstanceMap:
             reference: (H, W) ids to associate against instead of the voxel rendering.
             fill: without ``reference``: fills the voxel rendering that serves as the
                 reference (see :meth:`render_points`).
+            measured: whether ``depth`` was measured (False: stereo or the field's; see
+                :class:`~panoptic_mapping.core.map.evidence.PairEvidence`).
         Returns:
             The association; ``labels`` are the frame's online ids.
         """
@@ -617,7 +619,7 @@ class InstanceMap:
             meeting = None if cfg.apart_at == "any_edge" else depth_edges(
                 depth, cfg.depth_edge_curvature, convex=False)
             result = self.associator.associate(masks.astype(np.int64), reference, valid, slots,
-                                               edges, meeting)
+                                               edges, meeting, measured)
             self.ids.count_assigned(result.labels, masks, embeddings, cfg.min_pixels)
             self._integrate_frame(result, masks, depth.shape, points, flat)
             if self.features is not None and embeddings is not None and len(embeddings):

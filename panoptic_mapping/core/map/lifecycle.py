@@ -42,8 +42,9 @@ class IdLifecycle:
 
     def merge_ready(self) -> list[tuple[int, int]]:
         """Pairs the evidence calls one object and whose embeddings do not disagree."""
-        return self.evidence.ready(
-            lambda i, j: self.ids.similar(i, j, self.cfg.merge_min_cosine))
+        cos = self.cfg.merge_min_cosine
+        return self.evidence.ready(lambda i, j: self.ids.similar(i, j, cos),
+                                   lambda i, j: self.ids.agree(i, j, cos))
 
     def merge(self, a: int, b: int) -> int:
         """Merge ids a and b; returns the survivor (see the module doc)."""

@@ -24,6 +24,74 @@ def test_together_evidence_does_not_merge_things_that_look_different():
     assert no_embeddings.lifecycle.merge_ready() == [(a, b)]
 
 
+def test_view_consensus_merges_fragments_a_segmenter_holds_whole_in_some_views():
+    """A segmenter that cuts a duck's head off at its neck in most views (a crease: 'apart')
+    holds the duck whole in some: 12 of 48 views. That share merges two ids whose
+    embeddings say the same thing, never two whose embeddings differ or are unknown, and
+    not on a few views' share."""
+    from panoptic_mapping.core.map.config import InstanceConfig
+
+    cfg = InstanceConfig(merge_min_consensus=0.2, merge_consensus_min_together=8)
+    im = InstanceMap(cfg, embedding_dim=2)
+    head, body, mug, early, late = established(im, 5)
+    im.ids.emb[[head, body, early, late]] = [1.0, 0.1]
+    im.ids.emb[mug] = [0.1, 1.0]
+    im.evidence.pairs = {(head, body): [12, 36, 0], (body, mug): [12, 36, 0],
+                         (early, late): [6, 6, 0]}
+    assert im.lifecycle.merge_ready() == [(head, body)]
+    # below the share, or with the rule off, the 'together >= 2 x apart' rule alone speaks
+    im.evidence.pairs = {(head, body): [9, 39, 0]}
+    assert im.lifecycle.merge_ready() == []
+    off = InstanceMap(InstanceConfig(merge_min_consensus=0.0), embedding_dim=2)
+    a, b = established(off, 2)
+    off.ids.emb[[a, b]] = [1.0, 0.1]
+    off.evidence.pairs = {(a, b): [12, 36, 0]}
+    assert off.lifecycle.merge_ready() == []
+    # without embeddings nothing says the two are one kind of thing
+    bare = InstanceMap(cfg)
+    a, b = established(bare, 2)
+    bare.evidence.pairs = {(a, b): [12, 36, 0]}
+    assert bare.lifecycle.merge_ready() == []
+
+
+def test_view_consensus_counts_only_views_with_measured_depth():
+    """Stereo depth finds fewer of the edges 'apart' needs: its views' shares are no
+    consensus. The counts survive a save and a merge; older maps' views count as measured."""
+    from panoptic_mapping.core.map.config import InstanceConfig
+
+    cfg = InstanceConfig(merge_min_consensus=0.2, merge_consensus_min_together=8)
+    im = InstanceMap(cfg, embedding_dim=2)
+    a, b, c = established(im, 3)
+    im.ids.emb[[a, b, c]] = [1.0, 0.1]
+    # 12 together of 48, of them 6 together and 24 apart in stereo views: 6 of 18 measured
+    im.evidence.pairs = {(a, b): [12, 36, 0, 6, 24]}
+    assert im.lifecycle.merge_ready() == []
+    im.evidence.pairs = {(a, b): [12, 36, 0, 2, 30]}  # 10 of 16 measured views together
+    assert im.lifecycle.merge_ready() == [(a, b)]
+    state = im.evidence.state()
+    assert state.shape == (1, 7) and state[0].tolist() == [a, b, 12, 36, 0, 2, 30]
+    im.evidence.load_state(state)
+    assert im.evidence.pairs == {(a, b): [12, 36, 0, 2, 30]}
+    im.evidence.load_state(state[:, :5])  # a map saved before the stereo counts
+    assert im.evidence.pairs == {(a, b): [12, 36, 0]}
+    assert im.lifecycle.merge_ready() == [(a, b)]
+    im.evidence.pairs = {(a, c): [1, 2, 0, 1, 0], (b, c): [3, 4, 1]}
+    im.evidence.remap(lambda i: a if i == b else i)  # b merged into a
+    assert im.evidence.pairs == {(a, c): [4, 6, 1, 1, 0]}
+
+
+def test_stereo_views_are_recorded_as_such():
+    """A view without measured depth (stereo) counts in the stereo columns as well."""
+    masks, valid, _, step = side_by_side()
+    for measured, stats in ((True, [0, 1, 0]), (False, [0, 1, 0, 0, 1])):
+        im = InstanceMap()
+        left, right = established(im, 2)
+        ref = np.where(masks == 1, left, right)
+        im.associator.associate(masks, ref, valid, edges=depth_edges(step, 0.02),
+                                measured=measured)
+        assert im.evidence.pairs.get((left, right)) == stats
+
+
 def test_apart_evidence_needs_a_depth_edge_between_the_ids():
     """Two masks over two map ids: evidence they are apart only where the view shows a
     jump or crease between them; a cut across one flat surface is 'smooth' evidence of
@@ -67,7 +135,7 @@ def test_a_map_saved_before_smooth_evidence_loads_with_none():
     a, b = established(im, 2)
     im.evidence.pairs = {(a, b): [3, 1, 2]}
     state = im.state()
-    assert state["pairs"].shape == (1, 5)
+    assert state["pairs"].shape == (1, 7)
     state["pairs"] = state["pairs"][:, :4]  # the old layout
     assert InstanceMap.from_state(state).evidence.pairs == {(a, b): [3, 1, 0]}
     state["pairs"] = np.zeros((0, 4), np.int64)
