@@ -41,7 +41,8 @@ class IdLifecycle:
         self.delete_ghosts()
 
     def merge_ready(self) -> list[tuple[int, int]]:
-        """Pairs the evidence calls one object and whose embeddings do not disagree."""
+        """Pairs the evidence calls one object and whose embeddings do not disagree, or
+        held together on view consensus and whose embeddings agree."""
         cos = self.cfg.merge_min_cosine
         return self.evidence.ready(lambda i, j: self.ids.similar(i, j, cos),
                                    lambda i, j: self.ids.agree(i, j, cos))
