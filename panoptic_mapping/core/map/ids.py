@@ -129,18 +129,22 @@ class IdTable:
     def similar(self, i: int, j: int, min_cosine: float) -> bool:
         """Whether two ids' mean embeddings do not contradict one object (True without
         embeddings)."""
-        a, b = self.emb[i], self.emb[j]
-        na, nb = np.linalg.norm(a), np.linalg.norm(b)
-        if na == 0 or nb == 0:
-            return True
-        return float(a @ b) / (na * nb) >= min_cosine
+        cos = self._cosine(i, j)
+        return cos is None or cos >= min_cosine
 
     def agree(self, i: int, j: int, min_cosine: float) -> bool:
         """Whether both ids have mean embeddings and they say one kind of thing (positive
         evidence, unlike :meth:`similar`, which only asks that they do not contradict)."""
+        cos = self._cosine(i, j)
+        return cos is not None and cos >= min_cosine
+
+    def _cosine(self, i: int, j: int) -> float | None:
+        """Cosine similarity of two ids' mean embeddings; None where either has none."""
         a, b = self.emb[i], self.emb[j]
         na, nb = np.linalg.norm(a), np.linalg.norm(b)
-        return bool(na > 0 and nb > 0 and float(a @ b) / (na * nb) >= min_cosine)
+        if na == 0 or nb == 0:
+            return None
+        return float(a @ b) / (na * nb)
 
     def unit_embeddings(self, ids: np.ndarray) -> dict[int, np.ndarray]:
         """id -> unit mean embedding, for the ids that have one."""

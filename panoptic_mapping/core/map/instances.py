@@ -525,12 +525,13 @@ class InstanceMap:
         y_lim = (shape[0] / K[1, 1] + reach) * z
         seen = (z > 1e-3) & (np.abs(cam[:, 0]) < x_lim) & (np.abs(cam[:, 1]) < y_lim)
         sampled = np.minimum((size * f) ** 2 / np.maximum(z, 1e-3) ** 2, 1.0)
-        keep = np.flatnonzero(seen & (weight >= min_weight * sampled))
+        sure = weight >= min_weight * sampled
+        keep = np.flatnonzero(seen & sure)
         depth, row = splat_camera_depth(cam[keep], K, shape, size, _SPLAT_MAX_RADIUS_PX,
                                         return_index=True)
         drawn = _slots_drawn(row, voted_slots[keep])
         hole = depth == 0
-        weak = np.flatnonzero(seen & (weight < min_weight * sampled))
+        weak = np.flatnonzero(seen & ~sure)
         if hole.any() and weak.size:
             # where no voxel with enough votes is seen, the weaker ones are the only word
             # the map has: drawn there, never in front of a surface it is sure of
@@ -610,9 +611,7 @@ class InstanceMap:
             slots = slots.reshape(depth.shape)
             if reference is None:
                 ids, _ = self._labels(points, slots_flat, False, fill)
-                reference = np.zeros(depth.size, dtype=np.int32)
-                reference[flat] = ids
-                reference = reference.reshape(depth.shape)
+                reference = _image(ids, flat, depth.shape, np.int32)
             reference = self.ids.id_lut()[reference]
             self.ids.count_visible(reference, valid, cfg.min_pixels)
             edges = depth_edges(depth, cfg.depth_edge_curvature)
