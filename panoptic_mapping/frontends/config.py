@@ -67,6 +67,15 @@ class GeometricConfig:
     """The weights-free geometric RGB-D segmenter (depth discontinuities, concave creases,
     support planes; after voxblox++'s geometric segmentation). It needs depth."""
 
+    smooth_max_radius_px: int = param(3, "Largest radius of the smoothing of depth within "
+                                      "its own surface before normals and boundaries "
+                                      "(inverse depth averaged over neighbours within "
+                                      "jump_rel). Each frame takes the smallest radius that "
+                                      "keeps the normals' tilt from the depth's noise "
+                                      "(estimated from the frame) under plane_angle_deg "
+                                      "(the plane inliers' tolerance): a real sensor's noise "
+                                      "at 2 m exceeds the spacing of neighbouring points; "
+                                      "clean depth is not smoothed. 0 = never.", minimum=0)
     normal_step: int = param(1, "Pixels between the points differenced for a surface "
                              "normal (larger smooths sensor noise, blurs small objects).",
                              minimum=1)

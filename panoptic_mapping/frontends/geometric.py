@@ -5,7 +5,10 @@ al. 2018, after Tateno et al. 2015): objects are the pieces of surface between d
 discontinuities and concave creases, and large planes - floor, walls, table tops - are
 found first and returned as masks of their own, flagged as planes (stuff). Steps:
 
-1. Camera-frame points from depth and intrinsics; normals from one-sided differences
+1. Depth smoothed within each surface as much as its noise needs
+   (:func:`~panoptic_mapping.frontends.surfaces.smooth_depth`; clean depth is left as it
+   is, a real sensor's is not); camera-frame points from it and the intrinsics;
+   normals from one-sided differences
    (:func:`~panoptic_mapping.frontends.surfaces.surface_normals`).
 2. Boundary pixels: a neighbour off the tangent plane (depth jump) or a concave crease
    (:func:`~panoptic_mapping.frontends.surfaces.geometric_boundaries`).
@@ -50,10 +53,13 @@ from panoptic_mapping.frontends.segmenters import (
 )
 from panoptic_mapping.frontends.surfaces import (
     Plane,
+    depth_noise,
     detect_planes,
     geometric_boundaries,
     grow_labels,
     point_map,
+    smooth_depth,
+    smoothing_radius,
     surface_normals,
 )
 
@@ -72,6 +78,7 @@ class GeometricSegmenter(Segmenter):
         min_area: smallest output mask in pixels.
         fallback: the classical segmenter used on frames without depth (or None).
         planes: the planes found in the last frame (camera frame).
+        smooth_radius: the last frame's smoothing radius in pixels.
     """
 
     name = "geometric"
@@ -85,6 +92,7 @@ class GeometricSegmenter(Segmenter):
             fallback = ClassicalSegmenter(min_area=self.min_area)
         self.fallback = fallback
         self.planes: list[Plane] = []
+        self.smooth_radius = 0  # the last frame's (smoothing_radius)
         self._K = None if K is None else np.asarray(K, np.float64)
         self._warned_no_depth = False
 
@@ -139,7 +147,11 @@ class GeometricSegmenter(Segmenter):
             Segmentation with labels, scores and ``is_plane``; pixels without depth get 0.
         """
         g = self.cfg
-        d = np.where(np.isfinite(depth), depth, 0.0).astype(np.float64)
+        raw = np.where(np.isfinite(depth), depth, 0.0).astype(np.float64)
+        self.smooth_radius = smoothing_radius(depth_noise(raw, g.jump_rel),
+                                              float(np.asarray(K)[0, 0]),
+                                              g.plane_angle_deg, g.smooth_max_radius_px)
+        d = smooth_depth(raw, self.smooth_radius, g.jump_rel)
         h, w = d.shape
         pts, valid = point_map(d, K)
         normals, nok = surface_normals(pts, valid, g.normal_step)

@@ -16,6 +16,7 @@ numpy and scipy only. Imports nothing of the segmenters (they import this module
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,9 @@ from panoptic_mapping.frontends.postprocess import neighbour_pairs
 __all__ = [
     "Plane",
     "point_map",
+    "depth_noise",
+    "smoothing_radius",
+    "smooth_depth",
     "surface_normals",
     "geometric_boundaries",
     "jump_boundaries",
@@ -73,6 +77,111 @@ def point_map(depth: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     pts[..., 1] = y[:, None] * d
     pts[..., 2] = d
     return pts, valid
+
+
+def depth_noise(depth: np.ndarray, max_rel: float) -> float:
+    """Relative noise of a depth image: the standard deviation of depth / depth per pixel.
+
+    On a plane inverse depth is affine in the pixel coordinates, so its second difference
+    along a row or column vanishes; what remains is noise (and the few creases and jumps,
+    left out above ``max_rel``). For Gaussian noise of relative deviation s the second
+    difference of inverse depth, relative to it, has deviation sqrt(6) s and mean absolute
+    value sqrt(2 / pi) sqrt(6) s; the mean is robust to a sensor's quantisation, where most
+    second differences are exactly 0 and the median says nothing.
+
+    Args:
+        depth: (H, W) depth; <= 0 or non-finite = none.
+        max_rel: second differences above this (relative) are edges, not noise.
+
+    Returns:
+        The estimated s (0.0 when there are no three valid pixels in a row).
+    """
+    d = np.where(np.isfinite(depth), depth, 0.0).astype(np.float64)
+    valid = d > 0
+    z = np.where(valid, 1.0 / np.where(valid, d, 1.0), 0.0)
+    found = []
+    for zz, vv in ((z, valid), (z.T, valid.T)):
+        e = np.abs(zz[:, 2:] - 2.0 * zz[:, 1:-1] + zz[:, :-2]) / np.where(
+            vv[:, 1:-1], zz[:, 1:-1], 1.0)
+        found.append(e[vv[:, 2:] & vv[:, 1:-1] & vv[:, :-2] & (e < max_rel)])
+    e = np.concatenate(found)
+    if e.size == 0:
+        return 0.0
+    return float(e.mean() / (math.sqrt(2.0 / math.pi) * math.sqrt(6.0)))
+
+
+def _smoothing_kernel(radius: int) -> np.ndarray:
+    """(2r+1,) 1-D weights of ``radius`` passes of a 3-tap mean (:func:`smooth_depth` on a
+    plane, one image axis)."""
+    k = np.ones(1)
+    for _ in range(max(int(radius), 0)):
+        k = np.convolve(k, np.ones(3) / 3.0)
+    return k
+
+
+def smoothing_radius(noise_rel: float, focal_px: float, max_angle_deg: float,
+                     max_radius: int) -> int:
+    """The smallest radius of :func:`smooth_depth` that keeps the normals' noise under
+    ``max_angle_deg`` (at most ``max_radius``).
+
+    A tangent from two neighbouring points z / f apart, each off by ``noise_rel`` * z, tilts
+    by about tan(a) = sqrt(2) * noise_rel * f. After smoothing, the two points are weighted
+    sums of their neighbourhoods (the separable kernel k of :func:`smooth_depth`): the
+    difference has the deviation sqrt(sum((k - k shifted by one)^2) * sum(k^2)) of one
+    pixel's noise instead of sqrt(2).
+    """
+    tilt = math.sqrt(2.0) * noise_rel * focal_px
+    limit = math.tan(math.radians(max_angle_deg))
+    r = 0
+    while r < max_radius and tilt * _tilt_factor(r) > limit:
+        r += 1
+    return r
+
+
+def _tilt_factor(radius: int) -> float:
+    """How much :func:`smooth_depth` of ``radius`` shrinks the noise of a one-pixel
+    tangent (1 for no smoothing)."""
+    k = _smoothing_kernel(radius)
+    step = np.concatenate([k, [0.0]]) - np.concatenate([[0.0], k])
+    return math.sqrt(float(np.sum(step ** 2) * np.sum(k ** 2)) / 2.0)
+
+
+def smooth_depth(depth: np.ndarray, radius: int, max_rel: float) -> np.ndarray:
+    """Depth smoothed within its own surface: ``radius`` passes of the mean of inverse depth
+    over each pixel and those of its 8 neighbours within ``max_rel`` of its depth (a depth
+    jump is not averaged across; neighbours, not a wider window, are compared, so a steep
+    surface whose depth changes by more than ``max_rel`` over the window is still averaged
+    symmetrically).
+
+    Why: a structured-light or stereo sensor's depth at 2 m is noisy and quantised by about
+    a centimetre, more than the spacing of neighbouring pixels' points there, so normals from
+    one-pixel differences are noise (planes are not found, noise creases everywhere).
+    Inverse depth is affine in the pixel coordinates on a plane, so a symmetric mean leaves
+    a plane where it is.
+
+    Args:
+        depth: (H, W) depth; <= 0 or non-finite = none (stays none).
+        radius: passes (the result's support radius in pixels; 0: the depth unchanged).
+        max_rel: neighbours differing by more than this times the pixel's depth are left out.
+
+    Returns:
+        (H, W) float64 depth, 0 where the input has none.
+    """
+    d = np.where(np.isfinite(depth), depth, 0.0).astype(np.float64)
+    valid = d > 0
+    h, w = d.shape
+    for _ in range(max(int(radius), 0)):
+        pad = np.pad(d, 1)
+        total = np.zeros_like(d)
+        count = np.zeros_like(d)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                s = pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+                take = (s > 0) & (np.abs(s - d) <= max_rel * d)
+                total += np.where(take, 1.0 / np.where(take, s, 1.0), 0.0)
+                count += take
+        d = np.where(valid & (count > 0), count / np.maximum(total, 1e-300), 0.0)
+    return d
 
 
 def _shift(a: np.ndarray, offset: int, axis: int, fill=0) -> np.ndarray:
