@@ -50,10 +50,20 @@ class PatientExecutor(MultiThreadedExecutor):
         else:
             self._executor.submit(handler)
             self._futures.append(handler)
+        self._collect_finished()
+
+    def _collect_finished(self) -> None:
+        """Drop finished tasks, raising what one raised, unless the context has shut
+        down: a callback cut off by the shutdown (a timer publishing as SIGINT invalidates
+        its publisher's context) is part of stopping, not an error."""
         for future in self._futures[:]:
             if future.done():
                 self._futures.remove(future)
-                future.result()  # raise any exceptions
+                try:
+                    future.result()
+                except Exception:
+                    if self.context.ok():
+                        raise
 
 
 def _executor(num_threads: int) -> MultiThreadedExecutor:
@@ -93,6 +103,10 @@ def run_node(make_node: Callable[[], object], name: str, num_threads: int,
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # a callback cut off by the shutdown (the plain executor's path): stopping
     finally:
         if node is not None:
             node.destroy_node()
