@@ -41,6 +41,11 @@ class MapperMethod:
         self.mapper = Mapper(mcfg, embedding_dim=text_embeddings.shape[1])
         self.train_per_frame_s = cfg.train_seconds * self.ONLINE_SHARE / max(cfg.frames, 1)
         self._train_credit_s = 0.0
+        # a step budget instead (train_steps): the same training on any machine and load
+        self.train_steps = getattr(cfg, "train_steps", None)
+        self.steps_per_frame = (0.0 if not self.train_steps
+                                else self.train_steps * self.ONLINE_SHARE / max(cfg.frames, 1))
+        self._step_credit = 0.0
         # label ids 1..C of the vocabulary are the scene's classes 1..C
         self.mapper.vocabulary.set(scene.classes[1:], text_embeddings)
         self.scene = scene
@@ -52,6 +57,13 @@ class MapperMethod:
         # A step may take longer than a frame's share of the budget (a 320x240 step on 2
         # CPU cores: ~2 s against a 0.3 s share): the overshoot is paid back by the frames
         # that follow, so the stream trains for its budget, not for one step per frame.
+        if self.train_steps:
+            self._step_credit += self.steps_per_frame
+            steps = int(self._step_credit)
+            if steps > 0:
+                self.mapper.train(steps)
+                self._step_credit -= steps
+            return
         self._train_credit_s += self.train_per_frame_s
         if self._train_credit_s > 0:
             t0 = time.perf_counter()
@@ -60,7 +72,11 @@ class MapperMethod:
 
     def finish(self, budget_s: float) -> dict:
         t0 = time.perf_counter()
-        self.mapper.train_for(budget_s * (1.0 - self.ONLINE_SHARE))
+        if self.train_steps:
+            done = int(self.mapper.stats()["training_steps"])
+            self.mapper.train(max(self.train_steps - done, 0))
+        else:
+            self.mapper.train_for(budget_s * (1.0 - self.ONLINE_SHARE))
         stats = self.mapper.stats()
         return {"train_steps": stats["training_steps"],
                 "train_steps_per_s": stats["training_steps_per_s"],

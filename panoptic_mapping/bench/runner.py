@@ -63,6 +63,9 @@ class BenchConfig:
     semantic_errors: dict = field(default_factory=dict)
     use_depth: bool = True
     train_seconds: float = 120.0
+    # a number of training steps instead of train_seconds (None: the time budget): the
+    # same training whatever else runs on the machine, for comparisons of the field
+    train_steps: int | None = None
     device: str = "cpu"
     methods: tuple[str, ...] = ("mapper", *BASELINES)
     voxel_size: float = 0.01
@@ -441,6 +444,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     p.add_argument("--no-depth", action="store_true", help="RGB-only: frames carry no depth")
     p.add_argument("--train-seconds", type=float, default=d.train_seconds,
                    help="training time budget of the mapper")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="train the mapper's field for this many steps instead of "
+                        "--train-seconds (half while the frames stream, the rest after): "
+                        "the same training on any machine and load")
     p.add_argument("--device", default=d.device)
     p.add_argument("--methods", default=",".join(d.methods),
                    help=f"comma-separated subset of mapper,{','.join(BASELINES)}")
@@ -476,6 +483,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     a = p.parse_args(argv)
     if a.eval_every < 1:
         p.error("--eval-every must be >= 1")
+    if a.train_steps is not None and a.train_steps < 1:
+        p.error("--train-steps must be >= 1")
     errors = {}
     for f in dataclasses.fields(MaskErrorModel):
         v = getattr(a, f.name, None)
@@ -516,7 +525,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
                       num_objects=a.num_objects, frontend=a.frontend, errors=errors,
                       embedding_noise=a.embedding_noise, semantic_errors=semantic_errors,
                       use_depth=not a.no_depth,
-                      train_seconds=a.train_seconds, device=a.device,
+                      train_seconds=a.train_seconds, train_steps=a.train_steps,
+                      device=a.device,
                       methods=tuple(m for m in a.methods.split(",") if m),
                       voxel_size=a.voxel_size, eval_every=a.eval_every,
                       scene_dir=a.scene_dir, masks_dir=a.masks_dir, mapper_set=mapper_set,

@@ -102,7 +102,39 @@ def test_online_training_keeps_to_its_budget_when_a_step_outlasts_a_frames_share
 
     method = mapper_method.MapperMethod.__new__(mapper_method.MapperMethod)
     method.mapper, method.train_per_frame_s, method._train_credit_s = SlowMapper(), 0.1, 0.0
+    method.train_steps = None
     for _ in range(20):
         method.between_frames()
     assert 20 * 0.1 <= clock[0] <= 20 * 0.1 + 0.35
     assert method.mapper.calls == 6  # not 20
+
+
+def test_a_step_budget_trains_exactly_that_many_steps_half_while_streaming():
+    """--train-steps: the same training on any machine and load (a time budget trains more
+    steps on an idle machine than on a busy one)."""
+    from panoptic_mapping.bench import mapper_method
+
+    class CountingMapper:
+        steps = 0
+
+        def train(self, steps: int) -> dict:
+            self.steps += steps
+            return {}
+
+        def stats(self) -> dict:
+            return {"training_steps": self.steps, "training_steps_per_s": 0.0,
+                    "keyframes": 0, "losses": {}}
+
+    cfg = runner.BenchConfig(frames=20, train_steps=30)
+    method = mapper_method.MapperMethod.__new__(mapper_method.MapperMethod)
+    method.mapper, method.cfg = CountingMapper(), cfg
+    method.train_steps, method._step_credit = 30, 0.0
+    method.steps_per_frame = 30 * method.ONLINE_SHARE / 20
+    for _ in range(20):
+        method.between_frames()
+    assert method.mapper.steps == 15  # 0.75 a frame, whole steps as the credit allows
+    assert method.finish(budget_s=999.0)["train_steps"] == 30
+    cfg, _ = runner.parse_args(["--train-steps", "30"])
+    assert cfg.train_steps == 30
+    with pytest.raises(SystemExit):
+        runner.parse_args(["--train-steps", "0"])
