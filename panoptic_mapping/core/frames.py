@@ -30,6 +30,9 @@ class Frame:
         mask_embeddings: (M, D) float32 L2-normalised vision-language embedding of mask
             i + 1; or None.
         mask_scores: (M,) float32 front-end confidence per mask; or None.
+        depth_confidence: (H, W) float32 in [0, 1], how much each pixel's depth is
+            trusted as the field's supervision (estimated depth: its confidence); None =
+            measured, fully trusted.
     """
 
     rgb: np.ndarray
@@ -40,6 +43,7 @@ class Frame:
     masks: np.ndarray | None = None
     mask_embeddings: np.ndarray | None = None
     mask_scores: np.ndarray | None = None
+    depth_confidence: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -52,7 +56,8 @@ class Frame:
 
     def nbytes(self) -> int:
         """Memory held by the frame's arrays (what a keyframe buffer budgets)."""
-        arrays = (self.rgb, self.depth, self.masks, self.mask_embeddings, self.mask_scores)
+        arrays = (self.rgb, self.depth, self.masks, self.mask_embeddings, self.mask_scores,
+                  self.depth_confidence)
         return sum(a.nbytes for a in arrays if a is not None) + self.K.nbytes + 128
 
 
@@ -81,6 +86,14 @@ def validate_frame(frame: Frame) -> Frame:
             raise FrameError(f"depth is {depth.shape}, image is {(h, w)}")
         if not np.isfinite(depth).all() or (depth < 0).any():
             raise FrameError("depth must be finite and >= 0 (0 = unknown)")
+    confidence = None
+    if frame.depth_confidence is not None:
+        confidence = np.asarray(frame.depth_confidence, dtype=np.float32)
+        if depth is None or confidence.shape != (h, w):
+            raise FrameError(f"depth_confidence must be (H, W) = {(h, w)} beside depth, got "
+                             f"{confidence.shape}")
+        if not np.isfinite(confidence).all() or (confidence < 0).any() or (confidence > 1).any():
+            raise FrameError("depth_confidence must be finite and in [0, 1]")
     masks, emb, scores = frame.masks, frame.mask_embeddings, frame.mask_scores
     if masks is not None:
         masks = np.asarray(masks)
@@ -105,4 +118,5 @@ def validate_frame(frame: Frame) -> Frame:
         if masks is None or scores.shape != (num,) or not np.isfinite(scores).all():
             raise FrameError(f"mask_scores must be ({num},) finite, got {scores.shape}")
     return Frame(rgb=rgb, K=K, camera_to_world=pose, stamp=float(frame.stamp), depth=depth,
-                 masks=masks, mask_embeddings=emb, mask_scores=scores)
+                 masks=masks, mask_embeddings=emb, mask_scores=scores,
+                 depth_confidence=confidence)

@@ -389,7 +389,11 @@ class Mapper:
             return frame, "none", None
         if not (estimate.depth > 0).any():
             return frame, "none", estimate.seconds
-        return dataclasses.replace(frame, depth=estimate.depth), "stereo", estimate.seconds
+        trust = np.where(estimate.depth > 0, np.clip(estimate.confidence,
+                                                     self.cfg.stereo.min_confidence, 1.0), 0.0)
+        return (dataclasses.replace(frame, depth=estimate.depth,
+                                    depth_confidence=trust.astype(np.float32)),
+                "stereo", estimate.seconds)
 
     def _ensure_field(self, frame: Frame) -> None:
         if self.field is not None:
@@ -920,7 +924,7 @@ class Mapper:
                     "rgb": f.rgb, "K": f.K, "camera_to_world": f.camera_to_world,
                     "stamp": f.stamp, "depth": f.depth, "masks": f.masks,
                     "mask_embeddings": f.mask_embeddings, "mask_scores": f.mask_scores,
-                    "labels": kf.labels, "unplaced": kf.id in self._unplaced}.items()
+                    "depth_confidence": f.depth_confidence, "labels": kf.labels, "unplaced": kf.id in self._unplaced}.items()
                     if v is not None})
             field_state = None
             if self.field is not None:
@@ -989,7 +993,7 @@ class Mapper:
         for kf_state in state["keyframes"]:
             frame = Frame(**{k: kf_state.get(k) for k in (
                 "rgb", "K", "camera_to_world", "stamp", "depth", "masks", "mask_embeddings",
-                "mask_scores")})
+                "mask_scores", "depth_confidence")})
             kf = mapper.keyframes.add(validate_frame(frame), force=True)
             if kf is not None:
                 mapper.keyframes.set_labels(kf.id, kf_state.get("labels"))

@@ -60,6 +60,10 @@ def test_valid_frame_passes_and_is_canonical():
     ({"masks": np.full((24, 32), -1, np.int32)}, ">= 0"),
     ({"mask_embeddings": np.ones((2, 8), np.float32)}, "M = 1"),
     ({"mask_scores": np.ones(3, np.float32)}, "mask_scores"),
+    ({"depth_confidence": np.ones((12, 32), np.float32)}, "depth_confidence must be"),
+    ({"depth_confidence": np.full((24, 32), 1.5, np.float32)}, r"in \[0, 1\]"),
+    ({"depth_confidence": np.full((24, 32), np.nan, np.float32)}, r"in \[0, 1\]"),
+    ({"depth": None, "depth_confidence": np.ones((24, 32), np.float32)}, "beside depth"),
 ])
 def test_rejections(overrides, reason):
     with pytest.raises(FrameError, match=reason):

@@ -3,6 +3,7 @@ meet the map at its voxels' surfaces (analytic textured planes, known answers)."
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from panoptic_mapping.core.frames import Frame
 from panoptic_mapping.core.geometry import backproject
@@ -48,6 +49,39 @@ def test_rgb_only_frames_get_stereo_depth_and_their_masks_fused():
         assert counts.max() / counts.sum() > 0.95
     stats = m.stats()
     assert stats["stereo_estimated"] == len(STREAM) - 2
+
+
+def test_stereo_depth_reaches_the_field_with_its_confidence(tmp_path):
+    """The field learns stereo depth as a prior as good as the sweep's confidence in it
+    (measured depth counts fully); the keyframes keep the confidence through a save."""
+    m = mapper()
+    m.ingest(frame(STREAM[0], 0.0, with_depth=True)[0])
+    for i, T in enumerate(STREAM[1:], start=1):
+        m.ingest(frame(T, float(i))[0])
+    kfs = m.keyframes.snapshot()
+    measured = [kf.frame for kf in kfs if kf.frame.depth_confidence is None]
+    stereo = [kf.frame for kf in kfs if kf.frame.depth_confidence is not None]
+    assert measured and stereo
+    floor = m.cfg.stereo.min_confidence
+    for f in stereo:
+        known = f.depth > 0
+        assert known.any()
+        assert np.all(f.depth_confidence[~known] == 0)
+        assert np.all((f.depth_confidence[known] >= floor) & (f.depth_confidence[known] <= 1))
+        assert f.depth_confidence[known].min() < 1  # some pixels are less certain
+    m.train(1)
+    batch = m.trainer.sample_batch()
+    assert batch.depth_confidence is not None and batch.depth_confidence.shape == batch.depth.shape
+    assert float(batch.depth_confidence.min()) >= 0 and float(batch.depth_confidence.max()) <= 1
+    assert torch.equal(m.trainer._depth_weight(batch), batch.depth_confidence)
+    m.trainer.cfg.depth_confidence = False
+    assert m.trainer._depth_weight(batch) is None
+    m.save(tmp_path / "map.pmap")
+    loaded = Mapper(m.cfg)
+    loaded.load(tmp_path / "map.pmap")
+    again = {kf.frame.stamp: kf.frame.depth_confidence for kf in loaded.keyframes.snapshot()}
+    for f in stereo:
+        assert np.array_equal(again[f.stamp], f.depth_confidence)
 
 
 def test_a_view_without_depth_meets_the_map_at_its_surfaces():

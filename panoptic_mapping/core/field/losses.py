@@ -21,10 +21,15 @@ def rgb_loss(pred: Tensor, target: Tensor) -> Tensor:
     return ((pred - target) ** 2).mean()
 
 
-def depth_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean absolute error [m] of (R,) depths over rays whose target is > 0 (known)."""
+def depth_loss(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean absolute error [m] of (R,) depths over rays whose target is > 0 (known); with
+    (R,) ``weight`` (a target's confidence in [0, 1]) the weighted mean over them."""
     valid = target > 0
-    return _masked_mean((pred - target).abs(), valid)
+    if weight is None:
+        return _masked_mean((pred - target).abs(), valid)
+    w = torch.where(valid, weight, torch.zeros_like(weight))
+    # no known depth: 0 with gradients of 0 (and no device sync to ask)
+    return ((pred - target).abs() * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def semantic_loss(pred_unit: Tensor, target_unit: Tensor, valid: Tensor) -> Tensor:

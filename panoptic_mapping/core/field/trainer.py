@@ -34,6 +34,10 @@ class TrainerConfig:
     learning_rate: float = param(1e-2, "Adam learning rate.", minimum=0.0)
     rgb_weight: float = param(1.0, "Weight of the colour loss.", minimum=0.0)
     depth_weight: float = param(0.5, "Weight of the depth loss [per metre].", minimum=0.0)
+    depth_confidence: bool = param(True, "Weigh each ray's depth loss by its depth's "
+                                   "confidence: stereo depth (frames without a depth "
+                                   "camera) is a prior as good as the sweep's confidence "
+                                   "in it; measured depth counts fully.")
     semantic_weight: float = param(0.2, "Weight of the semantic distillation loss.",
                                    minimum=0.0)
     instance_weight: float = param(0.2, "Weight of the instance label loss.", minimum=0.0)
@@ -46,7 +50,8 @@ class RayBatch:
 
     Attributes:
         origins, dirs: (R, 3); z_scale: (R,) optical depth per unit of ray length.
-        rgb: (R, 3) in [0, 1]; depth: (R,) metres, 0 = unknown.
+        rgb: (R, 3) in [0, 1]; depth: (R,) metres, 0 = unknown; depth_confidence: (R,)
+            in [0, 1] (1 for measured depth).
         embedding: (R, D) unit target embeddings; has_embedding: (R,) bool.
         instance: (R,) int64 map instance ids (0 = none).
     """
@@ -59,6 +64,7 @@ class RayBatch:
     embedding: Tensor
     has_embedding: Tensor
     instance: np.ndarray
+    depth_confidence: Tensor | None = None
 
 
 class Trainer:
@@ -117,6 +123,9 @@ class Trainer:
                                         else np.zeros((h, w), np.int32)).reshape(-1).astype(np.int64)),
              "labels": torch.from_numpy((kf.labels if kf.labels is not None
                                          else np.zeros((h, w), np.int32)).reshape(-1).astype(np.int64)),
+             "depth_confidence": torch.from_numpy(
+                 (f.depth_confidence if f.depth_confidence is not None
+                  else np.ones((h, w), np.float32)).reshape(-1)),
              "K": torch.as_tensor(f.K, dtype=torch.float32),
              "pose": torch.as_tensor(f.camera_to_world, dtype=torch.float32)}
         if f.mask_embeddings is not None:
@@ -150,12 +159,12 @@ class Trainer:
                 has = m > 0
                 emb[has] = t["emb"][m[has] - 1]
             parts.append((o, d, z, t["rgb"][flat], t["depth"][flat], emb, has,
-                          t["labels"][flat].numpy()))
+                          t["labels"][flat].numpy(), t["depth_confidence"][flat]))
         if not parts:
             return None
         cat = lambda k: torch.cat([p[k] for p in parts])  # noqa: E731
         return RayBatch(cat(0), cat(1), cat(2), cat(3), cat(4), cat(5), cat(6),
-                        np.concatenate([p[7] for p in parts]))
+                        np.concatenate([p[7] for p in parts]), cat(8))
 
     # ------------------------------------------------------------------ step
 
@@ -173,7 +182,7 @@ class Trainer:
                               self.sampling, self.generator)
         out = render_rays(self.field, o, d, samples)
         losses = {"rgb": rgb_loss(out["rgb"], batch.rgb.to(dev)),
-                  "depth": depth_loss(out["depth"] * z, depth)}
+                  "depth": depth_loss(out["depth"] * z, depth, self._depth_weight(batch))}
         total = self.cfg.rgb_weight * losses["rgb"] + self.cfg.depth_weight * losses["depth"]
         if self.field.embedding_dim > 0 and bool(batch.has_embedding.any()):
             pred = self.field.decode_semantics(out["semantic"])
@@ -193,6 +202,12 @@ class Trainer:
         self.seconds += time.perf_counter() - t0
         self.last_losses = {k: float(v.detach()) for k, v in losses.items()}
         return self.last_losses
+
+    def _depth_weight(self, batch: RayBatch) -> Tensor | None:
+        """(R,) confidence of each ray's depth target, or None (all count fully)."""
+        if not self.cfg.depth_confidence or batch.depth_confidence is None:
+            return None
+        return batch.depth_confidence.to(self.field.device)
 
     def _instance_targets(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """(prototype rows (K,), per-ray index into them (R,), -1 = none) or None."""
