@@ -924,7 +924,8 @@ class Mapper:
                     "rgb": f.rgb, "K": f.K, "camera_to_world": f.camera_to_world,
                     "stamp": f.stamp, "depth": f.depth, "masks": f.masks,
                     "mask_embeddings": f.mask_embeddings, "mask_scores": f.mask_scores,
-                    "depth_confidence": f.depth_confidence, "labels": kf.labels, "unplaced": kf.id in self._unplaced}.items()
+                    "depth_confidence": f.depth_confidence, "labels": kf.labels,
+                    "unplaced": kf.id in self._unplaced}.items()
                     if v is not None})
             field_state = None
             if self.field is not None:

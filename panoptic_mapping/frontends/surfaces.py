@@ -119,6 +119,14 @@ def _smoothing_kernel(radius: int) -> np.ndarray:
     return k
 
 
+def _tilt_factor(radius: int) -> float:
+    """How much :func:`smooth_depth` of ``radius`` shrinks the noise of a one-pixel
+    tangent (1 for no smoothing)."""
+    k = _smoothing_kernel(radius)
+    step = np.concatenate([k, [0.0]]) - np.concatenate([[0.0], k])
+    return math.sqrt(float(np.sum(step ** 2) * np.sum(k ** 2)) / 2.0)
+
+
 def smoothing_radius(noise_rel: float, focal_px: float, max_angle_deg: float,
                      max_radius: int) -> int:
     """The smallest radius of :func:`smooth_depth` that keeps the normals' noise under
@@ -136,14 +144,6 @@ def smoothing_radius(noise_rel: float, focal_px: float, max_angle_deg: float,
     while r < max_radius and tilt * _tilt_factor(r) > limit:
         r += 1
     return r
-
-
-def _tilt_factor(radius: int) -> float:
-    """How much :func:`smooth_depth` of ``radius`` shrinks the noise of a one-pixel
-    tangent (1 for no smoothing)."""
-    k = _smoothing_kernel(radius)
-    step = np.concatenate([k, [0.0]]) - np.concatenate([[0.0], k])
-    return math.sqrt(float(np.sum(step ** 2) * np.sum(k ** 2)) / 2.0)
 
 
 def smooth_depth(depth: np.ndarray, radius: int, max_rel: float) -> np.ndarray:
