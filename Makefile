@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 RUN := bash tools/run.sh
 
-.PHONY: setup demo test yaml clean
+.PHONY: setup demo test yaml clean gpu-bench
 
 setup:
 	@bash tools/setup.sh
@@ -14,6 +14,10 @@ demo: setup
 
 test: setup
 	$(RUN) python -m pytest
+
+# On a machine with a CUDA device: issue 18's real-camera measurements (640x480) as one table.
+gpu-bench: setup
+	$(RUN) python -m panoptic_mapping.tools.gpu_benchmark $(GPU_BENCH_ARGS)
 
 # Regenerate config/mapping.yaml and config/segmentation.yaml from the config dataclasses.
 yaml: setup
