@@ -42,7 +42,7 @@ class MapperMethod:
         self.train_per_frame_s = cfg.train_seconds * self.ONLINE_SHARE / max(cfg.frames, 1)
         self._train_credit_s = 0.0
         # a step budget instead (train_steps): the same training on any machine and load
-        self.train_steps = getattr(cfg, "train_steps", None)
+        self.train_steps = cfg.train_steps
         self.steps_per_frame = (0.0 if not self.train_steps
                                 else self.train_steps * self.ONLINE_SHARE / max(cfg.frames, 1))
         self._step_credit = 0.0

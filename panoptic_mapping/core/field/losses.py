@@ -25,9 +25,8 @@ def depth_loss(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Te
     """Mean absolute error [m] of (R,) depths over rays whose target is > 0 (known); with
     (R,) ``weight`` (a target's confidence in [0, 1]) the weighted mean over them."""
     valid = target > 0
-    if weight is None:
-        return _masked_mean((pred - target).abs(), valid)
-    w = torch.where(valid, weight, torch.zeros_like(weight))
+    w = (valid.to(pred.dtype) if weight is None
+         else torch.where(valid, weight, torch.zeros_like(weight)))
     # no known depth: 0 with gradients of 0 (and no device sync to ask)
     return ((pred - target).abs() * w).sum() / w.sum().clamp_min(1e-12)
 
