@@ -4,7 +4,8 @@ ROS-free (also when imported: a subprocess loads it and finds no ROS module).
 
 Layers, lowest first (README "Architecture"):
 params < core.geometry, core.device < core.frames
-< {core.field, core.map, core.semantics, core.io, core.stereo} < core.labels < core.mapper
+< {core.field, core.map, core.semantics, core.io, core.stereo, core.resolution} < core.labels
+< core.mapper
 < {frontends, runtime}
 < config < ros < bench < tools.
 """
@@ -25,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("params",),
     ("core.geometry", "core.device"),
     ("core.frames",),
-    ("core.field", "core.map", "core.semantics", "core.io", "core.stereo"),
+    ("core.field", "core.map", "core.semantics", "core.io", "core.stereo", "core.resolution"),
     ("core.labels",),
     ("core.mapper",),
     ("frontends", "runtime"),

@@ -54,6 +54,13 @@ from panoptic_mapping.core.map.instances import InstanceMap
 from panoptic_mapping.core.map.localize import vote_masks
 from panoptic_mapping.core.map.observations import id_observations, label_counts
 from panoptic_mapping.core.labels import label_instances, resting_on, voxel_relevance
+from panoptic_mapping.core.resolution import (
+    decimate_frame,
+    labels_at_full_resolution,
+    median_depth,
+    upsample_nearest,
+    working_factor,
+)
 from panoptic_mapping.core.semantics import LABEL_SOURCES, SemanticConfig, Vocabulary
 from panoptic_mapping.core.stereo import SourceView, StereoConfig, StereoDepth
 from panoptic_mapping.params import config_from_dict, config_to_dict, param
@@ -119,6 +126,15 @@ class MapperConfig:
         0.25, "The field's readers (InstanceLoc's fill of undecided voxels) use a copy of "
         "it, refreshed after a training step at most this often [s], so that they never "
         "wait for a step; 0 refreshes after every step.", minimum=0.0)
+    working_pixels_per_voxel: float = param(
+        0.75, "Working resolution of the instance map: frames (and InstanceLoc requests) "
+        "are fused at the coarsest integer decimation at which a pixel still spans at most "
+        "1/this instance voxel edges at the view's median depth, and answered at full "
+        "resolution on the masks' own boundaries (core/resolution.py). At 0.75 a 640x480 "
+        "tabletop view is fused at a third of its width with the full resolution's map "
+        "quality; coarser (0.5-0.6) lost PQ there, and 160x120 views stay whole "
+        "(BENCHMARKS.md). 0: always full resolution. Keyframes, training and stereo keep "
+        "full resolution.", minimum=0.0)
     render_chunk_rays: int = param(4096, "Rays per chunk when rendering whole images.",
                                    minimum=64)
     render_min_opacity: float = param(0.5, "A rendered ray whose accumulated opacity is "
@@ -267,6 +283,8 @@ class Mapper:
         self._last_mapped_pose: np.ndarray | None = None  # camera of the last frame mapped
         self._still_run = 0  # still frames in a row
         self.frames_skipped_still = 0
+        self._view_depth_m: float | None = None  # median depth of the last measured view
+        self.working_decimation = 1  # of the last frame mapped
         self.stereo = StereoDepth(self.cfg.stereo, self.device) if self.cfg.stereo.enabled \
             else None
         # the field as its readers see it (see reader_copy_period_s); None: none to read
@@ -307,24 +325,28 @@ class Mapper:
             return IngestReport(np.zeros(frame.shape, np.int32), [], False,
                                 depth_source="none", skipped=True)
         frame, source, stereo_s = self._with_stereo_depth(frame)
+        s = self._working_factor(frame, remember=True)
+        work = decimate_frame(frame, s)
         with self._foreground_lock():
             self.frames_ingested += 1
-            self._ensure_field(frame)
-            self._update_geometry(frame)
+            self.working_decimation = s
+            self._ensure_field(work)
+            self._update_geometry(work)
             labels = np.zeros(frame.shape, np.int32)
             new_ids: list[int] = []
             integrated = False
-            removed = self._detect_changes(frame) if source == "measured" else []
-            if _has_depth(frame) and (self.cfg.carve_free_space == "all" or (
+            removed = self._detect_changes(work) if source == "measured" else []
+            if _has_depth(work) and (self.cfg.carve_free_space == "all" or (
                     self.cfg.carve_free_space == "stereo" and source == "stereo")):
-                self.instances.carve(frame.depth, frame.K, frame.camera_to_world)
-            if frame.masks is not None and _has_depth(frame):
+                self.instances.carve(work.depth, work.K, work.camera_to_world)
+            if work.masks is not None and _has_depth(work):
                 # one voxel search serves the reference and the integration
                 result = self.instances.process_frame(
-                    frame.masks, frame.depth, frame.K, frame.camera_to_world,
-                    frame.mask_embeddings, fill=self._field_fill(False),
+                    work.masks, work.depth, work.K, work.camera_to_world,
+                    work.mask_embeddings, fill=self._field_fill(False),
                     measured=source == "measured")
-                labels, new_ids, integrated = result.labels, result.new_ids, True
+                labels = labels_at_full_resolution(result.labels, frame.masks, s)
+                new_ids, integrated = result.new_ids, True
             kf = self.keyframes.add(frame)
             if kf is not None:
                 self.keyframes.set_labels(kf.id, labels)
@@ -332,6 +354,19 @@ class Mapper:
                     self._unplaced.add(kf.id)
             return IngestReport(labels, new_ids, integrated, None if kf is None else kf.id,
                                 source, stereo_s, removed)
+
+    def _working_factor(self, frame: Frame, remember: bool = False) -> int:
+        """Decimation at which the map takes ``frame`` (``working_pixels_per_voxel``), from
+        its median depth; a view without depth uses the last frame's that had one
+        (``remember``: ``frame`` is being mapped: keep its depth for those)."""
+        depth_m = median_depth(frame.depth) if _has_depth(frame) else None
+        if depth_m is None:
+            depth_m = self._view_depth_m if self._view_depth_m is not None \
+                else self.cfg.keyframes.nominal_depth_m
+        elif remember:
+            self._view_depth_m = depth_m
+        return working_factor(depth_m, frame.K, frame.shape, self.cfg.instances.voxel_size_m,
+                              self.cfg.working_pixels_per_voxel)
 
     def _skip_still(self, frame: Frame) -> bool:
         """Whether to skip a frame whose camera has not moved since the last frame mapped
@@ -480,20 +515,24 @@ class Mapper:
             return
         if f.depth is None:
             return
-        rendered, conf = self._reference(f.K, f.camera_to_world, f.depth, confirmed_only=True)
-        labels, _ = vote_masks(f.masks, rendered, f.depth > 0, self.cfg.instances.localize,
+        s = self._working_factor(f)
+        w = decimate_frame(f, s)
+        rendered, conf = self._reference(w.K, w.camera_to_world, w.depth, confirmed_only=True)
+        labels, _ = vote_masks(w.masks, rendered, w.depth > 0, self.cfg.instances.localize,
                                self.cfg.instances.min_pixels, conf)
-        self.keyframes.set_labels(kf.id, labels)
+        self.keyframes.set_labels(kf.id, labels_at_full_resolution(labels, f.masks, s))
 
     def _place_rgb_only(self, kf) -> None:
         """Fuse an RGB-only keyframe's masks at the field's rendered depth."""
         if self.trainer is None or self.trainer.steps < self.cfg.rgb_only_min_steps:
             return
         f = kf.frame
-        _, depth = self.render_rgbd(f.K, f.camera_to_world, f.shape)
-        result = self.instances.process_frame(f.masks, depth, f.K, f.camera_to_world,
-                                              f.mask_embeddings, measured=False)
-        self.keyframes.set_labels(kf.id, result.labels)
+        s = self._working_factor(f)
+        w = decimate_frame(f, s)
+        _, depth = self.render_rgbd(w.K, w.camera_to_world, w.shape)
+        result = self.instances.process_frame(w.masks, depth, w.K, w.camera_to_world,
+                                              w.mask_embeddings, measured=False)
+        self.keyframes.set_labels(kf.id, labels_at_full_resolution(result.labels, f.masks, s))
         self._unplaced.discard(kf.id)
 
     # ------------------------------------------------------------------ rendering
@@ -690,18 +729,21 @@ class Mapper:
         frame = validate_frame(frame)
         if frame.masks is None:
             raise ValueError("localize needs the frame's masks")
+        s = self._working_factor(frame)
+        work = decimate_frame(frame, s)
         with self._reader_lock():
-            depth = frame.depth
-            rendered, conf = self._render_for_reader(frame.K, frame.camera_to_world, depth,
-                                                     frame.shape)
+            depth = work.depth
+            rendered, conf = self._render_for_reader(work.K, work.camera_to_world, depth,
+                                                     work.shape)
             valid = rendered > 0 if depth is None else depth > 0
-            ids, answers = vote_masks(frame.masks, rendered, valid, self.cfg.instances.localize,
+            ids, answers = vote_masks(work.masks, rendered, valid, self.cfg.instances.localize,
                                       self.cfg.instances.min_pixels, conf,
                                       self.cfg.localize_map_boundaries)
+            ids = labels_at_full_resolution(ids, frame.masks, s)
             if fill_unmasked:
                 unmasked = frame.masks == 0
-                ids[unmasked] = rendered[unmasked]
-            return Localization(ids, [(m, i, s) for m, (i, s) in sorted(answers.items())])
+                ids[unmasked] = upsample_nearest(rendered, s, frame.shape)[unmasked]
+            return Localization(ids, [(m, i, c) for m, (i, c) in sorted(answers.items())])
 
     # ------------------------------------------------------------------ queries and export
 
@@ -1049,6 +1091,7 @@ class Mapper:
         t = self.trainer
         return {"frames": self.frames_ingested, "keyframes": len(self.keyframes),
                 "frames_skipped_still": self.frames_skipped_still,
+                "working_decimation": self.working_decimation,
                 "edits": self.edits.count,
                 "keyframe_mb": self.keyframes.nbytes() / 1e6,
                 "occupied_voxels": self.grid.num_occupied,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from panoptic_mapping.core.geometry import count_pairs
+
 __all__ = ["IdTable"]
 
 
@@ -119,11 +121,11 @@ class IdTable:
         if embeddings is None or self.emb.shape[1] == 0:
             return
         sel = (labels > 0) & (masks > 0)
-        pairs, n = np.unique(np.stack([labels[sel], masks[sel]]), axis=1, return_counts=True)
+        ids, ms, n = count_pairs(labels[sel], masks[sel])
         mask_size = np.bincount(masks[sel], minlength=int(masks.max()) + 1)
         # a mask votes with the share of its own pixels on the id: one large mask grazing a
         # small object must not outvote that object's own views
-        for (i, m), c in zip(pairs.T, n):
+        for i, m, c in zip(ids, ms, n):
             self.emb[i] += (c / mask_size[m]) * embeddings[m - 1]
 
     def similar(self, i: int, j: int, min_cosine: float) -> bool:
