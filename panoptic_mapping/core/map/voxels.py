@@ -8,11 +8,27 @@ by slot that only ever grow.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
-from panoptic_mapping.core.geometry import pack_voxel_keys, unpack_voxel_keys
+from panoptic_mapping.core.geometry import VOXEL_KEY_BIAS, pack_voxel_keys, unpack_voxel_keys
 
 __all__ = ["VoxelIndex"]
+
+
+@lru_cache(maxsize=16)
+def _offsets(r: int, inner: int) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel offsets (O, 3) at a Chebyshev distance in (inner, r], and their key deltas
+    (O,) (a key plus its delta is the key of the offset voxel, away from the key range's
+    ends). Read-only: cached."""
+    rng = np.arange(-r, r + 1)
+    offsets = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
+    offsets = offsets[np.abs(offsets).max(1) > inner]
+    packed = pack_voxel_keys(offsets) - pack_voxel_keys(np.zeros(3, np.int64))
+    offsets.setflags(write=False)
+    packed.setflags(write=False)
+    return offsets, packed
 
 class VoxelIndex:
     """Maps voxel keys to stable slot numbers 0..n-1."""
@@ -60,19 +76,26 @@ class VoxelIndex:
         out = np.full(len(points), -1, dtype=np.int64)
         if r <= 0 or not len(points) or self._n == 0:
             return out
-        rng = np.arange(-r, r + 1)
-        offsets = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
-        offsets = offsets[np.abs(offsets).max(1) > inner]
-        cand_coords = coords[:, None, :] + offsets[None]  # (M, O, 3)
-        cand = self.lookup(pack_voxel_keys(cand_coords))
+        offsets, packed = _offsets(r, inner)
+        coords = np.asarray(coords, dtype=np.int64)
+        if np.abs(coords).max() < VOXEL_KEY_BIAS - r - 1:
+            # packing is linear while no coordinate leaves its bit field
+            cand = self.lookup(pack_voxel_keys(coords)[:, None] + packed[None, :])  # (M, O)
+        else:
+            cand = self.lookup(pack_voxel_keys(coords[:, None, :] + offsets[None]))
         ok = cand >= 0
         if usable is not None:
             ok[ok] = usable[cand[ok]]
-        # the neighbour whose centre is nearest the point, not the first found
-        dist = np.linalg.norm((cand_coords + 0.5) * voxel_size - points[:, None, :], axis=-1)
-        dist[~ok] = np.inf
-        best = np.argmin(dist, axis=1)
-        found = np.isfinite(dist[np.arange(len(points)), best])
+        # the neighbour whose centre is nearest the point, not the first found: with rel
+        # the point's offset from its own voxel's centre, |o v - rel|^2 ranks the offsets
+        # o as v |o|^2 - 2 o . rel does (the |rel|^2 term is the same for all of them)
+        rel = points - (coords + 0.5) * voxel_size
+        o = offsets.astype(np.float64)
+        score = voxel_size * (o * o).sum(1)[None, :] - 2.0 * (rel @ o.T)
+        score[~ok] = np.inf
+        best = np.argmin(score, axis=1)
+        rows = np.arange(len(points))
+        found = np.isfinite(score[rows, best])
         out[found] = cand[found, best[found]]
         return out
 

@@ -28,3 +28,50 @@ def test_slots_are_stable_and_lookup_misses():
     np.testing.assert_allclose(index.centers(0.1)[1], [0.55, 0.55, 0.55])
     restored = VoxelIndex.from_state(index.state())
     assert restored.lookup(keys).tolist() == [1, 0] and len(restored) == 3
+
+
+def _brute_nearest(index: VoxelIndex, points, coords, r, v, inner=0, usable=None):
+    """The nearest existing voxel centre within the Chebyshev shell, by enumeration."""
+    centres = index.centers(v)
+    keys = index.slot_keys()
+    out = np.full(len(points), -1)
+    for k, (p, c) in enumerate(zip(points, coords)):
+        cheb = np.abs(unpack_keys(keys) - c).max(1)
+        ok = (cheb > inner) & (cheb <= r)
+        if usable is not None:
+            ok &= usable
+        if ok.any():
+            d = np.linalg.norm(centres - p, axis=1)
+            d[~ok] = np.inf
+            out[k] = int(np.argmin(d))
+    return out
+
+
+@pytest.mark.parametrize("r,inner,use", [(1, 0, False), (2, 1, False), (2, 0, True)])
+def test_nearest_is_the_nearest_centre_in_the_shell(r, inner, use):
+    rng = np.random.default_rng(r + 10 * inner)
+    v = 0.01
+    index = VoxelIndex()
+    index.insert(pack_keys(voxel_coords(rng.uniform(-0.05, 0.05, (150, 3)), v)))
+    points = rng.uniform(-0.06, 0.06, (200, 3))
+    coords = voxel_coords(points, v)
+    usable = rng.random(len(index)) > 0.4 if use else None
+    found = index.nearest(points, coords, r, v, inner, usable)
+    np.testing.assert_array_equal(found, _brute_nearest(index, points, coords, r, v, inner,
+                                                        usable))
+    assert (found >= 0).mean() > 0.3  # the example has both hits and misses
+    assert (found < 0).any() or inner == 0
+
+
+def test_nearest_at_the_ends_of_the_key_range():
+    from panoptic_mapping.core.geometry import VOXEL_KEY_BIAS
+
+    v = 1.0
+    edge = VOXEL_KEY_BIAS - 1  # the last coordinate voxel_coords accepts
+    voxels = np.array([[edge, 0, 0], [edge - 1, 5, 0]], np.int64)
+    index = VoxelIndex()
+    slots = index.insert(pack_keys(voxels))
+    # each point one voxel off its neighbour (z + 1), next to the largest x there is
+    points = np.array([[edge + 0.5, 0.5, 1.5], [edge - 0.5, 5.5, 1.2]])
+    coords = np.floor(points).astype(np.int64)
+    np.testing.assert_array_equal(index.nearest(points, coords, 1, v), slots)
