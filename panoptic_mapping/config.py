@@ -35,6 +35,7 @@ from panoptic_mapping.params import (
     validate_fields,
     validate_value,
 )
+from panoptic_mapping.runtime.reliability import RELIABILITY_MODES
 
 __all__ = [
     "ConfigError",
@@ -91,6 +92,16 @@ class CameraInputConfig:
         "png codec, 16UC1 or 32FC1, on '<depth>/compressedDepth'). Decoded on the "
         "frame-assembler thread.",
         choices=("raw", "compressedDepth"))
+    reliability: str = param(
+        "auto",
+        "QoS reliability of the input subscriptions (history: keep last 5, as sensor data). "
+        "'best_effort' matches every publisher, but between processes on one machine Fast "
+        "DDS delivers no best-effort message larger than its shared-memory segment, about "
+        "0.5 MB (ros2/rmw_fastrtps#739): not one of 20 640x480 colour images arrived. "
+        "'reliable' receives them but matches only reliable publishers. 'auto': reliable "
+        "while every publisher of the topic offers it, best effort otherwise (checked every "
+        "second; a best-effort driver appearing later switches the subscription back).",
+        choices=RELIABILITY_MODES)
     sync_slop_s: float = param(0.05, "Largest stamp difference [s] between the image, its "
                                "camera_info and its depth for them to be matched "
                                "(approximate time synchronisation).", minimum=0.0)

@@ -4,7 +4,7 @@ The node converts messages, wires threads and parameters; the mathematics lives 
 :mod:`panoptic_mapping.core`. Threads and queues (every queue bounded, the backlog never
 grows with the input rate):
 
-* **input callbacks** (one mutually exclusive callback group, sensor-data QoS) only
+* **input callbacks** (one mutually exclusive callback group, QoS per input.reliability) only
   enqueue: image, camera_info and depth go into the approximate time synchroniser
   (``input.sync_queue_size`` per topic; message_filters when importable, else
   :mod:`.sync`), poses into the bounded pose buffer (:mod:`.poses`; tf2 when used);
@@ -63,7 +63,6 @@ from rclpy.qos import (
     HistoryPolicy,
     QoSProfile,
     ReliabilityPolicy,
-    qos_profile_sensor_data,
 )
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
@@ -81,6 +80,7 @@ from panoptic_mapping.ros.camera_input import (
     make_synchronizer,
 )
 from panoptic_mapping.ros.conversions import InputError, numpy_to_image
+from panoptic_mapping.ros.input_subscriptions import CHECK_PERIOD_S, InputSubscriptions
 from panoptic_mapping.ros.masks import msg_to_masks
 from panoptic_mapping.ros.markers import instance_change_msg, instance_markers
 from panoptic_mapping.ros.parameters import declare_config, runtime_validator
@@ -176,7 +176,8 @@ class MappingNode(LifecycleNode):
 
         # -- inputs
         self._input_group = MutuallyExclusiveCallbackGroup()
-        self._input_subscriptions: list = []
+        self._input_subscriptions = InputSubscriptions(self, cfg.input.reliability,
+                                                       self._input_group)
         self.streams: dict[str, StreamState] = {}
         self._masks_from_topic = cfg.input.masks_source == "topic"
         self._sync_names = (["image", "camera_info"] + (["depth"] if cfg.input.use_depth else [])
@@ -255,6 +256,11 @@ class MappingNode(LifecycleNode):
         self._subscribe_inputs()
         self._active = True
         self._reset_timers()
+        if cfg.input.reliability == "auto":
+            # in the input group: never while one of the input callbacks runs
+            self._publish_timers["input_reliability"] = self.create_timer(
+                CHECK_PERIOD_S, self._adapt_input_reliability,
+                callback_group=self._input_group)
         if cfg.output.autosave_path.strip() and cfg.output.autosave_period_s > 0:
             self._publish_timers["autosave"] = self.create_timer(
                 cfg.output.autosave_period_s, self.autosave,
@@ -294,9 +300,7 @@ class MappingNode(LifecycleNode):
         for timer in self._publish_timers.values():
             self.destroy_timer(timer)
         self._publish_timers.clear()
-        for sub in self._input_subscriptions:
-            self.destroy_subscription(sub)
-        self._input_subscriptions.clear()
+        self._input_subscriptions.destroy()
         self._stop_threads()
         if self._sync is not None:
             self._sync.clear()
@@ -443,9 +447,12 @@ class MappingNode(LifecycleNode):
             else:
                 self._on_pose(name, msg)
 
-        self._input_subscriptions.append(self.create_subscription(
-            msg_type, topic, callback, qos_profile_sensor_data,
-            callback_group=self._input_group))
+        self._input_subscriptions.add(msg_type, topic, callback)
+
+    def _adapt_input_reliability(self) -> None:
+        """input.reliability 'auto': follow what the inputs' publishers offer."""
+        for change in self._input_subscriptions.adapt():
+            self.get_logger().info(f"input reliability {change}")
 
     def _subscribe_inputs(self) -> None:
         for msg_type, name, topic in camera_topics(self.config.input, self.resolve_topic_name):

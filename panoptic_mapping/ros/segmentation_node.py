@@ -34,7 +34,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import Header
 
 from panoptic_mapping.config import SegmentationNodeConfig
@@ -43,6 +42,7 @@ from panoptic_mapping.frontends.factory import make_segmenter, segmenter_kind
 from panoptic_mapping.frontends.worker import FrontendResult, SegmentationWorker
 from panoptic_mapping.ros.camera_input import camera_topics, decode_camera, make_synchronizer
 from panoptic_mapping.ros.conversions import InputError
+from panoptic_mapping.ros.input_subscriptions import CHECK_PERIOD_S, InputSubscriptions
 from panoptic_mapping.ros.masks import segmentation_to_msg
 from panoptic_mapping.ros.parameters import declare_config
 from panoptic_mapping.ros.pose_sources import stamp_ns
@@ -93,11 +93,14 @@ class SegmentationNode(Node):
         self._masks_pub = self.create_publisher(Masks, "~/masks", 10)
         self._status_pub = self.create_publisher(DiagnosticArray, "~/status", 10)
         group = MutuallyExclusiveCallbackGroup()
+        self._inputs = InputSubscriptions(self, cfg.input.reliability, group)
         for index, (msg_type, name, topic) in enumerate(
                 camera_topics(cfg.input, self.resolve_topic_name)):
-            self.create_subscription(
-                msg_type, topic, lambda msg, index=index: self._on_message(index, msg),
-                qos_profile_sensor_data, callback_group=group)
+            self._inputs.add(msg_type, topic,
+                             lambda msg, index=index: self._on_message(index, msg))
+        if cfg.input.reliability == "auto":
+            self.create_timer(CHECK_PERIOD_S, self._adapt_input_reliability,
+                              callback_group=group)
         self.create_timer(cfg.output.status_period_s, self.report_status,
                           callback_group=MutuallyExclusiveCallbackGroup())
         self.worker.start()
@@ -107,6 +110,11 @@ class SegmentationNode(Node):
             f"{self.resolve_topic_name('~/masks')}")
 
     # ------------------------------------------------------------------ input path
+
+    def _adapt_input_reliability(self) -> None:
+        """input.reliability 'auto': follow what the inputs' publishers offer."""
+        for change in self._inputs.adapt():
+            self.get_logger().info(f"input reliability {change}")
 
     def _on_message(self, index: int, msg) -> None:
         stamp = stamp_ns(msg.header.stamp)
