@@ -60,6 +60,15 @@ class ClassicalConfig:
     depth_jump_rel: float = param(0.03, "Depth discontinuity threshold, part relative to the "
                                   "nearer depth.", minimum=0.0)
     ignore_invalid_depth: bool = param(True, "Pixels without depth (0) get no mask.")
+    max_side_px: int = param(
+        160, "An image longer than this along its longer side is segmented at the smallest "
+        "integer downscale that fits (colour averaged over blocks, depth sampled at their "
+        "centres) and its masks scaled back: Felzenszwalb's scale and minimum sizes and "
+        "min_area count pixels and were chosen at 160x120, and the cost grows with the "
+        "pixels. Measured (BENCHMARKS.md): a real 7-Scenes kitchen at 320x240 gave 412 "
+        "confirmed instances segmented whole, 124 at 160; a 640x480 tabletop PQ_scene "
+        "0.35 whole, 0.55 at 320, 0.66 at 160; 871 -> 261 ms a 640x480 frame in the node "
+        "at 320. 0: always the full size.", minimum=0)
 
 
 @dataclass

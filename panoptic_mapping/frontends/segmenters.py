@@ -32,6 +32,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from panoptic_mapping.core.device import resolve_device
+from panoptic_mapping.core.resolution import decimate_intrinsics, upsample_nearest
 from panoptic_mapping.frontends.config import SegmenterConfig
 from panoptic_mapping.frontends.postprocess import (
     compactness_scores,
@@ -376,6 +377,8 @@ class ClassicalSegmenter(Segmenter):
         depth_jump_m, depth_jump_rel: depth discontinuity threshold, absolute (metres) and
             relative to the nearer depth.
         ignore_invalid_depth: pixels with depth <= 0 (nothing hit) get no mask.
+        max_side_px: a larger image is segmented at the smallest integer downscale that
+            fits and its masks scaled back (``ClassicalConfig.max_side_px``; 0: never).
     """
 
     name = "classical"
@@ -384,7 +387,7 @@ class ClassicalSegmenter(Segmenter):
                  sigma: float = 0.5, fz_min_size: int = 30, n_segments: int = 100,
                  compactness: float = 10.0, min_area: int = 30, use_depth: bool = True,
                  depth_jump_m: float = 0.03, depth_jump_rel: float = 0.03,
-                 ignore_invalid_depth: bool = True) -> None:
+                 ignore_invalid_depth: bool = True, max_side_px: int = 160) -> None:
         if method not in ("felzenszwalb", "slic"):
             raise ValueError(f"unknown method {method!r}")
         self.method = method
@@ -394,6 +397,7 @@ class ClassicalSegmenter(Segmenter):
         self.use_depth = bool(use_depth)
         self.depth_jump_m, self.depth_jump_rel = float(depth_jump_m), float(depth_jump_rel)
         self.ignore_invalid_depth = bool(ignore_invalid_depth)
+        self.max_side_px = int(max_side_px)
         self.device = torch.device("cpu")
 
     @classmethod
@@ -403,7 +407,7 @@ class ClassicalSegmenter(Segmenter):
                   n_segments=c.n_segments, compactness=c.compactness, min_area=cfg.min_area,
                   use_depth=c.use_depth, depth_jump_m=c.depth_jump_m,
                   depth_jump_rel=c.depth_jump_rel,
-                  ignore_invalid_depth=c.ignore_invalid_depth)
+                  ignore_invalid_depth=c.ignore_invalid_depth, max_side_px=c.max_side_px)
         seg.configure_refinement(cfg)
         return seg
 
@@ -444,9 +448,48 @@ class ClassicalSegmenter(Segmenter):
 
     def segment(self, rgb: np.ndarray, depth: np.ndarray | None = None,
                 K: np.ndarray | None = None) -> Segmentation:
-        labels = self.label_image(_check_rgb(rgb), depth)
-        labels, _ = self.refine(labels, None, depth, K)
+        rgb = _check_rgb(rgb)
+        s = downscale_factor(rgb.shape[:2], self.max_side_px)
+        if s == 1:
+            labels = self.label_image(rgb, depth)
+            labels, _ = self.refine(labels, None, depth, K)
+        else:  # segmented small, scaled back (see ClassicalConfig.max_side_px)
+            small_depth = None if depth is None else sample_blocks(np.asarray(depth), s)
+            labels = self.label_image(average_blocks(rgb, s), small_depth)
+            labels, _ = self.refine(labels, None, small_depth,
+                                    None if K is None else decimate_intrinsics(K, s))
+            labels = upsample_nearest(labels, s, rgb.shape[:2])
+            if depth is not None and self.ignore_invalid_depth:
+                labels = np.where(np.asarray(depth) > 0, labels, 0).astype(np.int32)
         return Segmentation(labels, compactness_scores(labels, int(labels.max())))
+
+
+def downscale_factor(shape: tuple[int, int], max_side_px: int) -> int:
+    """Smallest integer s with max(H, W) / s <= ``max_side_px`` (1 for 0 or less)."""
+    if max_side_px <= 0:
+        return 1
+    return max(1, -(-max(shape) // max_side_px))
+
+
+def average_blocks(rgb: np.ndarray, s: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (ceil(H / s), ceil(W / s), 3) uint8 mean of each s x s block
+    (the last blocks are the partial ones at the border): a downscale without aliasing.
+    Block (i, j) covers the pixels that :func:`upsample_nearest` gives its label."""
+    h, w = rgb.shape[:2]
+    hp, wp = -(-h // s) * s, -(-w // s) * s
+    padded = np.pad(rgb.astype(np.float32), ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
+    blocks = padded.reshape(hp // s, s, wp // s, s, 3).mean(axis=(1, 3))
+    return np.clip(np.rint(blocks), 0, 255).astype(np.uint8)
+
+
+def sample_blocks(depth: np.ndarray, s: int) -> np.ndarray:
+    """(H, W) -> (ceil(H / s), ceil(W / s)): each block's pixel nearest its centre (depth
+    is sampled, not averaged: an average across an object's edge is a surface nobody saw);
+    border blocks take their nearest pixel inside the image."""
+    h, w = depth.shape
+    rows = np.minimum(np.arange(0, h, s) + s // 2, h - 1)
+    cols = np.minimum(np.arange(0, w, s) + s // 2, w - 1)
+    return np.ascontiguousarray(depth[rows[:, None], cols[None, :]])
 
 
 # --------------------------------------------------------------------------- FastSAM

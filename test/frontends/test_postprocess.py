@@ -147,8 +147,42 @@ def test_classical_segmenter_interface_and_depth_split():
 def test_classical_config_fields_reach_the_segmenter():
     cfg = SegmenterConfig(min_area=7)
     cfg.classical.method, cfg.classical.n_segments, cfg.classical.use_depth = "slic", 12, False
+    cfg.classical.max_side_px = 100
     seg = make_segmenter(cfg)
-    assert (seg.method, seg.n_segments, seg.min_area, seg.use_depth) == ("slic", 12, 7, False)
+    assert (seg.method, seg.n_segments, seg.min_area, seg.use_depth, seg.max_side_px) == \
+        ("slic", 12, 7, False, 100)
+
+
+def test_a_large_image_is_segmented_small_and_its_masks_scaled_back():
+    """Two squares side by side at four times the size: segmented at a quarter (the
+    limit is 64 pixels), the masks come back at full size and split where the depth
+    jumps, pixels without depth unlabelled; the same image within the limit is segmented
+    as it is."""
+    from panoptic_mapping.frontends.segmenters import (
+        average_blocks,
+        downscale_factor,
+        sample_blocks,
+    )
+
+    rgb, depth = two_squares()  # 64x48
+    big_rgb = np.repeat(np.repeat(rgb, 4, 0), 4, 1)  # 256x192
+    big_depth = np.repeat(np.repeat(depth, 4, 0), 4, 1)
+    big_depth[:8, :8] = 0.0
+    seg = ClassicalSegmenter(min_area=20, max_side_px=64)
+    out = seg(big_rgb, big_depth)
+    assert out.labels.shape == (192, 256)
+    left, right = out.labels[60, 60], out.labels[60, 160]
+    assert left != right and left > 0 and right > 0
+    assert (out.labels[:8, :8] == 0).all()
+    small = ClassicalSegmenter(min_area=20, max_side_px=64)(rgb, depth)
+    # the quarter-size segmentation is the one of the small image, block for block
+    np.testing.assert_array_equal(out.labels[2::4, 2::4][2:, 2:] > 0, small.labels[2:, 2:] > 0)
+    assert out.num_masks == small.num_masks
+    assert downscale_factor((480, 640), 320) == 2 and downscale_factor((480, 641), 320) == 3
+    assert downscale_factor((480, 640), 0) == 1
+    np.testing.assert_array_equal(average_blocks(big_rgb, 4), rgb)
+    np.testing.assert_array_equal(sample_blocks(big_depth, 4)[2:, 2:], depth[2:, 2:])
+    assert average_blocks(np.zeros((5, 7, 3), np.uint8), 4).shape == (2, 2, 3)
 
 
 def test_segmenter_kind_auto():
