@@ -705,6 +705,8 @@ class MappingNode(LifecycleNode):
         wst = self.worker.stats()
         with self._input_lock:
             streams = {n: (s.received, s.rate.rate()) for n, s in self.streams.items()}
+            topics = {n: s.topic for n, s in self.streams.items()}
+        reliability = self._input_subscriptions.reliabilities()
         # every frame ends mapped or dropped (still frames skipped, rejected ones included)
         dropped = (self.counts["dropped_input"] + wst["dropped"] + self.counts["skipped_still"]
                    + sum(v for k, v in self.counts.items() if k.startswith("rejected_")))
@@ -714,6 +716,7 @@ class MappingNode(LifecycleNode):
             gpu_mb = torch.cuda.memory_allocated(mapper.device) / 1e6
         return {
             "streams": streams,
+            "input_reliability": {n: reliability.get(t, "") for n, t in topics.items()},
             "synced": self.counts["synced"],
             "sync_unmatched_dropped": (sum(self._sync.dropped.values())
                                        if self._sync is not None else 0),
@@ -737,6 +740,7 @@ class MappingNode(LifecycleNode):
             "frame_latency_ms": self._frame_latency.summary(),
             "localize_ms": self._localize_time.summary(),
             "keyframes": st["keyframes"],
+            "working_decimation": st.get("working_decimation", 1),
             "instances": st.get("instances_confirmed", 0),
             "instances_removed_as_gone": st.get("instances_removed_as_gone", 0),
             "instances_found_moved": st.get("instances_found_moved", 0),
@@ -803,6 +807,7 @@ class MappingNode(LifecycleNode):
             "pose_source": self.pose_source,
             **{f"input.{n}.received": c for n, (c, _) in s["streams"].items()},
             **{f"input.{n}.rate_hz": r for n, (_, r) in s["streams"].items()},
+            **{f"input.{n}.reliability": r for n, r in s["input_reliability"].items()},
             "frames.synced": s["synced"],
             "frames.mapped": s["ingested"],
             "frames.skipped_still": s["skipped_still"],
@@ -825,6 +830,7 @@ class MappingNode(LifecycleNode):
             "mapping.frame_latency_ms_p50": s["frame_latency_ms"]["p50_ms"],
             "mapping.frame_latency_ms_p95": s["frame_latency_ms"]["p95_ms"],
             "mapping.keyframes": s["keyframes"],
+            "mapping.working_decimation": s["working_decimation"],
             "mapping.instances": s["instances"],
             "mapping.instances_removed_as_gone": s["instances_removed_as_gone"],
             "mapping.instances_found_moved": s["instances_found_moved"],

@@ -59,6 +59,10 @@ def test_compressed_input_is_mapped_and_bad_compressed_frames_are_rejected(
         assert int(client.status.get("frames.rejected.image", 0)) == 0, node.output
         assert int(client.status["input.image.received"]) >= 5
         assert int(client.status["input.depth.received"]) >= 5
+        # input.reliability 'auto' with the replay's reliable publishers; 80x60: no decimation
+        assert client.status["input.image.reliability"] == "reliable"
+        assert client.status["input.depth.reliability"] == "reliable"
+        assert client.status["mapping.working_decimation"] == "1"
 
         # bad compressed frames, each with a valid pose, camera_info and depth
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
