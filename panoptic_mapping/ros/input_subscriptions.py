@@ -29,20 +29,33 @@ class _Input:
 
 class InputSubscriptions:
     """The input subscriptions of a node, with sensor-data QoS (keep last 5, volatile)
-    but the reliability ``mode`` chooses; :meth:`adapt` (call it periodically) re-creates
-    a subscription whose publishers changed what 'auto' chooses."""
+    but the reliability ``mode`` chooses; :meth:`adapt` (periodically: :meth:`watch`)
+    re-creates a subscription whose publishers changed what 'auto' chooses."""
 
     def __init__(self, node, mode: str, callback_group) -> None:
         self._node = node
         self._mode = mode
         self._group = callback_group
         self._inputs: list[_Input] = []
+        self._timer = None
 
     def add(self, msg_type, topic: str, callback: Callable) -> None:
         """Subscribe ``callback`` to ``topic`` (as the node resolves it)."""
         reliability = self._wanted(topic)
         self._inputs.append(_Input(msg_type, topic, callback, reliability,
                                    self._subscribe(msg_type, topic, callback, reliability)))
+
+    def watch(self) -> None:
+        """With 'auto': :meth:`adapt` every ``CHECK_PERIOD_S``, in the inputs' callback
+        group (so never while one of their callbacks runs), each change logged; until
+        :meth:`destroy`."""
+        if self._mode == "auto" and self._timer is None:
+            self._timer = self._node.create_timer(CHECK_PERIOD_S, self._adapt_and_log,
+                                                  callback_group=self._group)
+
+    def _adapt_and_log(self) -> None:
+        for change in self.adapt():
+            self._node.get_logger().info(f"input reliability {change}")
 
     def adapt(self) -> list[str]:
         """Re-create the subscriptions whose wanted reliability changed; returns one line
@@ -66,6 +79,9 @@ class InputSubscriptions:
         return {self._node.resolve_topic_name(e.topic): e.reliability for e in self._inputs}
 
     def destroy(self) -> None:
+        if self._timer is not None:
+            self._node.destroy_timer(self._timer)
+            self._timer = None
         for entry in self._inputs:
             self._node.destroy_subscription(entry.subscription)
         self._inputs.clear()

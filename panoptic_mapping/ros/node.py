@@ -80,7 +80,7 @@ from panoptic_mapping.ros.camera_input import (
     make_synchronizer,
 )
 from panoptic_mapping.ros.conversions import InputError, numpy_to_image
-from panoptic_mapping.ros.input_subscriptions import CHECK_PERIOD_S, InputSubscriptions
+from panoptic_mapping.ros.input_subscriptions import InputSubscriptions
 from panoptic_mapping.ros.masks import msg_to_masks
 from panoptic_mapping.ros.markers import instance_change_msg, instance_markers
 from panoptic_mapping.ros.parameters import declare_config, runtime_validator
@@ -254,13 +254,9 @@ class MappingNode(LifecycleNode):
         for thread in self._threads:
             thread.start()
         self._subscribe_inputs()
+        self._input_subscriptions.watch()
         self._active = True
         self._reset_timers()
-        if cfg.input.reliability == "auto":
-            # in the input group: never while one of the input callbacks runs
-            self._publish_timers["input_reliability"] = self.create_timer(
-                CHECK_PERIOD_S, self._adapt_input_reliability,
-                callback_group=self._input_group)
         if cfg.output.autosave_path.strip() and cfg.output.autosave_period_s > 0:
             self._publish_timers["autosave"] = self.create_timer(
                 cfg.output.autosave_period_s, self.autosave,
@@ -448,11 +444,6 @@ class MappingNode(LifecycleNode):
                 self._on_pose(name, msg)
 
         self._input_subscriptions.add(msg_type, topic, callback)
-
-    def _adapt_input_reliability(self) -> None:
-        """input.reliability 'auto': follow what the inputs' publishers offer."""
-        for change in self._input_subscriptions.adapt():
-            self.get_logger().info(f"input reliability {change}")
 
     def _subscribe_inputs(self) -> None:
         for msg_type, name, topic in camera_topics(self.config.input, self.resolve_topic_name):

@@ -42,7 +42,7 @@ from panoptic_mapping.frontends.factory import make_segmenter, segmenter_kind
 from panoptic_mapping.frontends.worker import FrontendResult, SegmentationWorker
 from panoptic_mapping.ros.camera_input import camera_topics, decode_camera, make_synchronizer
 from panoptic_mapping.ros.conversions import InputError
-from panoptic_mapping.ros.input_subscriptions import CHECK_PERIOD_S, InputSubscriptions
+from panoptic_mapping.ros.input_subscriptions import InputSubscriptions
 from panoptic_mapping.ros.masks import segmentation_to_msg
 from panoptic_mapping.ros.parameters import declare_config
 from panoptic_mapping.ros.pose_sources import stamp_ns
@@ -98,9 +98,7 @@ class SegmentationNode(Node):
                 camera_topics(cfg.input, self.resolve_topic_name)):
             self._inputs.add(msg_type, topic,
                              lambda msg, index=index: self._on_message(index, msg))
-        if cfg.input.reliability == "auto":
-            self.create_timer(CHECK_PERIOD_S, self._adapt_input_reliability,
-                              callback_group=group)
+        self._inputs.watch()
         self.create_timer(cfg.output.status_period_s, self.report_status,
                           callback_group=MutuallyExclusiveCallbackGroup())
         self.worker.start()
@@ -110,11 +108,6 @@ class SegmentationNode(Node):
             f"{self.resolve_topic_name('~/masks')}")
 
     # ------------------------------------------------------------------ input path
-
-    def _adapt_input_reliability(self) -> None:
-        """input.reliability 'auto': follow what the inputs' publishers offer."""
-        for change in self._inputs.adapt():
-            self.get_logger().info(f"input reliability {change}")
 
     def _on_message(self, index: int, msg) -> None:
         stamp = stamp_ns(msg.header.stamp)
