@@ -21,6 +21,7 @@ from panoptic_mapping.bench.baselines import (
     VoxelFusionBaseline,
 )
 from panoptic_mapping.bench.types import MaskFrame, SceneFrame
+from panoptic_mapping.core.geometry import count_pairs
 
 __all__ = ["Method", "BaselineMethod", "EmbeddingLabeler", "make_baseline"]
 
@@ -71,9 +72,7 @@ class EmbeddingLabeler:
         valid = (ids > 0) & (masks.labels > 0)
         if not valid.any():
             return
-        pairs, counts = np.unique(np.stack([ids[valid], masks.labels[valid]]), axis=1,
-                                  return_counts=True)
-        for (pid, mid), c in zip(pairs.T, counts):
+        for pid, mid, c in zip(*count_pairs(ids[valid], masks.labels[valid])):
             contribution = c * masks.embeddings[mid - 1]
             acc = self._sums.get(int(pid))
             self._sums[int(pid)] = contribution if acc is None else acc + contribution

@@ -120,14 +120,14 @@ def labels_at_full_resolution(labels: np.ndarray, masks: np.ndarray, s: int) -> 
     """
     if s == 1:
         return labels.astype(np.int32, copy=False)
-    shape = masks.shape
-    near = upsample_nearest(labels, s, shape).astype(np.int32)
-    near_mask = upsample_nearest(_take(masks, s), s, shape)
-    out = np.where(near_mask == masks, near, 0).astype(np.int32)
-    out[masks == 0] = 0
+    work_masks = _take(masks, s)
+    inside = masks > 0
+    # where a pixel's block was sampled in its own mask
+    same = upsample_nearest(work_masks, s, masks.shape) == masks
+    out = np.where(same & inside, upsample_nearest(labels, s, masks.shape), 0).astype(np.int32)
     # the id most of each mask's working pixels carry, for its pixels whose block
     # belongs to another mask (its boundary at full resolution)
-    wm = _take(masks, s).reshape(-1).astype(np.int64)
+    wm = work_masks.reshape(-1).astype(np.int64)
     wl = labels.reshape(-1).astype(np.int64)
     keep = (wm > 0) & (wl > 0)
     majority = np.zeros(int(masks.max(initial=0)) + 1, dtype=np.int32)
@@ -137,6 +137,6 @@ def labels_at_full_resolution(labels: np.ndarray, masks: np.ndarray, s: int) -> 
         m, lab = m[order], lab[order]
         last = np.r_[m[1:] != m[:-1], True]
         majority[m[last]] = lab[last]
-    fix = (near_mask != masks) & (masks > 0)
+    fix = ~same & inside
     out[fix] = majority[masks[fix]]
     return out

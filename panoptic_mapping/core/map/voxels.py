@@ -30,6 +30,7 @@ def _offsets(r: int, inner: int) -> tuple[np.ndarray, np.ndarray]:
     packed.setflags(write=False)
     return offsets, packed
 
+
 class VoxelIndex:
     """Maps voxel keys to stable slot numbers 0..n-1."""
 
