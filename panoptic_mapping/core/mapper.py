@@ -135,8 +135,19 @@ class MapperConfig:
         "quality; coarser (0.5-0.6) lost PQ there, and 160x120 views stay whole "
         "(BENCHMARKS.md). 0: always full resolution. Keyframes, training and stereo keep "
         "full resolution.", minimum=0.0)
-    render_chunk_rays: int = param(4096, "Rays per chunk when rendering whole images.",
+    render_chunk_rays: int = param(16384, "Rays per chunk when rendering whole images.",
                                    minimum=64)
+    render_tile_px: int = param(
+        16, "Whole-view renders march each ray only where the occupancy grid's voxels "
+        "project onto its tile of this many pixels square (empty space skipped; smaller: "
+        "tighter windows, a costlier projection).", minimum=1)
+    render_round_samples: int = param(
+        8, "Whole-view renders composite this many samples per ray at a time, front to "
+        "back, so that a ray that has become opaque stops.", minimum=1)
+    render_stop_transmittance: float = param(
+        1e-3, "A rendered ray stops once less than this share of light passes (early ray "
+        "termination; colour and depth change by at most this share). 0: never.",
+        minimum=0.0, maximum=0.5)
     render_min_opacity: float = param(0.5, "A rendered ray whose accumulated opacity is "
                                       "below this hit no surface: its depth is unknown "
                                       "(0) rather than pulled towards the camera by the "
@@ -636,8 +647,11 @@ class Mapper:
             h, w = shape
             if self.field is None:
                 return np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.float32)
-            return render_view(self.field, self.grid, self.cfg.sampling, K, camera_to_world,
-                               shape, self.cfg.render_chunk_rays, self.cfg.render_min_opacity)
+            c = self.cfg
+            return render_view(self.field, self.grid, c.sampling, K, camera_to_world, shape,
+                               c.render_chunk_rays, c.render_min_opacity,
+                               tile_px=c.render_tile_px, round_samples=c.render_round_samples,
+                               stop_transmittance=c.render_stop_transmittance)
 
     # ------------------------------------------------------------------ semantics
 

@@ -6,6 +6,7 @@ instance map's voxels.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -251,6 +252,47 @@ class OccupancyGrid:
             self._blocks = _dilate_keys(blocks, 1)
         return self._blocks
 
+    @torch.no_grad()
+    def view_bounds(self, K: Any, camera_to_world: Any, shape: tuple[int, int],
+                    tile_px: int = 16, max_entries: int = 1 << 22,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where along each pixel's ray of a view the occupied voxels can lie.
+
+        Every occupied voxel is projected (its 8 corners: a pixel whose ray meets the cube
+        lies inside their hull) onto tiles of ``tile_px`` x ``tile_px`` pixels; a tile's
+        window runs from the nearest entry to the farthest exit of the voxels over it,
+        bounded by the voxels' circumscribed spheres (|centre| -+ half the diagonal). The
+        bound is conservative: a ray meets no occupied voxel outside its window, and one
+        whose tile no voxel covers meets none at all (empty window: start > stop). A
+        voxel reaching behind the camera covers every tile.
+
+        Args:
+            K: (3, 3) intrinsics. camera_to_world: (4, 4) pose (OpenCV optical frame).
+            shape: (H, W) of the view.
+            tile_px: tile edge in pixels (larger: a cheaper projection, looser windows).
+            max_entries: voxel-tile pairs handled at once (bounds the memory).
+
+        Returns:
+            start, stop: (H * W,) float32 distances along the unit rays of the pixels
+            (row-major, as :func:`~.sampling.all_pixel_coords`), on the grid's device.
+        """
+        h, w = shape
+        nu, nv = -(-w // tile_px), -(-h // tile_px)
+        start = torch.full((nv * nu,), float("inf"), device=self.device)
+        stop = torch.full((nv * nu,), -float("inf"), device=self.device)
+        if not self.is_empty:
+            K_t = as_tensor(K, device=self.device, dtype=torch.float32)
+            pose = as_tensor(camera_to_world, device=self.device, dtype=torch.float32)
+            cam = (self.voxel_centers() - pose[:3, 3]) @ pose[:3, :3]  # (M, 3) camera frame
+            box, t0, t1 = _voxel_tiles(cam, pose[:3, :3], self.voxel_m, K_t, (h, w),
+                                       tile_px)
+            _scatter_tiles(box, t0, t1, nu, start, stop, max_entries)
+        # each pixel takes its tile's window
+        rows = torch.arange(h, device=self.device) // tile_px
+        cols = torch.arange(w, device=self.device) // tile_px
+        tile_of = (rows[:, None] * nu + cols[None, :]).reshape(-1)
+        return start[tile_of], stop[tile_of]
+
     # ------------------------------------------------------------------ persistence
 
     def state_dict(self) -> dict[str, Any]:
@@ -264,6 +306,68 @@ class OccupancyGrid:
         self.dilation = int(state["dilation"])
         keys = as_tensor(state["keys"], device=self.device, dtype=torch.int64).reshape(-1)
         self._set_keys(torch.unique(keys))  # sorted + unique whatever was stored
+
+
+# corners of the unit cube around a voxel centre, in half voxel edges
+_CORNERS = torch.tensor([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)],
+                        dtype=torch.float32)
+
+
+def _voxel_tiles(cam: torch.Tensor, rotation: torch.Tensor, voxel_m: float, K: torch.Tensor,
+                 shape: tuple[int, int], tile_px: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per voxel seen (N of the M camera-frame centres ``cam``; ``rotation`` (3, 3) the
+    camera's in the world, whose axes the voxels follow): its tile box (N, 4) int64
+    (first column, last column, first row, last row), and the distances (N,) at which a
+    ray enters and leaves its circumscribed sphere."""
+    h, w = shape
+    nu, nv = -(-w // tile_px), -(-h // tile_px)
+    radius = voxel_m * math.sqrt(3.0) / 2
+    dist = torch.linalg.norm(cam, dim=1)
+    offsets = (_CORNERS.to(cam.device) * (voxel_m / 2)) @ rotation  # world axes, camera frame
+    corners = cam[:, None, :] + offsets  # (M, 8, 3)
+    z = corners[..., 2]
+    behind = (z <= 1e-6).all(1)
+    straddles = (z <= 1e-6).any(1) & ~behind  # its projection is unbounded: every tile
+    proj = corners @ K.T
+    zc = z.clamp_min(1e-6)[..., None]
+    uv = proj[..., :2] / zc  # (M, 8, 2)
+    eps = 1e-3  # pixels: float error of the projection never drops a tile
+    lo = torch.floor((uv.amin(1) - eps) / tile_px)
+    hi = torch.floor((uv.amax(1) + eps) / tile_px)
+    box = torch.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]], 1)
+    box[straddles] = torch.tensor([0.0, nu - 1, 0.0, nv - 1], device=cam.device)
+    seen = (~behind & (box[:, 1] >= 0) & (box[:, 0] <= nu - 1)
+            & (box[:, 3] >= 0) & (box[:, 2] <= nv - 1))
+    box = box[seen]
+    box[:, :2] = box[:, :2].clamp(0, nu - 1)
+    box[:, 2:] = box[:, 2:].clamp(0, nv - 1)
+    d = dist[seen]
+    return box.long(), (d - radius).clamp_min(0.0), d + radius
+
+
+def _scatter_tiles(box: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, nu: int,
+                   start: torch.Tensor, stop: torch.Tensor, max_entries: int) -> None:
+    """Lower ``start`` to ``t0`` and raise ``stop`` to ``t1`` over each voxel's tile box
+    (N, 4) (flat tiles, ``nu`` a row), at most ``max_entries`` pairs at a time."""
+    widths = box[:, 1] - box[:, 0] + 1
+    counts = widths * (box[:, 3] - box[:, 2] + 1)
+    ends = torch.cumsum(counts, 0)
+    begin = 0
+    while begin < box.shape[0]:
+        # the voxels whose pairs fit (at least one, however many tiles it covers)
+        done = int(ends[begin - 1]) if begin else 0
+        end = max(begin + 1, int(torch.searchsorted(ends, done + max_entries, right=True)))
+        n = counts[begin:end]
+        vox = torch.repeat_interleave(torch.arange(begin, end, device=box.device), n)
+        k = torch.arange(int(n.sum()), device=box.device) - torch.repeat_interleave(
+            ends[begin:end] - n - done, n)
+        col = box[vox, 0] + k % widths[vox]
+        row = box[vox, 2] + k // widths[vox]
+        tile = row * nu + col
+        start.scatter_reduce_(0, tile, t0[vox], reduce="amin")
+        stop.scatter_reduce_(0, tile, t1[vox], reduce="amax")
+        begin = end
 
 
 def _evaluate_chunked(fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor,

@@ -23,6 +23,7 @@ from panoptic_mapping.core.field.sampling import (
     SamplingConfig,
     all_pixel_coords,
     pixel_rays,
+    sample_occupied,
     sample_rays,
 )
 
@@ -67,13 +68,25 @@ def render_rays(field: PanopticField, origins: Tensor, dirs: Tensor, samples: Ra
 @torch.no_grad()
 def render_view(field: PanopticField, grid: OccupancyGrid, sampling: SamplingConfig,
                 K: np.ndarray, camera_to_world: np.ndarray, shape: tuple[int, int],
-                chunk_rays: int, min_opacity: float) -> tuple[np.ndarray, np.ndarray]:
+                chunk_rays: int, min_opacity: float, *, tile_px: int = 16,
+                round_samples: int = 8, stop_transmittance: float = 1e-3,
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Colour and depth of a whole view, rendered in chunks of ``chunk_rays`` rays.
+
+    Empty space costs nothing: each ray is marched only inside the window where the
+    occupancy grid's voxels project onto its tile (:meth:`OccupancyGrid.view_bounds`), and
+    rendered ``round_samples`` samples at a time, front to back, until its transmittance
+    falls below ``stop_transmittance`` (early ray termination) or it has the
+    ``samples_per_ray_rgb`` samples of a training ray. Up to that residual, the image is
+    the one a single pass over the whole march would render (the same samples, in the
+    same order).
 
     Args:
         K: (3, 3). camera_to_world: (4, 4). shape: (H, W).
         min_opacity: a ray whose accumulated opacity is below this hit no surface: its
             depth is 0 (unknown), not an average pulled towards the camera by misses.
+        tile_px: tile edge of the view bounds. round_samples: samples per ray and round.
+        stop_transmittance: a ray stops once less than this much light passes.
 
     Returns:
         RGB (H, W, 3) uint8 and optical-axis depth (H, W) float32 metres (0 = none).
@@ -83,15 +96,57 @@ def render_view(field: PanopticField, grid: OccupancyGrid, sampling: SamplingCon
     pix = all_pixel_coords(h, w, device=device)
     K_t = torch.as_tensor(K, dtype=torch.float32, device=device)
     pose = torch.as_tensor(camera_to_world, dtype=torch.float32, device=device)
+    bounds = None if grid.is_empty else grid.view_bounds(K_t, pose, shape, tile_px)
     rgb, depth = [], []
-    for chunk in torch.split(pix, chunk_rays):
-        o, d, z = pixel_rays(K_t, pose, chunk)
-        samples = sample_rays(o, d, z, None, grid, sampling, stratified=False)
-        out = render_rays(field, o, d, samples, semantics=False, instances=False)
-        rgb.append(out["rgb"])
-        opacity = out["opacity"].clamp_min(1e-6)
+    for lo in range(0, pix.shape[0], chunk_rays):
+        o, d, z = pixel_rays(K_t, pose, pix[lo:lo + chunk_rays])
+        if bounds is None:  # nothing occupied yet: uniform samples, one pass
+            samples = sample_rays(o, d, z, None, grid, sampling, stratified=False)
+            out = render_rays(field, o, d, samples, semantics=False, instances=False)
+            color, t_sum, opacity = out["rgb"], out["depth"], out["opacity"]
+        else:
+            window = (bounds[0][lo:lo + chunk_rays], bounds[1][lo:lo + chunk_rays])
+            color, t_sum, opacity = _render_in_rounds(
+                field, grid, sampling, o, d, window, round_samples, stop_transmittance)
+        rgb.append(color)
         # expected depth of the surface actually hit, not pulled towards 0 by misses
-        depth.append(torch.where(out["opacity"] > min_opacity, out["depth"] / opacity, 0.0) * z)
+        depth.append(torch.where(opacity > min_opacity, t_sum / opacity.clamp_min(1e-6), 0.0)
+                     * z)
     rgb_img = (torch.cat(rgb).clamp(0, 1) * 255).round().to(torch.uint8)
     return (rgb_img.reshape(h, w, 3).cpu().numpy(),
             torch.cat(depth).reshape(h, w).cpu().numpy().astype(np.float32))
+
+
+def _render_in_rounds(field: PanopticField, grid: OccupancyGrid, sampling: SamplingConfig,
+                      origins: Tensor, dirs: Tensor, window: tuple[Tensor, Tensor],
+                      round_samples: int, stop_transmittance: float,
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+    """(colour (R, 3), sum of weight x distance (R,), opacity (R,)) of rays (R, 3) marched
+    inside their ``window`` ((R,) start, (R,) stop), a round of samples at a time."""
+    n_rays = origins.shape[0]
+    color = torch.zeros(n_rays, 3, device=origins.device)
+    t_sum = torch.zeros(n_rays, device=origins.device)
+    transmittance = torch.ones(n_rays, device=origins.device)
+    start, stop = window[0].clone(), window[1]
+    rays = torch.nonzero(start <= stop).reshape(-1)
+    left = sampling.samples_per_ray_rgb
+    while rays.numel() and left > 0:
+        n = min(round_samples, left)
+        samples = sample_occupied(
+            origins[rays], dirs[rays], grid, sampling.near_m, sampling.far_m, n,
+            step_ratio=sampling.march_step_ratio, max_steps=sampling.max_march_steps,
+            stratified=False, window=(start[rays], stop[rays]))
+        out = render_rays(field, origins[rays], dirs[rays], samples, semantics=False,
+                          instances=False)
+        t = transmittance[rays]
+        color[rays] += t[:, None] * out["rgb"]
+        t_sum[rays] += t * out["depth"]
+        transmittance[rays] = t * (1.0 - out["opacity"]).clamp_min(0.0)
+        count = samples.valid.sum(1)
+        # the next round resumes in the candidate after this round's last one
+        last = (count - 1).clamp_min(0)[:, None]
+        end = samples.t_ends.gather(1, last)[:, 0]
+        start[rays] = end + 0.5 * (end - samples.t_starts.gather(1, last)[:, 0])
+        left -= n
+        rays = rays[(count == n) & (transmittance[rays] > stop_transmittance)]
+    return color, t_sum, 1.0 - transmittance

@@ -320,7 +320,8 @@ def sample_occupied(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGr
                     near: Range, far: Range, n_samples: int,
                     generator: torch.Generator | None = None, *, step_ratio: float = 0.5,
                     max_steps: int = 1024, stratified: bool = True,
-                    max_points_per_pass: int = 1 << 20) -> RaySamples:
+                    max_points_per_pass: int = 1 << 20,
+                    window: tuple[Range, Range] | None = None) -> RaySamples:
     """Samples in occupied voxels only: the first ``n_samples`` along each ray.
 
     Marches contiguous candidate intervals of length ``step_ratio * grid.voxel_m`` from
@@ -334,11 +335,19 @@ def sample_occupied(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGr
     A ray that crosses no occupied voxel gets no valid sample: it renders as empty space
     (zero opacity, background colour). Invalid entries are zero-length intervals at far.
 
+    ``window`` skips the empty space a caller already knows of: only the candidates of the
+    same march (same step, same offset) that overlap ``[window[0], window[1]]`` are
+    tested. When every occupied voxel on a ray lies inside its window (e.g.
+    :meth:`OccupancyGrid.view_bounds`), the samples are those of the whole march; a
+    window that resumes after earlier samples (early ray termination) continues it.
+
     Args:
         origins, dirs: (R, 3) rays, dirs unit.
         grid: the occupancy grid (on the rays' device).
         near, far: scalars or (R,) distances along the rays (e.g. clipped to
             :meth:`SceneExtent.ray_intersect`).
+        window: optional (start, stop), scalars or (R,) distances along the rays; a ray
+            whose window is empty (stop < start) gets no sample.
 
     Returns:
         :class:`RaySamples` (R, n_samples), sorted per ray.
@@ -352,25 +361,48 @@ def sample_occupied(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGr
     step = torch.clamp_min((hi - lo) / max_steps, grid.voxel_m * step_ratio)  # (R,)
     n_steps = torch.ceil((hi - lo) / step).long() + 1  # edges near + (k - u) step reach far
     offset = _rand((n_rays,), generator, lo) if stratified else torch.full_like(lo, 0.5)
+    first = torch.zeros_like(n_steps)  # the ray's first candidate
+    if window is not None:
+        first, n_steps = _window_steps(lo, step, offset, n_steps, window)
     count = torch.zeros(n_rays, dtype=torch.long, device=origins.device)
-    total = int(n_steps.max())
+    total = int(n_steps.max()) if n_rays else 0
     per_pass = int(min(max(max_points_per_pass // n_rays, 16), 128))
+    if window is not None:  # windows start near the surface: a few steps fill most rays
+        per_pass = min(per_pass, max(16, 2 * n_samples))
     active = torch.arange(n_rays, device=origins.device)
     for k0 in range(0, total, per_pass):
         active = active[(count[active] < n_samples) & (n_steps[active] > k0)]
         if active.numel() == 0:
             break
-        _march_pass(origins, dirs, grid, lo, hi, step, offset, active, k0,
+        _march_pass(origins, dirs, grid, lo, hi, step, offset, first, active, k0,
                     min(per_pass, total - k0), count, out)
     out.valid = torch.arange(n_samples, device=origins.device)[None, :] < count[:, None]
     return out
 
 
+def _window_steps(lo: torch.Tensor, step: torch.Tensor, offset: torch.Tensor,
+                  n_steps: torch.Tensor, window: tuple[Range, Range]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first candidate (R,), candidates from it (R,)) of the march that overlap the
+    window: candidate k spans [lo + (k - offset) step, lo + (k + 1 - offset) step]."""
+    n_rays = lo.shape[0]
+    start, stop = _per_ray(window[0], n_rays, lo), _per_ray(window[1], n_rays, lo)
+    # inside the march's own range (an empty window may be +-inf)
+    start = torch.minimum(torch.maximum(start, lo), lo + n_steps * step)
+    stop = torch.maximum(torch.minimum(stop, lo + n_steps * step), lo - 2 * step)
+    k_first = torch.floor((start - lo) / step + offset).clamp_min(0)
+    k_last = torch.floor((stop - lo) / step + offset).clamp_min(-1)  # the one holding stop
+    first = torch.minimum(k_first.long(), n_steps)
+    last = torch.minimum(k_last.long(), n_steps - 1)
+    return first, (last - first + 1).clamp_min(0)
+
+
 def _march_pass(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGrid,
                 lo: torch.Tensor, hi: torch.Tensor, step: torch.Tensor, offset: torch.Tensor,
-                active: torch.Tensor, k0: int, n_k: int, count: torch.Tensor,
-                out: RaySamples) -> None:
-    """Steps k0 .. k0 + n_k - 1 of the march for the ``active`` rays; fills ``out``.
+                first: torch.Tensor, active: torch.Tensor, k0: int, n_k: int,
+                count: torch.Tensor, out: RaySamples) -> None:
+    """Steps k0 .. k0 + n_k - 1 after each ``active`` ray's ``first`` candidate; fills
+    ``out``.
 
     Candidate k of ray r is [e_k, e_{k+1}] with e_k = clamp(lo + (k - offset) step, lo,
     hi): contiguous, starting exactly at near and ending exactly at far. Steps past the
@@ -378,7 +410,8 @@ def _march_pass(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGrid,
     """
     n_samples = out.t_starts.shape[1]
     a_lo, a_hi, a_step = lo[active, None], hi[active, None], step[active, None]
-    k = torch.arange(k0, k0 + n_k + 1, device=lo.device, dtype=lo.dtype)
+    k = (torch.arange(k0, k0 + n_k + 1, device=lo.device, dtype=lo.dtype)
+         + first[active, None].to(lo.dtype))
     edges = torch.minimum(torch.maximum(a_lo + (k - offset[active, None]) * a_step, a_lo),
                           a_hi)  # (A, n_k + 1)
     starts, ends = edges[:, :-1], edges[:, 1:]
