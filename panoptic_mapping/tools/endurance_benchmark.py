@@ -110,9 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "keyframes.budget_mb=64")
     p.add_argument("--json", help="also write the windows and verdicts here")
     a = p.parse_args(argv)
-    if a.frames * a.loops < a.window or a.window < 1 or a.loops < 1:
-        p.error("--frames x --loops must be at least --window; --window and --loops at "
-                "least 1")
+    if a.frames < 2 or a.window < 1 or a.loops < 1 or a.frames * a.loops < a.window:
+        p.error("--frames must be at least 2, --window and --loops at least 1, and "
+                "--frames x --loops at least --window")
     return a
 
 

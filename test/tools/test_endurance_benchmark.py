@@ -47,6 +47,13 @@ def test_settings_parse_as_yaml_and_refuse_a_missing_value():
         parse_settings(["keyframes.budget_mb"])
 
 
+@pytest.mark.parametrize("argv", [["--frames", "1"], ["--window", "0"], ["--loops", "0"],
+                                  ["--frames", "4", "--loops", "2", "--window", "9"]])
+def test_arguments_that_cannot_make_a_run_are_refused(argv):
+    with pytest.raises(SystemExit):
+        main(argv)
+
+
 def test_a_tiny_replay_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "e.json"
     assert main(["--scene", "tabletop", "--trajectory", "orbit", "--frames", "6",
