@@ -407,6 +407,18 @@ def run(cfg: BenchConfig, save_dir: Path | None = None) -> dict:
     }
 
 
+def parse_mapper_settings(items: list[str]) -> dict:
+    """``--set`` values, ``KEY=VALUE`` strings -> {dotted key: YAML value}; ValueError
+    naming the item that is not of that form."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="python -m panoptic_mapping.bench",
                                 description=__doc__.splitlines()[0])
@@ -508,12 +520,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
         SemanticErrorModel(**semantic_errors)
     except ValueError as exc:
         p.error(str(exc))
-    mapper_set = {}
-    for item in a.set:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            p.error(f"--set expects KEY=VALUE, got {item!r}")
-        mapper_set[key.strip()] = yaml.safe_load(value)
+    try:
+        mapper_set = parse_mapper_settings(a.set)
+    except ValueError as exc:
+        p.error(str(exc))
     try:
         config_from_flat(mapper_set, MapperConfig)
     except ConfigError as exc:

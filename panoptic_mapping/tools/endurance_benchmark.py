@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Window", "verdicts", "parse_settings", "main"]
+__all__ = ["Window", "verdicts", "main"]
 
 
 @dataclass
@@ -78,19 +78,6 @@ def verdicts(windows: list[Window], seen_at_frame: int | None = None,
             "latency_flat": bool(ratio <= latency_tolerance)}
 
 
-def parse_settings(items: list[str]) -> dict:
-    """``KEY=VALUE`` strings -> {key: YAML value} (as the bench's ``--set``)."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m panoptic_mapping.tools.endurance_benchmark",
                                 description=__doc__.splitlines()[0])
@@ -124,6 +111,7 @@ def run(a: argparse.Namespace) -> tuple[list[Window], dict]:
         SimulatedMaskFrontend,
     )
     from panoptic_mapping.bench.mapper_method import to_frame
+    from panoptic_mapping.bench.runner import parse_mapper_settings
     from panoptic_mapping.bench.scenes import make_scene
     from panoptic_mapping.core.mapper import Mapper, MapperConfig
     from panoptic_mapping.params import config_from_flat
@@ -136,7 +124,7 @@ def run(a: argparse.Namespace) -> tuple[list[Window], dict]:
     space = SimulatedEmbeddingSpace(seed=a.seed)
     frontend = SimulatedMaskFrontend(MaskErrorModel(), a.seed, scene=scene,
                                      embedding_space=space)
-    mapper = Mapper(config_from_flat(parse_settings(a.set), MapperConfig),
+    mapper = Mapper(config_from_flat(parse_mapper_settings(a.set), MapperConfig),
                     embedding_dim=space.dim)
     mapper.vocabulary.set(scene.classes[1:], space.text_embeddings(scene.classes[1:]))
     budget_mb = mapper.cfg.keyframes.budget_mb

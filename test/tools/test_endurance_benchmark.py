@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from panoptic_mapping.tools.endurance_benchmark import Window, main, parse_settings, verdicts
+from panoptic_mapping.bench.runner import parse_mapper_settings
+from panoptic_mapping.tools.endurance_benchmark import Window, main, verdicts
 
 
 def window(last: int, rss: float, p50: float, full: bool = False) -> Window:
@@ -41,10 +42,10 @@ def test_no_steady_state_gives_no_verdict():
 
 
 def test_settings_parse_as_yaml_and_refuse_a_missing_value():
-    assert parse_settings(["keyframes.budget_mb=2", "instances.voxel_m=0.02"]) == {
+    assert parse_mapper_settings(["keyframes.budget_mb=2", "instances.voxel_m=0.02"]) == {
         "keyframes.budget_mb": 2, "instances.voxel_m": 0.02}
     with pytest.raises(ValueError, match="KEY=VALUE"):
-        parse_settings(["keyframes.budget_mb"])
+        parse_mapper_settings(["keyframes.budget_mb"])
 
 
 @pytest.mark.parametrize("argv", [["--frames", "1"], ["--window", "0"], ["--loops", "0"],

@@ -365,7 +365,7 @@ def sample_occupied(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGr
     if window is not None:
         first, n_steps = _window_steps(lo, step, offset, n_steps, window)
     count = torch.zeros(n_rays, dtype=torch.long, device=origins.device)
-    total = int(n_steps.max()) if n_rays else 0
+    total = int(n_steps.max())
     per_pass = int(min(max(max_points_per_pass // n_rays, 16), 128))
     if window is not None:  # windows start near the surface: a few steps fill most rays
         per_pass = min(per_pass, max(16, 2 * n_samples))
