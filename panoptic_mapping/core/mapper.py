@@ -126,6 +126,14 @@ class MapperConfig:
         0.25, "The field's readers (InstanceLoc's fill of undecided voxels) use a copy of "
         "it, refreshed after a training step at most this often [s], so that they never "
         "wait for a step; 0 refreshes after every step.", minimum=0.0)
+    reader_map_copy: bool = param(
+        True, "InstanceLoc (and the labels of its answer) reads a copy of the instance map "
+        "taken after each frame is mapped, so that a call meeting a frame's association and "
+        "integration answers from the map before that frame instead of waiting for it "
+        "(measured in the node with a 10 Hz camera: localize p95 601 -> 175 ms). The copy "
+        "costs memory as large as the votes and fused features (28 MB for 0.3 M voxels, "
+        "70 MB for 0.9 M) and 3-11 ms a frame on 2 CPU cores. false: readers wait for the "
+        "frame.")
     working_pixels_per_voxel: float = param(
         0.75, "Working resolution of the instance map: frames (and InstanceLoc requests) "
         "are fused at the coarsest integer decimation at which a pixel still spans at most "
@@ -302,6 +310,8 @@ class Mapper:
         self._reader_field: PanopticField | None = None
         self._reader_copied_s = -math.inf
         self._reader_copy_error: str | None = None
+        # the instance map as its readers see it (see reader_map_copy); None: the live one
+        self._reader_map: InstanceMap | None = None
         self._last_stats = self._read_stats()
 
     # ------------------------------------------------------------------ input
@@ -314,6 +324,7 @@ class Mapper:
         try:
             with self._lock:
                 yield
+                self._refresh_map_reader()
                 # what stats() answers while training holds the lock (it never waits)
                 self._last_stats = self._read_stats()
         finally:
@@ -481,6 +492,7 @@ class Mapper:
                 self._refresh_reader()
                 if self.trainer.steps % self.cfg.reassociate_every == 0:
                     self._reassociate_next()
+                    self._refresh_map_reader()
         return losses
 
     def _refresh_reader(self, force: bool = False) -> None:
@@ -501,6 +513,34 @@ class Mapper:
             return
         reader.requires_grad_(False)
         self._reader_field, self._reader_copied_s = reader, now
+
+    def _refresh_map_reader(self) -> None:
+        """Copy the instance map for its readers (call under the lock) when it changed
+        since the last copy (``reader_map_copy``)."""
+        live, copied = self.instances, self._reader_map
+        if not self.cfg.reader_map_copy:
+            self._reader_map = None
+        elif copied is None or copied.lineage != live.lineage or copied.version != live.version:
+            self._reader_map = live.reader_copy()
+
+    @contextmanager
+    def _map_for_reader(self) -> Iterator[InstanceMap]:
+        """The instance map a reader should read: the readers' copy when it is the map as
+        it is, or when a frame is being mapped into the map (the map before that frame:
+        never a wait); else the map itself, its lock held through the block."""
+        live, copied = self.instances, self._reader_map
+        if copied is not None and copied.lineage == live.lineage:
+            if copied.version == live.version:
+                yield copied
+                return
+            with live.hold(wait=False) as held:
+                if held:  # changed outside the mapper's foreground work, now still
+                    yield live
+                    return
+            yield copied
+            return
+        with live.hold():
+            yield live
 
     def train_for(self, seconds: float) -> int:
         """Train until ``seconds`` have passed; returns the number of steps taken."""
@@ -614,13 +654,14 @@ class Mapper:
     def _reads_without_lock(self) -> bool:
         return self.cfg.render_without_depth == "map" and self._reader_copy_error is None
 
-    def _render_for_reader(self, K: np.ndarray, camera_to_world: np.ndarray,
-                           depth: np.ndarray | None, shape: tuple[int, int]
-                           ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_render_instances` for readers: the field's fill from its copy."""
+    def _render_for_reader(self, instances: InstanceMap, K: np.ndarray,
+                           camera_to_world: np.ndarray, depth: np.ndarray | None,
+                           shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_render_instances` for readers: ``instances`` from
+        :meth:`_map_for_reader`, the field's fill from its copy."""
         if not self._reads_without_lock():
             return self._render_instances(K, camera_to_world, depth, shape)
-        instances, field, edits = self.instances, self._reader_field, self.edits
+        field, edits = self._reader_field, self.edits
         fill = None if field is None else FieldInstanceFill(
             field, instances, self.cfg.field_fill_confidence, True, edits)
         if depth is None or not (depth > 0).any():
@@ -655,31 +696,38 @@ class Mapper:
 
     # ------------------------------------------------------------------ semantics
 
-    def instance_embeddings(self, source: str | None = None) -> dict[int, np.ndarray]:
+    def instance_embeddings(self, source: str | None = None,
+                            instances: InstanceMap | None = None) -> dict[int, np.ndarray]:
         """Confirmed instance id -> unit embedding (D,) from ``source`` ('voxels' or
         'masks'; default ``semantics.label_source``). 'voxels' pools the fused voxel
         features and falls back to the masks' mean for an instance without any."""
         source = source or self.cfg.semantics.label_source
         if source not in LABEL_SOURCES:
             raise ValueError(f"label source must be one of {LABEL_SOURCES}, got {source!r}")
-        emb = self.instances.instance_embeddings()
+        instances = self.instances if instances is None else instances
+        emb = instances.instance_embeddings()
         if source == "voxels":
-            pooled = self.instances.instance_voxel_embeddings()
+            pooled = instances.instance_voxel_embeddings()
             emb = {i: pooled.get(i, e) for i, e in emb.items()}
         return emb
 
-    def instance_labels(self, source: str | None = None) -> dict[int, tuple[int, float]]:
-        """Confirmed instance id -> (vocabulary label id, confidence) (:mod:`.labels`)."""
+    def instance_labels(self, source: str | None = None,
+                        instances: InstanceMap | None = None) -> dict[int, tuple[int, float]]:
+        """Confirmed instance id -> (vocabulary label id, confidence) (:mod:`.labels`), of
+        ``instances`` (default: the map itself; a reader passes its copy)."""
         source = source or self.cfg.semantics.label_source
-        key = (source, id(self.instances), self.instances.version, self.vocabulary.generation,
+        instances = self.instances if instances is None else instances
+        # a reader's copy and its original at the same version give the same labels
+        key = (source, instances.lineage, instances.version, self.vocabulary.generation,
                dataclasses.astuple(self.cfg.semantics))
         cached = self._label_cache
         if cached is not None and cached[0] == key:
             return dict(cached[1])
-        emb = self.instance_embeddings(source)
+        emb = self.instance_embeddings(source, instances)
         sc = self.cfg.semantics
         labels = label_instances(self.vocabulary, sc, emb)
-        supports = self._same_label_supports(labels) if sc.exclude_support_label else None
+        supports = self._same_label_supports(labels, instances) \
+            if sc.exclude_support_label else None
         corrected: dict[int, list[int]] = {}
         if supports:
             labels = label_instances(self.vocabulary, sc, emb, supports, corrected)
@@ -687,8 +735,8 @@ class Mapper:
             self._label_cache = (key, labels, corrected)
         return dict(labels)
 
-    def _same_label_supports(self, labels: dict[int, tuple[int, float]]
-                             ) -> dict[int, list[int]]:
+    def _same_label_supports(self, labels: dict[int, tuple[int, float]],
+                             instances: InstanceMap) -> dict[int, list[int]]:
         """Instance -> the larger instances of its own label it rests on
         (:func:`~panoptic_mapping.core.labels.resting_on`). Only instances sharing a label
         are looked at (the rule changes nothing else), so an error-free map costs little."""
@@ -700,7 +748,7 @@ class Mapper:
         shared = [i for ids in by_label.values() if len(ids) > 1 for i in ids]
         if not shared:
             return {}
-        contacts = self.instances.contacts_below(sc.up_axis, sc.support_gap_m,
+        contacts = instances.contacts_below(sc.up_axis, sc.support_gap_m,
                                                  np.array(shared, np.int64))
         totals = {t: sum(below.values()) for t, below in contacts.items()}
         same = {t: {s: n for s, n in below.items() if labels.get(s, (0,))[0] == labels[t][0]}
@@ -715,13 +763,20 @@ class Mapper:
         # stretch it): a support spreads beyond what rests on it; a box's upper half, cut
         # off by a segmenter, is as wide as the lower half it "rests" on
         sizes = {i: float((hi - lo)[across].max()) for i, (lo, hi) in
-                 self.instances.instance_boxes(0.05, involved).items()}
+                 instances.instance_boxes(0.05, involved).items()}
         return resting_on(contacts, sizes, sc.support_max_size_ratio, sc.support_min_share,
                           totals=totals)
 
-    def instance_label_names(self) -> dict[int, tuple[str, float]]:
-        """Confirmed instance id -> (vocabulary label name, confidence)."""
-        return {i: (self.vocabulary.name(l), c) for i, (l, c) in self.instance_labels().items()}
+    def instance_label_names(self, reader: bool = False) -> dict[int, tuple[str, float]]:
+        """Confirmed instance id -> (vocabulary label name, confidence); ``reader``: of the
+        map a reader sees (:meth:`_map_for_reader`: never waits for a frame being mapped,
+        as InstanceLoc's answer must not)."""
+        if reader:
+            with self._map_for_reader() as instances:
+                labels = self.instance_labels(instances=instances)
+        else:
+            labels = self.instance_labels()
+        return {i: (self.vocabulary.name(l), c) for i, (l, c) in labels.items()}
 
     def semantic_image(self, instance_ids: np.ndarray, source: str | None = None
                        ) -> np.ndarray:
@@ -745,10 +800,10 @@ class Mapper:
             raise ValueError("localize needs the frame's masks")
         s = self._working_factor(frame)
         work = decimate_frame(frame, s)
-        with self._reader_lock():
+        with self._reader_lock(), self._map_for_reader() as instances:
             depth = work.depth
-            rendered, conf = self._render_for_reader(work.K, work.camera_to_world, depth,
-                                                     work.shape)
+            rendered, conf = self._render_for_reader(instances, work.K, work.camera_to_world,
+                                                     depth, work.shape)
             valid = rendered > 0 if depth is None else depth > 0
             ids, answers = vote_masks(work.masks, rendered, valid, self.cfg.instances.localize,
                                       self.cfg.instances.min_pixels, conf,
@@ -1063,6 +1118,7 @@ class Mapper:
         if state["field"] is not None:
             mapper._restore_field(state["field"])
             mapper._refresh_reader(force=True)
+        mapper._refresh_map_reader()
         mapper.frames_ingested = int(state["counters"]["frames_ingested"])
         mapper._last_stats = mapper._read_stats()
         return mapper

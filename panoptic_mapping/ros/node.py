@@ -86,7 +86,7 @@ from panoptic_mapping.ros.markers import instance_change_msg, instance_markers
 from panoptic_mapping.ros.parameters import declare_config, runtime_validator
 from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg, subsample
 from panoptic_mapping.ros.pose_sources import HAVE_TF2, TfPoses, TopicPoses, stamp_ns
-from panoptic_mapping.ros.services import NO_TEXT_ENCODER, MapServices
+from panoptic_mapping.ros.services import LOCALIZE_STAGES, NO_TEXT_ENCODER, MapServices
 from panoptic_mapping.ros.spin import run_node
 from panoptic_mapping.runtime.poses import BackwardJump, PoseLookupError, clock_offset_reason
 from panoptic_mapping.runtime.snapshots import MapSnapshot, MapSnapshots
@@ -101,6 +101,8 @@ from panoptic_mapping.runtime.workers import (
     TrainingWorker,
     limit_heap_growth,
     process_memory_mb,
+    torch_threads,
+    training_pause_s,
 )
 from panoptic_mapping_interfaces.msg import InstanceChange, Masks
 from panoptic_mapping_interfaces.srv import (
@@ -172,6 +174,9 @@ class MappingNode(LifecycleNode):
         self._ingest_time = LatencyWindow(200)
         self._frame_latency = LatencyWindow(200)
         self._localize_time = LatencyWindow(200)
+        self._localize_stages = {n: LatencyWindow(200) for n in LOCALIZE_STAGES}
+        self._ingest_paused_s = 0.0  # waited after frames for training (min_training_share)
+        self._stopping = threading.Event()  # set while the worker threads stop
         self._arrivals: collections.OrderedDict[float, float] = collections.OrderedDict()
 
         # -- inputs
@@ -223,6 +228,7 @@ class MappingNode(LifecycleNode):
             self.get_logger().error(f"configure failed: front-end: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.configure_error = None
+        torch.set_num_threads(torch_threads(cfg.input.torch_threads))
         # torch imports its compiler stack the first time an optimizer is built: seconds
         # on a busy CPU, inside the first ingest, under the map's lock (the first frame
         # of a flood held everything up); paid here instead
@@ -251,6 +257,7 @@ class MappingNode(LifecycleNode):
         self._trainer = TrainingWorker(lambda: self.mapper,
                                        lambda: self.config.input.train_duty_cycle)
         self._threads = (self._assembler, self.worker, self._trainer)
+        self._stopping.clear()
         for thread in self._threads:
             thread.start()
         self._subscribe_inputs()
@@ -302,8 +309,11 @@ class MappingNode(LifecycleNode):
             self._sync.clear()
 
     def _stop_threads(self) -> None:
-        timeouts = {"frame-assembler": 2.0, "training-worker": 10.0}
         # getattr: rclpy destroys a node whose constructor raised (a bad parameter) too
+        stopping = getattr(self, "_stopping", None)
+        if stopping is not None:
+            stopping.set()  # ends a pause for training at once
+        timeouts = {"frame-assembler": 2.0, "training-worker": 10.0}
         for thread in getattr(self, "_threads", ()):
             try:
                 thread.stop(timeouts.get(getattr(thread, "name", ""), 5.0))
@@ -357,7 +367,7 @@ class MappingNode(LifecycleNode):
             segmenter=self.segmenter, embedder=self.embedder,
             embedding_dim=self.embedding_dim, poses=self.poses, snapshots=self._snapshots,
             latency=self._localize_time, now=lambda: self.get_clock().now().to_msg(),
-            publish_query_cloud=self._query_cloud_pub.publish)
+            publish_query_cloud=self._query_cloud_pub.publish, stages=self._localize_stages)
         self._services_made = [
             self.create_service(srv_type, name, self.map_services.guarded(handler),
                                 callback_group=self._service_group)
@@ -591,6 +601,7 @@ class MappingNode(LifecycleNode):
             self.counts["skipped_still"] += 1
             return
         now = time.perf_counter()
+        self._pause_for_training(now - t0)
         self._ingest_time.add(now - t0)
         self._ingest_rate.tick()
         if arrival is not None:
@@ -603,6 +614,17 @@ class MappingNode(LifecycleNode):
             self.get_logger().info(_describe_change(event))
         f = result.frame
         self._latest_view = (mapper, f.K, f.camera_to_world, f.depth, f.rgb, f.stamp)
+
+    def _pause_for_training(self, ingest_s: float) -> None:
+        """After a frame that took ``ingest_s`` to map, wait so that training keeps
+        ``input.min_training_share`` of the time (frames arriving meanwhile replace the
+        waiting one); no wait while training has nothing to train or is paused."""
+        pause = training_pause_s(ingest_s, self.config.input.min_training_share)
+        trainer = getattr(self, "_trainer", None)  # None before the first activation
+        if pause <= 0 or trainer is None or not trainer.training():
+            return
+        self._ingest_paused_s += pause
+        self._stopping.wait(pause)
 
     # ------------------------------------------------------------------ snapshots
 
@@ -728,8 +750,10 @@ class MappingNode(LifecycleNode):
             "skipped_still": self.counts["skipped_still"],
             "ingest_fps": self._ingest_rate.rate(),
             "ingest_ms": self._ingest_time.summary(),
+            "ingest_paused_s": self._ingest_paused_s,
             "frame_latency_ms": self._frame_latency.summary(),
             "localize_ms": self._localize_time.summary(),
+            "localize_stage_ms": {n: w.summary() for n, w in self._localize_stages.items()},
             "keyframes": st["keyframes"],
             "working_decimation": st.get("working_decimation", 1),
             "instances": st.get("instances_confirmed", 0),
@@ -818,6 +842,7 @@ class MappingNode(LifecycleNode):
             "masks.added_ms_p95": s["masks_added_ms"]["p95_ms"],
             "mapping.ingest_fps": s["ingest_fps"],
             "mapping.ingest_ms_p50": s["ingest_ms"]["p50_ms"],
+            "mapping.paused_for_training_s": s["ingest_paused_s"],
             "mapping.frame_latency_ms_p50": s["frame_latency_ms"]["p50_ms"],
             "mapping.frame_latency_ms_p95": s["frame_latency_ms"]["p95_ms"],
             "mapping.keyframes": s["keyframes"],
@@ -834,6 +859,8 @@ class MappingNode(LifecycleNode):
             "stereo.depth_share_p50": s["stereo_kept_share_p50"],
             "localize.ms_p50": s["localize_ms"]["p50_ms"],
             "localize.ms_p95": s["localize_ms"]["p95_ms"],
+            **{f"localize.{n}_ms_{q}": v[f"{q}_ms"]
+               for n, v in s["localize_stage_ms"].items() for q in ("p50", "p95")},
             "memory.rss_mb": s["rss_mb"],
             "memory.keyframes_mb": s["keyframes_mb"],
             "memory.gpu_mb": s["gpu_mb"],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -25,7 +26,8 @@ import numpy as np
 import torch
 
 __all__ = ["LatestSlot", "SlotWorker", "TrainingWorker", "RateMeter", "LatencyWindow",
-           "Throttle", "LockedModel", "process_memory_mb", "limit_heap_growth"]
+           "Throttle", "LockedModel", "process_memory_mb", "limit_heap_growth",
+           "torch_threads", "training_pause_s"]
 
 log = logging.getLogger("panoptic_mapping.ros")
 
@@ -258,6 +260,12 @@ class TrainingWorker:
         self._idle = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.device: torch.device | None = None
+        self._has_work = False  # the last step found something to train
+
+    def training(self) -> bool:
+        """Whether the thread trains now: running, not paused, and its last step had
+        something to train."""
+        return self._thread.is_alive() and self._resume.is_set() and self._has_work
 
     def start(self) -> "TrainingWorker":
         self._thread.start()
@@ -300,6 +308,7 @@ class TrainingWorker:
                 losses = {}
                 time.sleep(1.0)
             dt = time.perf_counter() - t0
+            self._has_work = bool(losses)
             if not losses:
                 self._idle.set()
                 self._stop.wait(self.idle_s)
@@ -312,6 +321,27 @@ class TrainingWorker:
                 self._idle.set()
                 self._stop.wait(dt * (1.0 - duty) / duty)
         self._idle.set()
+
+
+def training_pause_s(mapping_s: float, training_share: float) -> float:
+    """How long to wait after a frame that took ``mapping_s`` to map (training waits
+    meanwhile) for training to get ``training_share`` of the two: ``mapping_s * share /
+    (1 - share)``; 0 for a share of 0."""
+    if training_share <= 0:
+        return 0.0
+    return float(mapping_s) * training_share / (1.0 - training_share)
+
+
+def torch_threads(requested: int, cores: int | None = None) -> int:
+    """Threads for torch's operations: ``requested``, or for 0 half of ``cores`` (default:
+    the cores this process may run on), at least 1. The node runs training, mapping and
+    service calls at once; each taking every core makes them queue for each other."""
+    if requested > 0:
+        return int(requested)
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+    return max(1, int(cores) // 2)
 
 
 def process_memory_mb() -> float:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--height", type=int, default=120)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="a parameter for the node (as ros2 run's -p), e.g. "
+                        "input.torch_threads:=2; repeatable")
     p.add_argument("--publisher", action="store_true",
                    help="(internal) be the flooding camera: publish for --seconds and exit")
     return p.parse_args(argv)
@@ -58,6 +62,7 @@ class Phase:
         self.first: dict | None = None
         self.last: dict | None = None
         self.t0 = self.t1 = 0.0
+        self.stage_ms: dict[str, list[float]] = {}  # node side, from the answers' messages
 
     def on_status(self, values: dict) -> None:
         self.status_times.append(time.monotonic())
@@ -85,7 +90,16 @@ class Phase:
                 "training_steps_per_s": delta("training.steps") / span if span else 0.0,
                 "images_received": delta("input.image.received"),
                 "frames_mapped": delta("frames.mapped"),
-                "frames_dropped": delta("frames.dropped")}
+                "frames_dropped": delta("frames.dropped"),
+                "ingest_p50_ms": float(last.get("mapping.ingest_ms_p50", "nan")),
+                **{f"localize_{n}_p95_ms": float(np.percentile(v, 95))
+                   for n, v in self.stage_ms.items()}}
+
+    def on_answer(self, message: str) -> None:
+        """Keep the stage times an answer's message gives ("...: segment 12, map 30")."""
+        _, _, stages = message.rpartition("ms: ")
+        for name, ms in re.findall(r"(\w+) (\d+)", stages.rstrip(")")):
+            self.stage_ms.setdefault(name, []).append(float(ms))
 
 
 def _publisher(node, scene, rate: float, stop: threading.Event, sent: list) -> None:
@@ -127,6 +141,8 @@ def _run_phase(client, request, seconds: float, phase: Phase) -> None:
         phase.localize_s.append(time.perf_counter() - t)
         result = future.result()
         phase.localize_ok += int(result is not None and result.success)
+        if result is not None and result.success:
+            phase.on_answer(result.message)
         if result is not None and not result.success and not phase.first_refusal:
             phase.first_refusal = result.message
         client.spin_for(0.05)
@@ -143,7 +159,11 @@ def _table(idle: dict, flood: dict, rate: float) -> str:
             ("longest ~/status silence [periods]", "status_max_gap_periods", ".1f"),
             ("training steps/s", "training_steps_per_s", ".1f"),
             ("images received", "images_received", "d"), ("frames mapped", "frames_mapped", "d"),
-            ("frames dropped", "frames_dropped", "d")]
+            ("frames dropped", "frames_dropped", "d"),
+            ("ingest p50 in the node, last 200 frames [ms]", "ingest_p50_ms", ".0f")]
+    rows += [(f"localize p95, {n} stage in the node [ms]", f"localize_{n}_p95_ms", ".0f")
+             for n in ("decode", "segment", "map", "answer") if f"localize_{n}_p95_ms" in idle
+             and f"localize_{n}_p95_ms" in flood]
     out = [f"| measure | idle | flood at {rate:g} Hz |", "| --- | --- | --- |"]
     out += [f"| {label} | {format(idle[k], f)} | {format(flood[k], f)} |" for label, k, f in rows]
     return "\n".join(out)
@@ -210,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(env)  # this process's own client too
     node = Proc([str(NODE), "--ros-args", "--params-file", str(PARAMS),
                  "-p", "input.pose_source:=pose",
-                 "-p", f"output.status_period_s:={STATUS_PERIOD_S}"], env, "node",
+                 "-p", f"output.status_period_s:={STATUS_PERIOD_S}",
+                 *[a for p in args.param for a in ("-p", p)]], env, "node",
                 lambda line: "ERROR" in line or "Traceback" in line)
     if node.wait_for("started:", 120) is None:
         print("flood_benchmark: the node did not start:\n" + "\n".join(node.lines),

@@ -8,6 +8,7 @@ bad requests, bad input on the topics, runtime parameters.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 
 import numpy as np
@@ -122,7 +123,9 @@ def test_labeled_cloud_markers_panoptic_image_and_status(live):
 
     status = client.status
     for key in ("input.image.rate_hz", "frames.dropped", "mapping.keyframes",
-                "training.steps_per_s", "memory.rss_mb", "frontend"):
+                "training.steps_per_s", "memory.rss_mb", "frontend",
+                "localize.segment_ms_p95", "localize.map_ms_p50",
+                "mapping.paused_for_training_s"):
         assert key in status, key
     assert "classical" in status["frontend"]
     assert int(status["input.image.received"]) >= 8  # best effort: discovery may lose one
@@ -135,6 +138,12 @@ def test_localize_instances_with_pose_and_from_the_pose_buffer(live, scene):
     resp = client.call(LocalizeInstances, "localize_instances",
                        localize_request(view, Time(seconds=5).to_msg()))
     assert resp.success, resp.message
+    # where the call's time went, stage by stage (the flood benchmark reads it)
+    stages = re.search(r"(\d+) ms: decode (\d+), segment (\d+), map (\d+), answer (\d+)\)$",
+                       resp.message)
+    assert stages, resp.message
+    total, *parts = (int(g) for g in stages.groups())
+    assert sum(parts) <= total + len(parts)  # each rounded
     mask = resp.instance_mask
     assert (mask.width, mask.height, mask.encoding) == (80, 60, "32SC1")
     ids = np.frombuffer(bytes(mask.data), "<i4").reshape(60, 80)

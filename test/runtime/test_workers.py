@@ -16,6 +16,8 @@ from panoptic_mapping.runtime.workers import (
     Throttle,
     TrainingWorker,
     process_memory_mb,
+    torch_threads,
+    training_pause_s,
 )
 
 
@@ -74,10 +76,13 @@ def test_training_worker_trains_the_current_mapper_and_idles():
     try:
         time.sleep(0.1)
         assert worker.steps == 0  # nothing to train yet: idles, does not spin
+        assert not worker.training()  # so mapping has nothing to pause for
         mappers["current"] = FakeMapper()
         time.sleep(0.2)
         assert mappers["current"].steps > 10 and worker.steps == mappers["current"].steps
+        assert worker.training()
         assert worker.pause(2.0)
+        assert not worker.training()
         paused_at = mappers["current"].steps
         time.sleep(0.1)
         assert mappers["current"].steps <= paused_at + 1
@@ -153,3 +158,21 @@ def test_locked_model_serialises_calls_and_passes_attributes():
     for t in threads:
         t.join()
     assert Model.overlaps == 0
+
+
+def test_torch_threads_default_to_half_the_cores():
+    """0 asks for half the cores (the node's training, mapping and service threads share
+    them), never fewer than one; a positive request is taken as given."""
+    assert torch_threads(0, cores=2) == 1
+    assert torch_threads(0, cores=16) == 8
+    assert torch_threads(0, cores=1) == 1
+    assert torch_threads(3, cores=2) == 3
+    assert torch_threads(0) >= 1
+
+
+def test_training_pause_keeps_the_share():
+    """After a frame mapped in m seconds the pause p gives training p / (m + p) = share."""
+    for share in (0.25, 0.5, 0.75):
+        p = training_pause_s(0.4, share)
+        assert p / (0.4 + p) == pytest.approx(share)
+    assert training_pause_s(0.4, 0.0) == 0.0

@@ -182,7 +182,7 @@ class VoxelFeatures:
     def copy(self) -> "VoxelFeatures":
         """An independent copy (a reader's snapshot: queries run on it without a lock)."""
         f = VoxelFeatures(self.voxel_size, self.dim, self.max_voxels)
-        f.index = VoxelIndex.from_state(self.index.state())
+        f.index = self.index.copy()
         f.mean, f.weight = self.mean[:len(self.index)].copy(), self.weight[:len(self.index)].copy()
         return f
 

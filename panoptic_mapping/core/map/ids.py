@@ -179,6 +179,15 @@ class IdTable:
                 "frames_integrated": self.frames,
                 "merges": np.array(self.merges, dtype=np.int64).reshape(-1, 2)}
 
+    def copy(self) -> "IdTable":
+        """An independent copy (a reader's snapshot)."""
+        t = IdTable(self.emb.shape[1] or None)
+        t.next_id, t.frames = self.next_id, self.frames
+        for name in ("alive", "assigned", "visible", "first_frame", "parent", "emb"):
+            setattr(t, name, getattr(self, name).copy())
+        t.alias, t.merges = dict(self.alias), list(self.merges)
+        return t
+
     @classmethod
     def from_state(cls, state: dict) -> "IdTable":
         t = cls(embedding_dim=state["embeddings"].shape[1] or None)

@@ -23,8 +23,9 @@ Rendering looks a point up in its voxel, or the nearest voxel within ``search_ra
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -55,6 +56,7 @@ __all__ = ["InstanceMap", "InstanceFill"]
 _MAX_GAP_PX = 16
 # the widest square a voxel is drawn as [px from its pixel] (splat_depth's default)
 _SPLAT_MAX_RADIUS_PX = 8
+_LINEAGES = itertools.count(1)  # InstanceMap.lineage
 
 
 def _squares_meet(mask: np.ndarray, cam: np.ndarray, K: np.ndarray, size: float
@@ -109,6 +111,9 @@ class InstanceMap:
     def __init__(self, cfg: InstanceConfig | None = None, embedding_dim: int | None = None):
         self.cfg = cfg or InstanceConfig()
         self._lock = threading.RLock()
+        # which map this is: shared by its reader copies (caches keyed on it and on
+        # ``version`` serve a copy and its original alike)
+        self.lineage = next(_LINEAGES)
         # bumped by every change of votes, ids or features: readers cache derived views
         # (labels) on it
         self.version = 0
@@ -123,6 +128,31 @@ class InstanceMap:
         self.changes = ChangeDetector(c.min_voxels, c.gone_share, c.present_share,
                                       c.gone_views, c.tol_rel, self.cfg.voxel_size_m,
                                       c.surface_tol_rel)
+
+    def reader_copy(self) -> "InstanceMap":
+        """A copy of the map as it is now, for readers that must not wait for the next
+        frame's association and integration (InstanceLoc, the labels of its answer): votes,
+        ids and fused features copied, the same ``lineage`` and ``version``. Readers only:
+        it keeps no pair evidence or change history, so nothing is to be integrated into
+        it."""
+        with self._lock:
+            im = InstanceMap(self.cfg)
+            im._wire(self.votes.copy(), self.ids.copy(), PairEvidence(self.cfg))
+            im.features = None if self.features is None else self.features.copy()
+            im.lineage, im.version = self.lineage, self.version
+            return im
+
+    @contextlib.contextmanager
+    def hold(self, wait: bool = True) -> Iterator[bool]:
+        """The map's lock held through the block (yields True); without ``wait``, when
+        another thread holds it, yields False at once, holding nothing."""
+        if not self._lock.acquire(blocking=wait):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._lock.release()
 
     def _new_features(self, embedding_dim: int | None) -> VoxelFeatures | None:
         if not (self.cfg.voxel_features and embedding_dim):

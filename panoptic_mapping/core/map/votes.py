@@ -259,6 +259,14 @@ class VoteGrid:
         return {"voxels": self.index.state(), "vote_ids": self.ids.copy(),
                 "vote_w": self.weights.copy()}
 
+    def copy(self) -> "VoteGrid":
+        """An independent copy of the votes (a reader's snapshot)."""
+        grid = VoteGrid(self.voxel_size, self.k, self.search_radius, self.max_search_radius)
+        n = len(self.index)
+        grid.index = self.index.copy()
+        grid.ids, grid.weights = self.ids[:n].copy(), self.weights[:n].copy()
+        return grid
+
     def load_state(self, state: dict) -> None:
         """Restore from :meth:`state` (checks k against the configuration)."""
         ids = np.asarray(state["vote_ids"])

@@ -111,6 +111,13 @@ class VoxelIndex:
     def state(self) -> dict[str, np.ndarray]:
         return {"slot_keys": self._slot_keys.copy()}
 
+    def copy(self) -> "VoxelIndex":
+        """An independent copy (no re-sorting: :meth:`from_state` sorts)."""
+        index = VoxelIndex()
+        index._keys, index._slots = self._keys.copy(), self._slots.copy()
+        index._slot_keys, index._n = self._slot_keys.copy(), self._n
+        return index
+
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> "VoxelIndex":
         index = cls()
