@@ -242,13 +242,13 @@ def test_localize_never_waits_for_a_frame_being_mapped(mapped, tabletop_scene, s
     import threading
 
     m, _ = mapped
+    novel = tabletop_scene.novel_frames[0]
+    f = to_frame(novel, masks_for(tabletop_scene, space, seed=5)(novel), True)
+    before = m.localize(f)  # a reader: the map keeps a copy from now on
     m._refresh_map_reader()
     copy_ = m._reader_map
     assert copy_ is not None and copy_ is not m.instances
     assert copy_.votes.ids is not m.instances.votes.ids  # copied, not shared
-    novel = tabletop_scene.novel_frames[0]
-    f = to_frame(novel, masks_for(tabletop_scene, space, seed=5)(novel), True)
-    before = m.localize(f)
     labels_before = m.instance_label_names(reader=True)
     assert labels_before == m.instance_label_names()
     done, out = threading.Event(), {}
@@ -268,15 +268,19 @@ def test_localize_never_waits_for_a_frame_being_mapped(mapped, tabletop_scene, s
 
 
 def test_readers_see_changes_made_outside_the_mapper(tabletop_scene, space):
-    """The copy is refreshed after the mapper's own work; a change made to the instance
-    map directly (a merge) makes the copy stale, and a reader then reads the map itself:
-    never an answer older than the map when nothing is being mapped. With
-    reader_map_copy off there is no copy at all."""
+    """The copy is kept while readers read and refreshed after the mapper's own work; a
+    change made to the instance map directly (a merge) makes the copy stale, and a reader
+    then reads the map itself: never an answer older than the map when nothing is being
+    mapped. With reader_map_copy off there is no copy at all."""
     fe = masks_for(tabletop_scene, space)
     frames = [to_frame(f, fe(f), True) for f in tabletop_scene.frames[:3]]
     m = Mapper(MapperConfig(device="cpu"), embedding_dim=16)
-    for f in frames:
+    for f in frames[:2]:
         m.ingest(f)
+    assert m._reader_map is None  # nobody reads: no copy kept
+    m.localize(frames[0])
+    m.ingest(frames[2])
+    assert m._reader_map is not None and m._reader_map.version == m.instances.version
     seen, n = np.unique(m.localize(frames[0]).ids, return_counts=True)
     a, b = (int(i) for i in seen[seen > 0][np.argsort(-n[seen > 0])][:2])
     survivor = m.instances.merge(a, b)
@@ -290,6 +294,8 @@ def test_readers_see_changes_made_outside_the_mapper(tabletop_scene, space):
     assert absorbed not in m.localize(f).ids and survivor in m.localize(f).ids
     off = Mapper(MapperConfig(device="cpu", reader_map_copy=False), embedding_dim=16)
     off.ingest(frames[0])
+    off.localize(frames[0])
+    off.ingest(frames[1])
     assert off._reader_map is None
 
 

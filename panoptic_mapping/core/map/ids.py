@@ -62,8 +62,9 @@ class IdTable:
         return i
 
     def confirmed(self, confirm_frames: int) -> np.ndarray:
-        """(n,) bool: masks joined the id in at least ``confirm_frames`` frames."""
-        return self.assigned >= confirm_frames
+        """(n,) bool: masks joined the id in at least ``confirm_frames`` frames, and the
+        map showed it (rendered on ``min_pixels``) in as many."""
+        return (self.assigned >= confirm_frames) & (self.visible >= confirm_frames)
 
     def shown(self, confirm_frames: int) -> np.ndarray:
         """Ids that count in outputs: confirmed, alive, and not a pending part of another."""

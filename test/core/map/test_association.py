@@ -22,9 +22,11 @@ def test_objects_glued_at_first_sight_are_separated_at_once():
     labels = ingest(im, shuffled(glued, rng), 0.0).labels
     gt = ground_truth(0.0)
     (glued_id,) = np.unique(labels[(gt == 2) | (gt == 3)])
-    for tx in (0.02, 0.04):  # whole pixel footprints: the voxels the glued view filled
+    # whole pixel footprints: the voxels the glued view filled; B's own id is joined in
+    # the first two views and shown in the next two (confirm_frames of each)
+    for tx in (0.02, 0.04, 0.06):
         ingest(im, shuffled(ground_truth(tx), rng), tx)
-    ids = map_ids(im, 0.04)
+    ids = map_ids(im, 0.06)
     assert ids[2] != ids[3] and 0 not in ids.values()
     assert glued_id in (ids[2], ids[3])  # one of them keeps the glued id
     assert not im.ids.parent.any()

@@ -59,7 +59,7 @@ def test_an_object_split_in_some_views_ends_as_one_id():
         if not im.merges:
             assert k < merged_at, "not merged after merge_min_together whole views"
             halves |= set(np.unique(labels[gt == 2]).tolist())
-        if k == 1:  # seen split twice: both halves are instances
+        if k == 2:  # joined split twice and shown twice (views 1, 2): both are instances
             assert len(halves) == 2 and halves <= set(im.confirmed_ids().tolist())
             assert im.merges == []
         if im.merges:

@@ -85,3 +85,30 @@ def test_merge_survivor_is_the_id_most_of_the_object_is_shown_as():
     im.integrate(pts[:3], np.full(3, old))
     im.integrate(pts[3:], np.full(7, big))  # most of the object's voxels vote for `big`
     assert im.merge(old, big) == big and im.resolve(old) == big
+
+
+def test_an_id_joined_but_never_shown_is_no_instance():
+    """Confirmation needs confirm_frames views whose masks joined the id and as many in
+    which the map showed it: a fragment masks joined twice whose few voxels other ids
+    outvote (revisits of a scene left such fragments confirmed: 118 instances in a room
+    walked 4 times) stays out of the outputs until the map shows it."""
+    from panoptic_mapping.core.map.ids import IdTable
+
+    t, n = IdTable(), InstanceConfig().confirm_frames
+    i = t.new_id()
+    joined = np.zeros((8, 8), np.int64)
+    joined[:4] = i  # 32 pixels: above min_pixels
+    masks = (joined > 0).astype(np.int64)
+    valid = np.ones((8, 8), bool)
+    for _ in range(n):
+        t.count_assigned(joined, masks, None, min_pixels=6)
+        t.count_visible(np.zeros((8, 8), np.int64), valid, min_pixels=6)  # outvoted
+    assert t.assigned[i] == n and not t.confirmed(n)[i]
+    shown = np.zeros((8, 8), np.int64)
+    shown[:1, :5] = i  # 5 pixels: below min_pixels, not shown
+    t.count_visible(shown, valid, min_pixels=6)
+    assert not t.confirmed(n)[i]
+    for k in range(n):
+        assert not t.confirmed(n)[i], k
+        t.count_visible(joined, valid, min_pixels=6)
+    assert t.confirmed(n)[i] and i in t.shown(n)
