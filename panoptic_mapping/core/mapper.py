@@ -417,8 +417,9 @@ class Mapper:
         for i, shape in self.instances.gone_in_view(frame.depth, frame.K,
                                                     frame.camera_to_world):
             # the event first: it takes the count of views the removal then forgets
-            events.append(self.instances.changes.record(i, self.frames_ingested,
-                                                        frame.stamp, shape))
+            events.append(self.instances.changes.record(
+                i, self.frames_ingested, frame.stamp, shape,
+                born=int(self.instances.ids.first_frame[i])))
             self._remove(i)
         changes = self.instances.changes
         changes.prune_removed(self.frames_ingested, self.cfg.instances.changes.reid_frames)

@@ -220,14 +220,17 @@ class ChangeDetector:
                     out.append(i)
         return out
 
-    def record(self, instance_id: int, frame: int, stamp: float, shape: Shape
-               ) -> ChangeEvent:
+    def record(self, instance_id: int, frame: int, stamp: float, shape: Shape,
+               born: int = 0) -> ChangeEvent:
         """The event of a removal :meth:`update` decided (before the removal: it takes the
-        instance's count of views); its shape is kept to know it again elsewhere."""
+        instance's count of views); its shape is kept to know it again elsewhere.
+        ``born``: the frame the instance was born in, where its masks found it: the last
+        frame it was known present when no view judged it present (it became shown too
+        late for a reading of the shown voxels before it went)."""
         views = self.gone.pop(instance_id, 0)
         self.total_events += 1
         self.removed.append(GoneInstance(int(instance_id), int(frame), shape,
-                                         self.last_present.pop(instance_id, 0)))
+                                         self.last_present.pop(instance_id, int(born))))
         return ChangeEvent(int(instance_id), "removed", int(frame), float(stamp),
                            shape.centroid, views)
 

@@ -2,6 +2,8 @@
 and how views add up to a removal."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,26 @@ def test_views_add_up_to_a_removal_and_a_view_of_it_starts_over():
     assert [(g.instance_id, g.frame) for g in d.removed] == [(7, 12)]
     d.prune_removed(frame=12 + 65, max_age=64)
     assert d.removed == []
+
+
+def test_a_removal_no_view_found_present_counts_from_the_instance_birth():
+    """An instance shown too late for a reading of the shown voxels before it went was
+    never judged present: it was there when masks found it (born), so an id born before
+    that cannot be it (without the birth, an old id of the same size made the match
+    ambiguous and a moved object was not found)."""
+    d = detector()
+    pts = wall(1.0)
+    verdict = d.judge(pts, np.full(len(pts), 7), np.full((30, 40), 2.0), K, np.eye(4))
+    for _ in range(3):
+        d.update(verdict, frame=9)
+    emb = np.full(4, 0.5)
+    d.record(7, frame=12, stamp=1.5, shape=Shape.of(pts, 0.01, emb), born=6)
+    assert d.removed[0].last_present == 6
+    old, new = Shape.of(pts + [0.5, 0, 0], 0.01, emb), Shape.of(pts + [0, 0.5, 0], 0.01, emb)
+    pairs = match_moved(d.removed, {3: old, 11: new}, {3: 0, 11: 10}, 1.4, 0.8)
+    assert [(g.instance_id, i) for g, i in pairs] == [(7, 11)]
+    unborn = dataclasses.replace(d.removed[0], last_present=0)
+    assert match_moved([unborn], {3: old, 11: new}, {3: 0, 11: 10}, 1.4, 0.8) == []
 
 
 def test_too_few_judged_voxels_or_a_mixed_view_say_nothing():
