@@ -601,7 +601,6 @@ class MappingNode(LifecycleNode):
             self.counts["skipped_still"] += 1
             return
         now = time.perf_counter()
-        self._pause_for_training(now - t0)
         self._ingest_time.add(now - t0)
         self._ingest_rate.tick()
         if arrival is not None:
@@ -614,6 +613,7 @@ class MappingNode(LifecycleNode):
             self.get_logger().info(_describe_change(event))
         f = result.frame
         self._latest_view = (mapper, f.K, f.camera_to_world, f.depth, f.rgb, f.stamp)
+        self._pause_for_training(now - t0)  # the frame counted and shown first
 
     def _pause_for_training(self, ingest_s: float) -> None:
         """After a frame that took ``ingest_s`` to map, wait so that training keeps
