@@ -186,8 +186,9 @@ class InputConfig(CameraInputConfig):
         0, "Threads torch may use inside one operation (0: half the CPU cores this process "
         "may run on, at least 1). Training, mapping and service calls run side by side in "
         "the node, and an operation spread over every core makes them wait for each other "
-        "(measured on 2 cores: training 3.2 -> 5.0 steps/s and localize p50 151 -> 113 ms "
-        "with 1 thread against torch's default of 2).", minimum=0)
+        "(one run of the node on 2 cores with 1 thread: idle training 5.0 steps/s and "
+        "localize p50 113 ms against 3.0-3.5 and 150-174 with torch's default of 2; later "
+        "runs varied as much, so the gain is not established).", minimum=0)
     masks_source: str = param(
         "segmenter",
         "Where a streamed frame's masks come from: 'segmenter' (frontend.segmenter, in this "

@@ -132,7 +132,7 @@ class MapperConfig:
         "integration answers from the map before that frame instead of waiting for it "
         "(measured in the node with a 10 Hz camera: localize p95 601 -> 175 ms). The copy "
         "costs memory as large as the votes and fused features (28 MB for 0.3 M voxels, "
-        "70 MB for 0.9 M) and 3-11 ms a frame on 2 CPU cores; it is kept only while "
+        "70 MB for 0.9 M) and 2.5-11 ms a frame on 2 CPU cores; it is kept only while "
         "readers read (one in the last minute). false: readers wait for the frame.")
     working_pixels_per_voxel: float = param(
         0.75, "Working resolution of the instance map: frames (and InstanceLoc requests) "

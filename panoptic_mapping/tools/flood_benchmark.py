@@ -161,8 +161,10 @@ def _table(idle: dict, flood: dict, rate: float) -> str:
             ("images received", "images_received", "d"), ("frames mapped", "frames_mapped", "d"),
             ("frames dropped", "frames_dropped", "d"),
             ("ingest p50 in the node, last 200 frames [ms]", "ingest_p50_ms", ".0f")]
+    from panoptic_mapping.ros.services import LOCALIZE_STAGES
+
     rows += [(f"localize p95, {n} stage in the node [ms]", f"localize_{n}_p95_ms", ".0f")
-             for n in ("decode", "segment", "map", "answer") if f"localize_{n}_p95_ms" in idle
+             for n in LOCALIZE_STAGES if f"localize_{n}_p95_ms" in idle
              and f"localize_{n}_p95_ms" in flood]
     out = [f"| measure | idle | flood at {rate:g} Hz |", "| --- | --- | --- |"]
     out += [f"| {label} | {format(idle[k], f)} | {format(flood[k], f)} |" for label, k, f in rows]

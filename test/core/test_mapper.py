@@ -249,6 +249,11 @@ def test_localize_never_waits_for_a_frame_being_mapped(mapped, tabletop_scene, s
     copy_ = m._reader_map
     assert copy_ is not None and copy_ is not m.instances
     assert copy_.votes.ids is not m.instances.votes.ids  # copied, not shared
+    live_ids, copied_ids = m.instances.ids, copy_.ids
+    for name in ("alive", "assigned", "visible", "first_frame", "parent", "emb"):
+        assert getattr(copied_ids, name) is not getattr(live_ids, name), name
+        assert np.array_equal(getattr(copied_ids, name), getattr(live_ids, name)), name
+    assert copied_ids.merges == live_ids.merges and copied_ids.merges is not live_ids.merges
     labels_before = m.instance_label_names(reader=True)
     assert labels_before == m.instance_label_names()
     done, out = threading.Event(), {}

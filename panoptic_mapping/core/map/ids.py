@@ -6,6 +6,8 @@ Ids are open-ended integers starting at 1, never reused.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from panoptic_mapping.core.geometry import count_pairs
@@ -181,11 +183,13 @@ class IdTable:
                 "merges": np.array(self.merges, dtype=np.int64).reshape(-1, 2)}
 
     def copy(self) -> "IdTable":
-        """An independent copy (a reader's snapshot)."""
-        t = IdTable(self.emb.shape[1] or None)
-        t.next_id, t.frames = self.next_id, self.frames
-        for name in ("alive", "assigned", "visible", "first_frame", "parent", "emb"):
-            setattr(t, name, getattr(self, name).copy())
+        """An independent copy (a reader's snapshot): every array copied, the alias and
+        merge records as new containers of the same immutable entries (a deep copy would
+        walk each of the thousands of merges a long run records, every frame)."""
+        t = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, np.ndarray):
+                setattr(t, name, value.copy())
         t.alias, t.merges = dict(self.alias), list(self.merges)
         return t
 
