@@ -237,7 +237,8 @@ def missing_instance_reason(snap: MapSnapshot, instance_id: int, confirm_frames:
                 f"{today}")
     if instance_id not in snap.confirmed:
         return (f"instance {instance_id} is not confirmed yet (masks join an id in "
-                f"{confirm_frames} frames before it counts), or is a part still shown "
+                f"{confirm_frames} frames close together, and the map shows it in as many, "
+                f"before it counts), or is a part still shown "
                 f"as another instance")
     n = int(np.count_nonzero(snap.cloud.instance == instance_id))
     return (f"instance {instance_id} has {n} points in the labeled cloud, fewer than the "

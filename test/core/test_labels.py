@@ -41,7 +41,7 @@ def test_contacts_below_on_a_voxel_map():
     im.integrate((np.vstack([top, box, tile]) + 0.5) * v, labels)
     for _ in range(3):  # three ids, shown as if joined in enough frames
         im.ids.new_id()
-    im.ids.assigned[1:4] = 10
+    im.ids.assigned[1:4] = im.ids.best_run[1:4] = 10
     im.ids.visible[1:4] = 10
     if not {1, 2, 3} <= set(im.confirmed_ids().tolist()):
         pytest.fail(f"test set-up: ids 1-3 not shown ({im.confirmed_ids()})")

@@ -231,11 +231,17 @@ class InstanceConfig:
                                    "shows as that id until seen apart from it in this many "
                                    "views, and apart >= merge_ratio * together.", minimum=1)
     confirm_frames: int = param(
-        2, "Frames in which masks joined an id, and as many in which the map showed it "
-        "(rendered on min_pixels or more), before it counts: a fragment masks joined a few "
-        "times whose votes other ids outvote stays out of the outputs (a room walk "
-        "replayed 4 times: 64 confirmed instances instead of 118 with the joins alone). A "
-        "new object is shown one frame after its second join.", minimum=1)
+        2, "Frames in which masks joined an id and the map showed it there (rendered on "
+        "min_pixels or more), each within confirm_gap_frames of the one before, before it "
+        "counts: a fragment masks joined a few times whose votes other ids outvote stays "
+        "out of the outputs. A new object is shown one frame after its second join.",
+        minimum=1)
+    confirm_gap_frames: int = param(
+        10, "The frames that confirm an id must come in one run: each within this many "
+        "integrated frames of the one before. A segmenter's error that labels a piece "
+        "of a surface in one view, and again when the camera returns to that view, is "
+        "not an object seen on a pass (a room walked twice: 15 confirmed instances "
+        "instead of 35). 0: however far apart.", minimum=0)
     ghost_visible_frames: int = param(5, "An unconfirmed id visible this often is deleted.",
                                       minimum=1)
     # ---- InstanceLoc

@@ -23,15 +23,24 @@ class IdTable:
         frames in which it was rendered; first_frame: (n,); parent: (n,) id a pending part
         is shown as (0: none); emb: (n, D) summed mask embeddings; alias: absorbed ->
         survivor; merges: (absorbed, survivor) in order; frames: frames integrated.
+        last_agree: (n,) latest frame in which masks joined the id and the map showed it
+        (-1: none); run: (n,) such frames in the current run (each within ``join_gap``
+        frames of the one before); best_run: (n,) the longest run so far.
     """
 
-    def __init__(self, embedding_dim: int | None = None):
+    def __init__(self, embedding_dim: int | None = None, join_gap: int = 0):
+        # 0: no gap limit (every frame of agreement extends the run)
+        self.join_gap = join_gap
+        self._shown_now = np.zeros(0, dtype=np.int64)  # ids the frame's reference showed
         self.next_id = 1
         self.alive = np.zeros(1, dtype=bool)
         self.assigned = np.zeros(1, dtype=np.int32)
         self.visible = np.zeros(1, dtype=np.int32)
         self.first_frame = np.zeros(1, dtype=np.int64)
         self.parent = np.zeros(1, dtype=np.int64)
+        self.last_agree = np.full(1, -1, dtype=np.int64)
+        self.run = np.zeros(1, dtype=np.int32)
+        self.best_run = np.zeros(1, dtype=np.int32)
         self.emb = np.zeros((1, embedding_dim or 0), dtype=np.float64)
         self.alias: dict[int, int] = {}
         self.merges: list[tuple[int, int]] = []
@@ -47,6 +56,9 @@ class IdTable:
         self.visible = np.concatenate([self.visible, np.zeros(pad, np.int32)])
         self.first_frame = np.concatenate([self.first_frame, np.zeros(pad, np.int64)])
         self.parent = np.concatenate([self.parent, np.zeros(pad, np.int64)])
+        self.last_agree = np.concatenate([self.last_agree, np.full(pad, -1, np.int64)])
+        self.run = np.concatenate([self.run, np.zeros(pad, np.int32)])
+        self.best_run = np.concatenate([self.best_run, np.zeros(pad, np.int32)])
         self.emb = np.concatenate([self.emb, np.zeros((pad, self.emb.shape[1]))])
 
     def new_id(self) -> int:
@@ -64,9 +76,11 @@ class IdTable:
         return i
 
     def confirmed(self, confirm_frames: int) -> np.ndarray:
-        """(n,) bool: masks joined the id in at least ``confirm_frames`` frames, and the
-        map showed it (rendered on ``min_pixels``) in as many."""
-        return (self.assigned >= confirm_frames) & (self.visible >= confirm_frames)
+        """(n,) bool: in ``confirm_frames`` frames of one run (each within ``join_gap``
+        frames of the one before) masks joined the id and the map showed it (rendered on
+        ``min_pixels``): views that agree on it, not a fragment that one view's masks
+        made, and again the same view's masks when the camera came back."""
+        return self.best_run >= confirm_frames
 
     def shown(self, confirm_frames: int) -> np.ndarray:
         """Ids that count in outputs: confirmed, alive, and not a pending part of another."""
@@ -110,17 +124,20 @@ class IdTable:
 
     def count_visible(self, reference: np.ndarray, valid: np.ndarray, min_pixels: int
                       ) -> None:
-        """One more visible frame for every id with ``min_pixels`` valid reference pixels."""
+        """One more visible frame for every id with ``min_pixels`` valid reference pixels
+        (the frame's :meth:`count_assigned` comes next)."""
         counts = np.bincount(reference[valid], minlength=self.next_id)
         seen = np.flatnonzero(counts >= min_pixels)
-        self.visible[seen[seen > 0]] += 1
+        self._shown_now = seen[seen > 0]
+        self.visible[self._shown_now] += 1
 
     def count_assigned(self, labels: np.ndarray, masks: np.ndarray,
                        embeddings: np.ndarray | None, min_pixels: int) -> None:
-        """One more joined frame for every id with ``min_pixels`` labelled pixels, and the
-        masks' embeddings (M, D) added to the ids they labelled."""
+        """One more joined frame for every id with ``min_pixels`` labelled pixels (after the
+        frame's :meth:`count_visible`), and the masks' embeddings (M, D) added to the ids
+        they labelled."""
         ids, counts = np.unique(labels[labels > 0], return_counts=True)
-        self.assigned[ids[counts >= min_pixels]] += 1
+        self._join(ids[counts >= min_pixels])
         if embeddings is None or self.emb.shape[1] == 0:
             return
         sel = (labels > 0) & (masks > 0)
@@ -130,6 +147,18 @@ class IdTable:
         # small object must not outvote that object's own views
         for i, m, c in zip(ids, ms, n):
             self.emb[i] += (c / mask_size[m]) * embeddings[m - 1]
+
+    def _join(self, joined: np.ndarray) -> None:
+        """Masks joined ids ``joined`` (k,) in the frame being integrated; those the
+        frame's reference also showed agree, and their runs go on."""
+        self.assigned[joined] += 1
+        agree = np.intersect1d(joined, self._shown_now)
+        self._shown_now = np.zeros(0, dtype=np.int64)  # one frame's
+        last = self.last_agree[agree]
+        near = (last >= 0) & ((self.join_gap <= 0) | (self.frames - last <= self.join_gap))
+        self.run[agree] = np.where(near, self.run[agree] + 1, 1)
+        self.last_agree[agree] = self.frames
+        self.best_run[agree] = np.maximum(self.best_run[agree], self.run[agree])
 
     def similar(self, i: int, j: int, min_cosine: float) -> bool:
         """Whether two ids' mean embeddings do not contradict one object (True without
@@ -166,6 +195,12 @@ class IdTable:
         self.alive[absorbed] = False
         self.assigned[survivor] += self.assigned[absorbed]
         self.visible[survivor] = max(self.visible[survivor], self.visible[absorbed])
+        # both were one object all along: the longer confirmation counts, and the run
+        # goes on from whichever was joined last
+        self.best_run[survivor] = max(self.best_run[survivor], self.best_run[absorbed])
+        if self.last_agree[absorbed] > self.last_agree[survivor]:
+            self.last_agree[survivor] = self.last_agree[absorbed]
+            self.run[survivor] = self.run[absorbed]
         self.emb[survivor] += self.emb[absorbed]
         if self.resolve(int(self.parent[survivor])) == survivor:
             self.parent[survivor] = 0
@@ -177,7 +212,8 @@ class IdTable:
         return {"next_id": self.next_id, "alive": self.alive.copy(),
                 "assigned": self.assigned.copy(), "visible": self.visible.copy(),
                 "first_frame": self.first_frame.copy(), "parent": self.parent.copy(),
-                "embeddings": self.emb.copy(),
+                "last_agree": self.last_agree.copy(), "run": self.run.copy(),
+                "best_run": self.best_run.copy(), "embeddings": self.emb.copy(),
                 "alias": np.array(list(self.alias.items()), dtype=np.int64).reshape(-1, 2),
                 "frames_integrated": self.frames,
                 "merges": np.array(self.merges, dtype=np.int64).reshape(-1, 2)}
@@ -194,13 +230,20 @@ class IdTable:
         return t
 
     @classmethod
-    def from_state(cls, state: dict) -> "IdTable":
-        t = cls(embedding_dim=state["embeddings"].shape[1] or None)
+    def from_state(cls, state: dict, join_gap: int = 0) -> "IdTable":
+        t = cls(embedding_dim=state["embeddings"].shape[1] or None, join_gap=join_gap)
         t.next_id = int(state["next_id"])
         for name in ("alive", "assigned", "visible", "first_frame"):
             setattr(t, name, np.asarray(state[name]).copy())
         # maps written before parts were tracked have none pending
         t.parent = np.asarray(state.get("parent", np.zeros_like(t.first_frame))).copy()
+        # maps written before runs were tracked: every id confirmed then stays confirmed
+        # (its joins and views count as one run), and the next agreement starts a new run
+        t.best_run = np.asarray(state.get("best_run", np.minimum(t.assigned, t.visible))
+                                ).astype(np.int32)
+        t.run = np.asarray(state.get("run", np.zeros_like(t.assigned))).astype(np.int32)
+        t.last_agree = np.asarray(state.get("last_agree", np.full(t.assigned.shape, -1))
+                                  ).astype(np.int64)
         t.emb = np.asarray(state["embeddings"]).copy()
         t.alias = {int(a): int(b) for a, b in state["alias"]}
         t.frames = int(state["frames_integrated"])

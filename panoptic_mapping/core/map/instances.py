@@ -122,7 +122,8 @@ class InstanceMap:
         self._voted: tuple[int, VoteGrid, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._wire(VoteGrid(self.cfg.voxel_size_m, self.cfg.votes_per_voxel,
                             self.cfg.search_radius, self.cfg.max_search_radius),
-                   IdTable(embedding_dim), PairEvidence(self.cfg))
+                   IdTable(embedding_dim, self.cfg.confirm_gap_frames),
+                   PairEvidence(self.cfg))
         self.features = self._new_features(embedding_dim)
         c = self.cfg.changes
         self.changes = ChangeDetector(c.min_voxels, c.gone_share, c.present_share,
@@ -813,7 +814,7 @@ class InstanceMap:
         votes.load_state(state)
         evidence = PairEvidence(im.cfg)
         evidence.load_state(state["pairs"])
-        ids = IdTable.from_state(state)
+        ids = IdTable.from_state(state, im.cfg.confirm_gap_frames)
         im._wire(votes, ids, evidence)
         dim = ids.emb.shape[1]
         if im.cfg.voxel_features and dim:

@@ -88,10 +88,10 @@ def test_merge_survivor_is_the_id_most_of_the_object_is_shown_as():
 
 
 def test_an_id_joined_but_never_shown_is_no_instance():
-    """Confirmation needs confirm_frames views whose masks joined the id and as many in
-    which the map showed it: a fragment masks joined twice whose few voxels other ids
-    outvote (revisits of a scene left such fragments confirmed: 118 instances in a room
-    walked 4 times) stays out of the outputs until the map shows it."""
+    """Confirmation needs confirm_frames views in which masks joined the id and the map
+    showed it: a fragment masks joined twice whose few voxels other ids outvote (revisits
+    of a scene left such fragments confirmed: 118 instances in a room walked 4 times)
+    stays out of the outputs, and so does one the map showed in views no mask joined it."""
     from panoptic_mapping.core.map.ids import IdTable
 
     t, n = IdTable(), InstanceConfig().confirm_frames
@@ -101,14 +101,104 @@ def test_an_id_joined_but_never_shown_is_no_instance():
     masks = (joined > 0).astype(np.int64)
     valid = np.ones((8, 8), bool)
     for _ in range(n):
-        t.count_assigned(joined, masks, None, min_pixels=6)
         t.count_visible(np.zeros((8, 8), np.int64), valid, min_pixels=6)  # outvoted
+        t.count_assigned(joined, masks, None, min_pixels=6)
     assert t.assigned[i] == n and not t.confirmed(n)[i]
+    for _ in range(n):  # shown, but the masks went elsewhere
+        t.count_visible(joined, valid, min_pixels=6)
+        t.count_assigned(np.zeros((8, 8), np.int64), masks, None, min_pixels=6)
+    assert t.visible[i] == n and not t.confirmed(n)[i]
     shown = np.zeros((8, 8), np.int64)
     shown[:1, :5] = i  # 5 pixels: below min_pixels, not shown
     t.count_visible(shown, valid, min_pixels=6)
+    t.count_assigned(joined, masks, None, min_pixels=6)
     assert not t.confirmed(n)[i]
     for k in range(n):
         assert not t.confirmed(n)[i], k
         t.count_visible(joined, valid, min_pixels=6)
+        t.count_assigned(joined, masks, None, min_pixels=6)
     assert t.confirmed(n)[i] and i in t.shown(n)
+
+
+def _join(t, i: int) -> None:
+    """Masks join id ``i`` (32 pixels) and the map shows it, in the frame being integrated;
+    then the frame counts as integrated."""
+    img = np.zeros((8, 8), np.int64)
+    img[:4] = i
+    t.count_visible(img, np.ones((8, 8), bool), min_pixels=6)
+    t.count_assigned(img, (img > 0).astype(np.int64), None, min_pixels=6)
+
+
+def test_joins_confirm_an_id_only_within_one_run_of_frames():
+    """A segmenter's error that labels a piece of a surface in one view, and again when the
+    camera comes back to that view, is not an object seen on a pass: the views that
+    confirm an id must each come within confirm_gap_frames frames of the one before (a
+    room walked twice: 35 confirmed instances, 15 with the run rule)."""
+    from panoptic_mapping.core.map.ids import IdTable
+
+    t = IdTable(join_gap=3)
+    near, far = t.new_id(), t.new_id()
+    for frame in range(12):
+        if frame in (0, 3):  # 3 frames apart: one run
+            _join(t, near)
+        if frame in (0, 4, 8):  # 4 frames apart each time: three runs of one
+            _join(t, far)
+        t.frames += 1
+    assert t.assigned[near] == 2 and t.best_run[near] == 2 and t.confirmed(2)[near]
+    assert t.assigned[far] == 3 and t.best_run[far] == 1 and not t.confirmed(2)[far]
+    _join(t, far)  # frame 12: 4 after 8 again, still no run
+    t.frames = 14
+    _join(t, far)  # frame 14: 2 after 12, a run of two
+    assert t.run[far] == 2 and t.confirmed(2)[far] and far in t.shown(2)
+    # without a gap limit every join counts, as before the rule
+    loose = IdTable(join_gap=0)
+    i = loose.new_id()
+    _join(loose, i)
+    loose.frames = 500
+    _join(loose, i)
+    assert loose.best_run[i] == 2 and loose.confirmed(2)[i]
+
+
+def test_a_merge_keeps_the_longer_run_and_the_run_joined_last():
+    from panoptic_mapping.core.map.ids import IdTable
+
+    t = IdTable(join_gap=3)
+    a, b = t.new_id(), t.new_id()
+    for frame in range(3):  # a: a run of 3 in frames 0-2
+        _join(t, a)
+        t.frames += 1
+    t.frames = 10
+    _join(t, b)  # b: one join at frame 10
+    t.absorb(b, a)
+    assert t.best_run[a] == 3 and t.last_agree[a] == 10 and t.run[a] == 1
+    t.frames = 12
+    _join(t, a)
+    assert t.run[a] == 2 and t.best_run[a] == 3
+
+
+def test_maps_saved_before_runs_were_tracked_keep_their_confirmed_ids():
+    from panoptic_mapping.core.map.ids import IdTable
+
+    t = IdTable(join_gap=3)
+    i = t.new_id()
+    for frame in (0, 1, 2):
+        t.frames = frame
+        _join(t, i)
+    state = t.state()
+    for key in ("best_run", "run", "last_agree"):
+        del state[key]
+    old = IdTable.from_state(state, join_gap=3)
+    assert old.confirmed(2)[i] and old.best_run[i] == 3 and old.join_gap == 3
+    old.frames = 50
+    _join(old, i)  # the next join starts a new run
+    assert old.run[i] == 1 and old.best_run[i] == 3
+    new = IdTable.from_state(t.state(), join_gap=3)
+    assert (new.run == t.run).all() and (new.last_agree == t.last_agree).all()
+
+
+def test_the_instance_map_passes_its_run_gap_to_the_id_table():
+    cfg = InstanceConfig(confirm_gap_frames=7)
+    im = InstanceMap(cfg)
+    assert im.ids.join_gap == 7
+    assert InstanceMap.from_state(im.state(), cfg).ids.join_gap == 7
+    assert im.reader_copy().ids.join_gap == 7

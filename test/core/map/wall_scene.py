@@ -95,6 +95,7 @@ def established(im: InstanceMap, n: int) -> list[int]:
     """n fresh ids that masks have joined often enough to be confirmed."""
     ids = [im.ids.new_id() for _ in range(n)]
     im.ids.assigned[ids] = im.cfg.confirm_frames
+    im.ids.best_run[ids] = im.cfg.confirm_frames
     im.ids.visible[ids] = im.cfg.settled_frames + 1
     return ids
 
