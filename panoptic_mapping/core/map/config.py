@@ -242,6 +242,11 @@ class InstanceConfig:
         "of a surface in one view, and again when the camera returns to that view, is "
         "not an object seen on a pass (a room walked twice: 15 confirmed instances "
         "instead of 35). 0: however far apart.", minimum=0)
+    min_shown_share: float = param(
+        0.5, "A confirmed id counts while the map shows it (rendered on min_pixels or "
+        "more) in at least this share of the views that see min_pixels of the voxels "
+        "holding its votes: a fragment other ids outvote wherever the camera sees it is "
+        "no instance, until the map shows it again. 0: off.", minimum=0.0, maximum=1.0)
     ghost_visible_frames: int = param(5, "An unconfirmed id visible this often is deleted.",
                                       minimum=1)
     # ---- InstanceLoc

@@ -26,11 +26,16 @@ class IdTable:
         last_agree: (n,) latest frame in which masks joined the id and the map showed it
         (-1: none); run: (n,) such frames in the current run (each within ``join_gap``
         frames of the one before); best_run: (n,) the longest run so far.
+        present: (n,) frames in which ``min_pixels`` of the view lay on voxels holding
+        the id's votes; present_shown: (n,) those of them in which the map showed it.
     """
 
-    def __init__(self, embedding_dim: int | None = None, join_gap: int = 0):
+    def __init__(self, embedding_dim: int | None = None, join_gap: int = 0,
+                 shown_share: float = 0.0):
         # 0: no gap limit (every frame of agreement extends the run)
         self.join_gap = join_gap
+        # an id counts while the map shows it in this share of the views that see it
+        self.shown_share = shown_share
         self._shown_now = np.zeros(0, dtype=np.int64)  # ids the frame's reference showed
         self.next_id = 1
         self.alive = np.zeros(1, dtype=bool)
@@ -41,6 +46,8 @@ class IdTable:
         self.last_agree = np.full(1, -1, dtype=np.int64)
         self.run = np.zeros(1, dtype=np.int32)
         self.best_run = np.zeros(1, dtype=np.int32)
+        self.present = np.zeros(1, dtype=np.int32)
+        self.present_shown = np.zeros(1, dtype=np.int32)
         self.emb = np.zeros((1, embedding_dim or 0), dtype=np.float64)
         self.alias: dict[int, int] = {}
         self.merges: list[tuple[int, int]] = []
@@ -59,6 +66,8 @@ class IdTable:
         self.last_agree = np.concatenate([self.last_agree, np.full(pad, -1, np.int64)])
         self.run = np.concatenate([self.run, np.zeros(pad, np.int32)])
         self.best_run = np.concatenate([self.best_run, np.zeros(pad, np.int32)])
+        self.present = np.concatenate([self.present, np.zeros(pad, np.int32)])
+        self.present_shown = np.concatenate([self.present_shown, np.zeros(pad, np.int32)])
         self.emb = np.concatenate([self.emb, np.zeros((pad, self.emb.shape[1]))])
 
     def new_id(self) -> int:
@@ -79,8 +88,12 @@ class IdTable:
         """(n,) bool: in ``confirm_frames`` frames of one run (each within ``join_gap``
         frames of the one before) masks joined the id and the map showed it (rendered on
         ``min_pixels``): views that agree on it, not a fragment that one view's masks
-        made, and again the same view's masks when the camera came back."""
-        return self.best_run >= confirm_frames
+        made, and again the same view's masks when the camera came back. And the map
+        shows it in ``shown_share`` of the views that see where its votes lie: a fragment
+        other ids outvote wherever it is seen is no instance (it counts again once the
+        map shows it again)."""
+        return ((self.best_run >= confirm_frames)
+                & (self.present_shown >= self.shown_share * self.present))
 
     def shown(self, confirm_frames: int) -> np.ndarray:
         """Ids that count in outputs: confirmed, alive, and not a pending part of another."""
@@ -131,6 +144,12 @@ class IdTable:
         self._shown_now = seen[seen > 0]
         self.visible[self._shown_now] += 1
 
+    def count_present(self, present: np.ndarray) -> None:
+        """Ids ``present`` (k,) had ``min_pixels`` of the frame on voxels holding their
+        votes (after the frame's :meth:`count_visible`: those it showed are noted)."""
+        self.present[present] += 1
+        self.present_shown[np.intersect1d(present, self._shown_now)] += 1
+
     def count_assigned(self, labels: np.ndarray, masks: np.ndarray,
                        embeddings: np.ndarray | None, min_pixels: int) -> None:
         """One more joined frame for every id with ``min_pixels`` labelled pixels (after the
@@ -153,7 +172,6 @@ class IdTable:
         frame's reference also showed agree, and their runs go on."""
         self.assigned[joined] += 1
         agree = np.intersect1d(joined, self._shown_now)
-        self._shown_now = np.zeros(0, dtype=np.int64)  # one frame's
         last = self.last_agree[agree]
         near = (last >= 0) & ((self.join_gap <= 0) | (self.frames - last <= self.join_gap))
         self.run[agree] = np.where(near, self.run[agree] + 1, 1)
@@ -201,6 +219,11 @@ class IdTable:
         if self.last_agree[absorbed] > self.last_agree[survivor]:
             self.last_agree[survivor] = self.last_agree[absorbed]
             self.run[survivor] = self.run[absorbed]
+        # the views of either saw the object: the better record of being shown counts
+        if (self.present_shown[absorbed] * max(self.present[survivor], 1)
+                > self.present_shown[survivor] * max(self.present[absorbed], 1)):
+            self.present[survivor] = self.present[absorbed]
+            self.present_shown[survivor] = self.present_shown[absorbed]
         self.emb[survivor] += self.emb[absorbed]
         if self.resolve(int(self.parent[survivor])) == survivor:
             self.parent[survivor] = 0
@@ -213,7 +236,8 @@ class IdTable:
                 "assigned": self.assigned.copy(), "visible": self.visible.copy(),
                 "first_frame": self.first_frame.copy(), "parent": self.parent.copy(),
                 "last_agree": self.last_agree.copy(), "run": self.run.copy(),
-                "best_run": self.best_run.copy(), "embeddings": self.emb.copy(),
+                "best_run": self.best_run.copy(), "present": self.present.copy(),
+                "present_shown": self.present_shown.copy(), "embeddings": self.emb.copy(),
                 "alias": np.array(list(self.alias.items()), dtype=np.int64).reshape(-1, 2),
                 "frames_integrated": self.frames,
                 "merges": np.array(self.merges, dtype=np.int64).reshape(-1, 2)}
@@ -230,8 +254,10 @@ class IdTable:
         return t
 
     @classmethod
-    def from_state(cls, state: dict, join_gap: int = 0) -> "IdTable":
-        t = cls(embedding_dim=state["embeddings"].shape[1] or None, join_gap=join_gap)
+    def from_state(cls, state: dict, join_gap: int = 0, shown_share: float = 0.0
+                   ) -> "IdTable":
+        t = cls(embedding_dim=state["embeddings"].shape[1] or None, join_gap=join_gap,
+                shown_share=shown_share)
         t.next_id = int(state["next_id"])
         for name in ("alive", "assigned", "visible", "first_frame"):
             setattr(t, name, np.asarray(state[name]).copy())
@@ -244,6 +270,10 @@ class IdTable:
         t.run = np.asarray(state.get("run", np.zeros_like(t.assigned))).astype(np.int32)
         t.last_agree = np.asarray(state.get("last_agree", np.full(t.assigned.shape, -1))
                                   ).astype(np.int64)
+        # ...and counts as shown wherever it was seen so far
+        for name in ("present", "present_shown"):
+            setattr(t, name, np.asarray(state.get(name, np.zeros_like(t.assigned))
+                                        ).astype(np.int32))
         t.emb = np.asarray(state["embeddings"]).copy()
         t.alias = {int(a): int(b) for a, b in state["alias"]}
         t.frames = int(state["frames_integrated"])

@@ -122,7 +122,8 @@ class InstanceMap:
         self._voted: tuple[int, VoteGrid, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._wire(VoteGrid(self.cfg.voxel_size_m, self.cfg.votes_per_voxel,
                             self.cfg.search_radius, self.cfg.max_search_radius),
-                   IdTable(embedding_dim, self.cfg.confirm_gap_frames),
+                   IdTable(embedding_dim, self.cfg.confirm_gap_frames,
+                           self.cfg.min_shown_share),
                    PairEvidence(self.cfg))
         self.features = self._new_features(embedding_dim)
         c = self.cfg.changes
@@ -643,8 +644,11 @@ class InstanceMap:
             if reference is None:
                 ids, _ = self._labels(points, slots_flat, False, fill)
                 reference = _image(ids, flat, depth.shape, np.int32)
-            reference = self.ids.id_lut()[reference]
+            lut = self.ids.id_lut()
+            reference = lut[reference]
             self.ids.count_visible(reference, valid, cfg.min_pixels)
+            present = self.votes.voters_under(slots_flat, cfg.min_pixels)
+            self.ids.count_present(np.unique(lut[present[present < lut.size]]))
             edges = depth_edges(depth, cfg.depth_edge_curvature)
             meeting = None if cfg.apart_at == "any_edge" else depth_edges(
                 depth, cfg.depth_edge_curvature, convex=False)
@@ -814,7 +818,7 @@ class InstanceMap:
         votes.load_state(state)
         evidence = PairEvidence(im.cfg)
         evidence.load_state(state["pairs"])
-        ids = IdTable.from_state(state, im.cfg.confirm_gap_frames)
+        ids = IdTable.from_state(state, im.cfg.confirm_gap_frames, im.cfg.min_shown_share)
         im._wire(votes, ids, evidence)
         dim = ids.emb.shape[1]
         if im.cfg.voxel_features and dim:

@@ -82,15 +82,16 @@ class VoteGrid:
         ok = slots >= 0
         if not ok.any():
             return labels, conf
-        ids = self.ids[slots[ok]]
-        w = self.weights[slots[ok]].copy()
+        s = slots[ok]
+        ids = _rows(self.ids, s)
+        w = _rows(self.weights, s)
         if lut is not None:
             ids = lut[ids]
             w = (w[:, None, :] * (ids[:, :, None] == ids[:, None, :])).sum(-1)
         w[~eligible[ids] | (ids == 0)] = 0.0
         best = np.argmax(w, axis=1)
         rows = np.arange(best.size)
-        total = np.maximum(self.weights[slots[ok]].sum(1), 1e-9)
+        total = np.maximum(_rows(self.weights, s).sum(1), 1e-9)
         top = w[rows, best]
         labels[ok] = np.where(top > 0, ids[rows, best], 0)
         conf[ok] = top / total
@@ -106,8 +107,8 @@ class VoteGrid:
         s = slots[slots >= 0]
         if s.size == 0:
             return 0
-        ids = self.ids[s].ravel()
-        w = self.weights[s].ravel()
+        ids = _rows(self.ids, s).ravel()
+        w = _rows(self.weights, s).ravel()
         ok = (ids > 0) & allowed[ids]
         if not ok.any():
             return 0
@@ -152,8 +153,8 @@ class VoteGrid:
         frame saw, it never empties a surface the map has observed.
         """
         s = np.unique(slots[slots >= 0])
-        hit = self.ids[s] == old
-        w = self.weights[s]
+        hit = _rows(self.ids, s) == old
+        w = _rows(self.weights, s)
         others = (w * ~hit).sum(1, keepdims=True) > 0
         hit &= others
         w[hit] = np.maximum(w[hit] - amount, 0.0)
@@ -163,7 +164,7 @@ class VoteGrid:
         """Withdraw ``amount`` from every vote of the voxels ``slots`` (free space seen
         through them: whatever they were voted as is not there)."""
         s = np.unique(slots[slots >= 0])
-        self.weights[s] = np.maximum(self.weights[s] - amount, 0.0)
+        self.weights[s] = np.maximum(_rows(self.weights, s) - amount, 0.0)
 
     def _grow(self, n: int) -> None:
         if n > self.ids.shape[0]:
@@ -175,8 +176,8 @@ class VoteGrid:
               ) -> None:
         """Add ``weight`` (scalar or (N,)) for ``labels`` (N,) at distinct ``slots`` (N,)."""
         weight = np.broadcast_to(np.asarray(weight, np.float32), slots.shape)
-        ids = self.ids[slots]
-        w = self.weights[slots]
+        ids = _rows(self.ids, slots)
+        w = _rows(self.weights, slots)
         hit = ids == labels[:, None]
         has = hit.any(1)
         rows = np.arange(slots.size)
@@ -201,6 +202,15 @@ class VoteGrid:
         hit = members[self.ids] & (self.weights > 0)
         slots = np.flatnonzero(hit.any(1))
         return slots, np.where(hit[slots], self.weights[slots], 0.0).sum(1)
+
+    def voters_under(self, slots: np.ndarray, min_count: int) -> np.ndarray:
+        """Ids (k,) holding votes in at least ``min_count`` of ``slots`` (N,) (one view's
+        pixels; -1: no voxel): the ids whose place the view sees, shown or not."""
+        s = slots[slots >= 0]
+        voted = _rows(self.ids, s)[_rows(self.weights, s) > 0]
+        counts = np.bincount(voted, minlength=1)
+        found = np.flatnonzero(counts >= min_count)
+        return found[found > 0]
 
     def move(self, members: np.ndarray, transform: np.ndarray) -> None:
         """Carry every vote of the ids flagged in ``members`` ((n_ids,) bool) from its voxel
@@ -275,3 +285,11 @@ class VoteGrid:
                              f"configuration {self.k}")
         self.index = VoxelIndex.from_state(state["voxels"])
         self.ids, self.weights = ids.copy(), np.asarray(state["vote_w"]).copy()
+
+
+def _rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A copy of rows ``rows`` (N,) of ``a`` (V, k): what ``a[rows]`` gives, gathered by
+    np.take, which copies whole rows where fancy indexing goes element by element
+    (measured with numpy 2.4 on this 2-core CPU: 76 800 rows of (1.8 M, 4) int32 in 0.3
+    against 5 ms)."""
+    return np.take(a, rows, axis=0)

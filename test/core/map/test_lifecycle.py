@@ -185,10 +185,11 @@ def test_maps_saved_before_runs_were_tracked_keep_their_confirmed_ids():
         t.frames = frame
         _join(t, i)
     state = t.state()
-    for key in ("best_run", "run", "last_agree"):
+    for key in ("best_run", "run", "last_agree", "present", "present_shown"):
         del state[key]
-    old = IdTable.from_state(state, join_gap=3)
+    old = IdTable.from_state(state, join_gap=3, shown_share=0.5)
     assert old.confirmed(2)[i] and old.best_run[i] == 3 and old.join_gap == 3
+    assert old.present[i] == old.present_shown[i] == 0
     old.frames = 50
     _join(old, i)  # the next join starts a new run
     assert old.run[i] == 1 and old.best_run[i] == 3
@@ -196,9 +197,47 @@ def test_maps_saved_before_runs_were_tracked_keep_their_confirmed_ids():
     assert (new.run == t.run).all() and (new.last_agree == t.last_agree).all()
 
 
-def test_the_instance_map_passes_its_run_gap_to_the_id_table():
-    cfg = InstanceConfig(confirm_gap_frames=7)
+def test_the_instance_map_passes_its_confirmation_rules_to_the_id_table():
+    cfg = InstanceConfig(confirm_gap_frames=7, min_shown_share=0.25)
     im = InstanceMap(cfg)
-    assert im.ids.join_gap == 7
-    assert InstanceMap.from_state(im.state(), cfg).ids.join_gap == 7
-    assert im.reader_copy().ids.join_gap == 7
+    for t in (im.ids, InstanceMap.from_state(im.state(), cfg).ids, im.reader_copy().ids):
+        assert (t.join_gap, t.shown_share) == (7, 0.25)
+
+
+def test_a_confirmed_id_the_map_stops_showing_where_it_is_seen_stops_counting():
+    """A fragment confirmed on one pass that other ids outvote wherever the camera later
+    sees its voxels (a room walked 3 times: 19 such fragments) is no instance while the
+    map shows it in under min_shown_share of the views that see it; shown again, it
+    counts again. Views that do not see it change nothing."""
+    from panoptic_mapping.core.map.ids import IdTable
+
+    t = IdTable(join_gap=3, shown_share=0.5)
+    i = t.new_id()
+    for _ in range(2):  # joined and shown: confirmed
+        t.count_visible(_image(i), np.ones((8, 8), bool), min_pixels=6)
+        t.count_present(np.array([i]))
+        t.count_assigned(_image(i), (_image(i) > 0).astype(np.int64), None, min_pixels=6)
+        t.frames += 1
+    assert i in t.shown(2)
+    nothing = np.zeros((8, 8), np.int64)
+    for k in range(3):  # its voxels in view, another id shown there
+        t.count_visible(nothing, np.ones((8, 8), bool), min_pixels=6)
+        t.count_present(np.array([i]))
+        assert (i in t.shown(2)) == (k < 2), k  # 2 of 4 shown, then 2 of 5
+    for _ in range(5):  # out of view: nothing changes
+        t.count_visible(nothing, np.ones((8, 8), bool), min_pixels=6)
+        t.count_present(np.zeros(0, np.int64))
+    assert i not in t.shown(2) and (t.present[i], t.present_shown[i]) == (5, 2)
+    t.count_visible(_image(i), np.ones((8, 8), bool), min_pixels=6)
+    t.count_present(np.array([i]))
+    assert i in t.shown(2)  # 3 of 6
+    off = IdTable(shown_share=0.0)
+    j = off.new_id()
+    off.best_run[j], off.present[j] = 2, 10
+    assert j in off.shown(2)
+
+
+def _image(i: int) -> np.ndarray:
+    img = np.zeros((8, 8), np.int64)
+    img[:4] = i
+    return img

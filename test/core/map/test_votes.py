@@ -43,3 +43,20 @@ def test_search_widens_to_the_pixel_footprint():
     assert im.votes.slots_of(point, footprint=np.array([0.005]))[0] == -1  # a small pixel
     ids, _ = im.render_points(point, footprint=np.array([0.02]))  # a 2 cm pixel does
     assert ids.tolist() == [far_object]
+
+
+def test_voters_under_are_the_ids_holding_votes_under_enough_pixels():
+    """Any vote counts (outvoted or not), once per pixel; pixels without a voxel (-1)
+    and ids under fewer than min_count pixels do not."""
+    from panoptic_mapping.core.map.votes import VoteGrid
+
+    g = VoteGrid(0.01, votes_per_voxel=3)
+    pts = np.array([[0.005, 0.005, 0.005], [0.015, 0.005, 0.005]])
+    g.integrate(pts, np.array([1, 1]))
+    g.integrate(pts, np.array([1, 1]))
+    g.integrate(pts[:1], np.array([2]))  # 2 outvoted in the first voxel
+    g.integrate(pts[1:], np.array([3]))
+    a, b = g.own_slots(pts)
+    assert sorted(g.voters_under(np.array([a, a, b, -1]), 2).tolist()) == [1, 2]
+    assert sorted(g.voters_under(np.array([a, b, b, -1, -1]), 2).tolist()) == [1, 3]
+    assert g.voters_under(np.array([-1, -1]), 1).size == 0
