@@ -53,7 +53,7 @@ class IdLifecycle:
         a, b = t.resolve(a), t.resolve(b)
         if a == b:
             return a
-        mass = self.votes.mass(max(a, b) + 1)
+        mass = {i: self.votes.mass_of(i) for i in (a, b)}
         key = lambda i: (mass[i], t.assigned[i], -i)  # noqa: E731
         survivor, absorbed = (a, b) if key(a) >= key(b) else (b, a)
         t.absorb(absorbed, survivor)

@@ -60,3 +60,18 @@ def test_voters_under_are_the_ids_holding_votes_under_enough_pixels():
     assert sorted(g.voters_under(np.array([a, a, b, -1]), 2).tolist()) == [1, 2]
     assert sorted(g.voters_under(np.array([a, b, b, -1, -1]), 2).tolist()) == [1, 3]
     assert g.voters_under(np.array([-1, -1]), 1).size == 0
+
+
+def test_relabel_adds_the_absorbed_votes_to_the_survivors_in_the_same_voxel():
+    from panoptic_mapping.core.map.votes import VoteGrid
+
+    g = VoteGrid(0.01, votes_per_voxel=3)
+    pts = np.array([[0.005, 0.005, 0.005], [0.015, 0.005, 0.005], [0.025, 0.005, 0.005]])
+    g.integrate(pts, np.array([1, 2, 3]))
+    g.integrate(pts[:1], np.array([2]), weight=2.0)  # voxel 0: 1 (1.0), 2 (2.0)
+    g.integrate(pts[2:], np.array([1]), weight=0.5)  # voxel 2: 3 (1.0), 1 (0.5)
+    g.relabel(2, 1)
+    held = [dict(zip(g.ids[s].tolist(), g.weights[s].tolist())) for s in g.own_slots(pts)]
+    assert [{i: w for i, w in h.items() if w > 0} for h in held] == [
+        {1: 3.0}, {1: 1.0}, {3: 1.0, 1: 0.5}]
+    assert g.mass_of(1) == 4.5 and g.mass_of(2) == 0.0 and g.mass_of(3) == 1.0
