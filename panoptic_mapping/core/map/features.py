@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from panoptic_mapping.core.geometry import pack_voxel_keys, voxel_coords
-from panoptic_mapping.core.map.voxels import VoxelIndex
+from panoptic_mapping.core.map.voxels import VoxelIndex, grown_rows
 
 __all__ = ["VoxelFeatures", "unit_rows", "mask_shares"]
 
@@ -144,10 +144,8 @@ class VoxelFeatures:
         self.weight[slots] = total
 
     def _grow(self, n: int) -> None:
-        if n > self.weight.size:
-            pad = n - self.weight.size
-            self.mean = np.concatenate([self.mean, np.zeros((pad, self.dim), np.float16)])
-            self.weight = np.concatenate([self.weight, np.zeros(pad, np.float32)])
+        cap = self.max_voxels
+        self.mean, self.weight = grown_rows(self.mean, n, cap), grown_rows(self.weight, n, cap)
 
     def clear(self, keys: np.ndarray) -> None:
         """Forget the voxels with packed ``keys`` (K,) (an instance removed)."""
@@ -244,8 +242,9 @@ class VoxelFeatures:
     # ------------------------------------------------------------------ persistence
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"feature_keys": self.index.slot_keys().copy(), "feature_mean": self.mean.copy(),
-                "feature_weight": self.weight.copy()}
+        n = len(self.index)
+        return {"feature_keys": self.index.slot_keys().copy(),
+                "feature_mean": self.mean[:n].copy(), "feature_weight": self.weight[:n].copy()}
 
     @classmethod
     def from_state(cls, state: dict, voxel_size: float, dim: int,

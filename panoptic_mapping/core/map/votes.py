@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from panoptic_mapping.core.geometry import pack_voxel_keys, voxel_coords
-from panoptic_mapping.core.map.voxels import VoxelIndex
+from panoptic_mapping.core.map.voxels import VoxelIndex, grown_rows
 
 __all__ = ["VoteGrid"]
 
@@ -26,8 +26,9 @@ class VoteGrid:
         self.search_radius = search_radius
         self.max_search_radius = max_search_radius
         self.index = VoxelIndex()
-        self.ids = np.zeros((0, self.k), dtype=np.int32)  # (V, k) voted ids (0: empty)
-        self.weights = np.zeros((0, self.k), dtype=np.float32)  # (V, k)
+        # (V', k) voted ids (0: empty) and their weights, V' >= V rows (spare rows empty)
+        self.ids = np.zeros((0, self.k), dtype=np.int32)
+        self.weights = np.zeros((0, self.k), dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -168,10 +169,7 @@ class VoteGrid:
         self.weights[s] = np.maximum(_rows(self.weights, s) - amount, 0.0)
 
     def _grow(self, n: int) -> None:
-        if n > self.ids.shape[0]:
-            pad = n - self.ids.shape[0]
-            self.ids = np.concatenate([self.ids, np.zeros((pad, self.k), np.int32)])
-            self.weights = np.concatenate([self.weights, np.zeros((pad, self.k), np.float32)])
+        self.ids, self.weights = grown_rows(self.ids, n), grown_rows(self.weights, n)
 
     def _vote(self, slots: np.ndarray, labels: np.ndarray, weight: float | np.ndarray
               ) -> None:
@@ -270,8 +268,9 @@ class VoteGrid:
     # ------------------------------------------------------------------ persistence
 
     def state(self) -> dict:
-        return {"voxels": self.index.state(), "vote_ids": self.ids.copy(),
-                "vote_w": self.weights.copy()}
+        n = len(self.index)
+        return {"voxels": self.index.state(), "vote_ids": self.ids[:n].copy(),
+                "vote_w": self.weights[:n].copy()}
 
     def copy(self) -> "VoteGrid":
         """An independent copy of the votes (a reader's snapshot)."""

@@ -14,7 +14,23 @@ import numpy as np
 
 from panoptic_mapping.core.geometry import VOXEL_KEY_BIAS, pack_voxel_keys, unpack_voxel_keys
 
-__all__ = ["VoxelIndex"]
+__all__ = ["VoxelIndex", "grown_rows"]
+
+
+def grown_rows(array: np.ndarray, needed: int, limit: int | None = None) -> np.ndarray:
+    """``array`` (R, ...) with at least ``needed`` rows, new ones zero. Grows by a quarter
+    at least (never past ``limit`` rows unless ``needed`` is): a map adds voxels every
+    frame, and a copy of every per-voxel array each time cost ~3 ms a frame per array at
+    a million voxels; the spare rows stay zero (no votes, no weight) and cost at most a
+    quarter more memory."""
+    if needed <= array.shape[0]:
+        return array
+    rows = max(needed, array.shape[0] + array.shape[0] // 4 + 4096)
+    if limit is not None:
+        rows = max(needed, min(rows, limit))
+    out = np.zeros((rows,) + array.shape[1:], dtype=array.dtype)
+    out[:array.shape[0]] = array
+    return out
 
 
 @lru_cache(maxsize=16)

@@ -75,3 +75,20 @@ def test_relabel_adds_the_absorbed_votes_to_the_survivors_in_the_same_voxel():
     assert [{i: w for i, w in h.items() if w > 0} for h in held] == [
         {1: 3.0}, {1: 1.0}, {3: 1.0, 1: 0.5}]
     assert g.mass_of(1) == 4.5 and g.mass_of(2) == 0.0 and g.mass_of(3) == 1.0
+
+
+def test_per_voxel_arrays_grow_by_a_quarter_with_zero_rows_and_save_only_voxels():
+    from panoptic_mapping.core.map.voxels import grown_rows
+    from panoptic_mapping.core.map.votes import VoteGrid
+
+    a = np.ones((100_000, 2), np.float32)
+    assert grown_rows(a, 100_000) is a
+    b = grown_rows(a, 100_001)
+    assert b.shape == (129_096, 2) and b[:100_000].all() and not b[100_000:].any()
+    assert grown_rows(a, 100_001, limit=110_000).shape[0] == 110_000
+    assert grown_rows(a, 120_000, limit=110_000).shape[0] == 120_000  # needed wins
+    g = VoteGrid(0.01, votes_per_voxel=2)
+    g.integrate(np.array([[0.005, 0.005, 0.005]]), np.array([1]))
+    assert g.ids.shape[0] > len(g) == 1
+    state = g.state()
+    assert state["vote_ids"].shape == (1, 2) and state["vote_w"].tolist() == [[1.0, 0.0]]
