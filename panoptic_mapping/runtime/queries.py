@@ -236,10 +236,11 @@ def missing_instance_reason(snap: MapSnapshot, instance_id: int, confirm_frames:
         return (f"instance {instance_id} was merged into instance {today}: ask for "
                 f"{today}")
     if instance_id not in snap.confirmed:
-        return (f"instance {instance_id} is not confirmed yet (masks join an id in "
-                f"{confirm_frames} frames close together, and the map shows it in as many, "
-                f"before it counts), or is a part still shown "
-                f"as another instance")
+        return (f"instance {instance_id} is not confirmed yet (masks join an id, and "
+                f"the map shows it, in {confirm_frames} frames close together before it "
+                f"counts), other instances hold its place in the map where "
+                f"it is seen (mapping.instances.min_shown_share), or it is a part still "
+                f"shown as another instance")
     n = int(np.count_nonzero(snap.cloud.instance == instance_id))
     return (f"instance {instance_id} has {n} points in the labeled cloud, fewer than the "
             f"{min_points} an instance needs (mapping.export.min_points_per_instance)")

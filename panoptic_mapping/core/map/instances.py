@@ -406,6 +406,12 @@ class InstanceMap:
             raise InstanceEditError(f"instance {i} is shown as part of instance "
                                     f"{int(t.display_lut()[i])}")
         if not t.confirmed(self.cfg.confirm_frames)[i]:
+            if t.best_run[i] >= self.cfg.confirm_frames:
+                raise InstanceEditError(
+                    f"instance {i} is not shown: other instances hold its place in the map "
+                    f"(shown in {t.present_shown[i]} of the {t.present[i]} views that saw "
+                    f"it, under mapping.instances.min_shown_share "
+                    f"{self.cfg.min_shown_share:g})")
             raise InstanceEditError(f"instance {i} is not confirmed yet")
         return i
 

@@ -177,3 +177,20 @@ def test_a_moved_instance_is_shown_at_its_new_place(mapped):
     np.testing.assert_allclose(again.xyz[again.instance == i].mean(0), moved.mean(0),
                                atol=1e-5)
     assert loaded.stats()["edits"] == mapped.stats()["edits"] == 1
+
+
+def test_an_edit_of_an_id_the_map_no_longer_shows_says_why():
+    from panoptic_mapping.core.map.config import InstanceConfig
+    from panoptic_mapping.core.map.instances import InstanceMap
+
+    im = InstanceMap(InstanceConfig(confirm_frames=2, min_shown_share=0.5))
+    young, outvoted = im.ids.new_id(), im.ids.new_id()
+    im.ids.best_run[outvoted] = 2
+    im.ids.present[outvoted], im.ids.present_shown[outvoted] = 9, 2
+    with pytest.raises(InstanceEditError, match=f"instance {young} is not confirmed yet"):
+        im.remove_instance(young)
+    with pytest.raises(InstanceEditError, match=r"shown in 2 of the 9 views .* 0\.5\)"):
+        im.remove_instance(outvoted)
+    im.ids.present_shown[outvoted] = 5  # shown again in over half: an instance again
+    assert im.remove_instance(outvoted).size == 0  # removed (it held no votes)
+    assert not im.ids.alive[outvoted]
