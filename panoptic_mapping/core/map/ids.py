@@ -14,6 +14,11 @@ from panoptic_mapping.core.geometry import count_pairs
 
 __all__ = ["IdTable"]
 
+# the arrays indexed by id (grown together), and what a new id's entry holds where not 0
+_PER_ID = ("alive", "assigned", "visible", "first_frame", "parent", "last_agree", "run",
+           "best_run", "present", "present_shown", "emb")
+_NEW_ID_FILL = {"last_agree": -1}
+
 
 class IdTable:
     """Per-id statistics in arrays indexed by id (grown in blocks), and merge aliases.
@@ -58,17 +63,10 @@ class IdTable:
         if upto < n:
             return
         pad = max(upto + 1, 2 * n) - n
-        self.alive = np.concatenate([self.alive, np.zeros(pad, bool)])
-        self.assigned = np.concatenate([self.assigned, np.zeros(pad, np.int32)])
-        self.visible = np.concatenate([self.visible, np.zeros(pad, np.int32)])
-        self.first_frame = np.concatenate([self.first_frame, np.zeros(pad, np.int64)])
-        self.parent = np.concatenate([self.parent, np.zeros(pad, np.int64)])
-        self.last_agree = np.concatenate([self.last_agree, np.full(pad, -1, np.int64)])
-        self.run = np.concatenate([self.run, np.zeros(pad, np.int32)])
-        self.best_run = np.concatenate([self.best_run, np.zeros(pad, np.int32)])
-        self.present = np.concatenate([self.present, np.zeros(pad, np.int32)])
-        self.present_shown = np.concatenate([self.present_shown, np.zeros(pad, np.int32)])
-        self.emb = np.concatenate([self.emb, np.zeros((pad, self.emb.shape[1]))])
+        for name in _PER_ID:
+            a = getattr(self, name)
+            new = np.full((pad,) + a.shape[1:], _NEW_ID_FILL.get(name, 0), dtype=a.dtype)
+            setattr(self, name, np.concatenate([a, new]))
 
     def new_id(self) -> int:
         i = self.next_id

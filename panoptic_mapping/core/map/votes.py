@@ -86,13 +86,13 @@ class VoteGrid:
         s = slots[ok]
         ids = _rows(self.ids, s)
         w = _rows(self.weights, s)
+        total = np.maximum(w.sum(1), 1e-9)  # before w is pooled and masked below
         if lut is not None:
             ids = lut[ids]
             w = (w[:, None, :] * (ids[:, :, None] == ids[:, None, :])).sum(-1)
         w[~eligible[ids] | (ids == 0)] = 0.0
         best = np.argmax(w, axis=1)
         rows = np.arange(best.size)
-        total = np.maximum(_rows(self.weights, s).sum(1), 1e-9)
         top = w[rows, best]
         labels[ok] = np.where(top > 0, ids[rows, best], 0)
         conf[ok] = top / total

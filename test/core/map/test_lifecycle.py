@@ -241,3 +241,16 @@ def _image(i: int) -> np.ndarray:
     img = np.zeros((8, 8), np.int64)
     img[:4] = i
     return img
+
+
+def test_the_id_table_grows_every_per_id_array_with_new_ids_blank():
+    from panoptic_mapping.core.map.ids import IdTable
+
+    t = IdTable(embedding_dim=3)
+    ids = [t.new_id() for _ in range(9)]  # grows past its first blocks
+    n = t.alive.size
+    arrays = {k: v for k, v in vars(t).items() if isinstance(v, np.ndarray)
+              and k != "_shown_now"}
+    assert all(a.shape[0] == n for a in arrays.values()), {k: a.shape for k, a in arrays.items()}
+    assert t.emb.shape == (n, 3) and t.alive[ids].all() and not t.alive[ids[-1] + 1:].any()
+    assert (t.last_agree == -1).all() and not t.best_run.any() and not t.present.any()
