@@ -12,7 +12,9 @@ if it were measured; frames stereo cannot serve yet (too few sources) join the i
 once the field can render their depth. Views without depth (InstanceLoc, renders) meet the
 map where its voxels' surfaces are (``render_without_depth``), or the field's.
 
-Every public method is thread-safe: one lock; readers get copies.
+Every public method is thread-safe: one lock for the field's side, the instance map's own
+lock for a frame's association (training goes on meanwhile), one frame at a time; readers
+get copies.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import dataclasses
 import math
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator
 from dataclasses import dataclass
 
@@ -134,6 +136,15 @@ class MapperConfig:
         "costs memory as large as the votes and fused features (28 MB for 0.3 M voxels, "
         "70 MB for 0.9 M) and 2.5-11 ms a frame on 2 CPU cores; it is kept only while "
         "readers read (one in the last minute). false: readers wait for the frame.")
+    associate_beside_training: bool = param(
+        True, "A frame is mapped beside training instead of waiting for the training step "
+        "under way: its association and integration hold the instance map's own lock, the "
+        "occupancy grid and keyframe buffer take it as their one writer, and only the "
+        "field's creation and removals of instances gone wait for the field's lock. The fill "
+        "of undecided voxels then reads the readers' copy of the field, refreshed first when "
+        "no step is under way (the field as it is), else at most reader_copy_period_s old. "
+        "false: every frame waits for the step under way and training waits for the frame. "
+        "A field that cannot be copied maps as with false.")
     working_pixels_per_voxel: float = param(
         0.75, "Working resolution of the instance map: frames (and InstanceLoc requests) "
         "are fused at the coarsest integer decimation at which a pixel still spans at most "
@@ -272,6 +283,11 @@ class FieldInstanceFill:
         return out_ids, out_p
 
 
+# what a loaded map does not replace: threads may be waiting on these
+_OWN_SYNCHRONISATION = frozenset({"_lock", "_ingest_lock", "_foreground",
+                                  "_foreground_done"})
+
+
 class Mapper:
     """Online panoptic mapping core (ROS-free)."""
 
@@ -280,6 +296,9 @@ class Mapper:
         self.device = resolve_device(self.cfg.device)
         self.embedding_dim = int(embedding_dim or 0)
         self._lock = threading.RLock()
+        # one frame at a time, and no map edit, load or reset in the middle of one: with
+        # associate_beside_training a frame's association runs without _lock
+        self._ingest_lock = threading.RLock()
         # Foreground work (ingest, localize) waiting for the lock: training steps wait for
         # it to finish. A lock is no queue: the training thread releasing it and taking it
         # again for the next step wins over a thread already waiting, and a frame waited
@@ -309,6 +328,7 @@ class Mapper:
         # the field as its readers see it (see reader_copy_period_s); None: none to read
         self._reader_field: PanopticField | None = None
         self._reader_copied_s = -math.inf
+        self._reader_steps = -1  # the trainer's steps when the readers' copy was taken
         self._reader_copy_error: str | None = None
         # the instance map as its readers see it (see reader_map_copy); None: the live one
         self._reader_map: InstanceMap | None = None
@@ -341,42 +361,81 @@ class Mapper:
     def ingest(self, frame: Frame) -> IngestReport:
         """Validate and take in one frame. Raises FrameError (map untouched) on bad input."""
         frame = validate_frame(frame)
+        with self._ingest_lock:
+            return self._ingest(frame)
+
+    def _ingest(self, frame: Frame) -> IngestReport:
+        """:meth:`ingest` of a valid frame (the ingest lock held)."""
         if self._skip_still(frame):
-            with self._lock:
-                self.frames_ingested += 1
-                self._last_stats = self._read_stats()
+            self.frames_ingested += 1
+            self._last_stats = self._read_stats()
             return IngestReport(np.zeros(frame.shape, np.int32), [], False,
                                 depth_source="none", skipped=True)
         frame, source, stereo_s = self._with_stereo_depth(frame)
         s = self._working_factor(frame, remember=True)
         work = decimate_frame(frame, s)
-        with self._foreground_lock():
-            self.frames_ingested += 1
-            self.working_decimation = s
-            self._ensure_field(work)
-            self._update_geometry(work)
-            labels = np.zeros(frame.shape, np.int32)
-            new_ids: list[int] = []
-            integrated = False
-            removed = self._detect_changes(work) if source == "measured" else []
-            if _has_depth(work) and (self.cfg.carve_free_space == "all" or (
-                    self.cfg.carve_free_space == "stereo" and source == "stereo")):
-                self.instances.carve(work.depth, work.K, work.camera_to_world)
-            if work.masks is not None and _has_depth(work):
-                # one voxel search serves the reference and the integration
-                result = self.instances.process_frame(
-                    work.masks, work.depth, work.K, work.camera_to_world,
-                    work.mask_embeddings, fill=self._field_fill(False),
-                    measured=source == "measured")
-                labels = labels_at_full_resolution(result.labels, frame.masks, s)
-                new_ids, integrated = result.new_ids, True
-            kf = self.keyframes.add(frame)
-            if kf is not None:
-                self.keyframes.set_labels(kf.id, labels)
-                if not integrated and frame.masks is not None:
-                    self._unplaced.add(kf.id)
-            return IngestReport(labels, new_ids, integrated, None if kf is None else kf.id,
-                                source, stereo_s, removed)
+        fill, beside = self._ingest_fill()
+        with nullcontext() if beside else self._foreground_lock():
+            return self._map_frame(frame, work, s, source, stereo_s, fill)
+
+    def _map_frame(self, frame: Frame, work: Frame, s: int, source: str,
+                   stereo_s: float | None, fill: FieldInstanceFill | None) -> IngestReport:
+        """Map ``frame`` (``work``: at the working decimation ``s``). Under the foreground
+        lock, or beside training (``associate_beside_training``): the occupancy grid and
+        the keyframe buffer take one writer beside their readers, the instance map has its
+        own lock, and what needs the field's lock (its creation, removals of instances
+        gone) takes it."""
+        self.frames_ingested += 1
+        self.working_decimation = s
+        if self.field is None:
+            with self._foreground_lock():
+                self._ensure_field(work)
+        self._update_geometry(work)
+        removed = self._detect_changes(work) if source == "measured" else []
+        labels = np.zeros(frame.shape, np.int32)
+        new_ids: list[int] = []
+        integrated = work.masks is not None and _has_depth(work)
+        if _has_depth(work) and (self.cfg.carve_free_space == "all" or (
+                self.cfg.carve_free_space == "stereo" and source == "stereo")):
+            self.instances.carve(work.depth, work.K, work.camera_to_world)
+        if integrated:
+            # one voxel search serves the reference and the integration
+            result = self.instances.process_frame(
+                work.masks, work.depth, work.K, work.camera_to_world,
+                work.mask_embeddings, fill=fill, measured=source == "measured")
+            labels = labels_at_full_resolution(result.labels, frame.masks, s)
+            new_ids = result.new_ids
+        kf = self.keyframes.add(frame)
+        if kf is not None:
+            self.keyframes.set_labels(kf.id, labels)
+            if not integrated and frame.masks is not None:
+                self._unplaced.add(kf.id)
+        self._refresh_map_reader()
+        self._last_stats = self._read_stats()
+        return IngestReport(labels, new_ids, integrated, None if kf is None else kf.id,
+                            source, stereo_s, removed)
+
+    def _ingest_fill(self) -> tuple[FieldInstanceFill | None, bool]:
+        """The field's fill of a frame's association, and whether the frame is mapped
+        beside training. Beside training the fill reads the readers' copy of the field,
+        refreshed first when the field's lock is free (so, outside a training step, the
+        field as it is), else as the last step left it (at most ``reader_copy_period_s``
+        old); a field that cannot be copied is read under the lock, as without
+        ``associate_beside_training``."""
+        if not self.cfg.associate_beside_training:
+            return self._field_fill(False), False
+        steps = 0 if self.trainer is None else self.trainer.steps
+        if not steps:  # untrained: no fill, nothing to copy
+            return None, True
+        if steps != self._reader_steps and self._lock.acquire(blocking=False):
+            try:
+                self._refresh_reader(force=True)
+            finally:
+                self._lock.release()
+        if self._reader_copy_error is not None or self._reader_field is None:
+            return self._field_fill(False), False
+        return FieldInstanceFill(self._reader_field, self.instances,
+                                 self.cfg.field_fill_confidence, False, self.edits), True
 
     def _working_factor(self, frame: Frame, remember: bool = False) -> int:
         """Decimation at which the map takes ``frame`` (``working_pixels_per_voxel``), from
@@ -409,26 +468,29 @@ class Mapper:
         return skip
 
     def _detect_changes(self, frame: Frame) -> list[ChangeEvent]:
-        """Remove the instances a frame's measured depth shows gone (lock held; stereo
-        depth is too uncertain to take objects away)."""
+        """Remove the instances a frame's measured depth shows gone (the foreground lock
+        taken for the removals; stereo depth is too uncertain to take objects away)."""
         if not self.cfg.instances.changes.enabled:
             return []
         events = []
-        for i, shape in self.instances.gone_in_view(frame.depth, frame.K,
-                                                    frame.camera_to_world):
-            # the event first: it takes the count of views the removal then forgets
-            events.append(self.instances.changes.record(
-                i, self.frames_ingested, frame.stamp, shape,
-                born=int(self.instances.ids.first_frame[i])))
-            self._remove(i)
+        gone = self.instances.gone_in_view(frame.depth, frame.K, frame.camera_to_world)
+        with self._foreground_lock() if gone else nullcontext():  # keyframes, edits
+            for i, shape in gone:
+                # the event first: it takes the count of views the removal then forgets
+                events.append(self.instances.changes.record(
+                    i, self.frames_ingested, frame.stamp, shape,
+                    born=int(self.instances.ids.first_frame[i])))
+                self._remove(i)
         changes = self.instances.changes
         changes.prune_removed(self.frames_ingested, self.cfg.instances.changes.reid_frames)
-        for gone, new_id, shape in self.instances.find_moved():
-            # keyframes before the re-identification show the old id where it was
-            self._unlabel_keyframes(gone.instance_id, removed=True)
-            self.instances.reidentify(new_id, gone.instance_id)
-            events.append(changes.record_moved(gone, new_id, self.frames_ingested,
-                                               frame.stamp, shape.centroid))
+        moved = self.instances.find_moved()
+        with self._foreground_lock() if moved else nullcontext():
+            for earlier, new_id, shape in moved:
+                # keyframes before the re-identification show the old id where it was
+                self._unlabel_keyframes(earlier.instance_id, removed=True)
+                self.instances.reidentify(new_id, earlier.instance_id)
+                events.append(changes.record_moved(earlier, new_id, self.frames_ingested,
+                                                   frame.stamp, shape.centroid))
         return events
 
     def _with_stereo_depth(self, frame: Frame) -> tuple[Frame, str, float | None]:
@@ -515,6 +577,7 @@ class Mapper:
             return
         reader.requires_grad_(False)
         self._reader_field, self._reader_copied_s = reader, now
+        self._reader_steps = -1 if self.trainer is None else self.trainer.steps
 
     def _refresh_map_reader(self) -> None:
         """Copy the instance map for its readers (call under the lock) when it changed
@@ -558,7 +621,13 @@ class Mapper:
         return n
 
     def _reassociate_next(self) -> None:
-        """Relabel one keyframe from its own masks against the current map."""
+        """Relabel one keyframe from its own masks against the current map; none while a
+        frame is being associated (the next turn does: training never waits for it)."""
+        with self.instances.hold(wait=False) as held:
+            if held:
+                self._relabel_next_keyframe()
+
+    def _relabel_next_keyframe(self) -> None:
         ids = self.keyframes.ids()
         if not ids:
             return
@@ -922,7 +991,7 @@ class Mapper:
         Raises:
             InstanceEditError: the map does not show ``instance_id`` (the message says why).
         """
-        with self._foreground_lock():
+        with self._ingest_lock, self._foreground_lock():
             return self._remove(int(instance_id))
 
     def _remove(self, instance_id: int) -> int:
@@ -945,7 +1014,7 @@ class Mapper:
             map does not show ``instance_id``.
         """
         T = check_rigid(transform)
-        with self._foreground_lock():
+        with self._ingest_lock, self._foreground_lock():
             # refuses an id the map does not show before anything changes
             bounds = self.instances.voxel_bounds(instance_id)
             xyz, rgb, conf = self._instance_points(int(instance_id), bounds)
@@ -1080,9 +1149,9 @@ class Mapper:
             MapFileError: missing, corrupt or incompatible file (the message says which).
         """
         loaded = Mapper.from_file(path, device=self.cfg.device)
-        with self._lock:
+        with self._ingest_lock, self._lock:
             for name, value in vars(loaded).items():
-                if name != "_lock":
+                if name not in _OWN_SYNCHRONISATION:
                     setattr(self, name, value)
 
     @classmethod

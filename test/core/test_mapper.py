@@ -320,3 +320,96 @@ def test_the_field_copy_follows_training(tabletop_scene, space):
     assert all(torch.equal(live[k], copy_[k]) for k in live)
     m._reader_copy_error = "TypeError: cannot pickle a native module"
     assert not m._reads_without_lock()
+
+
+def test_training_goes_on_while_a_frame_is_mapped(tabletop_scene, space, tmp_path):
+    """A frame is mapped beside training: a training step finishes while its association
+    is under way (in the node under a 100 Hz camera training ran at a third of its idle
+    rate, waiting for frames), and a frame starts and ends while a step holds the field's
+    lock (each frame waited for the step under way, twice per frame when only the
+    association went beside). With associate_beside_training off both wait, as before. A
+    load waits for the frame instead of landing in the middle of it."""
+    import threading
+
+    fe = masks_for(tabletop_scene, space)
+    frames = [to_frame(f, fe(f), True) for f in tabletop_scene.frames[:2]]
+    for beside in (True, False):
+        m = Mapper(MapperConfig(device="cpu", associate_beside_training=beside),
+                   embedding_dim=space.dim)
+        m.ingest(frames[0])
+        assert m.train(1)
+        entered, release = threading.Event(), threading.Event()
+        associate = m.instances.process_frame
+
+        def held_association(*args, **kwargs):
+            entered.set()
+            assert release.wait(20)
+            return associate(*args, **kwargs)
+
+        m.instances.process_frame = held_association
+        ingest = threading.Thread(target=m.ingest, args=(frames[1],))
+        ingest.start()
+        assert entered.wait(20)
+        steps, trained = m.trainer.steps, threading.Event()
+        trainer = threading.Thread(target=lambda: (m.train(1), trained.set()))
+        trainer.start()
+        assert trained.wait(5) == beside, beside
+        edited = threading.Event()
+        editor = threading.Thread(target=lambda: (m.save(tmp_path / "m.pmap"),
+                                                  m.load(tmp_path / "m.pmap"), edited.set()))
+        if beside:
+            assert m.trainer.steps == steps + 1
+            editor.start()
+            assert not edited.wait(0.5)  # the load waits for the frame
+        release.set()
+        for t in (ingest, trainer):
+            t.join(20)
+        assert trained.is_set() and m.frames_ingested == 2
+        if beside:
+            editor.join(60)
+            assert edited.is_set() and m.frames_ingested == 2
+        m.instances.process_frame = associate
+        mapped = threading.Event()
+        with m._lock:  # a training step under way
+            t = threading.Thread(target=lambda: (m.ingest(frames[0]), mapped.set()))
+            t.start()
+            assert mapped.wait(20 if beside else 0.5) == beside, beside
+        t.join(20)
+        assert mapped.is_set()
+
+
+def test_association_beside_training_maps_as_before(tabletop_scene, space):
+    """Frames mapped beside training read a copy of the field taken as each frame starts
+    (its weights the live field's then, no step being under way): fed the same frames with
+    training steps between them, the map is the one a mapper that holds the field's lock
+    through each frame makes."""
+    fe = masks_for(tabletop_scene, space)
+    frames = [to_frame(f, fe(f), True) for f in tabletop_scene.frames[:6]]
+    maps = []
+    for beside in (True, False):
+        torch.manual_seed(0)
+        m = Mapper(MapperConfig(device="cpu", associate_beside_training=beside),
+                   embedding_dim=space.dim)
+        labels, fills = [], []
+        associate = m.instances.process_frame
+
+        def seen_fill(*args, fill=None, **kwargs):
+            live = dict(m.field.named_parameters())
+            fills.append(fill is not None and fill.field is not m.field and all(
+                torch.equal(p, live[k]) for k, p in fill.field.named_parameters()))
+            return associate(*args, fill=fill, **kwargs)
+
+        m.instances.process_frame = seen_fill
+        for f in frames:
+            labels.append(m.ingest(f).labels)
+            for _ in range(3):
+                m.train(1)
+        # from the second frame on the field is trained: beside training, its copy
+        assert fills[1:] == [beside] * (len(frames) - 1)
+        votes = m.instances.votes
+        n = len(votes)
+        maps.append((labels, votes.ids[:n], votes.weights[:n], m.instances.confirmed_ids()))
+    (la, ia, wa, ca), (lb, ib, wb, cb) = maps
+    assert all(np.array_equal(a, b) for a, b in zip(la, lb))
+    assert np.array_equal(ca, cb) and len(ca) > 3
+    assert np.array_equal(ia, ib) and np.array_equal(wa, wb)

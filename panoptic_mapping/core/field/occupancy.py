@@ -90,7 +90,10 @@ class OccupancyGrid:
         self.voxel_m = float(voxel_m)
         self.dilation = int(dilation)
         self._keys = torch.zeros(0, dtype=torch.int64, device=device)  # sorted, unique
-        self._blocks: torch.Tensor | None = None  # cache of _block_keys(); None = stale
+        # cache of _block_keys(): (the keys it was made from, blocks); kept with the keys
+        # it belongs to, so a reader on another thread never stores blocks of keys that a
+        # writer (the mapping thread, beside training) replaced meanwhile as current
+        self._blocks: tuple[torch.Tensor, torch.Tensor] | None = None
 
     BLOCK = 4  # voxels per block edge of the coarse pre-filter (a power of two)
 
@@ -130,9 +133,9 @@ class OccupancyGrid:
         self._set_keys(self._keys[:0])
 
     def _set_keys(self, keys: torch.Tensor) -> None:
-        """Replace the sorted unique keys; the block cache goes stale."""
+        """Replace the sorted unique keys (one assignment: readers see the old keys or
+        the new, never a mix); the block cache then no longer matches them."""
         self._keys = keys
-        self._blocks = None
 
     @property
     def block_m(self) -> float:
@@ -246,11 +249,13 @@ class OccupancyGrid:
 
     def _block_keys(self) -> torch.Tensor:
         """Sorted keys of the blocks holding an occupied voxel, dilated by one block."""
-        if self._blocks is None:
-            shift = self.BLOCK.bit_length() - 1
-            blocks = torch.unique(pack_voxel_keys(unpack_voxel_keys(self._keys) >> shift))
-            self._blocks = _dilate_keys(blocks, 1)
-        return self._blocks
+        keys, cached = self._keys, self._blocks
+        if cached is not None and cached[0] is keys:
+            return cached[1]
+        shift = self.BLOCK.bit_length() - 1
+        blocks = _dilate_keys(torch.unique(pack_voxel_keys(unpack_voxel_keys(keys) >> shift)), 1)
+        self._blocks = (keys, blocks)
+        return blocks
 
     @torch.no_grad()
     def view_bounds(self, K: Any, camera_to_world: Any, shape: tuple[int, int],
