@@ -51,7 +51,7 @@ from panoptic_mapping.core.io.export import (
 from panoptic_mapping.core.io.persistence import MapFileError, load_map, save_map
 from panoptic_mapping.core.map.changes import ChangeEvent
 from panoptic_mapping.core.map.config import InstanceConfig
-from panoptic_mapping.core.map.edits import MovedPoints, Vacancy, WorldEdits
+from panoptic_mapping.core.map.edits import InstanceEditError, MovedPoints, Vacancy, WorldEdits
 from panoptic_mapping.core.map.instances import InstanceMap
 from panoptic_mapping.core.map.localize import vote_masks
 from panoptic_mapping.core.map.observations import id_observations, label_counts
@@ -1024,6 +1024,33 @@ class Mapper:
                                 (xyz @ T[:3, :3].T + T[:3, 3]).astype(np.float32), rgb, conf)
             self.edits.record(Vacancy(self.keyframes.next_id, keys), moved)
             return int(keys.size)
+
+    def voxel_records(self, instance_ids) -> dict[int, InstanceRecord]:
+        """Instance records (centroid, oriented box, points) of ``instance_ids`` from the
+        voxels each holds in the instance map (:meth:`InstanceMap.held_voxel_centres`),
+        thinned to the labeled cloud's resolution: for an instance newer than the last
+        labeled cloud, without building one (a labeled cloud of every keyframe under the
+        lock). Read from the readers' copy: never waits for a frame or a training step.
+        Ids the map does not show, or with fewer than ``export.min_points_per_instance``
+        points, are left out. Labels and confidences are not filled in (the caller has
+        them)."""
+        clouds = []
+        with self._map_for_reader() as instances:
+            for i in instance_ids:
+                try:
+                    centres = instances.held_voxel_centres(int(i))
+                except InstanceEditError:
+                    continue
+                n = len(centres)
+                clouds.append(downsample_labeled_points(
+                    centres, np.zeros((n, 3), np.uint8), np.full(n, int(i), np.int64),
+                    np.zeros(n, np.int64), np.ones(n, np.float32),
+                    self.cfg.export.voxel_size_m))
+        if not clouds:
+            return {}
+        cloud = LabeledCloud(*(np.concatenate([getattr(c, k) for c in clouds]) for k in
+                               ("xyz", "rgb", "instance", "semantic", "confidence")))
+        return {r.id: r for r in instance_table(cloud, {}, {}, self.cfg.export)}
 
     def _instance_points(self, instance_id: int,
                          bounds: tuple[np.ndarray, np.ndarray] | None

@@ -413,3 +413,19 @@ def test_association_beside_training_maps_as_before(tabletop_scene, space):
     assert all(np.array_equal(a, b) for a, b in zip(la, lb))
     assert np.array_equal(ca, cb) and len(ca) > 3
     assert np.array_equal(ia, ib) and np.array_equal(wa, wb)
+
+
+def test_records_of_new_instances_from_their_voxels(mapped):
+    """An InstanceLoc answer names instances newer than the last labeled cloud; their
+    records come from the voxels they hold: centroid and box close to the ones the
+    labeled cloud gives (the keyframes' points), ids the map does not show left out."""
+    m, _ = mapped
+    from_cloud = {r.id: r for r in m.instance_table()}
+    ids = sorted(from_cloud)[:6]
+    from_voxels = m.voxel_records(ids + [10 ** 6])
+    assert set(from_voxels) == set(ids)
+    for i in ids:
+        a, b = from_cloud[i], from_voxels[i]
+        assert np.linalg.norm(a.centroid - b.centroid) < 0.03, i
+        assert np.all(np.abs(np.sort(a.box_size) - np.sort(b.box_size)) < 0.05), i
+        assert b.num_points >= m.cfg.export.min_points_per_instance

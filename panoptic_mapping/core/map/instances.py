@@ -430,6 +430,17 @@ class InstanceMap:
                        ) * self.votes.voxel_size
             return centres.min(0), centres.max(0)
 
+    def held_voxel_centres(self, instance_id: int) -> np.ndarray:
+        """(N, 3) centres of the voxels where a shown instance (with its pending parts)
+        holds at least a third of the votes.
+
+        Raises:
+            InstanceEditError: the map does not show ``instance_id`` (the reason).
+        """
+        with self._lock:
+            keys = self._held_keys(self._members(self._shown(instance_id)))
+            return (unpack_voxel_keys(keys) + 0.5) * self.votes.voxel_size
+
     def _held_keys(self, members: np.ndarray) -> np.ndarray:
         """Packed keys of the voxels where ids flagged in ``members`` hold at least a third
         of the votes (a presence, not a neighbour's edge vote)."""
