@@ -234,6 +234,15 @@ class SegmentationWorker:
         self._report_drops()
         return seq
 
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """Wait (up to ``timeout``) until a submitted frame would drop none waiting: the
+        input stage then prepares only frames the worker will take (under a 100 Hz camera
+        the node decoded every synchronised frame, ~90 a second, to map about two). True
+        once there is room, or once stopping (a submit then raises)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._stopping or len(self._queue) < self.cfg.queue_size, timeout)
+
     def get(self, timeout: float | None = None) -> FrontendResult | None:
         """The next result in submission order, or None after ``timeout`` / stop."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -314,7 +323,9 @@ class SegmentationWorker:
                 self._queue.clear()
                 return None
             self._counts["in_progress"] += 1
-            return self._queue.popleft()
+            item = self._queue.popleft()
+            self._cond.notify_all()  # room for the next frame (wait_for_room)
+            return item
 
     def _run(self) -> None:
         devices = {self.segmenter.device} | (

@@ -9,11 +9,14 @@ grows with the input rate):
   (``input.sync_queue_size`` per topic; message_filters when importable, else
   :mod:`.sync`), poses into the bounded pose buffer (:mod:`.poses`; tf2 when used);
   a matched set goes into a latest-only slot of one;
-* the **frame assembler** thread takes the newest matched set, looks its pose up at the
-  image stamp (waiting at most ``input.pose_wait_s``), decodes it and submits the frame to
+* the **frame assembler** thread, once the segmentation worker has room for a frame, takes
+  the newest matched set (so only frames that will be mapped are decoded), looks its pose
+  up at the image stamp (waiting at most ``input.pose_wait_s``), decodes it and submits the
+  frame to
 * the **segmentation worker** thread (:class:`~panoptic_mapping.frontends.worker.
   SegmentationWorker`, latest-only queue of ``frontend.worker.queue_size``), which segments,
-  embeds and ingests it into the mapper;
+  embeds and ingests it into the mapper, beside training
+  (``mapping.associate_beside_training``);
 * the **training worker** thread, the one that owns the GPU, trains the map continuously
   (``mapping``), one step per lock acquisition;
 * **publishers** (their own callback group, on timers) read snapshots taken under the
@@ -251,9 +254,13 @@ class MappingNode(LifecycleNode):
         """Subscribe to the inputs, start the worker threads and the publishing timers."""
         cfg = self.config
         self._frames = LatestSlot(1)
-        self._assembler = SlotWorker(self._frames, self._assemble, "frame-assembler")
         self.worker = SegmentationWorker(self.segmenter, self.embedder, cfg.frontend.worker,
                                          sink=self._ingest)
+        # a matched set is decoded only once the front-end has room for it (with masks
+        # from a segmentation node the assembler maps the frame itself)
+        self._assembler = SlotWorker(
+            self._frames, self._assemble, "frame-assembler",
+            ready=None if self._masks_from_topic else self.worker.wait_for_room)
         self._trainer = TrainingWorker(lambda: self.mapper,
                                        lambda: self.config.input.train_duty_cycle)
         self._threads = (self._assembler, self.worker, self._trainer)

@@ -94,12 +94,17 @@ class SlotWorker:
     """A thread handling the items of a :class:`LatestSlot` one by one.
 
     An exception in ``handler`` is logged and the thread goes on with the next item.
+    ``ready(timeout) -> bool``, when given, is asked before each item is taken: while it
+    says no, items stay in the slot (the newest replacing the older), so the handler only
+    sees items whoever it hands them to can take.
     """
 
-    def __init__(self, slot: LatestSlot, handler: Callable[[Any], None], name: str) -> None:
+    def __init__(self, slot: LatestSlot, handler: Callable[[Any], None], name: str,
+                 ready: Callable[[float], bool] | None = None) -> None:
         self.slot = slot
         self.handler = handler
         self.name = name
+        self.ready = ready
         self.handled = 0
         self.errors = 0
         self._stop = threading.Event()
@@ -118,6 +123,8 @@ class SlotWorker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self.ready is not None and not self.ready(0.2):
+                continue
             item = self.slot.get(timeout=0.2)
             if item is None:
                 continue

@@ -103,6 +103,32 @@ def test_queue_bound_drops_oldest_and_counts(caplog):
     assert worker.stats()["submitted"] == 7 and worker.stats()["processed"] == 3
 
 
+def test_wait_for_room_until_the_worker_takes_the_waiting_frame():
+    """The input stage asks for room before preparing a frame: none while queue_size
+    frames wait (one in the model does not count), room as soon as the worker takes the
+    waiting frame, and never a hang once the worker stops."""
+    gate = threading.Event()
+    seg = ScriptedSegmenter(gate=gate)
+    worker = SegmentationWorker(seg, cfg=WorkerConfig(queue_size=1))
+    worker.start()
+    try:
+        assert worker.wait_for_room(0)
+        worker.submit(numbered_frame(0))
+        assert seg.started.wait(5.0)  # frame 0 in the model: the queue is empty again
+        assert worker.wait_for_room(1.0)
+        worker.submit(numbered_frame(1))
+        assert not worker.wait_for_room(0.2)  # frame 1 waits
+        gate.set()  # frame 0 done, frame 1 taken up
+        assert worker.wait_for_room(5.0)
+    finally:
+        gate.set()
+        worker.stop()
+    assert worker.wait_for_room(0)  # stopped: room reported at once, a submit raises
+    with pytest.raises(RuntimeError):
+        worker.submit(numbered_frame(2))
+    assert worker.stats()["dropped"] == 0
+
+
 def test_drop_reports_are_rate_limited_but_every_drop_counted(caplog):
     gate = threading.Event()
     seg = ScriptedSegmenter(gate=gate)

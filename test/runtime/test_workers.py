@@ -54,6 +54,23 @@ def test_slot_worker_survives_a_failing_item():
     assert seen == ["a", "b"] and worker.errors == 1 and worker.handled == 2
 
 
+def test_slot_worker_takes_items_only_when_ready():
+    """While ``ready`` says no the items stay in the slot, the newest replacing the older:
+    the handler sees only the item current when its consumer had room."""
+    slot, seen, room = LatestSlot(1), [], threading.Event()
+    worker = SlotWorker(slot, seen.append, "test-worker", ready=room.wait).start()
+    for item in range(5):
+        slot.put(item)
+    time.sleep(0.3)
+    assert seen == [] and slot.dropped == 4
+    room.set()
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.stop(2.0)
+    assert seen == [4]
+
+
 class FakeMapper:
     """Trains nothing until it has keyframes; counts its steps."""
 
