@@ -91,6 +91,7 @@ from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg, subsample
 from panoptic_mapping.ros.pose_sources import HAVE_TF2, TfPoses, TopicPoses, stamp_ns
 from panoptic_mapping.ros.services import LOCALIZE_STAGES, NO_TEXT_ENCODER, MapServices
 from panoptic_mapping.ros.spin import run_node
+from panoptic_mapping.runtime.memory import set_mmap_threshold
 from panoptic_mapping.runtime.poses import BackwardJump, PoseLookupError, clock_offset_reason
 from panoptic_mapping.runtime.snapshots import MapSnapshot, MapSnapshots
 from panoptic_mapping.runtime.visuals import colorize
@@ -232,6 +233,9 @@ class MappingNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.configure_error = None
         torch.set_num_threads(torch_threads(cfg.input.torch_threads))
+        why_not = set_mmap_threshold(cfg.input.malloc_mmap_threshold_mb)
+        if why_not is not None and cfg.input.malloc_mmap_threshold_mb > 0:
+            self.get_logger().warning(f"input.malloc_mmap_threshold_mb not applied: {why_not}")
         # torch imports its compiler stack the first time an optimizer is built: seconds
         # on a busy CPU, inside the first ingest, under the map's lock (the first frame
         # of a flood held everything up); paid here instead
