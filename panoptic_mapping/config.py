@@ -191,11 +191,11 @@ class InputConfig(CameraInputConfig):
         "runs varied as much, so the gain is not established).", minimum=0)
     malloc_mmap_threshold_mb: float = param(
         4.0, "Memory blocks up to this size [MB] come from the C allocator's heap instead of "
-        "a fresh mmap each (glibc; its own threshold rises up to 32 when nothing fixes it, "
-        "but a library in the node fixed it at 128 kB: the training thread then spent half "
-        "its time mapping and zero-filling memory, 5.5 steps/s against 12 for the same map "
-        "in a plain process). Measured in `make demo`: 4 gave 2.4x the training steps for "
-        "+18 % peak RSS, 32 +52 %. 0 leaves the allocator as it is.",
+        "a fresh mmap each (glibc; its own threshold rises up to 32 when nothing fixes it; "
+        "fixed at 128 kB, as the node did before, the training thread spent half its time "
+        "mapping and zero-filling memory, 5.5 steps/s against 12 for the same map in a plain "
+        "process). Measured in `make demo`: 4 gave 2.4x the training steps for +18 % peak "
+        "RSS, 32 +52 %. 0 leaves the allocator as glibc has it.",
         minimum=0.0, maximum=32.0)
     masks_source: str = param(
         "segmenter",

@@ -103,7 +103,6 @@ from panoptic_mapping.runtime.workers import (
     SlotWorker,
     Throttle,
     TrainingWorker,
-    limit_heap_growth,
     process_memory_mb,
     torch_threads,
     training_pause_s,
@@ -979,7 +978,6 @@ def _describe_change(event) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ros2 run panoptic_mapping mapping_node``."""
-    limit_heap_growth()  # image buffers by mmap: flat memory under a flood of frames
     return run_node(MappingNode, NODE_NAME, num_threads=4, argv=argv)
 
 

@@ -3,11 +3,12 @@
 glibc serves blocks above its mmap threshold with a fresh ``mmap`` and returns them with
 ``munmap`` on free; every new mapping is then zero-filled page by page by the kernel. The
 threshold normally rises by itself to the largest block freed (up to 32 MB on 64-bit), so a
-loop allocating the same large tensors again and again soon gets them from the heap; but a
-call of ``mallopt`` by any library in the process turns that rise off. In the mapping node
-something did (the node's training thread: ~1400 ``mmap``/``munmap`` pairs a second, half
-its time in the kernel, 5.5 steps/s against 12 for the same map in a plain process); fixing
-the threshold restores the plain process's rate. 4 MB (the tensors of a training step
+loop allocating the same large tensors again and again soon gets them from the heap; a
+``mallopt`` call turns that rise off. The mapping node's entry point made one since its
+first build (a fixed 128 kB, meant to keep image buffers out of the threads' heaps under a
+flood of frames, never measured): the node's training thread made ~1400 ``mmap``/``munmap``
+pairs a second, spent half its time in the kernel and trained 5.5 steps/s against 12 for
+the same map in a plain process. That call is gone; the node sets this instead. 4 MB (the tensors of a training step
 reach tens of MB) gave 11.5 steps/s against 12.0 with 32 MB in a plain process, and in
 the node a peak RSS of 1192 MB against 1533 MB (1009 MB with the threshold left low).
 """

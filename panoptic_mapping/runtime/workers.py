@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 __all__ = ["LatestSlot", "SlotWorker", "TrainingWorker", "RateMeter", "LatencyWindow",
-           "Throttle", "LockedModel", "process_memory_mb", "limit_heap_growth",
+           "Throttle", "LockedModel", "process_memory_mb",
            "torch_threads", "training_pause_s"]
 
 log = logging.getLogger("panoptic_mapping.ros")
@@ -363,28 +363,3 @@ def process_memory_mb() -> float:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
-
-
-def limit_heap_growth(threshold_bytes: int = 128 * 1024) -> bool:
-    """Serve large allocations (images) by mmap, so freed ones go back to the system.
-
-    glibc raises its mmap threshold dynamically (up to 32 MB) once a large block is freed;
-    afterwards every image buffer (hundreds of kB) comes from the heaps of the threads that
-    touch it, which fragment and keep growing with the number of frames seen. Fixing the
-    threshold (``mallopt(M_MMAP_THRESHOLD)``, like ``MALLOC_MMAP_THRESHOLD_``) keeps the
-    node's memory flat under a flood of frames. Returns False where it does not apply
-    (not glibc).
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    M_MMAP_THRESHOLD = -3
-    return bool(mallopt(M_MMAP_THRESHOLD, int(threshold_bytes)))

@@ -1,6 +1,7 @@
-"""The C allocator's mmap threshold, set on purpose in the mapping node: a threshold some
-library fixed low makes every large tensor a fresh, zero-filled mapping (the node's
-training thread spent half its time in the kernel); set, large blocks are reused."""
+"""The C allocator's mmap threshold, set on purpose in the mapping node: a threshold fixed
+low (the node's entry point fixed it at 128 kB until the twentieth session) makes every
+large tensor a fresh, zero-filled mapping (the node's training thread spent half its time
+in the kernel); set, large blocks are reused."""
 from __future__ import annotations
 
 import platform
@@ -15,8 +16,8 @@ from panoptic_mapping.runtime.memory import set_mmap_threshold
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
                            reason="mallopt thresholds are glibc's")
 
-# In a child process (the test process's allocator is left alone): a library fixes the
-# threshold at 128 kB, as in the node; page faults per 2 MB block allocated, written and
+# In a child process (the test process's allocator is left alone): the threshold fixed at
+# 128 kB, as the node's entry point did; page faults per 2 MB block allocated, written and
 # freed, before and after set_mmap_threshold(4).
 _PROBE = textwrap.dedent("""
     import ctypes, resource, numpy as np
