@@ -194,8 +194,9 @@ class InputConfig(CameraInputConfig):
         "a fresh mmap each (glibc; its own threshold rises up to 32 when nothing fixes it; "
         "fixed at 128 kB, as the node did before, the training thread spent half its time "
         "mapping and zero-filling memory, 5.5 steps/s against 12 for the same map in a plain "
-        "process). Measured in `make demo`: 4 gave 2.4x the training steps for +18 % peak "
-        "RSS, 32 +52 %. 0 leaves the allocator as glibc has it.",
+        "process). Measured in `make demo`: 4 gave 2.3x the training steps with the same "
+        "memory, the heaps' free pages given back at every status report (without that: "
+        "+18 %; 32 MB: +52 %). 0 leaves the allocator as glibc has it.",
         minimum=0.0, maximum=32.0)
     masks_source: str = param(
         "segmenter",

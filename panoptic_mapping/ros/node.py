@@ -91,7 +91,7 @@ from panoptic_mapping.ros.pointcloud import labeled_cloud_to_msg, subsample
 from panoptic_mapping.ros.pose_sources import HAVE_TF2, TfPoses, TopicPoses, stamp_ns
 from panoptic_mapping.ros.services import LOCALIZE_STAGES, NO_TEXT_ENCODER, MapServices
 from panoptic_mapping.ros.spin import run_node
-from panoptic_mapping.runtime.memory import set_mmap_threshold
+from panoptic_mapping.runtime.memory import set_mmap_threshold, trim_heap
 from panoptic_mapping.runtime.poses import BackwardJump, PoseLookupError, clock_offset_reason
 from panoptic_mapping.runtime.snapshots import MapSnapshot, MapSnapshots
 from panoptic_mapping.runtime.visuals import colorize
@@ -792,6 +792,8 @@ class MappingNode(LifecycleNode):
         return missing
 
     def report_status(self) -> None:
+        if self.config.input.malloc_mmap_threshold_mb > 0:
+            trim_heap()  # the heaps' free pages back before memory is reported
         s = self.status()
         counts = ", ".join(f"{n} {c}" for n, (c, _) in s["streams"].items())
         missing = self.waiting_for()

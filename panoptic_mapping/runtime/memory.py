@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-__all__ = ["set_mmap_threshold"]
+__all__ = ["set_mmap_threshold", "trim_heap"]
 
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -45,3 +45,16 @@ def set_mmap_threshold(threshold_mb: float) -> str | None:
     mallopt(_M_TRIM_THRESHOLD, 2 * size)
     mallopt(_M_ARENA_MAX, 2)
     return None
+
+
+def trim_heap() -> bool:
+    """Give the free pages inside the allocator's heaps back to the system
+    (``malloc_trim(0)``): with blocks up to the mmap threshold served from the heaps, image
+    buffers freed between others leave holes that only trimming returns (in the loopback
+    flood test RSS rose 931 -> 975 -> 1008 MB over three rounds without it). Returns
+    whether anything was released; False where it does not apply (not glibc)."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(trim(0))
