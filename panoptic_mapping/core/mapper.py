@@ -375,8 +375,13 @@ class Mapper:
         s = self._working_factor(frame, remember=True)
         work = decimate_frame(frame, s)
         fill, beside = self._ingest_fill()
-        with nullcontext() if beside else self._foreground_lock():
-            return self._map_frame(frame, work, s, source, stereo_s, fill)
+        if not beside:  # the foreground lock's exit refreshes the readers' copy and stats
+            with self._foreground_lock():
+                return self._map_frame(frame, work, s, source, stereo_s, fill)
+        report = self._map_frame(frame, work, s, source, stereo_s, fill)
+        self._refresh_map_reader()
+        self._last_stats = self._read_stats()
+        return report
 
     def _map_frame(self, frame: Frame, work: Frame, s: int, source: str,
                    stereo_s: float | None, fill: FieldInstanceFill | None) -> IngestReport:
@@ -410,8 +415,6 @@ class Mapper:
             self.keyframes.set_labels(kf.id, labels)
             if not integrated and frame.masks is not None:
                 self._unplaced.add(kf.id)
-        self._refresh_map_reader()
-        self._last_stats = self._read_stats()
         return IngestReport(labels, new_ids, integrated, None if kf is None else kf.id,
                             source, stereo_s, removed)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 __all__ = ["set_mmap_threshold", "trim_heap"]
 
@@ -25,6 +26,18 @@ __all__ = ["set_mmap_threshold", "trim_heap"]
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> tuple[ctypes.CDLL | None, str | None]:
+    """(the C library, its name), looked up once: ``find_library`` runs ``ldconfig`` in a
+    subprocess, and :func:`trim_heap` runs at every status report. (None, name) when it
+    cannot be loaded."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name), name
+    except (OSError, TypeError):
+        return None, name
 
 
 def set_mmap_threshold(threshold_mb: float) -> str | None:
@@ -35,11 +48,9 @@ def set_mmap_threshold(threshold_mb: float) -> str | None:
     not (not glibc, or glibc refused the value); 0 leaves the allocator as it is."""
     if threshold_mb <= 0:
         return "left as it is (0)"
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+    libc, name = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
         return f"no mallopt in the C library ({name}): not glibc"
     size = int(threshold_mb * (1 << 20))
     if mallopt(_M_MMAP_THRESHOLD, size) != 1:
@@ -55,8 +66,5 @@ def trim_heap() -> bool:
     buffers freed between others leave holes that only trimming returns (in the loopback
     flood test RSS rose 931 -> 975 -> 1008 MB over three rounds without it). Returns
     whether anything was released; False where it does not apply (not glibc)."""
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return False
-    return bool(trim(0))
+    trim = getattr(_libc()[0], "malloc_trim", None)
+    return trim is not None and bool(trim(0))
