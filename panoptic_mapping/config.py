@@ -176,11 +176,14 @@ class InputConfig(CameraInputConfig):
                                     maximum=1.0, runtime=True)
     min_training_share: float = param(
         0.0, "While frames come faster than the map takes them, the mapping thread pauses "
-        "after each frame so that training, which waits while a frame is mapped, keeps at "
-        "least this share of the time (the newest frame is mapped after the pause). 0: no "
-        "pause, every frame mapped as soon as the last one is done. Measured on 2 cores "
-        "under a 100 Hz camera: 0.5 gave training 1.3-1.5 steps/s instead of 1.0-1.1 and "
-        "mapped 8-13 frames in 20 s instead of 15-20.", minimum=0.0, maximum=0.9,
+        "after each frame for this share of the time (the newest frame is mapped after "
+        "the pause), so that training, which shares the cores and the interpreter with "
+        "mapping (and waits for it with mapping.associate_beside_training off), keeps "
+        "them to itself that long. 0: no pause, every frame mapped as soon as the last "
+        "one is done. Measured on 2 cores under a 100 Hz camera (twentieth session, "
+        "frames mapped beside training): 0.5 gave training 0.42-0.47 of its idle rate "
+        "instead of 0.37 and mapped 32-33 frames in 20 s instead of 78.",
+        minimum=0.0, maximum=0.9,
         runtime=True)
     torch_threads: int = param(
         0, "Threads torch may use inside one operation (0: half the CPU cores this process "

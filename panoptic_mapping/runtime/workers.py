@@ -331,8 +331,9 @@ class TrainingWorker:
 
 
 def training_pause_s(mapping_s: float, training_share: float) -> float:
-    """How long to wait after a frame that took ``mapping_s`` to map (training waits
-    meanwhile) for training to get ``training_share`` of the two: ``mapping_s * share /
+    """How long to wait after a frame that took ``mapping_s`` to map (training shares the
+    cores with it meanwhile, or waits for it when frames are not mapped beside training)
+    for training to have ``training_share`` of the time to itself: ``mapping_s * share /
     (1 - share)``; 0 for a share of 0."""
     if training_share <= 0:
         return 0.0
