@@ -192,6 +192,13 @@ class InputConfig(CameraInputConfig):
         "(one run of the node on 2 cores with 1 thread: idle training 5.0 steps/s and "
         "localize p50 113 ms against 3.0-3.5 and 150-174 with torch's default of 2; later "
         "runs varied as much, so the gain is not established).", minimum=0)
+    switch_interval_ms: float = param(
+        1.0, "How often [ms] a thread running Python code offers the interpreter lock to the "
+        "others (CPython's default 5; process-wide). The training thread's Python between "
+        "its torch operations held up the mapping and input threads: `make demo` at "
+        "640x480 on 2 cores mapped 18-20 of 48 frames with 5 ms, 29-30 with 1 ms and 29 "
+        "with 0.5, training as many steps. 0 leaves the interpreter's setting.",
+        minimum=0.0, maximum=100.0)
     malloc_mmap_threshold_mb: float = param(
         4.0, "Memory blocks up to this size [MB] come from the C allocator's heap instead of "
         "a fresh mmap each (glibc; its own threshold rises up to 32 when nothing fixes it; "

@@ -104,6 +104,7 @@ from panoptic_mapping.runtime.workers import (
     Throttle,
     TrainingWorker,
     process_memory_mb,
+    set_switch_interval,
     torch_threads,
     training_pause_s,
 )
@@ -232,6 +233,7 @@ class MappingNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.configure_error = None
         torch.set_num_threads(torch_threads(cfg.input.torch_threads))
+        set_switch_interval(cfg.input.switch_interval_ms)
         why_not = set_mmap_threshold(cfg.input.malloc_mmap_threshold_mb)
         if why_not is not None and cfg.input.malloc_mmap_threshold_mb > 0:
             self.get_logger().warning(f"input.malloc_mmap_threshold_mb not applied: {why_not}")

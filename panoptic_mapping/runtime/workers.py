@@ -27,7 +27,7 @@ import torch
 
 __all__ = ["LatestSlot", "SlotWorker", "TrainingWorker", "RateMeter", "LatencyWindow",
            "Throttle", "LockedModel", "process_memory_mb",
-           "torch_threads", "training_pause_s"]
+           "torch_threads", "training_pause_s", "set_switch_interval"]
 
 log = logging.getLogger("panoptic_mapping.ros")
 
@@ -350,6 +350,22 @@ def torch_threads(requested: int, cores: int | None = None) -> int:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else (os.cpu_count() or 1)
     return max(1, int(cores) // 2)
+
+
+def set_switch_interval(interval_ms: float) -> float:
+    """Make a thread running Python code offer the interpreter lock to waiting threads
+    every ``interval_ms`` (CPython's default: 5 ms); 0 leaves it as it is. Returns the
+    interval now in force [ms].
+
+    Why: the node's training thread runs Python between its torch operations; a thread
+    that wants the lock back after a C call (the mapping thread between array
+    operations, the executor taking a message) waits for the holder to offer it, up to
+    the interval each time, many times per frame. The setting is process-wide."""
+    import sys
+
+    if interval_ms > 0:
+        sys.setswitchinterval(float(interval_ms) / 1000.0)
+    return sys.getswitchinterval() * 1000.0
 
 
 def process_memory_mb() -> float:

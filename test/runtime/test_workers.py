@@ -16,6 +16,7 @@ from panoptic_mapping.runtime.workers import (
     Throttle,
     TrainingWorker,
     process_memory_mb,
+    set_switch_interval,
     torch_threads,
     training_pause_s,
 )
@@ -185,6 +186,18 @@ def test_torch_threads_default_to_half_the_cores():
     assert torch_threads(0, cores=1) == 1
     assert torch_threads(3, cores=2) == 3
     assert torch_threads(0) >= 1
+
+
+def test_switch_interval_is_set_in_milliseconds_and_0_leaves_it():
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        assert set_switch_interval(2.0) == pytest.approx(2.0)
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+        assert set_switch_interval(0.0) == pytest.approx(2.0)  # left as it was
+    finally:
+        sys.setswitchinterval(before)
 
 
 def test_training_pause_keeps_the_share():
