@@ -47,6 +47,7 @@ from panoptic_mapping.core.io.export import (
     LabeledCloud,
     downsample_labeled_points,
     instance_table,
+    voxel_means,
 )
 from panoptic_mapping.core.io.persistence import MapFileError, load_map, save_map
 from panoptic_mapping.core.map.changes import ChangeEvent
@@ -322,6 +323,10 @@ class Mapper:
         self._still_run = 0  # still frames in a row
         self.frames_skipped_still = 0
         self._view_depth_m: float | None = None  # median depth of the last measured view
+        # keyframe id -> (its frame, pose, voxel means (M, 3) float32, colours (M, 3)):
+        # what a keyframe with measured depth gives the labeled cloud, reduced once (a
+        # 640x480 keyframe holds 300k points; 30 of them made every cloud take 13 s)
+        self._kf_points: dict[int, tuple[Frame, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.working_decimation = 1  # of the last frame mapped
         self.stereo = StereoDepth(self.cfg.stereo, self.device) if self.cfg.stereo.enabled \
             else None
@@ -962,23 +967,50 @@ class Mapper:
                                              np.ndarray]]:
         """Per keyframe (under the lock): its id, points (P, 3) not vacated by a later
         edit (only those inside ``box``, (lo, hi) corners, when given), their colours
-        (P, 3), confirmed map ids (P,) and confidences (P,)."""
-        for kf in self.keyframes.snapshot():
-            f = kf.frame
-            depth = f.depth
-            if depth is None:
-                if self.trainer is None or self.trainer.steps < self.cfg.rgb_only_min_steps:
-                    continue
-                _, depth = self.render_rgbd(f.K, f.camera_to_world, f.shape)
-            pts, flat = backproject(depth, f.K, f.camera_to_world)
+        (P, 3), confirmed map ids (P,) and confidences (P,). A keyframe gives one point
+        per cloud voxel it sees (the mean of its pixels there): a voxel's label is then
+        voted by the views that saw it, not by how many pixels each gave it."""
+        keyframes = self.keyframes.snapshot()
+        kept = {kf.id for kf in keyframes}
+        for stale in [k for k in self._kf_points if k not in kept]:
+            del self._kf_points[stale]
+        for kf in keyframes:
+            got = self._keyframe_voxel_points(kf.id, kf.frame)
+            if got is None:
+                continue
+            pts, rgb = got
             if box is not None:
                 inside = ((pts >= box[0]) & (pts <= box[1])).all(1)
-                pts, flat = pts[inside], flat[inside]
+                pts, rgb = pts[inside], rgb[inside]
             if self.edits.vacancies:
                 keep = ~self.edits.vacated(pts, self.instances.votes.voxel_size, kf.id)
-                pts, flat = pts[keep], flat[keep]
+                pts, rgb = pts[keep], rgb[keep]
             i, c = self.instances.render_points(pts, confirmed_only=True)
-            yield kf.id, pts, f.rgb.reshape(-1, 3)[flat], i, c
+            yield kf.id, pts, rgb, i, c
+
+    def _keyframe_voxel_points(self, kf_id: int, f: Frame
+                               ) -> tuple[np.ndarray, np.ndarray] | None:
+        """A keyframe's points reduced to one per cloud voxel: (M, 3) positions, (M, 3)
+        uint8 colours (lock held). Measured depth is reduced once and kept; a keyframe
+        without depth is drawn by the field each time (its depth changes as it trains),
+        None before ``rgb_only_min_steps``."""
+        cached = self._kf_points.get(kf_id)
+        if cached is not None and cached[0] is f and np.array_equal(cached[1],
+                                                                     f.camera_to_world):
+            return cached[2].astype(np.float64), cached[3]
+        depth = f.depth
+        if depth is None:
+            if self.trainer is None or self.trainer.steps < self.cfg.rgb_only_min_steps:
+                return None
+            _, depth = self.render_rgbd(f.K, f.camera_to_world, f.shape)
+        pts, flat = backproject(depth, f.K, f.camera_to_world)
+        pts, rgb = voxel_means(pts, f.rgb.reshape(-1, 3)[flat], self.cfg.export.voxel_size_m)
+        if f.depth is not None:
+            # float32 halves what the reductions keep (a 640x480 keyframe: ~130k voxels)
+            pts = pts.astype(np.float32)
+            self._kf_points[kf_id] = (f, np.array(f.camera_to_world, copy=True), pts, rgb)
+            return pts.astype(np.float64), rgb
+        return pts, rgb
 
     # ------------------------------------------------------------------ world edits
 

@@ -124,6 +124,34 @@ def test_text_query_and_export(mapped, space):
         assert np.all(r.box_size >= 0) and abs(np.linalg.det(r.box_rotation) - 1) < 1e-6
 
 
+def test_cloud_reduces_each_keyframe_once_and_again_when_its_pose_changes(mapped):
+    """A keyframe with depth gives the cloud one point per voxel it sees, reduced once;
+    the same map gives the same cloud from the kept reductions, and a keyframe whose pose
+    changed is reduced again."""
+    m, _ = mapped
+    m._kf_points.clear()
+    first = m.labeled_cloud()
+    kept = {k: v[2] for k, v in m._kf_points.items()}
+    assert kept and set(kept) == set(m.keyframes.ids())
+    again = m.labeled_cloud()
+    np.testing.assert_array_equal(first.xyz, again.xyz)
+    np.testing.assert_array_equal(first.instance, again.instance)
+    assert all(m._kf_points[k][2] is v for k, v in kept.items())  # not recomputed
+    # one voxel mean per keyframe and voxel: never more points than the voxels it sees
+    kf = m.keyframes.snapshot()[0]
+    pts, _ = backproject(kf.frame.depth, kf.frame.K, kf.frame.camera_to_world)
+    voxels = np.unique(np.floor(pts / m.cfg.export.voxel_size_m).astype(np.int64), axis=0)
+    assert len(kept[kf.id]) == len(voxels)
+    kf.frame.camera_to_world[:3, 3] += 0.5  # moved in place: reduced again
+    try:
+        m.labeled_cloud()
+        assert m._kf_points[kf.id][2] is not kept[kf.id]
+        np.testing.assert_allclose(m._kf_points[kf.id][2].mean(0),
+                                   kept[kf.id].mean(0) + 0.5, atol=0.02)
+    finally:
+        kf.frame.camera_to_world[:3, 3] -= 0.5
+
+
 def test_save_load_same_outputs_and_corrupt_file(mapped, tabletop_scene, tmp_path, space):
     m, _ = mapped
     path = tmp_path / "map.pt"

@@ -5,7 +5,8 @@ confidences) and hands them to the functions below; nothing here knows about the
 internal structures, so the export is testable on worked examples.
 
 * :func:`downsample_labeled_points` keeps one point per occupied voxel (mean position and
-  colour, majority-voted labels),
+  colour, majority-voted labels); :func:`voxel_means` does the same for one view's
+  unlabeled points (the mapper reduces each keyframe once, not at every cloud),
 * :func:`instance_table` summarises every instance: label, confidence, centroid and an
   oriented bounding box (:func:`oriented_box`),
 * :func:`instance_points` takes one instance's points out of a cloud (optionally coarser),
@@ -33,6 +34,7 @@ __all__ = [
     "LabeledCloud",
     "InstanceRecord",
     "downsample_labeled_points",
+    "voxel_means",
     "oriented_box",
     "instance_table",
     "instance_points",
@@ -199,6 +201,32 @@ def _vote(group: np.ndarray, label: np.ndarray, weight: np.ndarray,
     idx = np.flatnonzero(best)
     first = idx[np.concatenate(([True], pair_group[idx[1:]] != pair_group[idx[:-1]]))]
     return pair_label[first].astype(np.uint32), counts[first], wsum[first]
+
+
+def voxel_means(xyz: np.ndarray, rgb: np.ndarray, voxel_size: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """One point per occupied voxel of edge ``voxel_size``: the mean position and colour
+    of the points in it, ordered by voxel key (deterministic).
+
+    Args:
+        xyz: (N, 3) finite positions [m]. rgb: (N, 3) colours, 0..255.
+    Returns:
+        (M, 3) float64 positions and (M, 3) uint8 colours, M <= N.
+    """
+    if not voxel_size > 0:
+        raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    rgb = np.asarray(rgb).reshape(-1, 3)
+    if len(xyz) == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
+    keys = pack_voxel_keys(voxel_coords(xyz, voxel_size))
+    _, voxel, count = np.unique(keys, return_inverse=True, return_counts=True)
+    voxel = voxel.reshape(-1)
+    m = len(count)
+    sums = np.stack([np.bincount(voxel, weights=c, minlength=m)
+                     for c in (*xyz.T, *rgb.T.astype(np.float64))], axis=1)
+    means = sums / count[:, None]
+    return means[:, :3], np.clip(np.rint(means[:, 3:]), 0, 255).astype(np.uint8)
 
 
 def downsample_labeled_points(xyz: np.ndarray, rgb: np.ndarray, instance: np.ndarray,

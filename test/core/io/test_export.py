@@ -17,6 +17,7 @@ from panoptic_mapping.core.io.export import (
     instance_table,
     oriented_box,
     read_ply,
+    voxel_means,
     write_ply,
 )
 from panoptic_mapping.core.geometry import quaternion_to_rotation
@@ -86,6 +87,18 @@ def test_two_points_in_one_voxel_are_averaged():
     assert cloud.confidence[0] == pytest.approx(0.6)  # unanimous: mean confidence
     assert cloud.xyz.dtype == np.float32 and cloud.rgb.dtype == np.uint8
     assert cloud.instance.dtype == np.uint32 and cloud.confidence.dtype == np.float32
+
+
+def test_voxel_means_average_position_and_colour_per_voxel():
+    xyz, rgb = voxel_means([[0.001, 0.002, 0.003], [0.005, 0.006, 0.007], [0.015, 0.0, 0.0]],
+                           [[10, 20, 30], [21, 40, 50], [1, 2, 3]], 0.01)
+    np.testing.assert_allclose(xyz, [[0.003, 0.004, 0.005], [0.015, 0.0, 0.0]], atol=1e-12)
+    np.testing.assert_array_equal(rgb, [[16, 30, 40], [1, 2, 3]])  # 15.5 rounds to even
+    assert rgb.dtype == np.uint8
+    empty = voxel_means(np.zeros((0, 3)), np.zeros((0, 3)), 0.01)
+    assert empty[0].shape == (0, 3) and empty[1].shape == (0, 3)
+    with pytest.raises(ValueError, match="voxel_size"):
+        voxel_means([[0, 0, 0]], [[0, 0, 0]], 0.0)
 
 
 def test_majority_instance_in_a_voxel_of_three_points():
