@@ -327,6 +327,7 @@ class Mapper:
         # what a keyframe with measured depth gives the labeled cloud, reduced once (a
         # 640x480 keyframe holds 300k points; 30 of them made every cloud take 13 s)
         self._kf_points: dict[int, tuple[Frame, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._kf_points_lock = threading.Lock()
         self.working_decimation = 1  # of the last frame mapped
         self.stereo = StereoDepth(self.cfg.stereo, self.device) if self.cfg.stereo.enabled \
             else None
@@ -937,43 +938,53 @@ class Mapper:
         from the instances' labels. Points a later edit vacated are left out; a moved
         instance not seen since adds its carried points (:mod:`~.map.edits`).
         """
+        # Under the lock only what the cloud is made from: the edits, the keyframes and
+        # the labels. The rest (seconds for many large keyframes) reads the instance map
+        # under its own lock, so training and frames go on meanwhile; a frame mapped
+        # during it may show in the cloud, whose snapshot is then rebuilt anyway.
         with self._lock:
             self._prune_edits()
-            xyz, rgb, ids, conf = [], [], [], []
-            for _, pts, colours, i, c in self._keyframe_points():
-                xyz.append(pts)
-                rgb.append(colours)
-                ids.append(i)
-                conf.append(c)
-            shown = set(self.instances.confirmed_ids().tolist())
-            for m in self.edits.moved.values():
-                if m.instance_id in shown:
-                    xyz.append(m.xyz.astype(np.float64))
-                    rgb.append(m.rgb)
-                    ids.append(np.full(len(m.xyz), m.instance_id, np.int32))
-                    conf.append(m.confidence)
-            if not xyz:
-                return LabeledCloud.empty()
-            ids_all = np.concatenate(ids)
+            edits = self.edits.copy()
+            keyframes = self.keyframes.snapshot()
             labels = self.instance_labels()
-            uniq, inv = np.unique(ids_all, return_inverse=True)
-            sem = np.array([labels.get(int(u), (0, 0.0))[0] for u in uniq], np.int64)[inv]
-            return downsample_labeled_points(np.concatenate(xyz), np.concatenate(rgb), ids_all,
-                                             sem, np.concatenate(conf),
-                                             self.cfg.export.voxel_size_m)
+            shown = set(self.instances.confirmed_ids().tolist())
+        xyz, rgb, ids, conf = [], [], [], []
+        for _, pts, colours, i, c in self._keyframe_points(edits=edits, keyframes=keyframes):
+            xyz.append(pts)
+            rgb.append(colours)
+            ids.append(i)
+            conf.append(c)
+        for m in edits.moved.values():
+            if m.instance_id in shown:
+                xyz.append(m.xyz.astype(np.float64))
+                rgb.append(m.rgb)
+                ids.append(np.full(len(m.xyz), m.instance_id, np.int32))
+                conf.append(m.confidence)
+        if not xyz:
+            return LabeledCloud.empty()
+        ids_all = np.concatenate(ids)
+        uniq, inv = np.unique(ids_all, return_inverse=True)
+        sem = np.array([labels.get(int(u), (0, 0.0))[0] for u in uniq], np.int64)[inv]
+        return downsample_labeled_points(np.concatenate(xyz), np.concatenate(rgb), ids_all,
+                                         sem, np.concatenate(conf),
+                                         self.cfg.export.voxel_size_m)
 
-    def _keyframe_points(self, box: tuple[np.ndarray, np.ndarray] | None = None
+    def _keyframe_points(self, box: tuple[np.ndarray, np.ndarray] | None = None,
+                         edits: WorldEdits | None = None, keyframes: list | None = None
                          ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray,
                                              np.ndarray]]:
-        """Per keyframe (under the lock): its id, points (P, 3) not vacated by a later
-        edit (only those inside ``box``, (lo, hi) corners, when given), their colours
-        (P, 3), confirmed map ids (P,) and confidences (P,). A keyframe gives one point
-        per cloud voxel it sees (the mean of its pixels there): a voxel's label is then
-        voted by the views that saw it, not by how many pixels each gave it."""
-        keyframes = self.keyframes.snapshot()
+        """Per keyframe: its id, points (P, 3) not vacated by a later edit (only those
+        inside ``box``, (lo, hi) corners, when given), their colours (P, 3), confirmed
+        map ids (P,) and confidences (P,). A keyframe gives one point per cloud voxel it
+        sees (the mean of its pixels there): a voxel's label is then voted by the views
+        that saw it, not by how many pixels each gave it. ``edits`` and ``keyframes``:
+        copies taken under the lock (default: the map's own, the lock held)."""
+        edits = self.edits if edits is None else edits
+        keyframes = self.keyframes.snapshot() if keyframes is None else keyframes
         kept = {kf.id for kf in keyframes}
-        for stale in [k for k in self._kf_points if k not in kept]:
-            del self._kf_points[stale]
+        with self._kf_points_lock:
+            for stale in [k for k in self._kf_points if k not in kept]:
+                del self._kf_points[stale]
         for kf in keyframes:
             got = self._keyframe_voxel_points(kf.id, kf.frame)
             if got is None:
@@ -982,8 +993,8 @@ class Mapper:
             if box is not None:
                 inside = ((pts >= box[0]) & (pts <= box[1])).all(1)
                 pts, rgb = pts[inside], rgb[inside]
-            if self.edits.vacancies:
-                keep = ~self.edits.vacated(pts, self.instances.votes.voxel_size, kf.id)
+            if edits.vacancies:
+                keep = ~edits.vacated(pts, self.instances.votes.voxel_size, kf.id)
                 pts, rgb = pts[keep], rgb[keep]
             i, c = self.instances.render_points(pts, confirmed_only=True)
             yield kf.id, pts, rgb, i, c
@@ -991,10 +1002,11 @@ class Mapper:
     def _keyframe_voxel_points(self, kf_id: int, f: Frame
                                ) -> tuple[np.ndarray, np.ndarray] | None:
         """A keyframe's points reduced to one per cloud voxel: (M, 3) positions, (M, 3)
-        uint8 colours (lock held). Measured depth is reduced once and kept; a keyframe
-        without depth is drawn by the field each time (its depth changes as it trains),
-        None before ``rgb_only_min_steps``."""
-        cached = self._kf_points.get(kf_id)
+        uint8 colours. Measured depth is reduced once and kept; a keyframe without depth
+        is drawn by the field each time (its depth changes as it trains), None before
+        ``rgb_only_min_steps``."""
+        with self._kf_points_lock:  # never held across a rendering (which takes _lock)
+            cached = self._kf_points.get(kf_id)
         if cached is not None and cached[0] is f and np.array_equal(cached[1],
                                                                      f.camera_to_world):
             return cached[2].astype(np.float64), cached[3]
@@ -1008,7 +1020,8 @@ class Mapper:
         if f.depth is not None:
             # float32 halves what the reductions keep (a 640x480 keyframe: ~130k voxels)
             pts = pts.astype(np.float32)
-            self._kf_points[kf_id] = (f, np.array(f.camera_to_world, copy=True), pts, rgb)
+            with self._kf_points_lock:
+                self._kf_points[kf_id] = (f, np.array(f.camera_to_world, copy=True), pts, rgb)
             return pts.astype(np.float64), rgb
         return pts, rgb
 

@@ -152,6 +152,34 @@ def test_cloud_reduces_each_keyframe_once_and_again_when_its_pose_changes(mapped
         kf.frame.camera_to_world[:3, 3] -= 0.5
 
 
+def test_cloud_reads_the_instance_map_without_the_mappers_lock(mapped, monkeypatch):
+    """A cloud of many large keyframes takes seconds: while it reads the instance map,
+    training and map edits can take the mapper's lock."""
+    import threading
+
+    m, _ = mapped
+    reading, release = threading.Event(), threading.Event()
+    real = m.instances.render_points
+
+    def slow_render_points(*args, **kwargs):
+        reading.set()
+        assert release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(m.instances, "render_points", slow_render_points)
+    out = []
+    builder = threading.Thread(target=lambda: out.append(m.labeled_cloud()))
+    builder.start()
+    try:
+        assert reading.wait(10)
+        assert m._lock.acquire(timeout=2), "the cloud held the mapper's lock"
+        m._lock.release()
+    finally:
+        release.set()
+        builder.join(30)
+    assert out and len(out[0]) > 1000
+
+
 def test_save_load_same_outputs_and_corrupt_file(mapped, tabletop_scene, tmp_path, space):
     m, _ = mapped
     path = tmp_path / "map.pt"

@@ -80,6 +80,15 @@ class WorldEdits:
         self.moved: dict[int, MovedPoints] = {}
         self.count = 0
 
+    def copy(self) -> "WorldEdits":
+        """A copy whose lists a later edit or prune leaves alone (the vacancies and
+        stand-ins themselves are never changed, only replaced)."""
+        out = WorldEdits()
+        out.vacancies = list(self.vacancies)
+        out.moved = dict(self.moved)
+        out.count = self.count
+        return out
+
     def record(self, vacancy: Vacancy, moved: MovedPoints | None = None) -> None:
         """One edit: its vacancy and, for a move, the instance's stand-in points."""
         self.vacancies.append(vacancy)
