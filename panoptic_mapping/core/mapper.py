@@ -286,7 +286,7 @@ class FieldInstanceFill:
 
 # what a loaded map does not replace: threads may be waiting on these
 _OWN_SYNCHRONISATION = frozenset({"_lock", "_ingest_lock", "_foreground",
-                                  "_foreground_done"})
+                                  "_foreground_done", "_kf_points_lock"})
 
 
 class Mapper:
