@@ -344,25 +344,35 @@ class Mapper:
     # ------------------------------------------------------------------ input
 
     @contextmanager
-    def _foreground_lock(self) -> Iterator[None]:
-        """The map's lock for work someone waits on; training yields to it."""
+    def foreground(self) -> Iterator[None]:
+        """Work someone waits on, with or without the map's lock (a localize request from
+        its segmentation to its answer): training starts no step until it is done (a
+        step under way finishes)."""
         with self._foreground_done:
             self._foreground += 1
         try:
-            with self._lock:
-                yield
-                self._refresh_map_reader()
-                # what stats() answers while training holds the lock (it never waits)
-                self._last_stats = self._read_stats()
+            yield
         finally:
             with self._foreground_done:
                 self._foreground -= 1
                 self._foreground_done.notify_all()
 
-    def _yield_to_foreground(self, timeout_s: float = 5.0) -> None:
-        """Wait (up to ``timeout_s``) until no foreground work waits for the lock."""
+    @contextmanager
+    def _foreground_lock(self) -> Iterator[None]:
+        """The map's lock for work someone waits on; training yields to it."""
+        with self.foreground(), self._lock:
+            yield
+            self._refresh_map_reader()
+            # what stats() answers while training holds the lock (it never waits)
+            self._last_stats = self._read_stats()
+
+    def wait_for_foreground(self, timeout_s: float = 5.0) -> None:
+        """Wait (up to ``timeout_s``) until no foreground work (:meth:`foreground`, a map
+        edit, a load) is under way or waiting for the lock."""
         with self._foreground_done:
             self._foreground_done.wait_for(lambda: self._foreground == 0, timeout_s)
+
+    _yield_to_foreground = wait_for_foreground
 
     def ingest(self, frame: Frame) -> IngestReport:
         """Validate and take in one frame. Raises FrameError (map untouched) on bad input."""

@@ -130,6 +130,14 @@ class MapServices:
                                  labels.get(instance_id), score)
 
     def localize(self, request, response):
+        # a manipulation stack waits for the answer: no training step starts meanwhile
+        # (input.localize_priority)
+        if not self.config.input.localize_priority:
+            return self._localize(request, response)
+        with self.current_mapper().foreground():
+            return self._localize(request, response)
+
+    def _localize(self, request, response):
         t0 = time.perf_counter()
         try:
             q = decode_localize_request(request, self.config.input.map_frame,

@@ -180,6 +180,24 @@ def test_cloud_reads_the_instance_map_without_the_mappers_lock(mapped, monkeypat
     assert out and len(out[0]) > 1000
 
 
+def test_training_starts_no_step_while_foreground_work_is_under_way(mapped):
+    """A localize request holds Mapper.foreground() from its segmentation to its answer:
+    no training step starts meanwhile; the step runs once it is done."""
+    import threading
+
+    m, _ = mapped
+    steps = m.trainer.steps
+    done = threading.Event()
+    with m.foreground():
+        trainer = threading.Thread(target=lambda: (m.train(1), done.set()))
+        trainer.start()
+        assert not done.wait(0.5), "a training step started during foreground work"
+        assert m.trainer.steps == steps
+    assert done.wait(30)
+    trainer.join()
+    assert m.trainer.steps == steps + 1
+
+
 def test_save_load_same_outputs_and_corrupt_file(mapped, tabletop_scene, tmp_path, space):
     m, _ = mapped
     path = tmp_path / "map.pt"
