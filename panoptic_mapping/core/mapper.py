@@ -366,13 +366,11 @@ class Mapper:
             # what stats() answers while training holds the lock (it never waits)
             self._last_stats = self._read_stats()
 
-    def wait_for_foreground(self, timeout_s: float = 5.0) -> None:
+    def _yield_to_foreground(self, timeout_s: float = 5.0) -> None:
         """Wait (up to ``timeout_s``) until no foreground work (:meth:`foreground`, a map
         edit, a load) is under way or waiting for the lock."""
         with self._foreground_done:
             self._foreground_done.wait_for(lambda: self._foreground == 0, timeout_s)
-
-    _yield_to_foreground = wait_for_foreground
 
     def ingest(self, frame: Frame) -> IngestReport:
         """Validate and take in one frame. Raises FrameError (map untouched) on bad input."""
