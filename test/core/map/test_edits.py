@@ -194,3 +194,25 @@ def test_an_edit_of_an_id_the_map_no_longer_shows_says_why():
     im.ids.present_shown[outvoted] = 5  # shown again in over half: an instance again
     assert im.remove_instance(outvoted).size == 0  # removed (it held no votes)
     assert not im.ids.alive[outvoted]
+
+
+def test_change_detection_leaves_an_instance_the_map_no_longer_shows(mapped, tabletop_scene):
+    """The shown voxels change detection judges are read every few frames; an instance
+    shown then but outvoted since (min_shown_share) is no instance to remove: removing it
+    raised inside the frame's mapping (seen in a loopback flood)."""
+    i, _ = an_object(mapped)
+    frame = tabletop_scene.frames[0]
+    through = frame.depth * 3.0  # a view that sees through everything the map shows
+    views = mapped.cfg.instances.changes.gone_views
+    for _ in range(views - 1):
+        assert mapped.instances.gone_in_view(through, frame.K, frame.camera_to_world) == []
+    ids = mapped.instances.ids
+    ids.present[i], ids.present_shown[i] = 9, 2  # outvoted since the reading
+    assert i not in mapped.instances.confirmed_ids()
+    gone = [g for g, _ in mapped.instances.gone_in_view(through, frame.K,
+                                                        frame.camera_to_world)]
+    assert gone and i not in gone  # the others that view sees through still go
+    ids.present_shown[i] = 9  # shown again, and still seen through: it goes now
+    gone = [g for g, _ in mapped.instances.gone_in_view(through, frame.K,
+                                                        frame.camera_to_world)]
+    assert i in gone
