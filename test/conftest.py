@@ -85,6 +85,15 @@ class NodeProcess:
             self.proc.send_signal(signal.SIGINT)
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # a hung stop: every thread's stack (the node registers SIGUSR1 with
+            # faulthandler) into the output, then the reason with it
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(2.0)
+            self.kill()
+            self._reader.join(timeout=5)
+            raise AssertionError(f"the node did not stop within {timeout} s of SIGINT; "
+                                 f"its output, thread stacks last:\n{self.output[-12000:]}")
         finally:
             self._reader.join(timeout=5)
 

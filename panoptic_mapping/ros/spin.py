@@ -2,8 +2,10 @@
 multi-threaded executor, exit codes, and a clean shutdown."""
 from __future__ import annotations
 
+import faulthandler
 import gc
 import logging
+import signal
 import sys
 import time
 from typing import Callable
@@ -86,6 +88,8 @@ def run_node(make_node: Callable[[], object], name: str, num_threads: int,
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(levelname)s] [%(name)s]: %(message)s")
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a hung node waits on
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = sys.argv if argv is None else argv
     rclpy.init(args=args)
     node = None

@@ -104,3 +104,16 @@ def test_lifecycle_transitions_keep_and_free_the_map(start_node, tabletop_scene,
         rclpy.try_shutdown()
     assert node.interrupt() == 0, node.output
     assert "Traceback" not in node.output, node.output
+
+
+def test_sigusr1_prints_every_threads_stack_and_the_node_keeps_running(start_node):
+    """`kill -USR1` on a hung node shows what each thread waits on (faulthandler)."""
+    import signal
+
+    node = start_node("--ros-args", "--params-file", str(PARAMS_FILE),
+                      "-p", "lifecycle.autostart:=false")
+    node.wait_for_line("unconfigured: waiting for the lifecycle transitions")
+    node.proc.send_signal(signal.SIGUSR1)
+    node.wait_for_line(r"[Tt]hread 0x[0-9a-f]+ \(most recent call first\)", regex=True)
+    assert node.proc.poll() is None  # a report, not a stop
+    assert node.interrupt() == 0, node.output
