@@ -89,7 +89,10 @@ def run_node(make_node: Callable[[], object], name: str, num_threads: int,
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(levelname)s] [%(name)s]: %(message)s")
     # `kill -USR1 <pid>` prints every thread's stack to stderr: what a hung node waits on
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (OSError, ValueError, AttributeError):  # stderr without a file descriptor
+        pass  # (io.UnsupportedOperation is both an OSError and a ValueError)
     args = sys.argv if argv is None else argv
     rclpy.init(args=args)
     node = None
