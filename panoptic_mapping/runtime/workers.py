@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -361,8 +362,6 @@ def set_switch_interval(interval_ms: float) -> float:
     that wants the lock back after a C call (the mapping thread between array
     operations, the executor taking a message) waits for the holder to offer it, up to
     the interval each time, many times per frame. The setting is process-wide."""
-    import sys
-
     if interval_ms > 0:
         sys.setswitchinterval(float(interval_ms) / 1000.0)
     return sys.getswitchinterval() * 1000.0

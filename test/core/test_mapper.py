@@ -27,6 +27,21 @@ def space():
     return SimulatedEmbeddingSpace(dim=16, noise_std=0.1)
 
 
+def held(method, timeout_s: float):
+    """``method`` held at its entry: (the wrapper, an event set when a call enters it, an
+    event that lets the call go on); the wrapper asserts it was let go within timeout_s."""
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+
+    def wrapper(*args, **kwargs):
+        entered.set()
+        assert release.wait(timeout_s)
+        return method(*args, **kwargs)
+
+    return wrapper, entered, release
+
+
 def masks_for(scene, space, seed=0):
     fe = SimulatedMaskFrontend(MaskErrorModel.none(), seed, scene=scene, embedding_space=space)
     return lambda f: fe(f, scene)
@@ -158,14 +173,7 @@ def test_cloud_reads_the_instance_map_without_the_mappers_lock(mapped, monkeypat
     import threading
 
     m, _ = mapped
-    reading, release = threading.Event(), threading.Event()
-    real = m.instances.render_points
-
-    def slow_render_points(*args, **kwargs):
-        reading.set()
-        assert release.wait(10)
-        return real(*args, **kwargs)
-
+    slow_render_points, reading, release = held(m.instances.render_points, 10)
     monkeypatch.setattr(m.instances, "render_points", slow_render_points)
     out = []
     builder = threading.Thread(target=lambda: out.append(m.labeled_cloud()))
@@ -412,15 +420,8 @@ def test_training_goes_on_while_a_frame_is_mapped(tabletop_scene, space, tmp_pat
                    embedding_dim=space.dim)
         m.ingest(frames[0])
         assert m.train(1)
-        entered, release = threading.Event(), threading.Event()
         associate = m.instances.process_frame
-
-        def held_association(*args, **kwargs):
-            entered.set()
-            assert release.wait(20)
-            return associate(*args, **kwargs)
-
-        m.instances.process_frame = held_association
+        m.instances.process_frame, entered, release = held(associate, 20)
         ingest = threading.Thread(target=m.ingest, args=(frames[1],))
         ingest.start()
         assert entered.wait(20)

@@ -265,7 +265,8 @@ class InstanceMap:
             # the reading is up to refresh_frames old: an id read as shown then may no
             # longer be (min_shown_share), and is no instance to remove (its count of
             # views stays: shown again and still gone, it goes at the next such view)
-            gone = [i for i in gone if i in set(shown.tolist())]
+            shown_now = set(shown.tolist())
+            gone = [i for i in gone if i in shown_now]
             return [(i, self._shape(centres[owner == i], i)) for i in gone]
 
     def _candidates(self) -> tuple[np.ndarray, np.ndarray]:
