@@ -424,6 +424,9 @@ class Mapper:
                 work.mask_embeddings, fill=fill, measured=source == "measured")
             labels = labels_at_full_resolution(result.labels, frame.masks, s)
             new_ids = result.new_ids
+            every = self.cfg.instances.merge_parts_every
+            if every and self.instances.frames_integrated % every == 0:
+                self._merge_resting_parts()
         kf = self.keyframes.add(frame)
         if kf is not None:
             self.keyframes.set_labels(kf.id, labels)
@@ -827,6 +830,40 @@ class Mapper:
             self._label_cache = (key, labels, corrected)
         return dict(labels)
 
+    def _across_extents(self, instances: InstanceMap, ids: np.ndarray) -> dict[int, float]:
+        """Id -> its extent across the up axis [m], over the middle 90 % of its voxels
+        (strays do not stretch it)."""
+        axis = "xyz".index(self.cfg.semantics.up_axis[-1])
+        across = [a for a in range(3) if a != axis]
+        return {i: float((hi - lo)[across].max()) for i, (lo, hi) in
+                instances.instance_boxes(0.05, ids).items()}
+
+    def _merge_resting_parts(self) -> list[tuple[int, int]]:
+        """Merge every shown id that rests only on ids of its own kind and is more than
+        ``semantics.support_max_size_ratio`` as wide as each of them
+        (``instances.merge_parts_every``); returns the (part, support) pairs merged.
+
+        Contact as :meth:`_same_label_supports` finds it; "its own kind" is the mean mask
+        embeddings' agreement that view consensus also asks for. The width test is the
+        label rule's "larger" turned round: a mug resting on a table that every view
+        calls "table" is narrow and keeps its id (that rule then keeps its label)."""
+        sc, instances = self.cfg.semantics, self.instances
+        contacts = instances.contacts_below(sc.up_axis, sc.support_gap_m)
+        if not contacts:
+            return []
+        involved = np.array(sorted(set(contacts) | {s for b in contacts.values() for s in b}))
+        sizes = self._across_extents(instances, involved)
+        on = resting_on(contacts, sizes, np.inf, sc.support_min_share)
+        pairs = [(t, ss) for t, ss in sorted(on.items())
+                 if all(sizes[t] > sc.support_max_size_ratio * sizes[s]
+                        and instances.agree(t, s) for s in ss)]
+        merged = []
+        for t, ss in pairs:
+            for s in ss:
+                merged.append((t, s))
+                instances.merge(t, s)
+        return merged
+
     def _same_label_supports(self, labels: dict[int, tuple[int, float]],
                              instances: InstanceMap) -> dict[int, list[int]]:
         """Instance -> the larger instances of its own label it rests on
@@ -849,13 +886,9 @@ class Mapper:
         if not contacts:
             return {}
         involved = np.array(sorted(set(contacts) | {s for b in contacts.values() for s in b}))
-        axis = "xyz".index(sc.up_axis[-1])
-        across = [a for a in range(3) if a != axis]
-        # the extent across the up axis, over the middle 90 % of the voxels (strays do not
-        # stretch it): a support spreads beyond what rests on it; a box's upper half, cut
-        # off by a segmenter, is as wide as the lower half it "rests" on
-        sizes = {i: float((hi - lo)[across].max()) for i, (lo, hi) in
-                 instances.instance_boxes(0.05, involved).items()}
+        # a support spreads beyond what rests on it; a box's upper half, cut off by a
+        # segmenter, is as wide as the lower half it "rests" on
+        sizes = self._across_extents(instances, involved)
         return resting_on(contacts, sizes, sc.support_max_size_ratio, sc.support_min_share,
                           totals=totals)
 

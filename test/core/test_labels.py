@@ -107,3 +107,38 @@ def test_voxel_relevance_applies_the_support_correction():
     assert plain[1] < 0.5 and plain[2] == 0.0
     fixed = voxel_relevance(f, v, pts, text[2], owners=owners, corrected={2: [1]})
     assert fixed[1] > 0.99 and fixed[0] < 0.01
+
+
+def test_parts_resting_on_their_own_kind_merge():
+    """A box cut into an upper and a lower half (one kind, as wide as each other) is one
+    instance; a narrow mug that every view embedded as the table it rests on, and the box
+    on the table (another kind), keep their ids."""
+    from panoptic_mapping.core.mapper import Mapper, MapperConfig
+
+    m = Mapper(MapperConfig(device="cpu"), embedding_dim=4)
+    cfg = m.cfg.instances
+    cfg.confirm_frames = 1
+    im = InstanceMap(cfg, embedding_dim=4)
+    m.instances = im
+    v = cfg.voxel_size_m
+    top = [[x, y, 0] for x in range(30) for y in range(30)]
+    lower = [[x, y, z] for x in range(4, 10) for y in range(4, 10) for z in range(1, 4)]
+    upper = [[x, y, z] for x in range(4, 10) for y in range(4, 10) for z in range(4, 7)]
+    mug = [[x, y, z] for x in range(20, 22) for y in range(20, 22) for z in range(1, 4)]
+    parts = [top, lower, upper, mug]
+    labels = np.concatenate([np.full(len(p), i + 1) for i, p in enumerate(parts)])
+    im.integrate((np.vstack([np.array(p, float) for p in parts]) + 0.5) * v, labels)
+    for _ in parts:
+        im.ids.new_id()
+    im.ids.assigned[1:5] = im.ids.best_run[1:5] = 10
+    im.ids.visible[1:5] = 10
+    table, box = np.eye(4)[0], np.eye(4)[1]
+    im.ids.emb[1:5] = [table, box, box, table]
+    if not {1, 2, 3, 4} <= set(im.confirmed_ids().tolist()):
+        pytest.fail(f"test set-up: ids 1-4 not shown ({im.confirmed_ids()})")
+    assert m._merge_resting_parts() == [(3, 2)]
+    assert im.resolve(3) == im.resolve(2) != im.resolve(1)
+    assert sorted(im.confirmed_ids().tolist()) == [1, im.resolve(2), 4]
+    # without the width test the mug, of the table's kind by its embedding, goes into it
+    m.cfg.semantics.support_max_size_ratio = 0.0
+    assert m._merge_resting_parts() == [(4, 1)]

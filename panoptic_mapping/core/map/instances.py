@@ -202,6 +202,13 @@ class InstanceMap:
         with self._mutation():
             return self.lifecycle.merge(a, b)
 
+    def agree(self, a: int, b: int) -> bool:
+        """Whether two ids' mean mask embeddings say one kind of thing (both have one,
+        cosine >= ``merge_min_cosine``)."""
+        with self._lock:
+            t = self.ids
+            return t.agree(t.resolve(a), t.resolve(b), self.cfg.merge_min_cosine)
+
     # ------------------------------------------------------------------ edits
 
     def remove_instance(self, instance_id: int) -> np.ndarray:
