@@ -50,6 +50,7 @@ from panoptic_mapping.core.io.export import (
     voxel_means,
 )
 from panoptic_mapping.core.io.persistence import MapFileError, load_map, save_map
+from panoptic_mapping.core.io.reductions import ReductionCache
 from panoptic_mapping.core.map.changes import ChangeEvent
 from panoptic_mapping.core.map.config import InstanceConfig
 from panoptic_mapping.core.map.edits import InstanceEditError, MovedPoints, Vacancy, WorldEdits
@@ -286,7 +287,7 @@ class FieldInstanceFill:
 
 # what a loaded map does not replace: threads may be waiting on these
 _OWN_SYNCHRONISATION = frozenset({"_lock", "_ingest_lock", "_foreground",
-                                  "_foreground_done", "_kf_points_lock"})
+                                  "_foreground_done"})
 
 
 class Mapper:
@@ -323,11 +324,9 @@ class Mapper:
         self._still_run = 0  # still frames in a row
         self.frames_skipped_still = 0
         self._view_depth_m: float | None = None  # median depth of the last measured view
-        # keyframe id -> (its frame, pose, voxel means (M, 3) float32, colours (M, 3)):
         # what a keyframe with measured depth gives the labeled cloud, reduced once (a
         # 640x480 keyframe holds 300k points; 30 of them made every cloud take 13 s)
-        self._kf_points: dict[int, tuple[Frame, np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._kf_points_lock = threading.Lock()
+        self._kf_points = ReductionCache(int(self.cfg.export.cloud_cache_mb * 1e6))
         self.working_decimation = 1  # of the last frame mapped
         self.stereo = StereoDepth(self.cfg.stereo, self.device) if self.cfg.stereo.enabled \
             else None
@@ -1022,10 +1021,7 @@ class Mapper:
         copies taken under the lock (default: the map's own, the lock held)."""
         edits = self.edits if edits is None else edits
         keyframes = self.keyframes.snapshot() if keyframes is None else keyframes
-        kept = {kf.id for kf in keyframes}
-        with self._kf_points_lock:
-            for stale in [k for k in self._kf_points if k not in kept]:
-                del self._kf_points[stale]
+        self._kf_points.keep_only({kf.id for kf in keyframes})
         for kf in keyframes:
             got = self._keyframe_voxel_points(kf.id, kf.frame)
             if got is None:
@@ -1046,11 +1042,9 @@ class Mapper:
         uint8 colours. Measured depth is reduced once and kept; a keyframe without depth
         is drawn by the field each time (its depth changes as it trains), None before
         ``rgb_only_min_steps``."""
-        with self._kf_points_lock:  # never held across a rendering (which takes _lock)
-            cached = self._kf_points.get(kf_id)
-        if cached is not None and cached[0] is f and np.array_equal(cached[1],
-                                                                     f.camera_to_world):
-            return cached[2].astype(np.float64), cached[3]
+        cached = self._kf_points.get(kf_id, f, f.camera_to_world)
+        if cached is not None:
+            return cached[0].astype(np.float64), cached[1]
         depth = f.depth
         if depth is None:
             if self.trainer is None or self.trainer.steps < self.cfg.rgb_only_min_steps:
@@ -1061,8 +1055,7 @@ class Mapper:
         if f.depth is not None:
             # float32 halves what the reductions keep (a 640x480 keyframe: ~130k voxels)
             pts = pts.astype(np.float32)
-            with self._kf_points_lock:
-                self._kf_points[kf_id] = (f, np.array(f.camera_to_world, copy=True), pts, rgb)
+            self._kf_points.put(kf_id, f, f.camera_to_world, pts, rgb)
             return pts.astype(np.float64), rgb
         return pts, rgb
 
@@ -1354,6 +1347,7 @@ class Mapper:
                 "working_decimation": self.working_decimation,
                 "edits": self.edits.count,
                 "keyframe_mb": self.keyframes.nbytes() / 1e6,
+                "cloud_cache_mb": self._kf_points.nbytes / 1e6,
                 "occupied_voxels": self.grid.num_occupied,
                 "training_steps": 0 if t is None else t.steps,
                 "training_steps_per_s": 0.0 if t is None else t.steps_per_second,

@@ -776,6 +776,7 @@ class MappingNode(LifecycleNode):
             "training_steps_per_s": self._trainer.rate.rate(),
             "rss_mb": process_memory_mb(),
             "keyframes_mb": st["keyframe_mb"],
+            "cloud_cache_mb": st.get("cloud_cache_mb", 0.0),
             "gpu_mb": gpu_mb,
             # depth from posed RGB (frames without a depth image): frames served, their cost
             "stereo_frames": st.get("stereo_estimated", 0),
@@ -877,6 +878,7 @@ class MappingNode(LifecycleNode):
                for n, v in s["localize_stage_ms"].items() for q in ("p50", "p95")},
             "memory.rss_mb": s["rss_mb"],
             "memory.keyframes_mb": s["keyframes_mb"],
+            "memory.cloud_cache_mb": s["cloud_cache_mb"],
             "memory.gpu_mb": s["gpu_mb"],
         }
         status = DiagnosticStatus(

@@ -146,12 +146,12 @@ def test_cloud_reduces_each_keyframe_once_and_again_when_its_pose_changes(mapped
     m, _ = mapped
     m._kf_points.clear()
     first = m.labeled_cloud()
-    kept = {k: v[2] for k, v in m._kf_points.items()}
+    kept = {k: m._kf_points.points(k) for k in m._kf_points.ids()}
     assert kept and set(kept) == set(m.keyframes.ids())
     again = m.labeled_cloud()
     np.testing.assert_array_equal(first.xyz, again.xyz)
     np.testing.assert_array_equal(first.instance, again.instance)
-    assert all(m._kf_points[k][2] is v for k, v in kept.items())  # not recomputed
+    assert all(m._kf_points.points(k) is v for k, v in kept.items())  # not recomputed
     # one voxel mean per keyframe and voxel: never more points than the voxels it sees
     kf = m.keyframes.snapshot()[0]
     pts, _ = backproject(kf.frame.depth, kf.frame.K, kf.frame.camera_to_world)
@@ -160,11 +160,38 @@ def test_cloud_reduces_each_keyframe_once_and_again_when_its_pose_changes(mapped
     kf.frame.camera_to_world[:3, 3] += 0.5  # moved in place: reduced again
     try:
         m.labeled_cloud()
-        assert m._kf_points[kf.id][2] is not kept[kf.id]
-        np.testing.assert_allclose(m._kf_points[kf.id][2].mean(0),
+        assert m._kf_points.points(kf.id) is not kept[kf.id]
+        np.testing.assert_allclose(m._kf_points.points(kf.id).mean(0),
                                    kept[kf.id].mean(0) + 0.5, atol=0.02)
     finally:
         kf.frame.camera_to_world[:3, 3] -= 0.5
+
+
+def test_cloud_reductions_stay_within_their_budget(mapped):
+    """export.cloud_cache_mb bounds what the reductions keep (least recently used go
+    first); the cloud is the same whatever is kept."""
+    from panoptic_mapping.core.io.reductions import ReductionCache
+
+    m, _ = mapped
+    m._kf_points.clear()
+    full = m.labeled_cloud()
+    total, count = m._kf_points.nbytes, len(m._kf_points.ids())
+    assert count > 3
+    unbounded = m._kf_points
+    try:
+        m._kf_points = ReductionCache(total // 3)
+        bounded = m.labeled_cloud()
+        assert 0 < m._kf_points.nbytes <= total // 3
+        assert 0 < len(m._kf_points.ids()) < count and m._kf_points.evictions > 0
+        # the keyframes reduced last are the ones kept
+        assert m._kf_points.ids() == m.keyframes.ids()[-len(m._kf_points.ids()):]
+        np.testing.assert_array_equal(full.xyz, bounded.xyz)
+        np.testing.assert_array_equal(full.instance, bounded.instance)
+        m._kf_points = ReductionCache(0)
+        np.testing.assert_array_equal(full.xyz, m.labeled_cloud().xyz)
+        assert m._kf_points.nbytes == 0 and not m._kf_points.ids()
+    finally:
+        m._kf_points = unbounded
 
 
 def test_cloud_reads_the_instance_map_without_the_mappers_lock(mapped, monkeypatch):

@@ -123,7 +123,7 @@ def test_labeled_cloud_markers_panoptic_image_and_status(live):
 
     status = client.status
     for key in ("input.image.rate_hz", "frames.dropped", "mapping.keyframes",
-                "training.steps_per_s", "memory.rss_mb", "frontend",
+                "training.steps_per_s", "memory.rss_mb", "memory.cloud_cache_mb", "frontend",
                 "localize.segment_ms_p95", "localize.map_ms_p50",
                 "mapping.paused_for_training_s"):
         assert key in status, key

@@ -57,6 +57,11 @@ class ExportConfig:
                                 "one point per occupied voxel of this size.", minimum=0.001)
     min_points_per_instance: int = param(20, "Instances with fewer (downsampled) points are "
                                          "left out of the instance table.", minimum=1)
+    cloud_cache_mb: float = param(
+        128.0, "Memory [MB] for the labeled cloud's per-keyframe reductions (one point per "
+        "cloud voxel a keyframe with depth sees, ~2 MB for a 640x480 keyframe at 1 cm), "
+        "kept so the next cloud reads each keyframe once; beyond it the least recently "
+        "used are dropped and recomputed when asked for. 0: none kept.", minimum=0.0)
     obb_method: str = param(
         "gravity",
         "Oriented bounding box of each instance: 'gravity' = upright box (yaw from the PCA "

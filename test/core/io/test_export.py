@@ -59,7 +59,8 @@ def cloud_of(xyz, instance, semantic=None, confidence=None) -> LabeledCloud:
 
 def test_config_fields_are_documented_and_validated():
     specs = {s.name: s for s in param_specs(ExportConfig)}
-    assert set(specs) == {"voxel_size_m", "min_points_per_instance", "obb_method"}
+    assert set(specs) == {"voxel_size_m", "min_points_per_instance", "cloud_cache_mb",
+                          "obb_method"}
     assert specs["obb_method"].default == "gravity"
     assert specs["obb_method"].choices == ("gravity", "pca")
     assert all(s.doc for s in specs.values())
@@ -68,6 +69,8 @@ def test_config_fields_are_documented_and_validated():
         config_from_dict({"obb_method": "aabb"}, ExportConfig)
     with pytest.raises(ConfigError, match="voxel_size_m"):
         config_from_dict({"voxel_size_m": 0.0}, ExportConfig)
+    with pytest.raises(ConfigError, match="cloud_cache_mb"):
+        config_from_dict({"cloud_cache_mb": -1.0}, ExportConfig)
     with pytest.raises(ConfigError, match="export: .*min_points_per_instance"):
         ExportConfig(min_points_per_instance=0)
 
