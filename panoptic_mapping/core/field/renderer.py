@@ -70,6 +70,7 @@ def render_view(field: PanopticField, grid: OccupancyGrid, sampling: SamplingCon
                 K: np.ndarray, camera_to_world: np.ndarray, shape: tuple[int, int],
                 chunk_rays: int, min_opacity: float, *, tile_px: int = 16,
                 round_samples: int = 8, stop_transmittance: float = 1e-3,
+                smooth_depth_rel: float = 0.0, smooth_rgb: int = 0, smooth_levels: int = 1,
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Colour and depth of a whole view, rendered in chunks of ``chunk_rays`` rays.
 
@@ -81,40 +82,128 @@ def render_view(field: PanopticField, grid: OccupancyGrid, sampling: SamplingCon
     the one a single pass over the whole march would render (the same samples, in the
     same order).
 
+    With ``smooth_depth_rel`` > 0 the view is drawn coarse to fine: the rays of a lattice
+    of every ``2 ** smooth_levels``-th pixel of every such row first, then, halving the
+    spacing, each pixel between lattice rays whose two or four neighbours agree (all hit
+    a surface, their depths within ``smooth_depth_rel`` of each other, their colours
+    within ``smooth_rgb`` levels in every channel) is interpolated from them and every
+    other pixel is rendered: outlines, texture and unknown space are drawn, the smooth
+    rest costs a fraction of its rays. A structure thinner than the lattice whose
+    neighbours all agree is missed (the price of not drawing every pixel).
+
     Args:
         K: (3, 3). camera_to_world: (4, 4). shape: (H, W).
         min_opacity: a ray whose accumulated opacity is below this hit no surface: its
             depth is 0 (unknown), not an average pulled towards the camera by misses.
         tile_px: tile edge of the view bounds. round_samples: samples per ray and round.
         stop_transmittance: a ray stops once less than this much light passes.
+        smooth_depth_rel, smooth_rgb: the interpolation's tolerances (0: every pixel
+            rendered). smooth_levels: the coarsest lattice's spacing is 2 ** this.
 
     Returns:
         RGB (H, W, 3) uint8 and optical-axis depth (H, W) float32 metres (0 = none).
     """
     h, w = shape
     device = grid.device
-    pix = all_pixel_coords(h, w, device=device)
     K_t = torch.as_tensor(K, dtype=torch.float32, device=device)
     pose = torch.as_tensor(camera_to_world, dtype=torch.float32, device=device)
     bounds = None if grid.is_empty else grid.view_bounds(K_t, pose, shape, tile_px)
-    rgb, depth = [], []
-    for lo in range(0, pix.shape[0], chunk_rays):
-        o, d, z = pixel_rays(K_t, pose, pix[lo:lo + chunk_rays])
-        if bounds is None:  # nothing occupied yet: uniform samples, one pass
-            samples = sample_rays(o, d, z, None, grid, sampling, stratified=False)
-            out = render_rays(field, o, d, samples, semantics=False, instances=False)
-            color, t_sum, opacity = out["rgb"], out["depth"], out["opacity"]
-        else:
-            window = (bounds[0][lo:lo + chunk_rays], bounds[1][lo:lo + chunk_rays])
-            color, t_sum, opacity = _render_in_rounds(
-                field, grid, sampling, o, d, window, round_samples, stop_transmittance)
-        rgb.append(color)
-        # expected depth of the surface actually hit, not pulled towards 0 by misses
-        depth.append(torch.where(opacity > min_opacity, t_sum / opacity.clamp_min(1e-6), 0.0)
-                     * z)
-    rgb_img = (torch.cat(rgb).clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def draw(index: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, 3) colours in [0, 1] and (N,) depths of the pixels ``index`` (row-major)."""
+        pix = torch.stack([index % w, index // w], 1).to(torch.float32)
+        rgb, depth = [], []
+        for lo in range(0, pix.shape[0], chunk_rays):
+            o, d, z = pixel_rays(K_t, pose, pix[lo:lo + chunk_rays])
+            if bounds is None:  # nothing occupied yet: uniform samples, one pass
+                samples = sample_rays(o, d, z, None, grid, sampling, stratified=False)
+                out = render_rays(field, o, d, samples, semantics=False, instances=False)
+                color, t_sum, opacity = out["rgb"], out["depth"], out["opacity"]
+            else:
+                at = index[lo:lo + chunk_rays]
+                color, t_sum, opacity = _render_in_rounds(
+                    field, grid, sampling, o, d, (bounds[0][at], bounds[1][at]),
+                    round_samples, stop_transmittance)
+            rgb.append(color.clamp(0, 1))
+            # expected depth of the surface actually hit, not pulled towards 0 by misses
+            depth.append(torch.where(opacity > min_opacity,
+                                     t_sum / opacity.clamp_min(1e-6), 0.0) * z)
+        if not rgb:
+            return torch.zeros(0, 3, device=device), torch.zeros(0, device=device)
+        return torch.cat(rgb), torch.cat(depth)
+
+    everything = torch.arange(h * w, device=device)
+    if smooth_depth_rel > 0 and h >= 3 and w >= 3:
+        rgb, depth = _render_adaptive(draw, h, w, smooth_depth_rel, smooth_rgb / 255.0,
+                                      device, smooth_levels)
+    else:
+        rgb, depth = draw(everything)
+    rgb_img = (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
     return (rgb_img.reshape(h, w, 3).cpu().numpy(),
-            torch.cat(depth).reshape(h, w).cpu().numpy().astype(np.float32))
+            depth.reshape(h, w).cpu().numpy().astype(np.float32))
+
+
+def _render_adaptive(draw, h: int, w: int, depth_rel: float, rgb_tol: float,
+                     device: torch.device, levels: int = 1) -> tuple[Tensor, Tensor]:
+    """(H*W, 3) colours and (H*W,) depths, coarse to fine (see :func:`render_view`).
+
+    The pixels on a lattice of spacing ``2 ** levels`` (and the last row and column) are
+    drawn; then, halving the spacing each time, every pixel of the finer lattice that is
+    not on the coarser one is interpolated from its coarser lattice neighbours (bilinear)
+    where they agree, and drawn where they do not.
+    """
+    rgb = torch.zeros(h * w, 3, device=device)
+    depth = torch.zeros(h * w, device=device)
+    rgb_img, depth_img = rgb.view(h, w, 3), depth.view(h, w)
+    v, u = torch.arange(h, device=device), torch.arange(w, device=device)
+
+    def lattice(spacing: int) -> tuple[Tensor, Tensor]:
+        rows, cols = v[::spacing], u[::spacing]
+        if rows[-1] != h - 1:
+            rows = torch.cat([rows, rows.new_tensor([h - 1])])
+        if cols[-1] != w - 1:
+            cols = torch.cat([cols, cols.new_tensor([w - 1])])
+        return rows, cols
+
+    spacing = 2 ** levels
+    rows, cols = lattice(spacing)
+    known = (rows[:, None] * w + cols[None, :]).reshape(-1)
+    rgb[known], depth[known] = draw(known)
+    while spacing > 1:
+        fine_rows, fine_cols = lattice(spacing // 2)
+        # each fine pixel's bracketing coarse rows and columns
+        r_hi = torch.searchsorted(rows, fine_rows).clamp(max=rows.numel() - 1)
+        c_hi = torch.searchsorted(cols, fine_cols).clamp(max=cols.numel() - 1)
+        r1, c1 = rows[r_hi], cols[c_hi]
+        r0 = rows[(r_hi - (r1 != fine_rows).long()).clamp_min(0)]
+        c0 = cols[(c_hi - (c1 != fine_cols).long()).clamp_min(0)]
+        fr = ((fine_rows - r0) / (r1 - r0).clamp_min(1)).to(rgb.dtype)
+        fc = ((fine_cols - c0) / (c1 - c0).clamp_min(1)).to(rgb.dtype)
+        corners = [(r0[:, None], c0[None, :]), (r0[:, None], c1[None, :]),
+                   (r1[:, None], c0[None, :]), (r1[:, None], c1[None, :])]
+        wt = torch.stack([(1 - fr)[:, None] * (1 - fc)[None, :],
+                          (1 - fr)[:, None] * fc[None, :],
+                          fr[:, None] * (1 - fc)[None, :], fr[:, None] * fc[None, :]])
+        cd = torch.stack([depth_img[r, c] for r, c in corners])      # (4, h', w')
+        cc = torch.stack([rgb_img[r, c] for r, c in corners])        # (4, h', w', 3)
+        used = wt > 0
+        big = torch.finfo(cd.dtype).max
+        d_max = torch.where(used, cd, torch.full_like(cd, -big)).amax(0)
+        d_min = torch.where(used, cd, torch.full_like(cd, big)).amin(0)
+        c_max = torch.where(used[..., None], cc, torch.full_like(cc, -big)).amax(0)
+        c_min = torch.where(used[..., None], cc, torch.full_like(cc, big)).amin(0)
+        # not on the coarse lattice: a coarse row and a coarse column
+        new = ~((r0 == fine_rows)[:, None] & (c0 == fine_cols)[None, :])
+        smooth = new & (d_min > 0) & (d_max - d_min <= depth_rel * d_min) \
+            & ((c_max - c_min).amax(-1) <= rgb_tol)
+        flat = (fine_rows[:, None] * w + fine_cols[None, :])
+        rgb[flat[smooth]] = (wt[..., None] * cc).sum(0)[smooth]
+        depth[flat[smooth]] = (wt * cd).sum(0)[smooth]
+        rest = flat[new & ~smooth]
+        if rest.numel():
+            rgb[rest], depth[rest] = draw(rest)
+        rows, cols, spacing = fine_rows, fine_cols, spacing // 2
+    return rgb, depth
 
 
 def _render_in_rounds(field: PanopticField, grid: OccupancyGrid, sampling: SamplingConfig,
