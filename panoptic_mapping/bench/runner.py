@@ -425,6 +425,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     d = BenchConfig()
     p.add_argument("--scene", default=d.scene, choices=("tabletop", "room"))
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--embedding-dim", type=int, default=d.embedding_dim,
+                   help="dimension of the simulated vision-language embeddings (default "
+                        f"{d.embedding_dim}; open_clip ViT-B models give 512)")
     p.add_argument("--frames", type=int, default=None,
                    help=f"training frames (default {d.frames}; with --scene-dir: all of them)")
     p.add_argument("--novel-frames", type=int, default=None,
@@ -540,7 +543,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
                       methods=tuple(m for m in a.methods.split(",") if m),
                       voxel_size=a.voxel_size, eval_every=a.eval_every,
                       scene_dir=a.scene_dir, masks_dir=a.masks_dir, mapper_set=mapper_set,
-                      move_at=a.move_at, pq_from_frame=a.pq_from_frame)
+                      move_at=a.move_at, pq_from_frame=a.pq_from_frame,
+                      embedding_dim=a.embedding_dim)
     return cfg, a
 
 

@@ -129,14 +129,24 @@ def voxel_relevance(features: VoxelFeatures, vocabulary: Vocabulary, points: np.
     out = np.zeros(len(slots), np.float32)
     hit = slots >= 0
     if hit.any():
-        uniq, inv = np.unique(slots[hit], return_inverse=True)
-        feats = unit_rows(features.mean[uniq])
+        # the slots used, without sorting the points' (slots index a dense table)
+        used = np.zeros(len(features), bool)
+        used[slots[hit]] = True
+        uniq = np.flatnonzero(used)
+        inv = (np.cumsum(used) - 1)[slots[hit]]
+        directions = vocabulary.query_directions(text_embedding, negatives)
+        cos = features.cosines(uniq, directions)  # (U, 1 + J)
+        empty = ~cos.any(1)  # no features there (cosines() gives a zero row)
         if corrected and owners is not None:
             text = vocabulary.text_embeddings()
             own = owners[uniq]
             for t, ex in corrected.items():
                 rows = np.flatnonzero(own == t)
                 if rows.size and ex:
-                    feats[rows] = without_directions(feats[rows], text[[l - 1 for l in ex]])
-        out[hit] = vocabulary.relevance(feats, text_embedding, negatives)[inv.reshape(-1)]
+                    feats = without_directions(unit_rows(features.mean[uniq[rows]]),
+                                               text[[l - 1 for l in ex]])
+                    cos[rows] = feats @ directions.T
+                    empty[rows] = ~feats.any(1)
+        rel = np.where(empty, 0.0, vocabulary.relevance_from_cosines(cos))
+        out[hit] = rel[inv.reshape(-1)]
     return out

@@ -152,9 +152,16 @@ class Vocabulary:
         """
         f = np.asarray(features, dtype=np.float32)
         norm = np.linalg.norm(f, axis=-1)
+        f = f / np.maximum(norm, 1e-12)[:, None]
+        directions = self.query_directions(text_embedding, negatives)
+        rel = self.relevance_from_cosines(f @ directions.T)
+        return np.where(norm > 0, rel, 0.0).astype(np.float32)
+
+    def query_directions(self, text_embedding: np.ndarray,
+                         negatives: np.ndarray | None = None) -> np.ndarray:
+        """(1 + J, D) unit rows: the phrase, then its J negatives (see :meth:`relevance`)."""
         t = np.asarray(text_embedding, dtype=np.float32).reshape(-1)
         t = t / max(float(np.linalg.norm(t)), 1e-12)
-        f = f / np.maximum(norm, 1e-12)[:, None]
         neg = self.text_embeddings()
         if neg.size:
             neg = neg[neg @ t < 0.999]  # the phrase itself is not its own negative
@@ -162,15 +169,19 @@ class Vocabulary:
             extra = np.asarray(negatives, dtype=np.float32).reshape(-1, t.size)
             extra = extra / np.maximum(np.linalg.norm(extra, axis=1, keepdims=True), 1e-12)
             neg = extra if neg.size == 0 else np.concatenate([neg, extra])
-        s_q = f @ t
-        if neg.size == 0:
-            rel = (s_q + 1.0) / 2.0
-        else:
-            # min over j of 1 / (1 + exp((s_j - s_q) / T)) is reached at the largest s_j
-            s_n = (f @ neg.T).max(1)
-            z = np.clip((s_n - s_q) / self.cfg.temperature, -60.0, 60.0)
-            rel = 1.0 / (1.0 + np.exp(z))
-        return np.where(norm > 0, rel, 0.0).astype(np.float32)
+        return np.concatenate([t[None], neg.reshape(-1, t.size)]).astype(np.float32)
+
+    def relevance_from_cosines(self, cosines: np.ndarray) -> np.ndarray:
+        """Relevance (N,) from the cosines (N, 1 + J) of unit features with
+        :meth:`query_directions`. A zero feature (a row of zeros) gets 0.5 here: the
+        caller knows which features are zero and gives them 0."""
+        s_q = cosines[:, 0]
+        if cosines.shape[1] == 1:
+            return ((s_q + 1.0) / 2.0).astype(np.float32)
+        # min over j of 1 / (1 + exp((s_j - s_q) / T)) is reached at the largest s_j
+        s_n = cosines[:, 1:].max(1)
+        z = np.clip((s_n - s_q) / self.cfg.temperature, -60.0, 60.0)
+        return (1.0 / (1.0 + np.exp(z))).astype(np.float32)
 
     def similarity(self, embeddings: np.ndarray, text_embedding: np.ndarray) -> np.ndarray:
         """Cosine similarity (N,) of embeddings (N, D) with one text embedding (D,)."""

@@ -142,3 +142,22 @@ def test_parts_resting_on_their_own_kind_merge():
     # without the width test the mug, of the table's kind by its embedding, goes into it
     m.cfg.semantics.support_max_size_ratio = 0.0
     assert m._merge_resting_parts() == [(4, 1)]
+
+
+def test_voxel_relevance_is_the_relevance_of_each_points_voxel_feature():
+    """The chunked cosine path gives what Vocabulary.relevance gives on the unit features
+    of each point's voxel, duplicates and misses included."""
+    rng = np.random.default_rng(1)
+    v = _vocab(6, 32)
+    f = VoxelFeatures(0.1, 32)
+    centres = rng.integers(0, 20, size=(300, 3)) * 0.1 + 0.05
+    f.integrate(centres, np.arange(1, 301), rng.normal(size=(300, 32)).astype(np.float32))
+    pts = np.concatenate([centres, centres[:50], rng.uniform(5, 6, size=(10, 3))])
+    text = v.text_embeddings()[3]
+    got = voxel_relevance(f, v, pts, text, search_radius=0)
+    slots = f.slots_at(pts, 0)
+    want = np.zeros(len(pts), np.float32)
+    ok = slots >= 0
+    want[ok] = v.relevance(f.mean[slots[ok]].astype(np.float32), text)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert (got[-10:] == 0).all() and ok[:-10].all()

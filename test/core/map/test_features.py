@@ -84,3 +84,25 @@ def test_a_full_store_keeps_its_voxels_and_counts_the_refused():
     assert f.weight[:len(f)].tolist() == [2.0, 2.0] and f.refused == 4
     np.testing.assert_allclose(f.at_points(pts[:1])[0][0], [np.sqrt(0.5)] * 2, atol=1e-3)
     assert VoxelFeatures.from_state(f.state(), 1.0, 2, max_voxels=2).max_voxels == 2
+
+
+def test_cosines_of_voxel_means_with_directions():
+    f = VoxelFeatures(1.0, 3)
+    f.integrate(np.array([[0.5, 0.5, 0.5], [1.5, 0.5, 0.5], [2.5, 0.5, 0.5]]),
+                np.array([1, 2, 3]), np.stack([_unit(3, 4, 0), _unit(0, 0, 1),
+                                               np.zeros(3, np.float32)]))
+    slots = f.slots_at(np.array([[0.5, 0.5, 0.5], [1.5, 0.5, 0.5]]), 0)
+    dirs = np.stack([_unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)])
+    np.testing.assert_allclose(f.cosines(slots, dirs), [[0.6, 0.8, 0.0], [0.0, 0.0, 1.0]],
+                               atol=1e-3)  # float16 means
+    # many slots, in chunks: the same as the unit rows' products
+    rng = np.random.default_rng(0)
+    big = VoxelFeatures(1.0, 16)
+    pts = np.stack([np.arange(5000) + 0.5, np.full(5000, 0.5), np.full(5000, 0.5)], 1)
+    big.integrate(pts, np.arange(1, 5001), rng.normal(size=(5000, 16)).astype(np.float32))
+    slots = big.slots_at(pts, 0)
+    d = rng.normal(size=(4, 16)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    from panoptic_mapping.core.map.features import unit_rows
+    np.testing.assert_allclose(big.cosines(slots, d), unit_rows(big.mean[slots]) @ d.T,
+                               atol=1e-5)
