@@ -110,9 +110,10 @@ def test_voxel_relevance_applies_the_support_correction():
 
 
 def test_parts_resting_on_their_own_kind_merge():
-    """A box cut into an upper and a lower half (one kind, as wide as each other) is one
-    instance; a narrow mug that every view embedded as the table it rests on, and the box
-    on the table (another kind), keep their ids."""
+    """A duck's head on its body (one kind, narrower but not narrow, smaller) is one
+    instance with it; a narrow mug that every view embedded as the table it rests on, two
+    blocks of one kind stacked (alike in size) and the duck on the table (another kind)
+    keep their ids."""
     from panoptic_mapping.core.mapper import Mapper, MapperConfig
 
     m = Mapper(MapperConfig(device="cpu"), embedding_dim=4)
@@ -122,23 +123,28 @@ def test_parts_resting_on_their_own_kind_merge():
     m.instances = im
     v = cfg.voxel_size_m
     top = [[x, y, 0] for x in range(30) for y in range(30)]
-    lower = [[x, y, z] for x in range(4, 10) for y in range(4, 10) for z in range(1, 4)]
-    upper = [[x, y, z] for x in range(4, 10) for y in range(4, 10) for z in range(4, 7)]
+    body = [[x, y, z] for x in range(4, 10) for y in range(4, 10) for z in range(1, 4)]
+    head = [[x, y, z] for x in range(5, 9) for y in range(5, 9) for z in range(4, 7)]
     mug = [[x, y, z] for x in range(20, 22) for y in range(20, 22) for z in range(1, 4)]
-    parts = [top, lower, upper, mug]
+    block = [[x, y, z] for x in range(14, 18) for y in range(20, 24) for z in range(1, 3)]
+    on_block = [[x, y, z] for x in range(14, 18) for y in range(20, 24) for z in range(3, 5)]
+    parts = [top, body, head, mug, block, on_block]
     labels = np.concatenate([np.full(len(p), i + 1) for i, p in enumerate(parts)])
     im.integrate((np.vstack([np.array(p, float) for p in parts]) + 0.5) * v, labels)
     for _ in parts:
         im.ids.new_id()
-    im.ids.assigned[1:5] = im.ids.best_run[1:5] = 10
-    im.ids.visible[1:5] = 10
-    table, box = np.eye(4)[0], np.eye(4)[1]
-    im.ids.emb[1:5] = [table, box, box, table]
-    if not {1, 2, 3, 4} <= set(im.confirmed_ids().tolist()):
-        pytest.fail(f"test set-up: ids 1-4 not shown ({im.confirmed_ids()})")
+    im.ids.assigned[1:7] = im.ids.best_run[1:7] = 10
+    im.ids.visible[1:7] = 10
+    table, duck, jenga = np.eye(4)[0], np.eye(4)[1], np.eye(4)[2]
+    im.ids.emb[1:7] = [table, duck, duck, table, jenga, jenga]
+    if not set(range(1, 7)) <= set(im.confirmed_ids().tolist()):
+        pytest.fail(f"test set-up: ids 1-6 not shown ({im.confirmed_ids()})")
     assert m._merge_resting_parts() == [(3, 2)]
     assert im.resolve(3) == im.resolve(2) != im.resolve(1)
-    assert sorted(im.confirmed_ids().tolist()) == [1, im.resolve(2), 4]
+    assert sorted(im.confirmed_ids().tolist()) == [1, im.resolve(2), 4, 5, 6]
+    # without the volume bound the stacked blocks merge too
+    cfg.merge_parts_max_volume_ratio = 1.0
+    assert m._merge_resting_parts() == [(6, 5)]
     # without the width test the mug, of the table's kind by its embedding, goes into it
     m.cfg.semantics.support_max_size_ratio = 0.0
     assert m._merge_resting_parts() == [(4, 1)]

@@ -202,18 +202,21 @@ class InstanceConfig:
                                               "touching things in a few views early on).",
                                               minimum=1)
     merge_parts_every: int = param(
-        0, "Frames between looks for parts resting on their own kind: a shown id that "
+        5, "Frames between looks for parts resting on their own kind: a shown id that "
         "rests only on ids whose mean mask embeddings agree with its own (cosine >= "
-        "merge_min_cosine), by contact (semantics.support_gap_m, support_min_share), and "
-        "is not much narrower across the up axis than what it rests on (more than "
-        "semantics.support_max_size_ratio of its extent) is part of one object with "
-        "them: a segmenter cuts a duck's head, a table's top from its legs, a box's upper "
-        "half at the same crease in every view, so no view holds them together; a small "
-        "thing on its support (a mug on a table that every view calls 'table') is narrow "
-        "and stays. Off by default: two things of one kind stacked to the same width (jenga "
-        "blocks, books) merge too, and the views that show them apart do not stop it "
-        "(BENCHMARKS.md, 'Parts resting on their own kind'). 0: off.",
-        minimum=0)
+        "merge_min_cosine), by contact (semantics.support_gap_m, support_min_share), is "
+        "not much narrower across the up axis than what it rests on (more than "
+        "semantics.support_max_size_ratio of its extent) and is smaller than it "
+        "(merge_parts_max_volume_ratio) is part of one object with it: a segmenter cuts a "
+        "duck's head off at the same crease in every view, so no view holds the two "
+        "together. A small thing on its support (a mug on a table that every view calls "
+        "'table') is narrow and stays; two things of one kind stacked are alike in size "
+        "and stay two. 0: off.", minimum=0)
+    merge_parts_max_volume_ratio: float = param(
+        0.6, "A part holds at most this share of the voxels of the id it rests on (a part "
+        "is smaller than the whole; stacked jenga blocks are not a part of each other: "
+        "without this bound they merged, BENCHMARKS.md 'Parts resting on their own "
+        "kind').", minimum=0.0)
     smooth_weight: float = param(1.0, "How much a 'smooth' view counts towards merging: two "
                                  "touching ids in different masks whose image boundary has "
                                  "(almost) no depth edge (share < smooth_edge_share) are one "

@@ -202,6 +202,13 @@ class InstanceMap:
         with self._mutation():
             return self.lifecycle.merge(a, b)
 
+    def owned_voxel_counts(self) -> np.ndarray:
+        """(next id,) int64: how many voxels have each shown id as their strongest vote
+        (0 for ids not shown)."""
+        with self._lock:
+            owner, _ = self._voxel_owners()
+            return np.bincount(owner, minlength=len(self.ids.alive)).astype(np.int64)
+
     def agree(self, a: int, b: int) -> bool:
         """Whether two ids' mean mask embeddings say one kind of thing (both have one,
         cosine >= ``merge_min_cosine``)."""
@@ -773,24 +780,28 @@ class InstanceMap:
             if len(self.votes) == 0:
                 return {}
             owner, _ = self._voxel_owners()
-            keys = self.votes.index.slot_keys()
-        held = np.flatnonzero((owner > 0) if only is None else np.isin(owner, only))
-        coords = unpack_voxel_keys(keys[held])
+            sorted_keys, sorted_slots = self.votes.index.in_key_order()
+        # the voxels in key order: the keys under them are in key order too (packing is
+        # linear), and lookups of ascending keys are several times faster
+        mine = owner[sorted_slots]
+        pick = np.flatnonzero((mine > 0) if only is None else np.isin(mine, only))
+        held, keys = sorted_slots[pick], sorted_keys[pick]
+        coords = unpack_voxel_keys(keys)
         axis = "xyz".index(up_axis[-1])
         down = 1 if up_axis.startswith("-") else -1
         steps = max(1, int(np.ceil(gap_m / self.votes.voxel_size)))
         # the first held voxel below each voxel, if another instance's (its own blocks:
         # only an instance's underside touches what it rests on)
         found = np.zeros(held.size, np.int64)
-        open_ = np.ones(held.size, bool)
+        open_ = np.arange(held.size)  # voxels that have met no held voxel yet
         for k in range(1, steps + 1):
-            below = coords.copy()
+            below = coords[open_].copy()
             below[:, axis] += down * k
             s = self.votes.index.lookup(pack_voxel_keys(below))
             under = np.where(s >= 0, owner[np.maximum(s, 0)], 0)
-            hit = open_ & (under > 0)
-            found[hit & (under != owner[held])] = under[hit & (under != owner[held])]
-            open_ &= ~hit
+            other = (under > 0) & (under != owner[held[open_]])
+            found[open_[other]] = under[other]
+            open_ = open_[under == 0]
         t, s_ = owner[held][found > 0], found[found > 0]
         out: dict[int, dict[int, int]] = {}
         if t.size:

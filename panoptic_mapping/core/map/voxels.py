@@ -120,6 +120,15 @@ class VoxelIndex:
         """(n,) key of every slot, in slot order."""
         return self._slot_keys
 
+    def in_key_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) keys in ascending order and (n,) the slot of each (read-only views):
+        lookups of keys in ascending order run several times faster (each binary search
+        starts where the last one ended)."""
+        keys, slots = self._keys[:self._n].view(), self._slots[:self._n].view()
+        keys.setflags(write=False)
+        slots.setflags(write=False)
+        return keys, slots
+
     def centers(self, voxel_size: float) -> np.ndarray:
         """(n, 3) float64 world centres of every slot's voxel, in slot order."""
         return (unpack_voxel_keys(self._slot_keys).astype(np.float64) + 0.5) * voxel_size
