@@ -888,12 +888,7 @@ class Mapper:
                  if all(sizes[t] > sc.support_max_size_ratio * sizes[s]
                         and counts[t] <= ic.merge_parts_max_volume_ratio * counts[s]
                         and instances.agree(t, s) for s in ss)]
-        merged = []
-        for t, ss in pairs:
-            for s in ss:
-                merged.append((t, s))
-                instances.merge(t, s)
-        return merged
+        return instances.merge_parts([(t, s) for t, ss in pairs for s in ss])
 
     def _same_label_supports(self, labels: dict[int, tuple[int, float]],
                              instances: InstanceMap) -> dict[int, list[int]]:

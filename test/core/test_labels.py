@@ -142,6 +142,11 @@ def test_parts_resting_on_their_own_kind_merge():
     assert m._merge_resting_parts() == [(3, 2)]
     assert im.resolve(3) == im.resolve(2) != im.resolve(1)
     assert sorted(im.confirmed_ids().tolist()) == [1, im.resolve(2), 4, 5, 6]
+    # a pair looked at before another thread merged or removed one of them is skipped
+    assert im.merge_parts([(3, 2)]) == []
+    im.ids.alive[6] = False
+    assert im.merge_parts([(6, 5)]) == []
+    im.ids.alive[6] = True
     # without the volume bound the stacked blocks merge too
     cfg.merge_parts_max_volume_ratio = 1.0
     assert m._merge_resting_parts() == [(6, 5)]

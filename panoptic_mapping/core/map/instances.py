@@ -209,6 +209,20 @@ class InstanceMap:
             owner, _ = self._voxel_owners()
             return np.bincount(owner, minlength=len(self.ids.alive)).astype(np.int64)
 
+    def merge_parts(self, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Merge each (part, whole) pair, in order, while both are still shown ids (a
+        frame or a re-association on another thread may have merged, deleted or
+        unconfirmed one since the caller looked); returns the pairs merged."""
+        done = []
+        with self._mutation():
+            for a, b in pairs:
+                ra, rb = self.ids.resolve(a), self.ids.resolve(b)
+                shown = self.ids.shown(self.cfg.confirm_frames)
+                if ra != rb and np.isin([ra, rb], shown).all():
+                    self.lifecycle.merge(ra, rb)
+                    done.append((a, b))
+        return done
+
     def agree(self, a: int, b: int) -> bool:
         """Whether two ids' mean mask embeddings say one kind of thing (both have one,
         cosine >= ``merge_min_cosine``)."""
