@@ -877,6 +877,7 @@ class Mapper:
         kin = ids[alike.any(1)]
         if not kin.size:
             return []
+        same_kind = {(int(ids[a]), int(ids[b])) for a, b in zip(*np.nonzero(alike))}
         contacts = instances.contacts_below(sc.up_axis, sc.support_gap_m, kin)
         if not contacts:
             return []
@@ -887,7 +888,7 @@ class Mapper:
         pairs = [(t, ss) for t, ss in sorted(on.items())
                  if all(sizes[t] > sc.support_max_size_ratio * sizes[s]
                         and counts[t] <= ic.merge_parts_max_volume_ratio * counts[s]
-                        and instances.agree(t, s) for s in ss)]
+                        and (t, s) in same_kind for s in ss)]
         return instances.merge_parts([(t, s) for t, ss in pairs for s in ss])
 
     def _same_label_supports(self, labels: dict[int, tuple[int, float]],

@@ -132,12 +132,11 @@ def render_view(field: PanopticField, grid: OccupancyGrid, sampling: SamplingCon
             return torch.zeros(0, 3, device=device), torch.zeros(0, device=device)
         return torch.cat(rgb), torch.cat(depth)
 
-    everything = torch.arange(h * w, device=device)
     if smooth_depth_rel > 0 and h >= 3 and w >= 3:
         rgb, depth = _render_adaptive(draw, h, w, smooth_depth_rel, smooth_rgb / 255.0,
                                       device, smooth_levels)
     else:
-        rgb, depth = draw(everything)
+        rgb, depth = draw(torch.arange(h * w, device=device))
     rgb_img = (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
     return (rgb_img.reshape(h, w, 3).cpu().numpy(),
             depth.reshape(h, w).cpu().numpy().astype(np.float32))

@@ -215,20 +215,14 @@ class InstanceMap:
         unconfirmed one since the caller looked); returns the pairs merged."""
         done = []
         with self._mutation():
+            # a merge only absorbs an id into a shown one: resolved ids stay in this set
+            shown = set(self.ids.shown(self.cfg.confirm_frames).tolist())
             for a, b in pairs:
                 ra, rb = self.ids.resolve(a), self.ids.resolve(b)
-                shown = self.ids.shown(self.cfg.confirm_frames)
-                if ra != rb and np.isin([ra, rb], shown).all():
+                if ra != rb and ra in shown and rb in shown:
                     self.lifecycle.merge(ra, rb)
                     done.append((a, b))
         return done
-
-    def agree(self, a: int, b: int) -> bool:
-        """Whether two ids' mean mask embeddings say one kind of thing (both have one,
-        cosine >= ``merge_min_cosine``)."""
-        with self._lock:
-            t = self.ids
-            return t.agree(t.resolve(a), t.resolve(b), self.cfg.merge_min_cosine)
 
     # ------------------------------------------------------------------ edits
 
