@@ -88,6 +88,18 @@ class MapperConfig:
     rgb_only_min_steps: int = param(200, "Training steps before the field's depth is trusted "
                                     "to place RGB-only keyframes in the instance map.",
                                     minimum=0)
+    stereo_occupancy_min_frames: int = param(
+        2, "Frames whose stereo depth must put a point in an occupancy voxel before the "
+        "field is sampled there: a lone wrong depth marks space in front of a surface where "
+        "the field then grows a floater (1: every stereo point marks, as measured depth "
+        "does).", minimum=1)
+    rgb_only_depth_targets: str = param(
+        "stereo", "What the field learns depth from on frames without a depth camera: "
+        "'stereo' the frame's own stereo depth, weighted by its confidence; 'map' the "
+        "instance map's surfaces drawn at the keyframe (every frame's stereo fused, as "
+        "views without depth are drawn; the frame's own stereo until the map shows "
+        "something there): closer depth on the benchmark's tabletops, worse instances in "
+        "its room (BENCHMARKS.md).", choices=("map", "stereo"))
     field_fill_confidence: float = param(0.5, "Least probability for the field's instance "
                                          "label to fill a pixel the voxels do not cover.",
                                          minimum=0.0, maximum=1.0)
@@ -421,7 +433,7 @@ class Mapper:
         if self.field is None:
             with self._foreground_lock():
                 self._ensure_field(work)
-        self._update_geometry(work)
+        self._update_geometry(work, source)
         removed = self._detect_changes(work) if source == "measured" else []
         labels = np.zeros(frame.shape, np.int32)
         new_ids: list[int] = []
@@ -559,14 +571,33 @@ class Mapper:
             center = tuple(c2w[:3, 3] + c2w[:3, 2])
         self.field = PanopticField(self.cfg.field, center, self.embedding_dim, self.device)
         self.trainer = Trainer(self.cfg.trainer, self.field, self.keyframes, self.grid,
-                               self.cfg.sampling, self.instances.id_lut)
+                               self.cfg.sampling, self.instances.id_lut,
+                               self._depth_prior())
 
-    def _update_geometry(self, frame: Frame) -> None:
-        """Grow the scene extent and mark occupied space from the frame's depth."""
+    def _depth_prior(self):
+        """What keyframes without a depth camera learn depth from
+        (``rgb_only_depth_targets``): None, their own stereo."""
+        return self._map_surface_depth if self.cfg.rgb_only_depth_targets == "map" else None
+
+    def _map_surface_depth(self, kf) -> np.ndarray | None:
+        """(H, W) depth of the instance map's surfaces drawn at a keyframe (0 = none), as
+        a view without depth meets the map; None when nothing is drawn."""
+        f = kf.frame
+        depth = self.instances.surface_depth(f.K, f.camera_to_world, f.shape,
+                                             self.cfg.surface_min_weight,
+                                             self.cfg.surface_gap_m)
+        return depth if (depth > 0).any() else None
+
+    def _update_geometry(self, frame: Frame, source: str = "measured") -> None:
+        """Grow the scene extent and mark occupied space from the frame's depth (stereo
+        depth only where ``stereo_occupancy_min_frames`` frames agree)."""
         if _has_depth(frame):
             pts, _ = backproject(frame.depth, frame.K, frame.camera_to_world)
             pts_t = torch.as_tensor(pts, dtype=torch.float32, device=self.device)
-            self.grid.mark_points(pts_t)
+            if source == "stereo":
+                self.grid.mark_confirmed(pts_t, self.cfg.stereo_occupancy_min_frames)
+            else:
+                self.grid.mark_points(pts_t)
             self.extent.update_from_points(pts)
         else:
             self.extent.update_from_frustum(frame.K, frame.camera_to_world, frame.shape,
@@ -1346,7 +1377,8 @@ class Mapper:
         used = set(protos.row_of.values())
         protos._free = [r for r in range(capacity - 1, -1, -1) if r not in used]
         self.trainer = Trainer(self.cfg.trainer, self.field, self.keyframes, self.grid,
-                               self.cfg.sampling, self.instances.id_lut)
+                               self.cfg.sampling, self.instances.id_lut,
+                               self._depth_prior())
         self.trainer.steps = int(fs["steps"])
 
     def stats(self) -> dict:

@@ -90,6 +90,10 @@ class OccupancyGrid:
         self.voxel_m = float(voxel_m)
         self.dilation = int(dilation)
         self._keys = torch.zeros(0, dtype=torch.int64, device=device)  # sorted, unique
+        # voxels some frames' points fell in, not yet marked (mark_confirmed): sorted
+        # unique keys and how many frames put a point there
+        self._pending = torch.zeros(0, dtype=torch.int64, device=device)
+        self._pending_frames = torch.zeros(0, dtype=torch.int32, device=device)
         # cache of _block_keys(): (the keys it was made from, blocks); kept with the keys
         # it belongs to, so a reader on another thread never stores blocks of keys that a
         # writer (the mapping thread, beside training) replaced meanwhile as current
@@ -127,10 +131,13 @@ class OccupancyGrid:
     def to(self, device: torch.device | str) -> "OccupancyGrid":
         """Move the keys to ``device`` (in place); returns self."""
         self._set_keys(self._keys.to(device))
+        self._pending = self._pending.to(device)
+        self._pending_frames = self._pending_frames.to(device)
         return self
 
     def clear(self) -> None:
         self._set_keys(self._keys[:0])
+        self._pending, self._pending_frames = self._pending[:0], self._pending_frames[:0]
 
     def _set_keys(self, keys: torch.Tensor) -> None:
         """Replace the sorted unique keys (one assignment: readers see the old keys or
@@ -181,6 +188,53 @@ class OccupancyGrid:
         # Deduplicate before dilating: a frame's points hit far fewer voxels than pixels.
         keys = torch.unique(pack_voxel_keys(coords[ok]))
         return self._merge(_dilate_keys(keys, self.dilation))
+
+    def mark_confirmed(self, points: Any, min_frames: int,
+                       max_pending: int = 1 << 22) -> int:
+        """Mark the voxels (and their dilation) that points of at least ``min_frames``
+        calls, one call per frame, have fallen in.
+
+        For depth that is an estimate (stereo): a wrong depth puts a point where no other
+        frame puts one, and an occupied voxel it marked would be where the field is
+        queried and grows a floater in front of the surface; a surface is where the
+        points of several frames agree. Voxels seen by fewer frames wait, counted; at
+        most ``max_pending`` of them (beyond it, those seen once are forgotten).
+
+        Args:
+            points: (N, 3) one frame's world points, numpy or torch.
+            min_frames: frames needed (1: as :meth:`mark_points`).
+
+        Returns:
+            The number of voxels newly marked.
+        """
+        points = as_tensor(points, device=self.device).reshape(-1, 3)
+        coords, ok = self.voxel_coords(points)
+        keys = torch.unique(pack_voxel_keys(coords[ok]))
+        if min_frames <= 1:
+            return self._merge(_dilate_keys(keys, self.dilation))
+        keys = keys[~self._contains_keys(keys)]
+        seen = _sorted_contains(self._pending, keys)
+        frames = torch.ones(keys.shape, dtype=torch.int32, device=self.device)
+        if bool(seen.any()):
+            at = torch.searchsorted(self._pending, keys[seen])
+            frames[seen] += self._pending_frames[at]
+        confirmed = frames >= min_frames
+        # the pending set without this frame's voxels, then with those still waiting
+        keep = ~_sorted_contains(keys, self._pending)
+        pending = torch.cat([self._pending[keep], keys[~confirmed]])
+        counts = torch.cat([self._pending_frames[keep], frames[~confirmed]])
+        order = torch.argsort(pending)
+        pending, counts = pending[order], counts[order]
+        if pending.numel() > max_pending:
+            twice = counts > 1
+            pending, counts = pending[twice], counts[twice]
+        self._pending, self._pending_frames = pending, counts
+        return self._merge(_dilate_keys(keys[confirmed], self.dilation))
+
+    @property
+    def num_pending(self) -> int:
+        """Voxels :meth:`mark_confirmed` has seen points in but not marked yet."""
+        return int(self._pending.numel())
 
     def _contains_keys(self, keys: torch.Tensor) -> torch.Tensor:
         return _sorted_contains(self._keys, keys)
@@ -311,6 +365,8 @@ class OccupancyGrid:
         self.dilation = int(state["dilation"])
         keys = as_tensor(state["keys"], device=self.device, dtype=torch.int64).reshape(-1)
         self._set_keys(torch.unique(keys))  # sorted + unique whatever was stored
+        # voxels waiting for confirmation are not saved: they start over
+        self._pending, self._pending_frames = self._pending[:0], self._pending_frames[:0]
 
 
 # corners of the unit cube around a voxel centre, in half voxel edges

@@ -88,6 +88,11 @@ class SamplingConfig:
     free_space_samples: int = param(
         4, "Depth-guided samples placed between near_m and the surface band, to teach the "
         "field that space in front of a surface is empty.", minimum=0)
+    free_space_occupied_samples: int = param(
+        8, "On rays whose depth is an estimate (stereo, or the map's surfaces), the "
+        "free-space samples are placed instead in the first occupied voxels in front of "
+        "the surface band, up to this many: where a rendered view looks first and a floater "
+        "would show (0: stratified as on rays with measured depth).", minimum=0)
     samples_per_ray_rgb: int = param(
         32, "Samples per ray without depth, placed in occupied voxels only (the first ones "
         "along the ray).", minimum=1)
@@ -263,6 +268,7 @@ def sample_depth_guided(origins: torch.Tensor, dirs: torch.Tensor, z_scale: torc
                         depth: torch.Tensor, cfg: SamplingConfig,
                         generator: torch.Generator | None = None,
                         grid: OccupancyGrid | None = None, stratified: bool = True,
+                        occupied_free: torch.Tensor | None = None,
                         ) -> RaySamples:
     """Samples for rays with a measured depth: mostly around the surface.
 
@@ -277,12 +283,21 @@ def sample_depth_guided(origins: torch.Tensor, dirs: torch.Tensor, z_scale: torc
     :func:`sample_occupied` over [near_m, far_m] with ``samples_per_ray_depth`` samples
     when ``grid`` has content, else to :func:`sample_uniform`.
 
+    Rays flagged in ``occupied_free`` (depth that is an estimate) whose march meets
+    occupied voxels in front of the band take up to ``free_space_occupied_samples`` of
+    those instead of the stratified free-space intervals: the voxels a view rendered later
+    queries first (:func:`sample_occupied`), where the field must learn that nothing is.
+    The rest of such a ray's free space is not sampled.
+
     Args:
         origins, dirs: (R, 3) rays, dirs unit. z_scale: (R,) from :func:`pixel_rays`.
         depth: (R,) optical-axis depth, metres; 0 = unknown.
+        occupied_free: (R,) bool, or None (no ray).
 
     Returns:
-        :class:`RaySamples` (R, samples_per_ray_depth), sorted per ray.
+        :class:`RaySamples` (R, S), sorted per ray: S = samples_per_ray_depth, plus
+        ``free_space_occupied_samples - free_space_samples`` when ``occupied_free`` flags a
+        ray and that is positive (padding: zero-length, invalid).
     """
     n_rays, n_free = origins.shape[0], cfg.free_space_samples
     n_band = cfg.samples_per_ray_depth - n_free
@@ -293,6 +308,12 @@ def sample_depth_guided(origins: torch.Tensor, dirs: torch.Tensor, z_scale: torc
     band_lo = torch.maximum(t_d - cfg.surface_band_m, near)
     band_hi = torch.maximum(t_d + cfg.surface_band_m, near)
     free_s, free_e = _stratified_intervals(near, band_lo, n_free, generator, stratified)
+    if occupied_free is not None and cfg.free_space_occupied_samples > 0 \
+            and grid is not None and not grid.is_empty:
+        free_s, free_e = _occupied_free_space(origins, dirs, grid, cfg, near, band_lo,
+                                              free_s, free_e,
+                                              known & occupied_free.to(known.device),
+                                              generator, stratified)
     band_s, band_e = _stratified_intervals(band_lo, band_hi, n_band, generator, stratified)
     t_starts, t_ends = torch.cat([free_s, band_s], 1), torch.cat([free_e, band_e], 1)
     out = RaySamples(t_starts, t_ends, t_ends > t_starts)
@@ -300,8 +321,59 @@ def sample_depth_guided(origins: torch.Tensor, dirs: torch.Tensor, z_scale: torc
         unknown = torch.nonzero(~known).reshape(-1)
         fb = _sample_without_depth(origins[unknown], dirs[unknown], grid, cfg,
                                    cfg.samples_per_ray_depth, generator, stratified)
+        fb = _pad_samples(fb, t_starts.shape[1])
         out.t_starts[unknown], out.t_ends[unknown], out.valid[unknown] = fb
     return out
+
+
+def _pad_samples(samples: RaySamples, n: int) -> RaySamples:
+    """(R, n) samples: ``samples`` followed by zero-length invalid intervals at the end."""
+    if n <= samples.t_starts.shape[1]:
+        return samples
+    s, e = _pad_intervals(samples.t_starts, samples.t_ends, n, samples.t_ends[:, -1:])
+    valid = torch.zeros(s.shape, dtype=torch.bool, device=s.device)
+    valid[:, :samples.valid.shape[1]] = samples.valid
+    return RaySamples(s, e, valid)
+
+
+def _occupied_free_space(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGrid,
+                         cfg: SamplingConfig, near: torch.Tensor, band_lo: torch.Tensor,
+                         free_s: torch.Tensor, free_e: torch.Tensor, rays: torch.Tensor,
+                         generator: torch.Generator | None, stratified: bool,
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, max(free, occupied)) free-space intervals: on ``rays`` (R,) bool whose march
+    meets occupied voxels before ``band_lo``, those voxels' samples (clipped to end at
+    the band); elsewhere the stratified ``free_s, free_e`` (R, free). Padding is
+    zero-length at ``band_lo``, so each ray stays sorted and without overlap."""
+    n = max(cfg.free_space_occupied_samples, free_s.shape[1])
+    out_s, out_e = _pad_intervals(free_s, free_e, n, band_lo[:, None])
+    out_s, out_e = out_s.clone(), out_e.clone()  # rows are replaced below
+    idx = torch.nonzero(rays).reshape(-1)
+    if idx.numel() == 0:
+        return out_s, out_e
+    lo = band_lo[idx]
+    occ = sample_occupied(origins[idx], dirs[idx], grid, near[idx], lo,
+                          cfg.free_space_occupied_samples, generator,
+                          step_ratio=cfg.march_step_ratio, max_steps=cfg.max_march_steps,
+                          stratified=stratified)
+    hit = occ.valid.any(1)
+    lo_col = lo[:, None]
+    s = torch.where(occ.valid, occ.t_starts.clamp(max=lo_col), lo_col)
+    e = torch.where(occ.valid, occ.t_ends.clamp(max=lo_col), lo_col)
+    s, e = _pad_intervals(s, e, n, lo_col)
+    rows = idx[hit]
+    out_s[rows], out_e[rows] = s[hit], e[hit]
+    return out_s, out_e
+
+
+def _pad_intervals(s: torch.Tensor, e: torch.Tensor, n: int, at: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, n) intervals: (R, k <= n) ``s, e`` followed by zero-length ones at ``at`` (R, 1)."""
+    extra = n - s.shape[1]
+    if extra <= 0:
+        return s, e
+    pad = at.expand(-1, extra)
+    return torch.cat([s, pad], 1), torch.cat([e, pad], 1)
 
 
 def _sample_without_depth(origins: torch.Tensor, dirs: torch.Tensor,
@@ -459,7 +531,7 @@ def _occupied_candidates(origins: torch.Tensor, dirs: torch.Tensor, grid: Occupa
 def sample_rays(origins: torch.Tensor, dirs: torch.Tensor, z_scale: torch.Tensor,
                 depth: torch.Tensor | None, grid: OccupancyGrid | None, cfg: SamplingConfig,
                 generator: torch.Generator | None = None, stratified: bool = True,
-                ) -> RaySamples:
+                occupied_free: torch.Tensor | None = None) -> RaySamples:
     """Pick the sampler for a batch of rays.
 
     * ``depth`` given: :func:`sample_depth_guided` (S = samples_per_ray_depth; rays with
@@ -470,6 +542,6 @@ def sample_rays(origins: torch.Tensor, dirs: torch.Tensor, z_scale: torch.Tensor
     """
     if depth is not None:
         return sample_depth_guided(origins, dirs, z_scale, depth, cfg, generator, grid,
-                                   stratified)
+                                   stratified, occupied_free)
     return _sample_without_depth(origins, dirs, grid, cfg, cfg.samples_per_ray_rgb,
                                  generator, stratified)

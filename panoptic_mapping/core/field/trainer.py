@@ -4,6 +4,13 @@
 :meth:`KeyframeBuffer.sample_keyframes`), samples points along them (depth-guided where
 depth is known, occupied space otherwise), renders colour, depth, semantics and instance
 features, and takes one optimiser step. It runs for as long as it is called.
+
+Keyframes without a depth camera (stereo depth, or none) spend the free-space samples of
+their rays in the occupied voxels in front of the depth
+(``SamplingConfig.free_space_occupied_samples``): where a view rendered later looks first,
+and where a stereo outlier would otherwise leave a floater. They can also learn depth from
+a ``depth_prior`` instead of their own: the mapper can pass the instance map's surfaces
+drawn at the keyframe, which fuse every frame's stereo (``rgb_only_depth_targets``).
 """
 from __future__ import annotations
 
@@ -42,6 +49,12 @@ class TrainerConfig:
                                    minimum=0.0)
     instance_weight: float = param(0.2, "Weight of the instance label loss.", minimum=0.0)
     seed: int = param(0, "Seed of the ray and sample draws.")
+    prior_refresh_steps: int = param(
+        50, "Steps after which a keyframe's depth prior (frames without a depth camera) "
+        "is drawn again from the map, which keeps growing.", minimum=1)
+    prior_draws_per_step: int = param(
+        4, "Most keyframes whose depth prior is drawn in one step (bounds a step's cost; "
+        "the others keep their last prior, or their own depth, meanwhile).", minimum=1)
 
 
 @dataclass
@@ -54,6 +67,8 @@ class RayBatch:
             in [0, 1] (1 for measured depth).
         embedding: (R, D) unit target embeddings; has_embedding: (R,) bool.
         instance: (R,) int64 map instance ids (0 = none).
+        estimated: (R,) bool, the ray's depth is an estimate (stereo or a prior), not
+            measured; None: all measured.
     """
 
     origins: Tensor
@@ -65,6 +80,11 @@ class RayBatch:
     has_embedding: Tensor
     instance: np.ndarray
     depth_confidence: Tensor | None = None
+    estimated: Tensor | None = None
+
+
+# A keyframe -> (H, W) float32 depth to learn instead of its own (0 = none), or None.
+DepthPrior = Callable[[Keyframe], "np.ndarray | None"]
 
 
 class Trainer:
@@ -74,11 +94,14 @@ class Trainer:
         label_lut: callable returning an (n_ids,) int64 array mapping every instance id
             ever issued to its current id (0 for deleted ones), so keyframe labels written
             before merges still train the right prototype.
+        depth_prior: for keyframes without measured depth, the depth to learn instead of
+            their own (see the module docstring); None: their own.
     """
 
     def __init__(self, cfg: TrainerConfig, field: PanopticField, keyframes: KeyframeBuffer,
                  grid: OccupancyGrid, sampling: SamplingConfig,
-                 label_lut: Callable[[], np.ndarray]) -> None:
+                 label_lut: Callable[[], np.ndarray],
+                 depth_prior: DepthPrior | None = None) -> None:
         self.cfg, self.field, self.keyframes = cfg, field, keyframes
         self.grid, self.sampling, self.label_lut = grid, sampling, label_lut
         self.optimizer = torch.optim.Adam(field.parameters(), lr=cfg.learning_rate,
@@ -90,6 +113,10 @@ class Trainer:
         self.seconds = 0.0
         self.last_losses: dict[str, float] = {}
         self._cache: dict[int, tuple[int, dict[str, Tensor]]] = {}
+        self.depth_prior = depth_prior
+        # keyframe id -> (step it was drawn at, (H * W,) float32 prior depth or None:
+        # nothing drawn)
+        self._priors: dict[int, tuple[int, Tensor | None]] = {}
 
     # ------------------------------------------------------------------ optimiser
 
@@ -138,15 +165,24 @@ class Trainer:
         snapshot = {kf.id: kf for kf in self.keyframes.snapshot()}
         for stale in set(self._cache) - set(snapshot):
             del self._cache[stale]
+        for stale in set(self._priors) - set(snapshot):
+            del self._priors[stale]
         if not snapshot:
             return None
         ids = self.keyframes.sample_keyframes(self.cfg.rays_per_step, self.rng)
+        drawn = np.unique(ids)
+        self._refresh_priors([snapshot[int(k)] for k in drawn if int(k) in snapshot])
         parts = []
-        for kid, count in zip(*np.unique(ids, return_counts=True)):
+        for kid, count in zip(drawn, np.unique(ids, return_counts=True)[1]):
             kf = snapshot.get(int(kid))
             if kf is None:
                 continue
             t = self._tensors(kf)
+            estimated = not _measured(kf)
+            prior = self._priors.get(kf.id)
+            if prior is not None and prior[1] is not None:  # it replaces the own depth
+                t = {**t, "depth": prior[1],
+                     "depth_confidence": torch.ones_like(prior[1])}
             h, w = kf.frame.shape
             flat = torch.from_numpy(self.rng.integers(0, h * w, size=count))
             pix = torch.stack([(flat % w).float(), (flat // w).float()], dim=1)
@@ -159,12 +195,37 @@ class Trainer:
                 has = m > 0
                 emb[has] = t["emb"][m[has] - 1]
             parts.append((o, d, z, t["rgb"][flat], t["depth"][flat], emb, has,
-                          t["labels"][flat].numpy(), t["depth_confidence"][flat]))
+                          t["labels"][flat].numpy(), t["depth_confidence"][flat],
+                          torch.full((len(flat),), estimated, dtype=torch.bool)))
         if not parts:
             return None
         cat = lambda k: torch.cat([p[k] for p in parts])  # noqa: E731
+        estimated = cat(9)
         return RayBatch(cat(0), cat(1), cat(2), cat(3), cat(4), cat(5), cat(6),
-                        np.concatenate([p[7] for p in parts]), cat(8))
+                        np.concatenate([p[7] for p in parts]), cat(8),
+                        estimated if bool(estimated.any()) else None)
+
+    def _refresh_priors(self, keyframes: list[Keyframe]) -> None:
+        """Draw the depth priors of the batch's keyframes that have none yet, then of
+        those drawn longest ago (older than ``prior_refresh_steps``), at most
+        ``prior_draws_per_step`` of them."""
+        if self.depth_prior is None:
+            return
+        due = []
+        for kf in keyframes:
+            if _measured(kf):
+                continue
+            at = self._priors[kf.id][0] if kf.id in self._priors else None
+            if at is None or self.steps - at >= self.cfg.prior_refresh_steps:
+                due.append((-1 if at is None else at, kf.id, kf))
+        for _, _, kf in sorted(due, key=lambda d: d[:2])[:self.cfg.prior_draws_per_step]:
+            depth = self.depth_prior(kf)
+            if depth is None or not bool((depth > 0).any()):
+                # nothing drawn there yet: the own depth, asked again when due
+                self._priors[kf.id] = (self.steps, None)
+                continue
+            self._priors[kf.id] = (self.steps, torch.from_numpy(
+                np.ascontiguousarray(depth, dtype=np.float32).reshape(-1)))
 
     # ------------------------------------------------------------------ step
 
@@ -179,7 +240,8 @@ class Trainer:
         depth = batch.depth.to(dev)
         has_depth = bool((depth > 0).any())
         samples = sample_rays(o, d, z, depth if has_depth else None, self.grid,
-                              self.sampling, self.generator)
+                              self.sampling, self.generator,
+                              occupied_free=batch.estimated)
         out = render_rays(self.field, o, d, samples)
         losses = {"rgb": rgb_loss(out["rgb"], batch.rgb.to(dev)),
                   "depth": depth_loss(out["depth"] * z, depth, self._depth_weight(batch))}
@@ -230,3 +292,9 @@ class Trainer:
     @property
     def steps_per_second(self) -> float:
         return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+
+def _measured(kf: Keyframe) -> bool:
+    """Whether the keyframe's depth came from a depth camera (stereo depth carries a
+    confidence; a frame without depth has none to learn)."""
+    return kf.frame.depth is not None and kf.frame.depth_confidence is None

@@ -76,6 +76,7 @@ def test_config_fields_are_documented_with_the_specified_defaults():
     assert defaults["samples_per_ray_depth"] == 12
     assert defaults["surface_band_m"] == 0.04
     assert defaults["free_space_samples"] == 4
+    assert defaults["free_space_occupied_samples"] == 8
     assert defaults["samples_per_ray_rgb"] == 32
     cfg = config_from_dict({"far_m": 5, "samples_per_ray_rgb": 16}, SamplingConfig)
     assert cfg.far_m == 5.0 and cfg.samples_per_ray_rgb == 16
@@ -212,6 +213,69 @@ def test_unknown_depth_falls_back_to_the_grid_or_uniform():
     assert valid[0].all()
     mid = 0.5 * (t_s + t_e)[1:][valid[1:]]
     assert len(mid) >= 2 and ((mid >= 3.0) & (mid <= 3.04)).all()
+
+
+def test_estimated_depth_spends_free_space_samples_in_the_occupied_voxels_in_front():
+    """Depth that is an estimate (stereo, the map's surfaces): a floater voxel 1 m in front
+    of a surface at 2 m is where a rendered view looks first, so the free-space samples of
+    a flagged ray go there; an unflagged ray (measured depth) keeps its stratified ones."""
+    cfg = SamplingConfig()
+    grid = OccupancyGrid(0.04, dilation=0)
+    grid.mark_points(torch.tensor([[0.02, 0.02, 1.02], [0.02, 0.02, 2.02]]))  # z 1-1.04, 2-2.04
+    origins, dirs = axis_rays(3)
+    depth = torch.tensor([2.0, 2.0, 0.0])
+    flagged = torch.tensor([True, False, True])
+    t_s, t_e, valid = sample_depth_guided(origins, dirs, torch.ones(3), depth, cfg, gen(),
+                                          grid=grid, occupied_free=flagged)
+    n_free = cfg.free_space_occupied_samples
+    assert t_s.shape == (3, n_free + cfg.samples_per_ray_depth - cfg.free_space_samples)
+    free = slice(0, n_free)
+    mid = 0.5 * (t_s + t_e)
+    # the flagged ray: free samples only inside the floater's voxel (2-3 at a 2 cm step)
+    assert 2 <= int(valid[0, free].sum()) <= 3
+    assert ((mid[0, free][valid[0, free]] >= 1.0) & (mid[0, free][valid[0, free]] <= 1.04)).all()
+    # the unflagged ray: the stratified intervals over [near, 2 - band], then padding
+    assert valid[1, :cfg.free_space_samples].all()
+    assert not valid[1, cfg.free_space_samples:n_free].any()
+    assert t_s[1, 0] == pytest.approx(cfg.near_m)
+    # both: the band around the depth, every ray sorted without overlap
+    assert valid[:2, n_free:].all()
+    assert ((mid[:2, n_free:] >= 1.96 - 1e-5) & (mid[:2, n_free:] <= 2.04 + 1e-5)).all()
+    assert (t_s[:, 1:] >= t_e[:, :-1] - 1e-6).all()
+    # a ray without depth falls back to the grid, padded to the same width
+    assert valid[2].any() and (mid[2][valid[2]] >= 1.0).all()
+    # a flagged ray whose march meets nothing in front keeps the stratified intervals
+    o_side, d_side = axis_rays(1, x=1.02)
+    t_s, _, valid = sample_depth_guided(o_side, d_side, torch.ones(1), torch.tensor([2.0]),
+                                        cfg, gen(), grid=grid,
+                                        occupied_free=torch.tensor([True]))
+    assert valid[0, :cfg.free_space_samples].all() and t_s[0, 0] == pytest.approx(cfg.near_m)
+
+
+def test_a_voxel_is_marked_once_enough_frames_put_a_point_in_it():
+    grid = OccupancyGrid(0.1, dilation=1)
+    surface = torch.tensor([[0.55, 0.55, 0.55], [0.56, 0.54, 0.55]])  # one voxel, twice
+    outlier = torch.tensor([[2.55, 0.55, 0.55]])
+    assert grid.mark_confirmed(torch.cat([surface, outlier]), min_frames=2) == 0
+    assert grid.is_empty and grid.num_pending == 2  # per frame, not per point
+    assert grid.mark_confirmed(surface + 0.01, min_frames=2) == 27  # and its dilation
+    assert grid.is_occupied(surface).all() and not grid.is_occupied(outlier).any()
+    assert grid.num_pending == 1  # the outlier waits
+    # a voxel already marked is not counted again; one frame: as mark_points
+    assert grid.mark_confirmed(surface, min_frames=2) == 0
+    assert grid.mark_confirmed(outlier, min_frames=1) == 27
+    # bounded: beyond max_pending, voxels seen by one frame only are forgotten
+    many = torch.tensor([[5.05 + 0.1 * i, 0.05, 0.05] for i in range(10)])
+    grid.mark_confirmed(many, min_frames=3, max_pending=4)
+    assert grid.num_pending == 0
+    grid.mark_confirmed(many[:2], min_frames=3)
+    grid.mark_confirmed(many[:2], min_frames=3)
+    assert grid.num_pending == 2
+    grid.mark_confirmed(many[2:], min_frames=3, max_pending=4)
+    assert grid.num_pending == 2  # the two seen twice stay
+    assert grid.mark_confirmed(many[:2], min_frames=3) == 4 * 3 * 3  # two neighbours dilated
+    grid.clear()
+    assert grid.is_empty and grid.num_pending == 0
 
 
 def test_occupied_sampling_hits_only_the_occupied_voxel():
