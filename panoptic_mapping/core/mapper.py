@@ -33,12 +33,12 @@ import torch
 from panoptic_mapping.core.device import check_device_name, resolve_device
 from panoptic_mapping.core.field.encoding import center_from_points
 from panoptic_mapping.core.field.extent import SceneExtent
-from panoptic_mapping.core.field.keyframes import KeyframeBuffer, KeyframeConfig
+from panoptic_mapping.core.field.keyframes import Keyframe, KeyframeBuffer, KeyframeConfig
 from panoptic_mapping.core.field.occupancy import OccupancyGrid
 from panoptic_mapping.core.field.panoptic_field import FieldConfig, PanopticField
 from panoptic_mapping.core.field.renderer import render_view
 from panoptic_mapping.core.field.sampling import SamplingConfig
-from panoptic_mapping.core.field.trainer import Trainer, TrainerConfig
+from panoptic_mapping.core.field.trainer import DepthPrior, Trainer, TrainerConfig
 from panoptic_mapping.core.frames import Frame, validate_frame
 from panoptic_mapping.core.geometry import backproject, check_rigid
 from panoptic_mapping.core.io.export import (
@@ -574,12 +574,12 @@ class Mapper:
                                self.cfg.sampling, self.instances.id_lut,
                                self._depth_prior())
 
-    def _depth_prior(self):
+    def _depth_prior(self) -> DepthPrior | None:
         """What keyframes without a depth camera learn depth from
         (``rgb_only_depth_targets``): None, their own stereo."""
         return self._map_surface_depth if self.cfg.rgb_only_depth_targets == "map" else None
 
-    def _map_surface_depth(self, kf) -> np.ndarray | None:
+    def _map_surface_depth(self, kf: Keyframe) -> np.ndarray | None:
         """(H, W) depth of the instance map's surfaces drawn at a keyframe (0 = none), as
         a view without depth meets the map; None when nothing is drawn."""
         f = kf.frame

@@ -198,7 +198,8 @@ class OccupancyGrid:
         frame puts one, and an occupied voxel it marked would be where the field is
         queried and grows a floater in front of the surface; a surface is where the
         points of several frames agree. Voxels seen by fewer frames wait, counted; at
-        most ``max_pending`` of them (beyond it, those seen once are forgotten).
+        most ``max_pending`` of them (beyond it, those seen once are forgotten first,
+        then the least seen).
 
         Args:
             points: (N, 3) one frame's world points, numpy or torch.
@@ -228,6 +229,9 @@ class OccupancyGrid:
         if pending.numel() > max_pending:
             twice = counts > 1
             pending, counts = pending[twice], counts[twice]
+        if pending.numel() > max_pending:  # still: the most seen, in key order
+            top = torch.sort(torch.topk(counts, max_pending).indices).values
+            pending, counts = pending[top], counts[top]
         self._pending, self._pending_frames = pending, counts
         return self._merge(_dilate_keys(keys[confirmed], self.dilation))
 

@@ -274,6 +274,13 @@ def test_a_voxel_is_marked_once_enough_frames_put_a_point_in_it():
     grid.mark_confirmed(many[2:], min_frames=3, max_pending=4)
     assert grid.num_pending == 2  # the two seen twice stay
     assert grid.mark_confirmed(many[:2], min_frames=3) == 4 * 3 * 3  # two neighbours dilated
+    # a hard bound even when every pending voxel was seen twice: the most seen stay
+    for _ in range(2):
+        grid.mark_confirmed(many[2:], min_frames=5)
+    grid.mark_confirmed(many[2:4], min_frames=5)
+    grid.mark_confirmed(many[2:], min_frames=5, max_pending=3)
+    assert grid.num_pending == 3
+    assert grid.mark_confirmed(many[2:4], min_frames=5) > 0  # the two seen most went on
     grid.clear()
     assert grid.is_empty and grid.num_pending == 0
 
