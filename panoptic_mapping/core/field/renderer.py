@@ -157,7 +157,8 @@ def _render_adaptive(draw, h: int, w: int, depth_rel: float, rgb_tol: float,
     v, u = torch.arange(h, device=device), torch.arange(w, device=device)
 
     def lattice(spacing: int) -> tuple[Tensor, Tensor]:
-        rows, cols = v[::spacing], u[::spacing]
+        # contiguous: strided slices cost searchsorted a copy (and a warning) each level
+        rows, cols = v[::spacing].contiguous(), u[::spacing].contiguous()
         if rows[-1] != h - 1:
             rows = torch.cat([rows, rows.new_tensor([h - 1])])
         if cols[-1] != w - 1:
