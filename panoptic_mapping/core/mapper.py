@@ -579,16 +579,15 @@ class Mapper:
         (``rgb_only_depth_targets``): None, their own stereo."""
         return self._map_surface_depth if self.cfg.rgb_only_depth_targets == "map" else None
 
-    def _map_surface_depth(self, kf: Keyframe) -> np.ndarray | None:
+    def _map_surface_depth(self, kf: Keyframe) -> np.ndarray:
         """(H, W) depth of the instance map's surfaces drawn at a keyframe (0 = none), as
-        a view without depth meets the map; None when nothing is drawn."""
+        a view without depth meets the map."""
         f = kf.frame
-        depth = self.instances.surface_depth(f.K, f.camera_to_world, f.shape,
-                                             self.cfg.surface_min_weight,
-                                             self.cfg.surface_gap_m)
-        return depth if (depth > 0).any() else None
+        return self.instances.surface_depth(f.K, f.camera_to_world, f.shape,
+                                            self.cfg.surface_min_weight,
+                                            self.cfg.surface_gap_m)
 
-    def _update_geometry(self, frame: Frame, source: str = "measured") -> None:
+    def _update_geometry(self, frame: Frame, source: str) -> None:
         """Grow the scene extent and mark occupied space from the frame's depth (stereo
         depth only where ``stereo_occupancy_min_frames`` frames agree)."""
         if _has_depth(frame):

@@ -208,20 +208,21 @@ class OccupancyGrid:
         Returns:
             The number of voxels newly marked.
         """
+        if min_frames <= 1:
+            return self.mark_points(points)
         points = as_tensor(points, device=self.device).reshape(-1, 3)
         coords, ok = self.voxel_coords(points)
         keys = torch.unique(pack_voxel_keys(coords[ok]))
-        if min_frames <= 1:
-            return self._merge(_dilate_keys(keys, self.dilation))
         keys = keys[~self._contains_keys(keys)]
         seen = _sorted_contains(self._pending, keys)
         frames = torch.ones(keys.shape, dtype=torch.int32, device=self.device)
+        # the pending set without this frame's voxels, then with those still waiting
+        keep = torch.ones(self._pending.shape, dtype=torch.bool, device=self.device)
         if bool(seen.any()):
             at = torch.searchsorted(self._pending, keys[seen])
             frames[seen] += self._pending_frames[at]
+            keep[at] = False
         confirmed = frames >= min_frames
-        # the pending set without this frame's voxels, then with those still waiting
-        keep = ~_sorted_contains(keys, self._pending)
         pending = torch.cat([self._pending[keep], keys[~confirmed]])
         counts = torch.cat([self._pending_frames[keep], frames[~confirmed]])
         order = torch.argsort(pending)

@@ -170,10 +170,10 @@ class Trainer:
         if not snapshot:
             return None
         ids = self.keyframes.sample_keyframes(self.cfg.rays_per_step, self.rng)
-        drawn = np.unique(ids)
+        drawn, counts = np.unique(ids, return_counts=True)
         self._refresh_priors([snapshot[int(k)] for k in drawn if int(k) in snapshot])
         parts = []
-        for kid, count in zip(drawn, np.unique(ids, return_counts=True)[1]):
+        for kid, count in zip(drawn, counts):
             kf = snapshot.get(int(kid))
             if kf is None:
                 continue
