@@ -359,18 +359,18 @@ class InstanceMap:
         return cached[1], cached[2]
 
     def _voted_voxels(self) -> tuple[VoteGrid, np.ndarray, np.ndarray, np.ndarray]:
-        """The vote grid, and (M, 3) float32 centres, (M,) total vote weights and (M,)
-        slots in that grid of the voxels holding votes; read-only, computed once per map
-        version (every view without depth asks)."""
+        """The vote grid, and (M, 3) float32 surface points
+        (:meth:`VoteGrid.surface_points`), (M,) total vote weights and (M,) slots in that
+        grid of the voxels holding votes; read-only, computed once per map version (every
+        view without depth asks)."""
         cached = self._voted
         if cached is None or cached[0] != self.version or cached[1] is not self.votes:
             n = len(self.votes)
             weight = self.votes.weights[:n].sum(1)
             slots = np.flatnonzero(weight > 0)
-            # float32: drawing a view from them costs less, and 1e-7 relative is far
-            # below a voxel
-            centers = self.votes.index.centers(self.votes.voxel_size)[slots].astype(
-                np.float32)
+            # where the points that voted lay; float32: drawing a view from them costs
+            # less, and 1e-7 relative is far below a voxel
+            centers = self.votes.surface_points(slots).astype(np.float32)
             weight = weight[slots]
             for a in (centers, weight, slots):
                 a.setflags(write=False)

@@ -1,5 +1,6 @@
 """Per-voxel instance votes: a sparse voxel grid whose voxels hold a few (id, weight)
-votes. Knows nothing of what ids mean; the id table decides which are eligible."""
+votes, and where in each voxel the points that voted lay. Knows nothing of what ids
+mean; the id table decides which are eligible."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,11 +30,23 @@ class VoteGrid:
         # (V', k) voted ids (0: empty) and their weights, V' >= V rows (spare rows empty)
         self.ids = np.zeros((0, self.k), dtype=np.int32)
         self.weights = np.zeros((0, self.k), dtype=np.float32)
+        # (V', 3) mean offset [m] from the voxel's centre of the points that voted in it,
+        # and (V',) how many: a view without depth draws a voxel where its surface was
+        # seen. A centre lies up to half a voxel off the surface, outside an object's
+        # outline as often as inside (drawn at the centres, a perfect map's outlines were
+        # fattened by about a pixel at 160x120: BENCHMARKS.md)
+        self.offsets = np.zeros((0, 3), dtype=np.float32)
+        self.samples = np.zeros((0,), dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.index)
 
     # ------------------------------------------------------------------ lookup
+
+    def surface_points(self, slots: np.ndarray) -> np.ndarray:
+        """(N, 3) float64 world points of voxels ``slots`` (N,): the mean of the points
+        that voted there (the centre where none has: maps saved before they were kept)."""
+        return self.index.centers(self.voxel_size)[slots] + _rows(self.offsets, slots)
 
     def own_slots(self, points: np.ndarray) -> np.ndarray:
         """(N,) slots of the voxels points (N, 3) fall in (-1: no such voxel)."""
@@ -134,8 +147,10 @@ class VoteGrid:
         keep = point_labels > 0
         if not keep.any():
             return
-        slots = self.index.insert(pack_voxel_keys(voxel_coords(points[keep], self.voxel_size)))
+        coords = voxel_coords(points[keep], self.voxel_size)
+        slots = self.index.insert(pack_voxel_keys(coords))
         self._grow(len(self.index))
+        self._add_samples(slots, points[keep] - (coords + 0.5) * self.voxel_size)
         lab = point_labels[keep].astype(np.int64)
         base = int(lab.max()) + 1
         # majority label per voxel in this frame
@@ -146,6 +161,30 @@ class VoteGrid:
         first[1:] = s[order][1:] != s[order][:-1]
         chosen = order[first]
         self._vote(s[chosen], l[chosen].astype(np.int32), weight)
+
+    def _add_samples(self, slots: np.ndarray, offsets: np.ndarray,
+                     counts: np.ndarray | None = None) -> None:
+        """Fold points at ``offsets`` (N, 3) from the centres of their voxels ``slots`` (N,)
+        (each standing for ``counts`` (N,) points; default one) into the voxels' mean
+        offsets."""
+        counts = np.ones(slots.size) if counts is None else counts.astype(np.float64)
+        uniq, inv = np.unique(slots, return_inverse=True)
+        n = np.bincount(inv, weights=counts, minlength=uniq.size)
+        sums = np.stack([np.bincount(inv, weights=offsets[:, d] * counts, minlength=uniq.size)
+                         for d in range(3)], 1)
+        had = self.samples[uniq].astype(np.float64)
+        total = had + n
+        mean = (_rows(self.offsets, uniq) * had[:, None] + sums) / total[:, None]
+        half = 0.5 * self.voxel_size  # float rounding may put a point on a neighbour's face
+        self.offsets[uniq] = np.clip(mean, -half, half)
+        self.samples[uniq] = total
+
+    def _forget_samples(self, rows: np.ndarray) -> None:
+        """Voxels ``rows`` (R,) that lost their last vote forget where their points lay (a
+        later surface there is another one)."""
+        empty = rows[~(_rows(self.weights, rows) > 0).any(1)]
+        self.offsets[empty] = 0.0
+        self.samples[empty] = 0.0
 
     def unvote(self, slots: np.ndarray, old: int, amount: float) -> None:
         """Withdraw ``amount`` of ``old``'s weight from voxels a frame showed to be
@@ -167,9 +206,11 @@ class VoteGrid:
         through them: whatever they were voted as is not there)."""
         s = np.unique(slots[slots >= 0])
         self.weights[s] = np.maximum(_rows(self.weights, s) - amount, 0.0)
+        self._forget_samples(s)
 
     def _grow(self, n: int) -> None:
         self.ids, self.weights = grown_rows(self.ids, n), grown_rows(self.weights, n)
+        self.offsets, self.samples = grown_rows(self.offsets, n), grown_rows(self.samples, n)
 
     def _vote(self, slots: np.ndarray, labels: np.ndarray, weight: float | np.ndarray
               ) -> None:
@@ -214,20 +255,29 @@ class VoteGrid:
     def move(self, members: np.ndarray, transform: np.ndarray) -> None:
         """Carry every vote of the ids flagged in ``members`` ((n_ids,) bool) from its voxel
         to the voxel of ``transform`` (4, 4, rigid, world -> world) applied to the voxel's
-        centre; the old voxels keep their other ids' votes."""
+        surface point (:meth:`surface_points`); the old voxels keep their other ids'
+        votes."""
         hit = members[self.ids] & (self.weights > 0)
         rows = np.flatnonzero(hit.any(1))
         if rows.size == 0:
             return
-        centres = self.index.centers(self.voxel_size)[rows]
-        moved = centres @ transform[:3, :3].T + transform[:3, 3]
+        moved = self.surface_points(rows) @ transform[:3, :3].T + transform[:3, 3]
+        samples = self.samples[rows]
         r, c = np.nonzero(hit[rows])
         ids = self.ids[rows[r], c].astype(np.int64)
         w = self.weights[rows[r], c].astype(np.float64)
         self.ids[rows[r], c] = 0
         self.weights[rows[r], c] = 0.0
-        dest = self.index.insert(pack_voxel_keys(voxel_coords(moved[r], self.voxel_size)))
+        self._forget_samples(rows)
+        coords = voxel_coords(moved, self.voxel_size)
+        dest_rows = self.index.insert(pack_voxel_keys(coords))
         self._grow(len(self.index))
+        seen = samples > 0
+        if seen.any():
+            self._add_samples(dest_rows[seen],
+                              moved[seen] - (coords[seen] + 0.5) * self.voxel_size,
+                              samples[seen])
+        dest = dest_rows[r]
         # voxels that land in one voxel add up; then one vote per (voxel, id)
         base = int(ids.max()) + 1
         keys, inverse = np.unique(dest * base + ids, return_inverse=True)
@@ -251,6 +301,7 @@ class VoteGrid:
         gone = dead[self.ids]
         self.weights[gone] = 0.0
         self.ids[gone] = 0
+        self._forget_samples(np.flatnonzero(gone.any(1)))
 
     def _dedupe(self, rows: np.ndarray) -> None:
         """Sum the weights of repeated ids within the vote lists of voxels ``rows`` (R,)
@@ -270,7 +321,8 @@ class VoteGrid:
     def state(self) -> dict:
         n = len(self.index)
         return {"voxels": self.index.state(), "vote_ids": self.ids[:n].copy(),
-                "vote_w": self.weights[:n].copy()}
+                "vote_w": self.weights[:n].copy(), "vote_offsets": self.offsets[:n].copy(),
+                "vote_samples": self.samples[:n].copy()}
 
     def copy(self) -> "VoteGrid":
         """An independent copy of the votes (a reader's snapshot)."""
@@ -278,16 +330,28 @@ class VoteGrid:
         n = len(self.index)
         grid.index = self.index.copy()
         grid.ids, grid.weights = self.ids[:n].copy(), self.weights[:n].copy()
+        grid.offsets, grid.samples = self.offsets[:n].copy(), self.samples[:n].copy()
         return grid
 
     def load_state(self, state: dict) -> None:
-        """Restore from :meth:`state` (checks k against the configuration)."""
+        """Restore from :meth:`state` (checks k against the configuration; a map saved
+        before the voxels' surface points were kept draws them at their centres)."""
         ids = np.asarray(state["vote_ids"])
         if ids.shape[1] != self.k:
             raise ValueError(f"map has {ids.shape[1]} votes per voxel, the "
                              f"configuration {self.k}")
         self.index = VoxelIndex.from_state(state["voxels"])
         self.ids, self.weights = ids.copy(), np.asarray(state["vote_w"]).copy()
+        n = len(self.ids)
+        offsets = np.asarray(state.get("vote_offsets", np.zeros((n, 3))), np.float32)
+        samples = np.asarray(state.get("vote_samples", np.zeros(n)), np.float32)
+        if offsets.shape != (n, 3) or samples.shape != (n,):
+            raise ValueError(f"map has {offsets.shape} voxel offsets and {samples.shape} "
+                             f"sample counts for {n} voxels")
+        half = 0.5 * self.voxel_size
+        if not np.isfinite(offsets).all() or np.abs(offsets).max(initial=0.0) > half * 1.001:
+            raise ValueError("map's voxel offsets are not finite or lie outside their voxels")
+        self.offsets, self.samples = offsets.copy(), samples.copy()
 
 
 def _rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:

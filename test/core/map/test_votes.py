@@ -1,10 +1,14 @@
-"""Per-voxel votes: negative evidence, edge weights, the footprint search."""
+"""Per-voxel votes: negative evidence, edge weights, the footprint search, where in each
+voxel its points lay."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from panoptic_mapping.core.geometry import backproject
+from panoptic_mapping.core.map.config import InstanceConfig
 from panoptic_mapping.core.map.instances import InstanceMap
+from panoptic_mapping.core.map.votes import VoteGrid
 
 from wall_scene import H, W, K, camera, ingest, established
 
@@ -92,3 +96,66 @@ def test_per_voxel_arrays_grow_by_a_quarter_with_zero_rows_and_save_only_voxels(
     assert g.ids.shape[0] > len(g) == 1
     state = g.state()
     assert state["vote_ids"].shape == (1, 2) and state["vote_w"].tolist() == [[1.0, 0.0]]
+
+
+def _plate(x0: float, x1: float, z: float = 1.0) -> np.ndarray:
+    """Points every millimetre on a plate facing the camera, x in [x0, x1], |y| <= 5 cm."""
+    xs, ys = np.arange(x0, x1 + 1e-4, 0.001), np.arange(-0.05, 0.0501, 0.001)
+    return np.stack(np.meshgrid(xs, ys, [z]), -1).reshape(-1, 3)
+
+
+def test_a_view_without_depth_draws_voxels_where_their_points_lay():
+    """A plate from x = 1.7 cm to 8.3 cm at 1 m, 2 cm voxels, 200 px focal length: the
+    pixels whose centres see the plate are columns 43-56. Its five voxels span x = 0 to
+    10 cm; drawn at their centres they covered columns 40-59 (three pixels too wide on
+    each side); drawn at the mean of their points (the first at x = 1.8 cm, the last at
+    8.15 cm) they cover 42-57."""
+    K = np.array([[200.0, 0, 39.5], [0, 200.0, 29.5], [0, 0, 1]])
+    im = InstanceMap(InstanceConfig(voxel_size_m=0.02))
+    plate = _plate(0.017, 0.083)
+    im.integrate(plate, np.ones(len(plate), np.int64))
+    depth = im.surface_depth(K, np.eye(4), (60, 80), min_weight=1.0)
+    assert np.flatnonzero(depth[30] > 0).tolist() == list(range(42, 58))
+    assert np.allclose(depth[30][depth[30] > 0], 1.0)  # the plate's depth, not a centre's
+    slot = im.votes.own_slots(np.array([[0.019, 0.001, 1.0]]))
+    assert np.allclose(im.votes.surface_points(slot)[0, :1], [0.018], atol=1e-3)
+
+
+def test_surface_points_follow_a_move_and_are_forgotten_with_the_last_vote():
+    im = InstanceMap(InstanceConfig(voxel_size_m=0.02))
+    plate = _plate(0.017, 0.019)  # one column of voxels, points at x = 1.7-1.9 cm
+    im.integrate(plate, np.ones(len(plate), np.int64))
+    a_slot = im.votes.own_slots(plate[:1])
+    before = im.votes.surface_points(a_slot)[0]
+    assert np.isclose(before[0], 0.018, atol=1e-6)
+    turn = np.eye(4)
+    turn[:3, :3] = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]  # 90 degrees about z
+    turn[:3, 3] = [0.5, 0.0, 0.0]
+    members = np.zeros(2, bool)
+    members[1] = True
+    im.votes.move(members, turn)
+    moved_to = turn[:3, :3] @ before + turn[:3, 3]
+    b_slot = im.votes.own_slots(moved_to[None])
+    assert np.allclose(im.votes.surface_points(b_slot)[0], moved_to, atol=1e-6)
+    # the old voxel lost its only vote, and with it where its points lay
+    assert im.votes.samples[a_slot[0]] == 0 and not im.votes.offsets[a_slot[0]].any()
+    # free space seen through the new voxel takes its last vote: forgotten too
+    im.votes.withdraw(b_slot, 10.0)
+    assert im.votes.samples[b_slot[0]] == 0 and not im.votes.offsets[b_slot[0]].any()
+
+
+def test_surface_points_are_saved_and_maps_saved_before_them_load_at_centres():
+    im = InstanceMap(InstanceConfig(voxel_size_m=0.02))
+    plate = _plate(0.017, 0.083)
+    im.integrate(plate, np.ones(len(plate), np.int64))
+    state = im.votes.state()
+    grid = VoteGrid(0.02, im.cfg.votes_per_voxel)
+    grid.load_state(state)
+    slots = np.arange(len(grid))
+    assert np.array_equal(grid.surface_points(slots), im.votes.surface_points(slots))
+    older = {k: v for k, v in state.items() if k not in ("vote_offsets", "vote_samples")}
+    grid.load_state(older)
+    assert np.array_equal(grid.surface_points(slots), grid.index.centers(0.02))
+    bad = dict(state, vote_offsets=state["vote_offsets"] + 0.05)  # outside the voxels
+    with pytest.raises(ValueError, match="outside their voxels"):
+        grid.load_state(bad)
