@@ -699,7 +699,7 @@ class InstanceMap:
             result = self.associator.associate(masks.astype(np.int64), reference, valid, slots,
                                                edges, meeting, measured)
             self.ids.count_assigned(result.labels, masks, embeddings, cfg.min_pixels)
-            self._integrate_frame(result, masks, depth.shape, points, flat)
+            self._integrate_frame(result, masks, depth.shape, points, flat, measured)
             if self.features is not None and embeddings is not None and len(embeddings):
                 share = mask_shares(result.labels, masks)
                 lut = self.ids.id_lut()
@@ -715,14 +715,16 @@ class InstanceMap:
             return result
 
     def _integrate_frame(self, result: AssociationResult, masks: np.ndarray,
-                         shape: tuple[int, int], points: np.ndarray, flat: np.ndarray
-                         ) -> None:
-        """Votes for the frame's labels at its points (P, 3) (pixels ``flat``), and the
-        negative evidence of its displaced pixels."""
+                         shape: tuple[int, int], points: np.ndarray, flat: np.ndarray,
+                         measured: bool) -> None:
+        """Votes for the frame's labels at its points (P, 3) (pixels ``flat``; measured
+        depth also places its voxels' surfaces), and the negative evidence of its
+        displaced pixels."""
         lab = result.labels.reshape(-1)[flat]
         inner = interior(masks).reshape(-1)[flat]
-        self.votes.integrate(points, np.where(inner, lab, 0))
-        self.votes.integrate(points, np.where(inner, 0, lab), weight=self.cfg.edge_vote_weight)
+        self.votes.integrate(points, np.where(inner, lab, 0), locate=measured)
+        self.votes.integrate(points, np.where(inner, 0, lab), weight=self.cfg.edge_vote_weight,
+                             locate=measured)
         if result.displaced and self.cfg.unvote_weight > 0:
             # the points' own voxels (they exist now), not the neighbours that stood in for
             # them before integration: evidence is about what this frame saw

@@ -159,3 +159,17 @@ def test_surface_points_are_saved_and_maps_saved_before_them_load_at_centres():
     bad = dict(state, vote_offsets=state["vote_offsets"] + 0.05)  # outside the voxels
     with pytest.raises(ValueError, match="outside their voxels"):
         grid.load_state(bad)
+
+
+def test_stereo_points_vote_but_leave_their_voxels_drawn_at_the_centres():
+    """Stereo depth is off by more than a voxel: its points' mean says nothing about where
+    in the voxel the surface is (on a real kitchen it drew held-out surfaces farther
+    off), so only measured points place a voxel's surface."""
+    grid = VoteGrid(0.02, votes_per_voxel=2)
+    plate = _plate(0.017, 0.019)
+    grid.integrate(plate, np.ones(len(plate), np.int64), locate=False)
+    slots = np.arange(len(grid))
+    assert grid.weights[slots, 0].min() == 1.0 and not grid.samples[slots].any()
+    assert np.array_equal(grid.surface_points(slots), grid.index.centers(0.02))
+    grid.integrate(plate, np.ones(len(plate), np.int64))  # the same points, measured
+    assert np.allclose(grid.surface_points(slots)[:, 0], 0.018)
