@@ -174,3 +174,20 @@ def test_mask_windows_off_or_no_segments_give_the_plain_sweep():
         np.testing.assert_allclose(a[1], plain[1], atol=1e-6)
     with pytest.raises(ValueError, match="segments"):
         plane_sweep(rgb[0], K, POSES[0], src, CFG, segments=np.ones((H + 1, W), np.int32))
+
+
+def test_read_only_frames_are_converted_without_a_warning():
+    """A recording's frames may be read-only (memory-mapped); torch warned on each one
+    that it could not protect a shared read-only array."""
+    import warnings
+
+    import torch
+
+    from panoptic_mapping.core.stereo.plane_sweep import _grey
+
+    rgb = np.full((4, 5, 3), 255, np.uint8)
+    rgb.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grey = _grey(rgb, torch.device("cpu"))
+    assert grey.shape == (1, 1, 4, 5) and torch.allclose(grey, torch.ones(1))

@@ -135,7 +135,9 @@ class StereoConfig:
 
 def _grey(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 1, H, W) float32 in [0, 1]."""
-    t = torch.as_tensor(np.ascontiguousarray(rgb), device=device).float() / 255.0
+    # converted on the numpy side: a read-only frame (a recording's, memory-mapped) would
+    # otherwise be shared with torch, which warns that it cannot protect it
+    t = torch.as_tensor(np.asarray(rgb, dtype=np.float32), device=device) / 255.0
     g = t[..., 0] * 0.299 + t[..., 1] * 0.587 + t[..., 2] * 0.114
     return g[None, None]
 
