@@ -368,8 +368,8 @@ class InstanceMap:
             n = len(self.votes)
             weight = self.votes.weights[:n].sum(1)
             slots = np.flatnonzero(weight > 0)
-            # where the points that voted lay; float32: drawing a view from them costs
-            # less, and 1e-7 relative is far below a voxel
+            # where the measured points that voted lay (else the centre); float32: drawing
+            # a view from them costs less, and 1e-7 relative is far below a voxel
             centers = self.votes.surface_points(slots).astype(np.float32)
             weight = weight[slots]
             for a in (centers, weight, slots):

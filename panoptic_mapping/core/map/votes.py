@@ -357,6 +357,8 @@ class VoteGrid:
         half = 0.5 * self.voxel_size
         if not np.isfinite(offsets).all() or np.abs(offsets).max(initial=0.0) > half * 1.001:
             raise ValueError("map's voxel offsets are not finite or lie outside their voxels")
+        if not np.isfinite(samples).all() or samples.min(initial=0.0) < 0:
+            raise ValueError("map's voxel sample counts are not finite or negative")
         self.offsets, self.samples = offsets.copy(), samples.copy()
 
 

@@ -159,6 +159,10 @@ def test_surface_points_are_saved_and_maps_saved_before_them_load_at_centres():
     bad = dict(state, vote_offsets=state["vote_offsets"] + 0.05)  # outside the voxels
     with pytest.raises(ValueError, match="outside their voxels"):
         grid.load_state(bad)
+    with pytest.raises(ValueError, match="sample counts are not finite or negative"):
+        grid.load_state(dict(state, vote_samples=-state["vote_samples"]))
+    with pytest.raises(ValueError, match="sample counts for"):
+        grid.load_state(dict(state, vote_samples=state["vote_samples"][:-1]))
 
 
 def test_stereo_points_vote_but_leave_their_voxels_drawn_at_the_centres():
