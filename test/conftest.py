@@ -79,6 +79,19 @@ class NodeProcess:
         raise AssertionError(f"'{text}' not printed by the node within {timeout} s; "
                              f"output:\n{self.output}")
 
+    def wait_for_count(self, text: str, count: int, timeout: float = 30.0) -> None:
+        """Until ``count`` output lines contain ``text`` (a line a worker thread logs
+        after the call that started it has returned)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(text in line for line in list(self.lines)) >= count:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"'{text}' not printed {count} times by the node within "
+                             f"{timeout} s; output:\n{self.output}")
+
     def interrupt(self, timeout: float = 15.0) -> int:
         """SIGINT, as Ctrl-C or `ros2 launch` shutdown would send; returns the exit code."""
         if self.proc.poll() is None:
