@@ -133,11 +133,17 @@ class StereoConfig:
                                       minimum=0.0, maximum=180.0)
 
 
+def _tensor(a, dtype: type, device: torch.device) -> torch.Tensor:
+    """``a`` as a tensor of numpy ``dtype`` on ``device``; a read-only array (a recording's
+    frame) is copied first: torch shares numpy memory and warns that it cannot protect a
+    read-only one."""
+    a = np.asarray(a, dtype=dtype)
+    return torch.as_tensor(a if a.flags.writeable else a.copy(), device=device)
+
+
 def _grey(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 1, H, W) float32 in [0, 1]."""
-    # converted on the numpy side: a read-only frame (a recording's, memory-mapped) would
-    # otherwise be shared with torch, which warns that it cannot protect it
-    t = torch.as_tensor(np.asarray(rgb, dtype=np.float32), device=device) / 255.0
+    t = _tensor(rgb, np.float32, device) / 255.0
     g = t[..., 0] * 0.299 + t[..., 1] * 0.587 + t[..., 2] * 0.114
     return g[None, None]
 
@@ -188,7 +194,7 @@ class _Window:
 
 
 def _as_tensor(a, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
+    return _tensor(a, np.float64, device)
 
 
 def _warp(src_grey: torch.Tensor, A: torch.Tensor, b: torch.Tensor,
@@ -331,7 +337,7 @@ def plane_sweep(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
         if segments.shape != (h, w):
             raise ValueError(f"segments are {segments.shape[1]}x{segments.shape[0]}, the "
                              f"image {w}x{h}")
-        seg = torch.as_tensor(np.asarray(segments, np.int64), device=dev).clamp_min(0)
+        seg = _tensor(segments, np.int64, dev).clamp_min(0)
         windows.insert(0, _Window(r, seg))
     ref_stats = []
     for window in windows:
@@ -503,8 +509,8 @@ def photometric_residual(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarr
     """
     dev = torch.device(device)
     h, w = depth.shape
-    ref = torch.as_tensor(np.ascontiguousarray(ref_rgb), device=dev).float().permute(2, 0, 1) / 255.0
-    d = torch.as_tensor(np.asarray(depth, np.float64), device=dev).reshape(-1)
+    ref = _tensor(ref_rgb, np.float32, dev).permute(2, 0, 1) / 255.0
+    d = _tensor(depth, np.float64, dev).reshape(-1)
     v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
                           torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
     rays = torch.linalg.inv(_as_tensor(ref_K, dev)) @ torch.stack(
@@ -522,7 +528,7 @@ def photometric_residual(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarr
             & (vs <= hs - 1)
         grid = torch.stack([(2.0 * us / max(ws - 1, 1) - 1.0), (2.0 * vs / max(hs - 1, 1) - 1.0)],
                            -1).float().reshape(1, h, w, 2)
-        img = torch.as_tensor(np.ascontiguousarray(rgb_s), device=dev).float().permute(2, 0, 1)
+        img = _tensor(rgb_s, np.float32, dev).permute(2, 0, 1)
         warped = F.grid_sample(img[None] / 255.0, grid, mode="bilinear", padding_mode="zeros",
                                align_corners=True)[0]
         diff = (warped - ref).abs().mean(0)
