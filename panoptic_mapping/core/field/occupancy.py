@@ -183,11 +183,15 @@ class OccupancyGrid:
         Returns:
             The number of voxels newly marked.
         """
+        return self._merge(_dilate_keys(self._point_keys(points), self.dilation))
+
+    def _point_keys(self, points: Any) -> torch.Tensor:
+        """Sorted unique keys of the voxels points (N, 3), numpy or torch, fall in
+        (deduplicated before any dilation: a frame's points hit far fewer voxels than
+        pixels)."""
         points = as_tensor(points, device=self.device).reshape(-1, 3)
         coords, ok = self.voxel_coords(points)
-        # Deduplicate before dilating: a frame's points hit far fewer voxels than pixels.
-        keys = torch.unique(pack_voxel_keys(coords[ok]))
-        return self._merge(_dilate_keys(keys, self.dilation))
+        return torch.unique(pack_voxel_keys(coords[ok]))
 
     def mark_confirmed(self, points: Any, min_frames: int,
                        max_pending: int = 1 << 22) -> int:
@@ -210,9 +214,7 @@ class OccupancyGrid:
         """
         if min_frames <= 1:
             return self.mark_points(points)
-        points = as_tensor(points, device=self.device).reshape(-1, 3)
-        coords, ok = self.voxel_coords(points)
-        keys = torch.unique(pack_voxel_keys(coords[ok]))
+        keys = self._point_keys(points)
         keys = keys[~self._contains_keys(keys)]
         seen = _sorted_contains(self._pending, keys)
         frames = torch.ones(keys.shape, dtype=torch.int32, device=self.device)

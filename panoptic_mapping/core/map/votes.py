@@ -152,11 +152,12 @@ class VoteGrid:
         keep = point_labels > 0
         if not keep.any():
             return
-        coords = voxel_coords(points[keep], self.voxel_size)
+        voting = points[keep]
+        coords = voxel_coords(voting, self.voxel_size)
         slots = self.index.insert(pack_voxel_keys(coords))
         self._grow(len(self.index))
         if locate:
-            self._add_samples(slots, points[keep] - (coords + 0.5) * self.voxel_size)
+            self._add_samples(slots, voting - (coords + 0.5) * self.voxel_size)
         lab = point_labels[keep].astype(np.int64)
         base = int(lab.max()) + 1
         # majority label per voxel in this frame

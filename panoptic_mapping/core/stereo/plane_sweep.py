@@ -510,7 +510,7 @@ def photometric_residual(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarr
     dev = torch.device(device)
     h, w = depth.shape
     ref = _tensor(ref_rgb, np.float32, dev).permute(2, 0, 1) / 255.0
-    d = _tensor(depth, np.float64, dev).reshape(-1)
+    d = _as_tensor(depth, dev).reshape(-1)
     v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
                           torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
     rays = torch.linalg.inv(_as_tensor(ref_K, dev)) @ torch.stack(
