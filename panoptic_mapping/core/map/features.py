@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from panoptic_mapping.core.geometry import pack_voxel_keys, voxel_coords
+from panoptic_mapping.core.map.grouping import unique_inverse_counts
 from panoptic_mapping.core.map.voxels import VoxelIndex, grown_rows
 
 __all__ = ["VoxelFeatures", "unit_rows", "mask_shares"]
@@ -50,9 +51,14 @@ def mask_shares(labels: np.ndarray, masks: np.ndarray) -> np.ndarray:
     if sel.any():
         base = int(lab.max()) + 1
         pair = m[sel] * base + lab[sel]
-        uniq, inv, cnt = np.unique(pair, return_inverse=True, return_counts=True)
         size = np.bincount(m[sel], minlength=int(m.max()) + 1)
-        out[sel] = (cnt / size[uniq // base])[inv.reshape(-1)]
+        if size.size * base <= 4 * pair.size + (1 << 16):
+            # few masks and ids: pixel counts per pair by a dense count, not a sort
+            cnt = np.bincount(pair, minlength=size.size * base)
+            out[sel] = cnt[pair] / size[pair // base]
+        else:
+            uniq, inv, cnt = unique_inverse_counts(pair)
+            out[sel] = (cnt / size[uniq // base])[inv.reshape(-1)]
     return out.reshape(np.shape(labels))
 
 
@@ -103,7 +109,7 @@ class VoxelFeatures:
         m = np.asarray(point_masks, dtype=np.int64)
         keep = (m > 0) & (m <= emb.shape[0])
         if keep.any():
-            keep[keep] = np.linalg.norm(emb[m[keep] - 1], axis=1) > 0
+            keep[keep] = (np.abs(emb) > 0).any(1)[m[keep] - 1]  # masks with an embedding
         if not keep.any():
             return 0
         keys = pack_voxel_keys(voxel_coords(points[keep], self.voxel_size))
@@ -126,8 +132,7 @@ class VoxelFeatures:
         base = emb.shape[0] + 1
         # (voxel, mask) pairs with their pixel counts and weights: a few per voxel, never
         # (P, D)
-        pairs, inv, counts = np.unique(slots * base + m[keep], return_inverse=True,
-                                       return_counts=True)
+        pairs, inv, counts = unique_inverse_counts(slots * base + m[keep])
         pair_w = np.bincount(inv.reshape(-1), weights=pw, minlength=pairs.size)
         s, mask = np.divmod(pairs, base)
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])

@@ -48,7 +48,7 @@ from panoptic_mapping.core.map.features import VoxelFeatures, mask_shares
 from panoptic_mapping.core.map.ids import IdTable
 from panoptic_mapping.core.map.lifecycle import IdLifecycle
 from panoptic_mapping.core.map.views import interior, pixel_footprint, seen_through
-from panoptic_mapping.core.map.votes import VoteGrid
+from panoptic_mapping.core.map.votes import PointVoxels, VoteGrid
 
 __all__ = ["InstanceMap", "InstanceFill"]
 
@@ -681,7 +681,8 @@ class InstanceMap:
             cfg = self.cfg
             valid = depth > 0
             points, flat = backproject(depth, K, camera_to_world)
-            slots_flat = self.votes.slots_of(points, pixel_footprint(depth, K, flat))
+            at = self.votes.locate(points)
+            slots_flat = self.votes.slots_of(points, pixel_footprint(depth, K, flat), at)
             slots = np.full(depth.size, -1, dtype=np.int64)
             slots[flat] = slots_flat
             slots = slots.reshape(depth.shape)
@@ -699,7 +700,7 @@ class InstanceMap:
             result = self.associator.associate(masks.astype(np.int64), reference, valid, slots,
                                                edges, meeting, measured)
             self.ids.count_assigned(result.labels, masks, embeddings, cfg.min_pixels)
-            self._integrate_frame(result, masks, depth.shape, points, flat, measured)
+            self._integrate_frame(result, masks, depth.shape, points, flat, measured, at)
             if self.features is not None and embeddings is not None and len(embeddings):
                 share = mask_shares(result.labels, masks)
                 lut = self.ids.id_lut()
@@ -716,20 +717,20 @@ class InstanceMap:
 
     def _integrate_frame(self, result: AssociationResult, masks: np.ndarray,
                          shape: tuple[int, int], points: np.ndarray, flat: np.ndarray,
-                         measured: bool) -> None:
+                         measured: bool, at: PointVoxels | None = None) -> None:
         """Votes for the frame's labels at its points (P, 3) (pixels ``flat``; measured
-        depth also places its voxels' surfaces), and the negative evidence of its
-        displaced pixels."""
+        depth also places its voxels' surfaces; ``at``: their voxels, see
+        :meth:`VoteGrid.locate`), and the negative evidence of its displaced pixels."""
         lab = result.labels.reshape(-1)[flat]
         inner = interior(masks).reshape(-1)[flat]
-        self.votes.integrate(points, np.where(inner, lab, 0), locate=measured)
+        self.votes.integrate(points, np.where(inner, lab, 0), locate=measured, at=at)
         self.votes.integrate(points, np.where(inner, 0, lab), weight=self.cfg.edge_vote_weight,
-                             locate=measured)
+                             locate=measured, at=at)
         if result.displaced and self.cfg.unvote_weight > 0:
             # the points' own voxels (they exist now), not the neighbours that stood in for
             # them before integration: evidence is about what this frame saw
             own = np.full(shape[0] * shape[1], -1, dtype=np.int64)
-            own[flat] = self.votes.own_slots(points)
+            own[flat] = self.votes.own_slots(points, at)
             own = own.reshape(shape)
             for pixels, old in result.displaced:
                 self.votes.unvote(own[pixels], old, self.cfg.unvote_weight)
@@ -764,16 +765,21 @@ class InstanceMap:
             owner, _ = self._voxel_owners()
             keep = (owner > 0) if only is None else np.isin(owner, only)
             owner = owner[keep]
-            centres = self.votes.index.centers(self.votes.voxel_size)[keep]
+            keys = self.votes.index.slot_keys()[keep]
         half = self.votes.voxel_size / 2
         order = np.argsort(owner, kind="stable")
-        owner, centres = owner[order], centres[order]
+        owner = owner[order]
+        centres = (unpack_voxel_keys(keys[order]).astype(np.float64) + 0.5) \
+            * self.votes.voxel_size
         starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        if quantile <= 0 and starts.size:
+            # per instance and axis at once (an (N, 3) array reduced along its rows is slow)
+            lo = np.stack([np.minimum.reduceat(centres[:, d], starts) for d in range(3)], 1)
+            hi = np.stack([np.maximum.reduceat(centres[:, d], starts) for d in range(3)], 1)
+            return {int(owner[a]): (lo[j] - half, hi[j] + half) for j, a in enumerate(starts)}
         out = {}
         for a, b in zip(starts, np.r_[starts[1:], owner.size]):
-            c = centres[a:b]
-            lo, hi = np.quantile(c, [quantile, 1.0 - quantile], axis=0) if quantile > 0 \
-                else (c.min(0), c.max(0))
+            lo, hi = np.quantile(centres[a:b], [quantile, 1.0 - quantile], axis=0)
             out[int(owner[a])] = (lo - half, hi + half)
         return out
 

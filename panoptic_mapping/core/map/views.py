@@ -53,32 +53,34 @@ def _across_pixel_edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.concatenate([image[:, 1:].ravel(), image[1:, :].ravel()]))
 
 
-def _edge_ends(ids: np.ndarray, a: np.ndarray, b: np.ndarray, reach: int) -> np.ndarray:
-    """For every pixel edge (``a``, ``b``: the labels on its two sides, in
-    :func:`_across_pixel_edges` order): whether a third label lies within ``reach`` pixels
-    along it, beside either of its two pixels (the edge is an end of the boundary between
-    its two labels, where a third region meets them).
+def _edge_ends(ids: np.ndarray, a: np.ndarray, b: np.ndarray, reach: int,
+               edges: np.ndarray) -> np.ndarray:
+    """For pixel edges ``edges`` (E,) (indices in :func:`_across_pixel_edges` order, whose
+    two sides carry the labels ``a``, ``b`` (E,)): whether a third label lies within
+    ``reach`` pixels along the edge, beside either of its two pixels (the edge is an end
+    of the boundary between its two labels, where a third region meets them). Looked at
+    only on the edges asked for: a frame's boundaries are a few hundredths of its edges.
 
     The silhouette of the two regions is a depth edge, marked ``reach`` pixels wide: on a
     boundary a few pixels long (small objects at 160x120) its ends alone would otherwise
     make a cut across one object look like a depth edge between two.
     """
     h, w = ids.shape
-    pad = np.pad(ids.astype(np.int64), reach, constant_values=-1)  # -1: off the image
-    ends = []
-    for axis in (1, 0):  # horizontal edges (across columns), then vertical ones
-        end = np.zeros((h, w - 1) if axis == 1 else (h - 1, w), dtype=bool)
-        ea, eb = (a[:end.size], b[:end.size]) if axis == 1 else (a[-end.size:], b[-end.size:])
-        ea, eb = ea.reshape(end.shape), eb.reshape(end.shape)
-        for side in (0, 1):  # the pixel on either side of the edge
-            for d in [k for r in range(1, reach + 1) for k in (-r, r)]:
-                if axis == 1:  # neighbours above and below
-                    v = pad[reach + d:reach + d + h, reach + side:reach + side + w - 1]
-                else:  # neighbours left and right
-                    v = pad[reach + side:reach + side + h - 1, reach + d:reach + d + w]
-                end |= (v != ea) & (v != eb) & (v != -1)
-        ends.append(end.ravel())
-    return np.concatenate(ends)
+    n_h = h * (w - 1)
+    across = edges < n_h  # edges between columns (the pixels left and right of them)
+    e = np.where(across, edges, edges - n_h)
+    row = np.where(across, e // max(w - 1, 1), e // w)
+    col = np.where(across, e % max(w - 1, 1), e % w)
+    end = np.zeros(edges.size, dtype=bool)
+    for side in (0, 1):  # the pixel on either side of the edge
+        r0, c0 = np.where(across, row, row + side), np.where(across, col + side, col)
+        for d in [k for r in range(1, reach + 1) for k in (-r, r)]:
+            # neighbours above and below an edge between columns, left and right otherwise
+            r, c = np.where(across, r0 + d, r0), np.where(across, c0, c0 + d)
+            inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+            v = ids[np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)]
+            end |= inside & (v != a) & (v != b)
+    return end
 
 
 def boundary_shares(ids: np.ndarray, edge_maps: Sequence[np.ndarray | None],
@@ -105,8 +107,9 @@ def boundary_shares(ids: np.ndarray, edge_maps: Sequence[np.ndarray | None],
             shares.append(np.ones(keys.size))
             continue
         if inner is None:
-            inner = (~_edge_ends(ids, a, b, end_px)[sel] if end_px > 0
-                     else np.ones(int(sel.sum()), dtype=bool))
+            at = np.flatnonzero(sel)
+            inner = (~_edge_ends(ids, a[at], b[at], end_px, at) if end_px > 0
+                     else np.ones(at.size, dtype=bool))
             n_inner = np.bincount(inverse, weights=inner, minlength=keys.size)
         on_edge = np.logical_or(*_across_pixel_edges(edges))[sel]
         share_inner = np.bincount(inverse, weights=on_edge & inner,

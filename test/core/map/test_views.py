@@ -77,3 +77,37 @@ def test_boundary_share_is_taken_away_from_the_silhouette():
     band = np.zeros((6, 6), bool)
     band[2, :] = True
     assert boundaries(tiny, band) == {(1, 2): (2, 0.5)}
+
+
+def _edge_ends_of_every_edge(ids, a, b, reach):
+    """Reference: the ends test over the whole image (the first version's way)."""
+    h, w = ids.shape
+    pad = np.pad(ids.astype(np.int64), reach, constant_values=-1)
+    ends = []
+    for axis in (1, 0):
+        end = np.zeros((h, w - 1) if axis == 1 else (h - 1, w), dtype=bool)
+        ea, eb = (a[:end.size], b[:end.size]) if axis == 1 else (a[-end.size:], b[-end.size:])
+        ea, eb = ea.reshape(end.shape), eb.reshape(end.shape)
+        for side in (0, 1):
+            for d in [k for r in range(1, reach + 1) for k in (-r, r)]:
+                if axis == 1:
+                    v = pad[reach + d:reach + d + h, reach + side:reach + side + w - 1]
+                else:
+                    v = pad[reach + side:reach + side + h - 1, reach + d:reach + d + w]
+                end |= (v != ea) & (v != eb) & (v != -1)
+        ends.append(end.ravel())
+    return np.concatenate(ends)
+
+
+def test_edge_ends_on_the_boundary_edges_equal_the_whole_image_test():
+    from panoptic_mapping.core.map.views import _across_pixel_edges, _edge_ends
+
+    rng = np.random.default_rng(0)
+    for shape, reach in (((9, 12), 2), ((15, 6), 1), ((12, 12), 3)):
+        # regions of 3x3 pixels: boundaries with inner parts and ends
+        ids = np.kron(rng.integers(0, 3, (shape[0] // 3, shape[1] // 3)), np.ones((3, 3), int))
+        a, b = (x.astype(np.int64) for x in _across_pixel_edges(ids))
+        at = np.flatnonzero(a != b)
+        expected = _edge_ends_of_every_edge(ids, a, b, reach)[at]
+        assert expected.any() and not expected.all()
+        np.testing.assert_array_equal(_edge_ends(ids, a[at], b[at], reach, at), expected)

@@ -177,3 +177,34 @@ def test_stereo_points_vote_but_leave_their_voxels_drawn_at_the_centres():
     assert np.array_equal(grid.surface_points(slots), grid.index.centers(0.02))
     grid.integrate(plate, np.ones(len(plate), np.int64))  # the same points, measured
     assert np.allclose(grid.surface_points(slots)[:, 0], 0.018)
+
+
+def test_a_frame_located_once_votes_as_one_looked_up_at_every_step():
+    """Votes through PointVoxels equal votes that look every point up again, including the
+    majority label per voxel (ties: the smallest id) and the voxels' surface points."""
+    rng = np.random.default_rng(5)
+    plain, shared = VoteGrid(0.02, 3), VoteGrid(0.02, 3)
+    for frame in range(3):
+        points = rng.uniform(0, 0.2, (2000, 3))
+        labels = rng.integers(0, 4, 2000)  # 0: no vote
+        edge = rng.random(2000) < 0.3
+        at = shared.locate(points)
+        np.testing.assert_array_equal(shared.slots_of(points, None, at),
+                                      plain.slots_of(points))
+        for grid, where in ((plain, None), (shared, at)):
+            grid.integrate(points, np.where(edge, 0, labels), locate=frame != 1, at=where)
+            grid.integrate(points, np.where(edge, labels, 0), weight=0.5, at=where)
+        np.testing.assert_array_equal(shared.own_slots(points, at), plain.own_slots(points))
+    n = len(plain)
+    assert len(shared) == n and n > 100
+    for name in ("ids", "weights", "offsets", "samples"):
+        np.testing.assert_array_equal(getattr(shared, name)[:n], getattr(plain, name)[:n])
+    np.testing.assert_array_equal(shared.index.slot_keys(), plain.index.slot_keys())
+
+
+def test_the_majority_label_of_a_voxel_breaks_ties_to_the_smallest_id():
+    grid = VoteGrid(1.0, 3)
+    pts = np.array([[0.5, 0.5, 0.5]] * 5 + [[1.5, 0.5, 0.5]] * 3)
+    grid.integrate(pts, np.array([7, 3, 7, 3, 9, 4, 4, 2]))
+    labels, _ = grid.labels(grid.own_slots(pts[[0, 5]]), np.ones(10, bool))
+    assert labels.tolist() == [3, 4]

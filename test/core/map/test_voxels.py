@@ -75,3 +75,35 @@ def test_nearest_at_the_ends_of_the_key_range():
     points = np.array([[edge + 0.5, 0.5, 1.5], [edge - 0.5, 5.5, 1.2]])
     coords = np.floor(points).astype(np.int64)
     np.testing.assert_array_equal(index.nearest(points, coords, 1, v), slots)
+
+
+def test_insert_with_known_slots_matches_a_plain_insert():
+    rng = np.random.default_rng(3)
+    plain, known = VoxelIndex(), VoxelIndex()
+    for _ in range(4):
+        keys = pack_keys(rng.integers(-6, 6, (300, 3)))
+        before = known.lookup(keys)
+        # voxels created in between (slots stay valid; absent ones are asked again)
+        extra = pack_keys(rng.integers(-6, 6, (40, 3)))
+        plain.insert(extra)
+        known.insert(extra)
+        np.testing.assert_array_equal(known.insert(keys, known=before), plain.insert(keys))
+    np.testing.assert_array_equal(known.slot_keys(), plain.slot_keys())
+    sorted_keys, slots = known.in_key_order()
+    assert (np.diff(sorted_keys) > 0).all()
+    np.testing.assert_array_equal(known.slot_keys()[slots], sorted_keys)
+
+
+@pytest.mark.parametrize("r,inner", [(1, 0), (2, 1), (2, 0)])
+def test_neighbour_slots_match_one_lookup_per_offset(r, inner):
+    from panoptic_mapping.core.map.voxels import _offsets
+
+    rng = np.random.default_rng(r + inner)
+    index = VoxelIndex()
+    # dense: whole runs of consecutive z keys exist, as on a surface seen edge on
+    index.insert(pack_keys(rng.integers(-4, 4, (400, 3))))
+    own = pack_keys(rng.integers(-6, 6, (500, 3)))
+    _, packed = _offsets(r, inner)
+    expected = index.lookup(own[:, None] + packed[None, :])
+    assert (expected >= 0).mean() > 0.1 and (expected < 0).any()
+    np.testing.assert_array_equal(index._neighbour_slots(own, r, inner), expected)
