@@ -130,9 +130,21 @@ def boundaries(ids: np.ndarray, edges: np.ndarray | None = None, end_px: int = 2
 def boundary_between(part: np.ndarray, rest: np.ndarray, edges: np.ndarray | None,
                      end_px: int = 2) -> tuple[int, float]:
     """(pixel edges shared, share of them on a depth edge) between two disjoint (H, W)
-    bool regions; (0, 1.0) where they do not touch."""
-    two = np.where(part, 2, np.where(rest, 1, 0))
-    return boundaries(two, edges, end_px).get((1, 2), (0, 1.0))
+    bool regions; (0, 1.0) where they do not touch.
+
+    Computed in the window of the two regions, widened by ``end_px`` + 1 pixels so that
+    every pixel the test for a boundary's ends looks at is inside it or off the image, as
+    in the whole image (the association asks this once per divided mask)."""
+    rows = np.flatnonzero((part | rest).any(1))
+    if rows.size == 0:
+        return 0, 1.0
+    cols = np.flatnonzero((part | rest).any(0))
+    h, w = part.shape
+    margin = max(end_px, 0) + 1
+    win = (slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)),
+           slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)))
+    two = np.where(part[win], 2, np.where(rest[win], 1, 0))
+    return boundaries(two, None if edges is None else edges[win], end_px).get((1, 2), (0, 1.0))
 
 
 def seen_through(points: np.ndarray, depth: np.ndarray, K: np.ndarray,

@@ -111,3 +111,22 @@ def test_edge_ends_on_the_boundary_edges_equal_the_whole_image_test():
         expected = _edge_ends_of_every_edge(ids, a, b, reach)[at]
         assert expected.any() and not expected.all()
         np.testing.assert_array_equal(_edge_ends(ids, a[at], b[at], reach, at), expected)
+
+
+def test_boundary_between_in_its_window_equals_the_whole_image():
+    from panoptic_mapping.core.map.views import boundary_between
+
+    rng = np.random.default_rng(1)
+    touching = 0
+    for trial in range(30):
+        ids = np.kron(rng.integers(0, 4, (5, 6)), np.ones((3, 3), int))  # (15, 18)
+        part, rest = ids == 1, ids == 2
+        edges = rng.random(ids.shape) < 0.3
+        for end_px in (0, 1, 2):
+            whole = boundaries(np.where(part, 2, np.where(rest, 1, 0)), edges,
+                               end_px).get((1, 2), (0, 1.0))
+            assert boundary_between(part, rest, edges, end_px) == whole
+        touching += whole[0] > 0
+    assert touching > 10
+    empty = np.zeros((4, 4), bool)
+    assert boundary_between(empty, empty, None) == (0, 1.0)
