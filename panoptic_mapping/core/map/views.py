@@ -71,16 +71,15 @@ def _edge_ends(ids: np.ndarray, a: np.ndarray, b: np.ndarray, reach: int,
     e = np.where(across, edges, edges - n_h)
     row = np.where(across, e // max(w - 1, 1), e // w)
     col = np.where(across, e % max(w - 1, 1), e % w)
-    end = np.zeros(edges.size, dtype=bool)
-    for side in (0, 1):  # the pixel on either side of the edge
-        r0, c0 = np.where(across, row, row + side), np.where(across, col + side, col)
-        for d in [k for r in range(1, reach + 1) for k in (-r, r)]:
-            # neighbours above and below an edge between columns, left and right otherwise
-            r, c = np.where(across, r0 + d, r0), np.where(across, c0, c0 + d)
-            inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-            v = ids[np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)]
-            end |= inside & (v != a) & (v != b)
-    return end
+    # (2 sides, 2 reach offsets, E): the pixel on either side of the edge, and its
+    # neighbours above and below an edge between columns, left and right otherwise
+    side = np.array([0, 1])[:, None, None]
+    d = np.array([k for r in range(1, reach + 1) for k in (-r, r)])[None, :, None]
+    r = np.where(across, row + d, row + side)
+    c = np.where(across, col + side, col + d)
+    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    v = ids[np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)]
+    return (inside & (v != a) & (v != b)).any(axis=(0, 1))
 
 
 def boundary_shares(ids: np.ndarray, edge_maps: Sequence[np.ndarray | None],

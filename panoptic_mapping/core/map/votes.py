@@ -361,9 +361,12 @@ class VoteGrid:
 
     def relabel(self, absorbed: int, survivor: int) -> None:
         """Every vote for ``absorbed`` becomes one for ``survivor`` (a merge)."""
-        r, c = np.nonzero(self.ids == absorbed)  # (any(1) along the short axis is slow)
-        self.ids[r, c] = survivor
-        self._dedupe(np.unique(r))
+        # flat positions in the used rows: a 2-D nonzero (or any(1) along the short axis)
+        # took ~15x longer
+        n = len(self.index)
+        flat = np.flatnonzero(self.ids[:n].reshape(-1) == absorbed)
+        np.put(self.ids, flat, survivor)  # flat indices of the first n rows are the same
+        self._dedupe(np.unique(flat // self.k))
 
     def drop(self, dead: np.ndarray) -> None:
         """Remove every vote for ids flagged in ``dead`` ((n_ids,) bool)."""
