@@ -198,3 +198,18 @@ def test_read_only_frames_are_converted_without_a_warning():
     writable = np.ones(3)
     assert np.shares_memory(_tensor(writable, np.float64, torch.device("cpu")).numpy(),
                             writable)  # a writable array is not copied
+
+
+def test_box_means_are_avg_pool_means():
+    """The shifted-copy box filter adds a window's pixels in avg_pool2d's order: the same
+    means, at the border over the in-image part."""
+    import torch
+    import torch.nn.functional as F
+
+    from panoptic_mapping.core.stereo.plane_sweep import _box
+
+    gen = torch.Generator().manual_seed(0)
+    for shape, r in (((6, 1, 12, 16), 2), ((2, 1, 5, 7), 3), ((1, 1, 4, 4), 1)):
+        x = torch.rand(shape, generator=gen)
+        expected = F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+        torch.testing.assert_close(_box(x, r), expected, rtol=0, atol=1e-6)
