@@ -213,3 +213,24 @@ def test_box_means_are_avg_pool_means():
         x = torch.rand(shape, generator=gen)
         expected = F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
         torch.testing.assert_close(_box(x, r), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("sources", [1, 2, 3, 4, 5])
+def test_best_half_of_the_sources_is_the_mean_of_the_sorted_best(sources):
+    """Running minima (up to 4 sources) and the sort (more) give the mean of the best
+    half, rounded up, of the finite costs; no source -> the no-source cost."""
+    import math
+
+    import torch
+
+    from panoptic_mapping.core.stereo.plane_sweep import _NO_SOURCE_COST, _robust_mean
+
+    gen = torch.Generator().manual_seed(sources)
+    costs = torch.rand((sources, 3, 6, 7), generator=gen) * 2
+    costs[torch.rand(costs.shape, generator=gen) < 0.3] = math.inf
+    agg, n = _robust_mean(costs)
+    for idx in np.ndindex(*costs.shape[1:]):
+        finite = sorted(float(c) for c in costs[(slice(None),) + idx] if math.isfinite(c))
+        assert int(n[idx]) == len(finite)
+        want = (np.mean(finite[:(len(finite) + 1) // 2]) if finite else _NO_SOURCE_COST)
+        assert float(agg[idx]) == pytest.approx(want, rel=1e-6)

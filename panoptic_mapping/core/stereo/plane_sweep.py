@@ -301,9 +301,20 @@ def _robust_mean(costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     valid = torch.isfinite(costs)
     n = valid.sum(0)
     k = ((n + 1) // 2).clamp_min(1)
-    srt = torch.sort(costs, dim=0).values
-    csum = torch.cumsum(torch.where(torch.isfinite(srt), srt, torch.zeros_like(srt)), dim=0)
-    agg = csum.gather(0, (k - 1)[None]).squeeze(0) / k
+    if costs.shape[0] <= 4:
+        # the best half of at most 4 is one or two costs: the two smallest by running
+        # minima (exact), instead of a sort along the short source axis (~3x the time)
+        first = torch.full_like(costs[0], math.inf)
+        second = first.clone()
+        for c in costs:
+            second = torch.minimum(second, torch.maximum(first, c))
+            first = torch.minimum(first, c)
+        agg = torch.where(k > 1, first + torch.where(k > 1, second, 0.0), first) / k
+    else:
+        srt = torch.sort(costs, dim=0).values
+        csum = torch.cumsum(torch.where(torch.isfinite(srt), srt, torch.zeros_like(srt)),
+                            dim=0)
+        agg = csum.gather(0, (k - 1)[None]).squeeze(0) / k
     return torch.where(n > 0, agg, torch.full_like(agg, _NO_SOURCE_COST)), n
 
 
