@@ -234,3 +234,16 @@ def test_best_half_of_the_sources_is_the_mean_of_the_sorted_best(sources):
         assert int(n[idx]) == len(finite)
         want = (np.mean(finite[:(len(finite) + 1) // 2]) if finite else _NO_SOURCE_COST)
         assert float(agg[idx]) == pytest.approx(want, rel=1e-6)
+
+
+def test_whole_window_inside_is_a_box_mean_of_one():
+    import torch
+
+    from panoptic_mapping.core.stereo.plane_sweep import _all_in_window, _box
+
+    gen = torch.Generator().manual_seed(2)
+    for r in (1, 2, 7):
+        mask = torch.rand((3, 1, 20, 24), generator=gen) > 0.02
+        expected = _box(mask.float(), r) > 1.0 - 1e-4
+        assert expected.any() and not expected.all()
+        assert torch.equal(_all_in_window(mask, r), expected)

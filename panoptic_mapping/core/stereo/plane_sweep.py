@@ -166,6 +166,20 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     return acc / _window_counts(h, w, r, x.device)
 
 
+def _all_in_window(mask: torch.Tensor, r: int) -> torch.Tensor:
+    """(N, 1, H, W) bool: whether every in-image pixel of each pixel's (2r+1)^2 window is
+    set in ``mask`` (N, 1, H, W) bool (a box mean of 1; a logical and of shifted copies
+    costs a sixth of the mean)."""
+    h, w = mask.shape[-2:]
+    padded = F.pad(mask, (r, r, r, r), value=True)  # off the image: no objection
+    out = padded[..., r:r + h, r:r + w].clone()
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            if dy != r or dx != r:
+                out &= padded[..., dy:dy + h, dx:dx + w]
+    return out
+
+
 _COUNTS: dict[tuple[int, int, int, str], torch.Tensor] = {}
 
 
@@ -412,7 +426,7 @@ def plane_sweep(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
         for g, A, b in warps:
             warped, inside = _warp(g, A, b, chunk, (h, w))
             # A window is only comparable when all of it was seen by the source.
-            full = _box(inside.float(), r) > 1.0 - 1e-4
+            full = _all_in_window(inside, r)
             for k, window in enumerate(windows):
                 costs[k].append(_zncc_cost(warped, full, ref_stats[k], window, cfg))
         for k in range(len(windows)):
