@@ -1,11 +1,13 @@
-"""Which torch device a component runs on: one rule for the mapper and the front-ends."""
+"""Which torch device a component runs on: one rule for the mapper and the front-ends;
+and how numpy arrays get there."""
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 
-__all__ = ["resolve_device", "check_device_name", "DEVICE_FORMS"]
+__all__ = ["resolve_device", "check_device_name", "numpy_tensor", "DEVICE_FORMS"]
 
 DEVICE_FORMS = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -34,3 +36,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
             raise RuntimeError(f"device '{device}' requested but this machine has {n} CUDA "
                                f"device(s): cuda:0..cuda:{n - 1}")
     return dev
+
+
+def numpy_tensor(a, dtype: type | None = None,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """``a`` as a tensor (of numpy ``dtype`` when given) on ``device``, sharing the array's
+    memory where torch can. A read-only array (a recording's frame, a memory-mapped file)
+    is copied first: torch shares numpy memory and warns that it cannot protect it."""
+    a = np.asarray(a, dtype=dtype)
+    return torch.as_tensor(a if a.flags.writeable else a.copy(), device=device)

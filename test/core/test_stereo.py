@@ -183,7 +183,8 @@ def test_read_only_frames_are_converted_without_a_warning():
 
     import torch
 
-    from panoptic_mapping.core.stereo.plane_sweep import _grey, _tensor
+    from panoptic_mapping.core.device import numpy_tensor
+    from panoptic_mapping.core.stereo.plane_sweep import _grey
 
     rgb = np.full((4, 5, 3), 255, np.uint8)
     depth = np.ones((4, 5), np.float64)
@@ -192,11 +193,11 @@ def test_read_only_frames_are_converted_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         grey = _grey(rgb, torch.device("cpu"))
-        same = _tensor(depth, np.float64, torch.device("cpu"))
+        same = numpy_tensor(depth, np.float64, torch.device("cpu"))
     assert grey.shape == (1, 1, 4, 5) and torch.allclose(grey, torch.ones(1))
     assert same.dtype == torch.float64 and bool((same == 1).all())
     writable = np.ones(3)
-    assert np.shares_memory(_tensor(writable, np.float64, torch.device("cpu")).numpy(),
+    assert np.shares_memory(numpy_tensor(writable, np.float64, torch.device("cpu")).numpy(),
                             writable)  # a writable array is not copied
 
 

@@ -40,6 +40,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from panoptic_mapping.core.device import numpy_tensor
 from panoptic_mapping.core.io.files import apply_umask
 
 __all__ = ["FORMAT", "VERSION", "MapFileError", "save_map", "load_map"]
@@ -74,9 +75,7 @@ def _encode_array(a: np.ndarray, where: str) -> tuple:
     if a.dtype.hasobject or a.dtype.fields is not None:
         raise TypeError(f"cannot save {where}: numpy dtype {a.dtype} (object or structured)")
     raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-    if not raw.flags.writeable:  # torch.from_numpy warns on read-only memory
-        raw = raw.copy()
-    return ("ndarray", a.dtype.str, list(a.shape), torch.from_numpy(raw))
+    return ("ndarray", a.dtype.str, list(a.shape), numpy_tensor(raw))
 
 
 def _encode(value: Any, where: str) -> Any:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from panoptic_mapping.core.device import numpy_tensor
+
 __all__ = ["sort_order", "unique_inverse_counts"]
 
 
 def _tensor(values: np.ndarray) -> torch.Tensor:
-    a = np.asarray(values, dtype=np.int64).reshape(-1)
-    if not a.flags.writeable or not a.flags.c_contiguous:
-        a = np.array(a)  # torch shares writable contiguous memory only
-    return torch.from_numpy(a)
+    return numpy_tensor(np.reshape(values, -1), np.int64)
 
 
 def sort_order(values: np.ndarray) -> np.ndarray:

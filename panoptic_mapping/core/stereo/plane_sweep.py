@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from panoptic_mapping.core.device import numpy_tensor
 from panoptic_mapping.core.geometry import backproject
 from panoptic_mapping.params import param
 
@@ -133,17 +134,9 @@ class StereoConfig:
                                       minimum=0.0, maximum=180.0)
 
 
-def _tensor(a, dtype: type, device: torch.device) -> torch.Tensor:
-    """``a`` as a tensor of numpy ``dtype`` on ``device``; a read-only array (a recording's
-    frame) is copied first: torch shares numpy memory and warns that it cannot protect a
-    read-only one."""
-    a = np.asarray(a, dtype=dtype)
-    return torch.as_tensor(a if a.flags.writeable else a.copy(), device=device)
-
-
 def _grey(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 1, H, W) float32 in [0, 1]."""
-    t = _tensor(rgb, np.float32, device) / 255.0
+    t = numpy_tensor(rgb, np.float32, device) / 255.0
     g = t[..., 0] * 0.299 + t[..., 1] * 0.587 + t[..., 2] * 0.114
     return g[None, None]
 
@@ -240,7 +233,7 @@ class _Window:
 
 
 def _as_tensor(a, device: torch.device) -> torch.Tensor:
-    return _tensor(a, np.float64, device)
+    return numpy_tensor(a, np.float64, device)
 
 
 def _warp(src_grey: torch.Tensor, A: torch.Tensor, b: torch.Tensor,
@@ -394,7 +387,7 @@ def plane_sweep(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
         if segments.shape != (h, w):
             raise ValueError(f"segments are {segments.shape[1]}x{segments.shape[0]}, the "
                              f"image {w}x{h}")
-        seg = _tensor(segments, np.int64, dev).clamp_min(0)
+        seg = numpy_tensor(segments, np.int64, dev).clamp_min(0)
         windows.insert(0, _Window(r, seg))
     ref_stats = []
     for window in windows:
@@ -566,7 +559,7 @@ def photometric_residual(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarr
     """
     dev = torch.device(device)
     h, w = depth.shape
-    ref = _tensor(ref_rgb, np.float32, dev).permute(2, 0, 1) / 255.0
+    ref = numpy_tensor(ref_rgb, np.float32, dev).permute(2, 0, 1) / 255.0
     d = _as_tensor(depth, dev).reshape(-1)
     v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
                           torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
@@ -585,7 +578,7 @@ def photometric_residual(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarr
             & (vs <= hs - 1)
         grid = torch.stack([(2.0 * us / max(ws - 1, 1) - 1.0), (2.0 * vs / max(hs - 1, 1) - 1.0)],
                            -1).float().reshape(1, h, w, 2)
-        img = _tensor(rgb_s, np.float32, dev).permute(2, 0, 1)
+        img = numpy_tensor(rgb_s, np.float32, dev).permute(2, 0, 1)
         warped = F.grid_sample(img[None] / 255.0, grid, mode="bilinear", padding_mode="zeros",
                                align_corners=True)[0]
         diff = (warped - ref).abs().mean(0)
