@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from panoptic_mapping.core.geometry import pack_voxel_keys, voxel_coords
-from panoptic_mapping.core.map.grouping import unique_inverse_counts
+from panoptic_mapping.core.map.grouping import run_starts, unique_inverse_counts
 from panoptic_mapping.core.map.voxels import VoxelIndex, grown_rows
 
 __all__ = ["VoxelFeatures", "unit_rows", "mask_shares"]
@@ -152,7 +152,7 @@ class VoxelFeatures:
         pairs, inv, counts = unique_inverse_counts(slots * base + m[keep])
         pair_w = np.bincount(inv.reshape(-1), weights=pw, minlength=pairs.size)
         s, mask = np.divmod(pairs, base)
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        starts = np.flatnonzero(run_starts(s))
         obs = unit_rows(_group_sums(emb[mask - 1] * pair_w[:, None].astype(np.float32),
                                     starts))
         w = np.add.reduceat(pair_w, starts) / np.add.reduceat(counts, starts)
@@ -283,7 +283,7 @@ class VoxelFeatures:
             return {}
         order = np.argsort(owner, kind="stable")
         s, owner = s[order], owner[order]
-        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        starts = np.flatnonzero(run_starts(owner))
         # a voxel's mean of unit observations, weighted by how many views it fused
         sums = np.add.reduceat(self.mean[s].astype(np.float32) * self.weight[s, None],
                                starts, axis=0)

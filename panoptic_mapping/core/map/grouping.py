@@ -14,7 +14,7 @@ import torch
 
 from panoptic_mapping.core.device import numpy_tensor
 
-__all__ = ["sort_order", "unique_inverse_counts"]
+__all__ = ["run_starts", "sort_order", "unique_inverse_counts"]
 
 
 def _tensor(values: np.ndarray) -> torch.Tensor:
@@ -39,3 +39,12 @@ def unique_inverse_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     uniq, inverse, counts = torch.unique(_tensor(values), sorted=True, return_inverse=True,
                                          return_counts=True)
     return uniq.numpy(), inverse.numpy(), counts.numpy()
+
+
+def run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """(N,) bool: where each run of equal values in a sorted (N,) array begins (none for
+    an empty array)."""
+    start = np.empty(sorted_values.size, dtype=bool)
+    start[:1] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=start[1:])
+    return start

@@ -45,6 +45,7 @@ from panoptic_mapping.core.map.config import InstanceConfig
 from panoptic_mapping.core.map.edits import InstanceEditError
 from panoptic_mapping.core.map.evidence import PairEvidence
 from panoptic_mapping.core.map.features import VoxelFeatures, mask_shares
+from panoptic_mapping.core.map.grouping import run_starts
 from panoptic_mapping.core.map.ids import IdTable
 from panoptic_mapping.core.map.lifecycle import IdLifecycle
 from panoptic_mapping.core.map.views import interior, pixel_footprint, seen_through
@@ -771,7 +772,7 @@ class InstanceMap:
         owner = owner[order]
         centres = (unpack_voxel_keys(keys[order]).astype(np.float64) + 0.5) \
             * self.votes.voxel_size
-        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        starts = np.flatnonzero(run_starts(owner))
         if quantile <= 0 and starts.size:
             # per instance and axis at once (an (N, 3) array reduced along its rows is slow)
             lo = np.stack([np.minimum.reduceat(centres[:, d], starts) for d in range(3)], 1)
@@ -853,7 +854,7 @@ class InstanceMap:
                         pairs, n = np.unique(s[ok] * base + owner[ok], return_counts=True)
                         slot, who = np.divmod(pairs, base)
                         order = np.lexsort((-n, slot))
-                        first = np.r_[True, slot[order][1:] != slot[order][:-1]]
+                        first = run_starts(slot[order])
                         owners[slot[order][first]] = who[order][first]
                 cached = self._features_copy = (self.version, (features, owners))
             return cached[1]

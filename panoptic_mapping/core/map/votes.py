@@ -8,18 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from panoptic_mapping.core.geometry import pack_voxel_keys, voxel_coords
-from panoptic_mapping.core.map.grouping import sort_order, unique_inverse_counts
+from panoptic_mapping.core.map.grouping import run_starts, sort_order, unique_inverse_counts
 from panoptic_mapping.core.map.voxels import VoxelIndex, grown_rows
 
 __all__ = ["VoteGrid", "PointVoxels"]
-
-
-def _starts(sorted_values: np.ndarray) -> np.ndarray:
-    """(N,) bool: where each run of equal values in a sorted (N,) array begins."""
-    start = np.empty(sorted_values.size, dtype=bool)
-    start[:1] = True
-    np.not_equal(sorted_values[1:], sorted_values[:-1], out=start[1:])
-    return start
 
 
 @dataclass
@@ -212,11 +204,11 @@ class VoteGrid:
         code = slots * base + lab
         order = sort_order(code)
         sorted_code = code[order]
-        pair_start = _starts(sorted_code)
+        pair_start = run_starts(sorted_code)
         pairs = sorted_code[pair_start]
         counts = np.diff(np.flatnonzero(np.r_[pair_start, True]))
         s, l = np.divmod(pairs, base)
-        slot_start = _starts(s)
+        slot_start = run_starts(s)
         slot_of_pair = np.cumsum(slot_start) - 1
         if locate:
             inverse = np.empty(code.size, dtype=np.int64)
@@ -227,7 +219,7 @@ class VoteGrid:
         first = np.flatnonzero(slot_start)
         most = np.maximum.reduceat(counts, first)[slot_of_pair]
         top = np.flatnonzero(counts == most)
-        chosen = top[_starts(slot_of_pair[top])]
+        chosen = top[run_starts(slot_of_pair[top])]
         self._vote(s[chosen], l[chosen].astype(np.int32), weight)
 
     def _add_samples(self, slots: np.ndarray, offsets: np.ndarray,
@@ -352,7 +344,7 @@ class VoteGrid:
         keys, inverse = np.unique(dest * base + ids, return_inverse=True)
         total = np.bincount(inverse, weights=w)
         slot, label = np.divmod(keys, base)
-        starts = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1]])
+        starts = np.flatnonzero(run_starts(slot))
         # how many earlier ids share the voxel (keys are sorted by voxel)
         rank = np.arange(slot.size) - np.repeat(starts, np.diff(np.r_[starts, slot.size]))
         for n in range(int(rank.max()) + 1):  # _vote needs distinct slots

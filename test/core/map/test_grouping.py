@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from panoptic_mapping.core.map.grouping import sort_order, unique_inverse_counts
+from panoptic_mapping.core.map.grouping import run_starts, sort_order, unique_inverse_counts
 
 
 def test_unique_inverse_counts_equal_numpy():
@@ -27,3 +27,10 @@ def test_sort_order_sorts():
     assert sorted(order.tolist()) == list(range(values.size))
     assert (np.diff(values[order]) >= 0).all()
     assert sort_order(np.zeros(0, np.int64)).size == 0
+
+
+def test_run_starts_mark_where_equal_values_begin():
+    assert run_starts(np.array([2, 2, 3, 7, 7, 7])).tolist() == [True, False, True, True,
+                                                                  False, False]
+    assert run_starts(np.array([4])).tolist() == [True]
+    assert run_starts(np.zeros(0, np.int64)).size == 0  # no run, not one empty run

@@ -171,3 +171,11 @@ def test_a_view_without_depth_reads_the_votes_of_the_voxels_it_draws():
     expected, expected_conf = m.render_view(depth, Kc, np.eye(4), confirmed_only=False)
     assert np.array_equal(ids, expected) and np.allclose(conf, expected_conf)
     assert set(np.unique(ids).tolist()) - {0} == {1, 2, 3}  # 0: beyond the far plane
+
+
+def test_instance_boxes_of_a_map_with_nothing_confirmed_are_empty():
+    """Voxels voted, no id confirmed yet: no boxes (a run of owners was once assumed)."""
+    im = InstanceMap(InstanceConfig())
+    ingest(im, ground_truth(0.0), 0.0)
+    assert len(im.votes) > 0 and not len(im.confirmed_ids())
+    assert im.instance_boxes() == {} and im.instance_boxes(0.05) == {}
