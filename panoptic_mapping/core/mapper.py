@@ -18,6 +18,7 @@ get copies.
 """
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import math
@@ -344,6 +345,11 @@ class Mapper:
         self.frames_ingested = 0
         self._reassoc_cursor = 0
         self._unplaced: set[int] = set()  # RGB-only keyframes not yet in the instance map
+        # (part, whole) pairs the last look for parts found enclosed (_enclosed_parts)
+        self._enclosed_before: set[tuple[int, int]] = set()
+        # where the camera stood in the latest frames mapped (an id whose box holds one
+        # surrounds the viewer: a room's walls, not an object with parts inside)
+        self._viewpoints: collections.deque[np.ndarray] = collections.deque(maxlen=256)
         self.edits = WorldEdits()  # instances removed or moved on request
         self._last_mapped_pose: np.ndarray | None = None  # camera of the last frame mapped
         self._still_run = 0  # still frames in a row
@@ -448,6 +454,7 @@ class Mapper:
                 work.mask_embeddings, fill=fill, measured=source == "measured")
             labels = labels_at_full_resolution(result.labels, frame.masks, s)
             new_ids = result.new_ids
+            self._viewpoints.append(np.asarray(work.camera_to_world, np.float64)[:3, 3])
             every = self.cfg.instances.merge_parts_every
             if every and self.instances.frames_integrated % every == 0:
                 self._merge_resting_parts()
@@ -887,8 +894,10 @@ class Mapper:
     def _merge_resting_parts(self) -> list[tuple[int, int]]:
         """Merge every shown id that rests only on ids of its own kind, is more than
         ``semantics.support_max_size_ratio`` as wide as each of them and holds at most
-        ``instances.merge_parts_max_volume_ratio`` of their voxels
-        (``instances.merge_parts_every``); returns the (part, support) pairs merged.
+        ``instances.merge_parts_max_volume_ratio`` of their voxels, and every such
+        smaller id of a kind another id shares lying mostly inside that id's box
+        (``instances.merge_parts_min_inside``) (``instances.merge_parts_every``);
+        returns the (part, whole) pairs merged.
 
         Contact as :meth:`_same_label_supports` finds it; "its own kind" is the mean mask
         embeddings' agreement that view consensus also asks for. The width test is the
@@ -900,26 +909,68 @@ class Mapper:
         emb = instances.instance_embeddings()
         ids = np.array(sorted(emb), np.int64)
         if ids.size < 2:
+            self._enclosed_before = set()
             return []
         unit = np.stack([emb[i] for i in ids])
         alike = unit @ unit.T >= ic.merge_min_cosine
         np.fill_diagonal(alike, False)
         kin = ids[alike.any(1)]
         if not kin.size:
+            self._enclosed_before = set()
             return []
         same_kind = {(int(ids[a]), int(ids[b])) for a, b in zip(*np.nonzero(alike))}
-        contacts = instances.contacts_below(sc.up_axis, sc.support_gap_m, kin)
-        if not contacts:
-            return []
-        involved = np.array(sorted(set(contacts) | {s for b in contacts.values() for s in b}))
-        sizes = self._across_extents(instances, involved)
-        on = resting_on(contacts, sizes, np.inf, sc.support_min_share)
         counts = instances.owned_voxel_counts()
-        pairs = [(t, ss) for t, ss in sorted(on.items())
-                 if all(sizes[t] > sc.support_max_size_ratio * sizes[s]
-                        and counts[t] <= ic.merge_parts_max_volume_ratio * counts[s]
-                        and (t, s) in same_kind for s in ss)]
-        return instances.merge_parts([(t, s) for t, ss in pairs for s in ss])
+        merges = self._enclosed_parts(instances, same_kind, counts)
+        contacts = instances.contacts_below(sc.up_axis, sc.support_gap_m, kin)
+        if contacts:
+            involved = np.array(sorted(set(contacts)
+                                       | {s for b in contacts.values() for s in b}))
+            sizes = self._across_extents(instances, involved)
+            on = resting_on(contacts, sizes, np.inf, sc.support_min_share)
+            merges += [(t, s) for t, ss in sorted(on.items())
+                       if all(sizes[t] > sc.support_max_size_ratio * sizes[s]
+                              and counts[t] <= ic.merge_parts_max_volume_ratio * counts[s]
+                              and (t, s) in same_kind for s in ss) for s in ss]
+        return instances.merge_parts(merges) if merges else []
+
+    def _enclosed_parts(self, instances: InstanceMap, same_kind: set[tuple[int, int]],
+                        counts: np.ndarray) -> list[tuple[int, int]]:
+        """(part, whole) pairs of ids of one kind where the part holds at most
+        ``instances.merge_parts_max_volume_ratio`` of the whole's voxels and at least
+        ``instances.merge_parts_min_inside`` of the part's voxels lie inside the whole's
+        box (the middle 90 % of its voxels along each axis): a segmenter cuts a shelf's
+        boards from its frame, or a table's top from its legs, at the same concave creases
+        in every view, and the pieces lie within the extent of the largest. Things do
+        not interpenetrate; two of a kind side by side or stacked each lie outside the
+        other's box, and nested ones (a bowl in a bowl) are alike in size. Each part
+        goes to the largest whole that encloses it, smallest parts first (a part of a
+        part then follows its whole), once two looks in a row found it enclosed. An id
+        whose box holds a viewpoint of the latest frames mapped surrounds the camera (a
+        room's walls held as one id): what lies inside it is the room's content, not its
+        parts, and it encloses nothing."""
+        ic = self.cfg.instances
+        candidates = sorted((t, s) for t, s in same_kind
+                            if 0 < counts[t] <= ic.merge_parts_max_volume_ratio * counts[s])
+        if ic.merge_parts_min_inside > 0 and candidates:
+            boxes = instances.instance_boxes(0.05, np.unique([s for _, s in candidates]))
+            views = np.array(self._viewpoints).reshape(-1, 3)
+            around = {s for s, (lo, hi) in boxes.items()
+                      if np.all((views >= lo) & (views <= hi), axis=1).any()}
+            candidates = [(t, s) for t, s in candidates if s not in around]
+        if ic.merge_parts_min_inside <= 0 or not candidates:
+            self._enclosed_before = set()
+            return []
+        enclosed = {(t, s) for (t, s), share
+                    in zip(candidates, instances.shares_inside(candidates, boxes=boxes))
+                    if share >= ic.merge_parts_min_inside}
+        # only what the last look saw too: a box a glued mask stretched over a neighbour
+        # is back within a few frames, a part's place inside its whole is not
+        held, self._enclosed_before = enclosed & self._enclosed_before, enclosed
+        best: dict[int, int] = {}
+        for t, s in sorted(held):
+            if t not in best or counts[s] > counts[best[t]]:
+                best[t] = s
+        return sorted(best.items(), key=lambda ts: (counts[ts[0]], ts[0]))
 
     def _same_label_supports(self, labels: dict[int, tuple[int, float]],
                              instances: InstanceMap) -> dict[int, list[int]]:

@@ -172,3 +172,69 @@ def test_voxel_relevance_is_the_relevance_of_each_points_voxel_feature():
     want[ok] = v.relevance(f.mean[slots[ok]].astype(np.float32), text)
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert (got[-10:] == 0).all() and ok[:-10].all()
+
+
+def test_parts_inside_their_own_kind_merge():
+    """A shelf's boards that a segmenter cut from its frame lie inside the frame's box and
+    merge with it, whatever they rest on; a mug on a board (another kind), a crate of the
+    shelf's kind standing beside it (outside its box) and a box of the crate's kind as
+    large as the crate stacked on it keep their ids."""
+    from panoptic_mapping.core.mapper import Mapper, MapperConfig
+
+    m = Mapper(MapperConfig(device="cpu"), embedding_dim=4)
+    cfg = m.cfg.instances
+    cfg.confirm_frames = 1
+    im = InstanceMap(cfg, embedding_dim=4)
+    m.instances = im
+    v = cfg.voxel_size_m
+    floor = [[x, y, 0] for x in range(40) for y in range(40)]
+    # a frame of 4 uprights 20 voxels tall around 10 x 6 voxels, with a top board
+    frame = [[x, y, z] for x in (2, 11) for y in (2, 7) for z in range(1, 21)] + \
+        [[x, y, 20] for x in range(2, 12) for y in range(2, 8)]
+    boards = [[[x, y, z] for x in range(3, 11) for y in range(3, 7)] for z in (6, 13)]
+    mug = [[x, y, z] for x in range(5, 7) for y in range(4, 6) for z in range(14, 17)]
+    crate = [[x, y, z] for x in range(20, 24) for y in range(3, 7) for z in range(1, 4)]
+    lid = [[x, y, z] for x in range(20, 24) for y in range(3, 7) for z in range(4, 7)]
+    parts = [floor, frame, *boards, mug, crate, lid]
+    labels = np.concatenate([np.full(len(p), i + 1) for i, p in enumerate(parts)])
+    im.integrate((np.vstack([np.array(p, float) for p in parts]) + 0.5) * v, labels)
+    for _ in parts:
+        im.ids.new_id()
+    n = len(parts)
+    im.ids.assigned[1:n + 1] = im.ids.best_run[1:n + 1] = 10
+    im.ids.visible[1:n + 1] = 10
+    ground, shelf, cup = np.eye(4)[0], np.eye(4)[1], np.eye(4)[2]
+    im.ids.emb[1:n + 1] = [ground, shelf, shelf, shelf, cup, shelf, shelf]
+    if not set(range(1, n + 1)) <= set(im.confirmed_ids().tolist()):
+        pytest.fail(f"test set-up: ids 1-{n} not shown ({im.confirmed_ids()})")
+    # the boards (32 voxels each) are a quarter of the frame (136): smallest first
+    assert im.shares_inside([(3, 2), (4, 2), (5, 2), (6, 2), (7, 6)]) == [1.0, 1.0, 1.0,
+                                                                          0.0, 0.0]
+    # a camera standing inside the frame's box: the frame surrounds the viewer, as a
+    # room's walls do, and encloses nothing
+    m._viewpoints.append(np.array([6.0, 5.0, 10.0]) * v)
+    for _ in range(2):
+        assert m._merge_resting_parts() == []
+    m._viewpoints.clear()
+    m._viewpoints.append(np.array([6.0, 5.0, 30.0]) * v)  # above it
+    # the first look that finds the boards enclosed waits for the next to find them too
+    assert m._merge_resting_parts() == []
+    assert m._merge_resting_parts() == [(3, 2), (4, 2)]
+    assert sorted(im.confirmed_ids().tolist()) == [1, im.resolve(2), 5, 6, 7]
+    counts = im.owned_voxel_counts()
+    assert counts[6] == counts[7] == 48 and counts[im.resolve(2)] == 200
+    # outside each other's box the crate and the box on it stay two without the volume
+    # bound, and the crate stays beside the shelf
+    cfg.merge_parts_max_volume_ratio = 1.0
+    for _ in range(2):
+        assert m._enclosed_parts(im, {(6, 7), (7, 6), (6, 2)}, counts) == []
+    # the mug stays by its embedding alone: of the shelf's kind, it would go into it
+    assert m._enclosed_parts(im, {(5, 2)}, counts) == []
+    assert m._enclosed_parts(im, {(5, 2)}, counts) == [(5, 2)]
+    # a look in between that does not find it enclosed starts the count again
+    assert m._enclosed_parts(im, {(6, 2)}, counts) == []
+    assert m._enclosed_parts(im, {(5, 2)}, counts) == []
+    cfg.merge_parts_min_inside = 0.0  # off
+    for _ in range(2):
+        assert m._enclosed_parts(im, {(5, 2)}, counts) == []
+

@@ -217,6 +217,18 @@ class InstanceConfig:
         "is smaller than the whole; stacked jenga blocks are not a part of each other: "
         "without this bound they merged, BENCHMARKS.md 'Parts resting on their own "
         "kind').", minimum=0.0)
+    merge_parts_min_inside: float = param(
+        0.5, "At the looks of merge_parts_every, a shown id whose mean mask embedding "
+        "agrees with a larger id's (cosine >= merge_min_cosine), which holds at most "
+        "merge_parts_max_volume_ratio of that id's voxels and has at least this share of "
+        "its voxels inside that id's box (the middle 90 % of its voxels along each axis), "
+        "is part of it, once two looks in a row find it so (a box a glued mask stretched "
+        "over a neighbour is back within a few frames): a segmenter cuts a shelf's boards "
+        "from its frame at the same creases in every view, and the pieces lie within the "
+        "extent of the largest. Two things of a kind side by side or stacked lie outside "
+        "each other's box; an id whose box holds where the camera stood (a room's walls) "
+        "encloses nothing. Needs mask embeddings. 0: off.",
+        minimum=0.0, maximum=1.0)
     smooth_weight: float = param(1.0, "How much a 'smooth' view counts towards merging: two "
                                  "touching ids in different masks whose image boundary has "
                                  "(almost) no depth edge (share < smooth_edge_share) are one "

@@ -784,6 +784,45 @@ class InstanceMap:
             out[int(owner[a])] = (lo - half, hi + half)
         return out
 
+    def shares_inside(self, pairs: list[tuple[int, int]], quantile: float = 0.05,
+                      boxes: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+                      ) -> list[float]:
+        """For each (part, whole) pair of shown ids, the share of the part's voxels whose
+        centres lie inside the whole's box (``boxes``, by default :meth:`instance_boxes`
+        at ``quantile``); 0 where either id holds no voxel."""
+        if not pairs:
+            return []
+        ids = np.unique(np.asarray(pairs, np.int64))
+        if boxes is None:
+            boxes = self.instance_boxes(quantile, ids)
+        with self._lock:
+            if len(self.votes) == 0:
+                return [0.0] * len(pairs)
+            owner, _ = self._voxel_owners()
+            keep = np.flatnonzero(np.isin(owner, ids))
+            keys = self.votes.index.slot_keys()[keep]
+        owner = owner[keep]
+        order = np.argsort(owner, kind="stable")
+        owner = owner[order]
+        centres = (unpack_voxel_keys(keys[order]).astype(np.float64) + 0.5) \
+            * self.votes.voxel_size
+        starts = np.flatnonzero(run_starts(owner))
+        span = dict(zip(owner[starts].tolist(),
+                        zip(starts.tolist(), np.r_[starts[1:], owner.size].tolist())))
+        out = []
+        for part, whole in pairs:
+            if part not in span or whole not in boxes:
+                out.append(0.0)
+                continue
+            a, b = span[part]
+            lo, hi = boxes[whole]
+            pts = centres[a:b]
+            inside = np.ones(b - a, bool)
+            for d in range(3):  # column by column: (N, 3) reductions along rows are slow
+                inside &= (pts[:, d] >= lo[d]) & (pts[:, d] <= hi[d])
+            out.append(float(inside.mean()))
+        return out
+
     def contacts_below(self, up_axis: str = "z", gap_m: float = 0.03,
                        only: np.ndarray | None = None) -> dict[int, dict[int, int]]:
         """Shown id T -> {shown id S: how many of T's voxels have a voxel of S under them
