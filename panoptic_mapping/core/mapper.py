@@ -939,8 +939,9 @@ class Mapper:
         ``instances.merge_parts_max_volume_ratio`` of the whole's voxels and at least
         ``instances.merge_parts_min_inside`` of the part's voxels lie inside the whole's
         box (the middle 90 % of its voxels along each axis): a segmenter cuts a shelf's
-        boards from its frame, or a table's top from its legs, at the same concave creases
-        in every view, and the pieces lie within the extent of the largest. Things do
+        boards from its frame at the same concave creases in every view, or a table into
+        pieces that each hold some of its top and legs, and the pieces lie within the
+        extent of the largest. Things do
         not interpenetrate; two of a kind side by side or stacked each lie outside the
         other's box, and nested ones (a bowl in a bowl) are alike in size. Each part
         goes to the largest whole that encloses it, smallest parts first (a part of a

@@ -109,11 +109,9 @@ def test_voxel_relevance_applies_the_support_correction():
     assert fixed[1] > 0.99 and fixed[0] < 0.01
 
 
-def test_parts_resting_on_their_own_kind_merge():
-    """A duck's head on its body (one kind, narrower but not narrow, smaller) is one
-    instance with it; a narrow mug that every view embedded as the table it rests on, two
-    blocks of one kind stacked (alike in size) and the duck on the table (another kind)
-    keep their ids."""
+def _mapper_with_parts(parts: list[list[list[int]]], embeddings: list[np.ndarray]):
+    """A CPU mapper whose instance map holds ``parts`` (voxel coordinates) as shown ids
+    1.. with the given mean embeddings (4-D), as if joined in 10 frames each."""
     from panoptic_mapping.core.mapper import Mapper, MapperConfig
 
     m = Mapper(MapperConfig(device="cpu"), embedding_dim=4)
@@ -121,24 +119,35 @@ def test_parts_resting_on_their_own_kind_merge():
     cfg.confirm_frames = 1
     im = InstanceMap(cfg, embedding_dim=4)
     m.instances = im
-    v = cfg.voxel_size_m
+    labels = np.concatenate([np.full(len(p), i + 1) for i, p in enumerate(parts)])
+    im.integrate((np.vstack([np.array(p, float) for p in parts]) + 0.5) * cfg.voxel_size_m,
+                 labels)
+    for _ in parts:
+        im.ids.new_id()
+    n = len(parts)
+    im.ids.assigned[1:n + 1] = im.ids.best_run[1:n + 1] = 10
+    im.ids.visible[1:n + 1] = 10
+    im.ids.emb[1:n + 1] = embeddings
+    if not set(range(1, n + 1)) <= set(im.confirmed_ids().tolist()):
+        pytest.fail(f"test set-up: ids 1-{n} not shown ({im.confirmed_ids()})")
+    return m, im
+
+
+def test_parts_resting_on_their_own_kind_merge():
+    """A duck's head on its body (one kind, narrower but not narrow, smaller) is one
+    instance with it; a narrow mug that every view embedded as the table it rests on, two
+    blocks of one kind stacked (alike in size) and the duck on the table (another kind)
+    keep their ids."""
     top = [[x, y, 0] for x in range(30) for y in range(30)]
     body = [[x, y, z] for x in range(4, 10) for y in range(4, 10) for z in range(1, 4)]
     head = [[x, y, z] for x in range(5, 9) for y in range(5, 9) for z in range(4, 7)]
     mug = [[x, y, z] for x in range(20, 22) for y in range(20, 22) for z in range(1, 4)]
     block = [[x, y, z] for x in range(14, 18) for y in range(20, 24) for z in range(1, 3)]
     on_block = [[x, y, z] for x in range(14, 18) for y in range(20, 24) for z in range(3, 5)]
-    parts = [top, body, head, mug, block, on_block]
-    labels = np.concatenate([np.full(len(p), i + 1) for i, p in enumerate(parts)])
-    im.integrate((np.vstack([np.array(p, float) for p in parts]) + 0.5) * v, labels)
-    for _ in parts:
-        im.ids.new_id()
-    im.ids.assigned[1:7] = im.ids.best_run[1:7] = 10
-    im.ids.visible[1:7] = 10
     table, duck, jenga = np.eye(4)[0], np.eye(4)[1], np.eye(4)[2]
-    im.ids.emb[1:7] = [table, duck, duck, table, jenga, jenga]
-    if not set(range(1, 7)) <= set(im.confirmed_ids().tolist()):
-        pytest.fail(f"test set-up: ids 1-6 not shown ({im.confirmed_ids()})")
+    m, im = _mapper_with_parts([top, body, head, mug, block, on_block],
+                               [table, duck, duck, table, jenga, jenga])
+    cfg = m.cfg.instances
     assert m._merge_resting_parts() == [(3, 2)]
     assert im.resolve(3) == im.resolve(2) != im.resolve(1)
     assert sorted(im.confirmed_ids().tolist()) == [1, im.resolve(2), 4, 5, 6]
@@ -179,14 +188,6 @@ def test_parts_inside_their_own_kind_merge():
     merge with it, whatever they rest on; a mug on a board (another kind), a crate of the
     shelf's kind standing beside it (outside its box) and a box of the crate's kind as
     large as the crate stacked on it keep their ids."""
-    from panoptic_mapping.core.mapper import Mapper, MapperConfig
-
-    m = Mapper(MapperConfig(device="cpu"), embedding_dim=4)
-    cfg = m.cfg.instances
-    cfg.confirm_frames = 1
-    im = InstanceMap(cfg, embedding_dim=4)
-    m.instances = im
-    v = cfg.voxel_size_m
     floor = [[x, y, 0] for x in range(40) for y in range(40)]
     # a frame of 4 uprights 20 voxels tall around 10 x 6 voxels, with a top board
     frame = [[x, y, z] for x in (2, 11) for y in (2, 7) for z in range(1, 21)] + \
@@ -195,18 +196,10 @@ def test_parts_inside_their_own_kind_merge():
     mug = [[x, y, z] for x in range(5, 7) for y in range(4, 6) for z in range(14, 17)]
     crate = [[x, y, z] for x in range(20, 24) for y in range(3, 7) for z in range(1, 4)]
     lid = [[x, y, z] for x in range(20, 24) for y in range(3, 7) for z in range(4, 7)]
-    parts = [floor, frame, *boards, mug, crate, lid]
-    labels = np.concatenate([np.full(len(p), i + 1) for i, p in enumerate(parts)])
-    im.integrate((np.vstack([np.array(p, float) for p in parts]) + 0.5) * v, labels)
-    for _ in parts:
-        im.ids.new_id()
-    n = len(parts)
-    im.ids.assigned[1:n + 1] = im.ids.best_run[1:n + 1] = 10
-    im.ids.visible[1:n + 1] = 10
     ground, shelf, cup = np.eye(4)[0], np.eye(4)[1], np.eye(4)[2]
-    im.ids.emb[1:n + 1] = [ground, shelf, shelf, shelf, cup, shelf, shelf]
-    if not set(range(1, n + 1)) <= set(im.confirmed_ids().tolist()):
-        pytest.fail(f"test set-up: ids 1-{n} not shown ({im.confirmed_ids()})")
+    m, im = _mapper_with_parts([floor, frame, *boards, mug, crate, lid],
+                               [ground, shelf, shelf, shelf, cup, shelf, shelf])
+    cfg, v = m.cfg.instances, m.cfg.instances.voxel_size_m
     # the boards (32 voxels each) are a quarter of the frame (136): smallest first
     assert im.shares_inside([(3, 2), (4, 2), (5, 2), (6, 2), (7, 6)]) == [1.0, 1.0, 1.0,
                                                                           0.0, 0.0]
