@@ -952,18 +952,15 @@ class Mapper:
         ic = self.cfg.instances
         candidates = sorted((t, s) for t, s in same_kind
                             if 0 < counts[t] <= ic.merge_parts_max_volume_ratio * counts[s])
-        if ic.merge_parts_min_inside > 0 and candidates:
-            boxes = instances.instance_boxes(0.05, np.unique([s for _, s in candidates]))
-            views = np.array(self._viewpoints).reshape(-1, 3)
-            around = {s for s, (lo, hi) in boxes.items()
-                      if np.all((views >= lo) & (views <= hi), axis=1).any()}
-            candidates = [(t, s) for t, s in candidates if s not in around]
         if ic.merge_parts_min_inside <= 0 or not candidates:
             self._enclosed_before = set()
             return []
-        enclosed = {(t, s) for (t, s), share
-                    in zip(candidates, instances.shares_inside(candidates, boxes=boxes))
-                    if share >= ic.merge_parts_min_inside}
+        shares, boxes = instances.shares_inside(candidates)
+        views = np.array(self._viewpoints).reshape(-1, 3)
+        around = {s for s, (lo, hi) in boxes.items()
+                  if np.all((views >= lo) & (views <= hi), axis=1).any()}
+        enclosed = {(t, s) for (t, s), share in zip(candidates, shares)
+                    if share >= ic.merge_parts_min_inside and s not in around}
         # only what the last look saw too: a box a glued mask stretched over a neighbour
         # is back within a few frames, a part's place inside its whole is not
         held, self._enclosed_before = enclosed & self._enclosed_before, enclosed

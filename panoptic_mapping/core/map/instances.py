@@ -760,68 +760,59 @@ class InstanceMap:
         it holds (each voxel's strongest vote decides whose it is), from the ``quantile``
         to the 1 - ``quantile`` of its voxel centres along each axis; of the ids in
         ``only`` (None: all)."""
-        with self._lock:
-            if len(self.votes) == 0:
-                return {}
-            owner, _ = self._voxel_owners()
-            keep = (owner > 0) if only is None else np.isin(owner, only)
-            owner = owner[keep]
-            keys = self.votes.index.slot_keys()[keep]
+        owner, centres, starts = self._owned_centres(only)
         half = self.votes.voxel_size / 2
-        order = np.argsort(owner, kind="stable")
-        owner = owner[order]
-        centres = (unpack_voxel_keys(keys[order]).astype(np.float64) + 0.5) \
-            * self.votes.voxel_size
-        starts = np.flatnonzero(run_starts(owner))
         if quantile <= 0 and starts.size:
             # per instance and axis at once (an (N, 3) array reduced along its rows is slow)
             lo = np.stack([np.minimum.reduceat(centres[:, d], starts) for d in range(3)], 1)
             hi = np.stack([np.maximum.reduceat(centres[:, d], starts) for d in range(3)], 1)
             return {int(owner[a]): (lo[j] - half, hi[j] + half) for j, a in enumerate(starts)}
-        out = {}
-        for a, b in zip(starts, np.r_[starts[1:], owner.size]):
-            lo, hi = np.quantile(centres[a:b], [quantile, 1.0 - quantile], axis=0)
-            out[int(owner[a])] = (lo - half, hi + half)
-        return out
+        return {int(owner[a]): _quantile_box(centres[a:b], quantile, half)
+                for a, b in zip(starts, np.r_[starts[1:], owner.size])}
 
-    def shares_inside(self, pairs: list[tuple[int, int]], quantile: float = 0.05,
-                      boxes: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
-                      ) -> list[float]:
+    def shares_inside(self, pairs: list[tuple[int, int]], quantile: float = 0.05
+                      ) -> tuple[list[float], dict[int, tuple[np.ndarray, np.ndarray]]]:
         """For each (part, whole) pair of shown ids, the share of the part's voxels whose
-        centres lie inside the whole's box (``boxes``, by default :meth:`instance_boxes`
-        at ``quantile``); 0 where either id holds no voxel."""
+        centres lie inside the whole's box (as :meth:`instance_boxes` at ``quantile``
+        gives it; 0 where either id holds no voxel), and those boxes of the wholes."""
         if not pairs:
-            return []
-        ids = np.unique(np.asarray(pairs, np.int64))
-        if boxes is None:
-            boxes = self.instance_boxes(quantile, ids)
-        with self._lock:
-            if len(self.votes) == 0:
-                return [0.0] * len(pairs)
-            owner, _ = self._voxel_owners()
-            keep = np.flatnonzero(np.isin(owner, ids))
-            keys = self.votes.index.slot_keys()[keep]
-        owner = owner[keep]
-        order = np.argsort(owner, kind="stable")
-        owner = owner[order]
-        centres = (unpack_voxel_keys(keys[order]).astype(np.float64) + 0.5) \
-            * self.votes.voxel_size
-        starts = np.flatnonzero(run_starts(owner))
+            return [], {}
+        owner, centres, starts = self._owned_centres(np.unique(np.asarray(pairs, np.int64)))
         span = dict(zip(owner[starts].tolist(),
                         zip(starts.tolist(), np.r_[starts[1:], owner.size].tolist())))
+        half = self.votes.voxel_size / 2
+        boxes = {w: _quantile_box(centres[slice(*span[w])], quantile, half)
+                 for w in sorted({w for _, w in pairs}) if w in span}
         out = []
         for part, whole in pairs:
             if part not in span or whole not in boxes:
                 out.append(0.0)
                 continue
-            a, b = span[part]
+            pts = centres[slice(*span[part])]
             lo, hi = boxes[whole]
-            pts = centres[a:b]
-            inside = np.ones(b - a, bool)
+            inside = np.ones(len(pts), bool)
             for d in range(3):  # column by column: (N, 3) reductions along rows are slow
                 inside &= (pts[:, d] >= lo[d]) & (pts[:, d] <= hi[d])
             out.append(float(inside.mean()))
-        return out
+        return out, boxes
+
+    def _owned_centres(self, only: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The voxels of the ids in ``only`` (None: every shown id), grouped by id: (M,)
+        their ids sorted (voxels in slot order within an id), (M, 3) float64 their centres
+        [m], and the (K,) positions where each id's run begins."""
+        with self._lock:
+            if len(self.votes) == 0:
+                return np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0, np.int64)
+            owner, _ = self._voxel_owners()
+            keep = (owner > 0) if only is None else np.isin(owner, only)
+            owner = owner[keep]
+            keys = self.votes.index.slot_keys()[keep]
+        order = np.argsort(owner, kind="stable")
+        owner = owner[order]
+        centres = (unpack_voxel_keys(keys[order]).astype(np.float64) + 0.5) \
+            * self.votes.voxel_size
+        return owner, centres, np.flatnonzero(run_starts(owner))
 
     def contacts_below(self, up_axis: str = "z", gap_m: float = 0.03,
                        only: np.ndarray | None = None) -> dict[int, dict[int, int]]:
@@ -933,3 +924,11 @@ class InstanceMap:
                         "feature_voxels": len(self.features),
                         "feature_voxels_refused": self.features.refused,
                         "feature_mb": round(self.features.nbytes / 2**20, 1)})}
+
+
+def _quantile_box(centres: np.ndarray, quantile: float, half: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(lo (3,), hi (3,)): from the ``quantile`` to the 1 - ``quantile`` of (N, 3) voxel
+    centres along each axis, widened by ``half`` a voxel (the cubes' faces)."""
+    lo, hi = np.quantile(centres, [quantile, 1.0 - quantile], axis=0)
+    return lo - half, hi + half
