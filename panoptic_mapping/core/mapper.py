@@ -895,8 +895,9 @@ class Mapper:
         """Merge every shown id that rests only on ids of its own kind, is more than
         ``semantics.support_max_size_ratio`` as wide as each of them and holds at most
         ``instances.merge_parts_max_volume_ratio`` of their voxels, and every such
-        smaller id of a kind another id shares lying mostly inside that id's box
-        (``instances.merge_parts_min_inside``) (``instances.merge_parts_every``);
+        smaller id of a kind another id shares lying mostly inside that id's box, or
+        under it (``instances.merge_parts_min_inside``, ``instances.merge_parts_under``)
+        (``instances.merge_parts_every``);
         returns the (part, whole) pairs merged.
 
         Contact as :meth:`_same_label_supports` finds it; "its own kind" is the mean mask
@@ -920,8 +921,8 @@ class Mapper:
             return []
         same_kind = {(int(ids[a]), int(ids[b])) for a, b in zip(*np.nonzero(alike))}
         counts = instances.owned_voxel_counts()
-        merges = self._enclosed_parts(instances, same_kind, counts)
         contacts = instances.contacts_below(sc.up_axis, sc.support_gap_m, kin)
+        merges = self._enclosed_parts(instances, same_kind, counts, contacts)
         if contacts:
             involved = np.array(sorted(set(contacts)
                                        | {s for b in contacts.values() for s in b}))
@@ -934,7 +935,9 @@ class Mapper:
         return instances.merge_parts(merges) if merges else []
 
     def _enclosed_parts(self, instances: InstanceMap, same_kind: set[tuple[int, int]],
-                        counts: np.ndarray) -> list[tuple[int, int]]:
+                        counts: np.ndarray,
+                        contacts: dict[int, dict[int, int]] | None = None
+                        ) -> list[tuple[int, int]]:
         """(part, whole) pairs of ids of one kind where the part holds at most
         ``instances.merge_parts_max_volume_ratio`` of the whole's voxels and at least
         ``instances.merge_parts_min_inside`` of the part's voxels lie inside the whole's
@@ -943,24 +946,43 @@ class Mapper:
         pieces that each hold some of its top and legs, and the pieces lie within the
         extent of the largest. Things do
         not interpenetrate; two of a kind side by side or stacked each lie outside the
-        other's box, and nested ones (a bowl in a bowl) are alike in size. Each part
-        goes to the largest whole that encloses it, smallest parts first (a part of a
-        part then follows its whole), once two looks in a row found it enclosed. An id
-        whose box holds a viewpoint of the latest frames mapped surrounds the camera (a
-        room's walls held as one id): what lies inside it is the room's content, not its
-        parts, and it encloses nothing."""
-        ic = self.cfg.instances
+        other's box, and nested ones (a bowl in a bowl) are alike in size.
+
+        With ``instances.merge_parts_under``, a part the whole rests on (``contacts``,
+        whole -> {id under it: voxels}; the whole resting mostly on its own kind) that
+        reaches lower than the whole's bottom counts what lies under the whole's box,
+        within its footprint, as inside: a table top rests on its legs, a shelf's upper
+        section on its lowest boards, and the legs stand beneath, not inside, the top's
+        box. A thing stacked on another of its kind lies above it, two side by side on
+        one support reach equally low, and a wall stands on the floor.
+
+        Each part goes to the largest whole that encloses it, smallest parts first (a
+        part of a part then follows its whole), once two looks in a row found it
+        enclosed. An id whose box holds a viewpoint of the latest frames mapped surrounds
+        the camera (a room's walls held as one id): what lies inside it is the room's
+        content, not its parts, and it encloses nothing."""
+        ic, sc = self.cfg.instances, self.cfg.semantics
         candidates = sorted((t, s) for t, s in same_kind
                             if 0 < counts[t] <= ic.merge_parts_max_volume_ratio * counts[s])
         if ic.merge_parts_min_inside <= 0 or not candidates:
             self._enclosed_before = set()
             return []
-        shares, boxes = instances.shares_inside(candidates)
+        shares, boxes = instances.shares_inside(candidates, up_axis=sc.up_axis)
         views = np.array(self._viewpoints).reshape(-1, 3)
-        around = {s for s, (lo, hi) in boxes.items()
-                  if np.all((views >= lo) & (views <= hi), axis=1).any()}
-        enclosed = {(t, s) for (t, s), share in zip(candidates, shares)
-                    if share >= ic.merge_parts_min_inside and s not in around}
+        wholes = {s for _, s in candidates}
+        around = {s for s in wholes if s in boxes
+                  and np.all((views >= boxes[s][0]) & (views <= boxes[s][1]), axis=1).any()}
+        carried = self._carried_by_own_kind(contacts or {}, same_kind)
+        enclosed = set()
+        for (t, s), (inside, within) in zip(candidates, shares):
+            if s in around:
+                continue
+            if inside < ic.merge_parts_min_inside and ic.merge_parts_under:
+                if t not in carried.get(s, ()) or not self._reaches_below(boxes, t, s):
+                    continue
+                inside = within
+            if inside >= ic.merge_parts_min_inside:
+                enclosed.add((t, s))
         # only what the last look saw too: a box a glued mask stretched over a neighbour
         # is back within a few frames, a part's place inside its whole is not
         held, self._enclosed_before = enclosed & self._enclosed_before, enclosed
@@ -969,6 +991,32 @@ class Mapper:
             if t not in best or counts[s] > counts[best[t]]:
                 best[t] = s
         return sorted(best.items(), key=lambda ts: (counts[ts[0]], ts[0]))
+
+    @staticmethod
+    def _carried_by_own_kind(contacts: dict[int, dict[int, int]],
+                             same_kind: set[tuple[int, int]]) -> dict[int, set[int]]:
+        """Id -> the ids of its own kind it rests on, for the ids whose contacts below
+        (``contacts``: id -> {id under it: voxels}) are mostly with their own kind: a
+        table top stands on its legs, a wall stands on the floor, whatever a glued mask
+        lent it of a table in front of it."""
+        out = {}
+        for whole, below in contacts.items():
+            own = {k for k in below if (k, whole) in same_kind}
+            if 2 * sum(below[k] for k in own) > sum(below.values()):
+                out[whole] = own
+        return out
+
+    def _reaches_below(self, boxes: dict[int, tuple[np.ndarray, np.ndarray]],
+                       part: int, whole: int) -> bool:
+        """Whether the part's box reaches lower than the whole's, along the up axis, by
+        more than ``semantics.support_gap_m`` (what rests on one support reaches as low
+        as its neighbours)."""
+        if part not in boxes or whole not in boxes:
+            return False
+        up = self.cfg.semantics.up_axis
+        d, sign = "xyz".index(up[-1]), -1.0 if up.startswith("-") else 1.0
+        bottom = {i: min(sign * boxes[i][0][d], sign * boxes[i][1][d]) for i in (part, whole)}
+        return bottom[part] < bottom[whole] - self.cfg.semantics.support_gap_m
 
     def _same_label_supports(self, labels: dict[int, tuple[int, float]],
                              instances: InstanceMap) -> dict[int, list[int]]:

@@ -202,7 +202,7 @@ def test_parts_inside_their_own_kind_merge():
     cfg, v = m.cfg.instances, m.cfg.instances.voxel_size_m
     # the boards (32 voxels each) are a quarter of the frame (136): smallest first
     shares, _ = im.shares_inside([(3, 2), (4, 2), (5, 2), (6, 2), (7, 6)])
-    assert shares == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert shares.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
     # a camera standing inside the frame's box: the frame surrounds the viewer, as a
     # room's walls do, and encloses nothing
     m._viewpoints.append(np.array([6.0, 5.0, 10.0]) * v)
@@ -231,3 +231,46 @@ def test_parts_inside_their_own_kind_merge():
     for _ in range(2):
         assert m._enclosed_parts(im, {(5, 2)}, counts) == []
 
+
+
+def test_parts_under_their_own_kind_merge():
+    """A table's legs, cut from its top at the same creases in every view, stand under
+    the top's box, within its footprint, and reach lower: the top rests on them, and
+    they merge into it. A small block of the table's kind stacked on it lies above it, a
+    box of the kind of the box beside it on the floor reaches as low as that one: both
+    keep their ids; off, the legs stay too."""
+    floor = [[x, y, 0] for x in range(40) for y in range(40)]
+    top = [[x, y, 12] for x in range(2, 14) for y in range(2, 10)]
+    legs = [[[x, y, z] for x in (lx, lx + 1) for y in (ly, ly + 1) for z in range(1, 12)]
+            for lx, ly in ((2, 2), (12, 2), (2, 8), (12, 8))]
+    block = [[x, y, 13] for x in range(5, 8) for y in range(4, 6)]
+    big = [[x, y, z] for x in range(20, 26) for y in range(2, 8) for z in range(1, 7)]
+    small = [[x, y, z] for x in range(27, 30) for y in range(2, 5) for z in range(1, 4)]
+    ground, table, crate = np.eye(4)[0], np.eye(4)[1], np.eye(4)[3]
+    m, im = _mapper_with_parts([floor, top, *legs, block, big, small],
+                               [ground, table, table, table, table, table, table,
+                                crate, crate])
+    counts = im.owned_voxel_counts()
+    # each leg (44 voxels) lies outside the top's box (96 voxels), all of it under it
+    shares, boxes = im.shares_inside([(3, 2), (7, 2), (9, 8)], up_axis="z")
+    assert shares[0].tolist() == [0.0, 1.0] and shares[1].tolist() == [0.0, 0.0]
+    assert shares[2].tolist() == [0.0, 0.0]
+    assert m._reaches_below(boxes, 3, 2) and not m._reaches_below(boxes, 9, 8)
+    assert not m._reaches_below(boxes, 7, 2)
+    assert m._merge_resting_parts() == []  # the first look only finds them
+    assert m._merge_resting_parts() == [(3, 2), (4, 2), (5, 2), (6, 2)]
+    assert im.resolve(6) == im.resolve(2)
+    assert sorted(im.confirmed_ids().tolist()) == [1, im.resolve(2), 7, 8, 9]
+    assert im.owned_voxel_counts()[im.resolve(2)] == 96 + 4 * 44
+    assert counts[7] == 6 and counts[9] == 27
+
+    # what the whole rests on decides: a wall stands on the floor, whatever piece of a
+    # table a glued mask lent its kind; the top stands on its legs
+    kind = {(3, 2), (4, 2), (5, 2), (2, 5)}
+    assert m._carried_by_own_kind({2: {3: 4, 4: 4, 1: 1}, 5: {1: 90, 2: 10}}, kind) == \
+        {2: {3, 4}}
+
+    m2, im2 = _mapper_with_parts([floor, top, *legs], [ground] + [table] * 5)
+    m2.cfg.instances.merge_parts_under = False
+    for _ in range(2):
+        assert m2._merge_resting_parts() == []

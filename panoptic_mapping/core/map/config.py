@@ -229,6 +229,14 @@ class InstanceConfig:
         "each other's box; an id whose box holds where the camera stood (a room's walls) "
         "encloses nothing. Needs mask embeddings. 0: off.",
         minimum=0.0, maximum=1.0)
+    merge_parts_under: bool = param(
+        True, "With merge_parts_min_inside, a part the larger id rests on (by contact, "
+        "semantics.support_gap_m; that id resting mostly on ids of its own kind) and that "
+        "reaches lower than its bottom counts what lies "
+        "under that id's box, within its footprint, as inside: a table top rests on its "
+        "legs, a shelf's upper section on its lowest boards. A thing stacked on another "
+        "of its kind lies above it, two side by side on one support reach equally low, a "
+        "wall stands on the floor.")
     smooth_weight: float = param(1.0, "How much a 'smooth' view counts towards merging: two "
                                  "touching ids in different masks whose image boundary has "
                                  "(almost) no depth edge (share < smooth_edge_share) are one "

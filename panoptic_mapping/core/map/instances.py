@@ -770,31 +770,48 @@ class InstanceMap:
         return {int(owner[a]): _quantile_box(centres[a:b], quantile, half)
                 for a, b in zip(starts, np.r_[starts[1:], owner.size])}
 
-    def shares_inside(self, pairs: list[tuple[int, int]], quantile: float = 0.05
-                      ) -> tuple[list[float], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    def shares_inside(self, pairs: list[tuple[int, int]], quantile: float = 0.05,
+                      up_axis: str | None = None
+                      ) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
         """For each (part, whole) pair of shown ids, the share of the part's voxels whose
         centres lie inside the whole's box (as :meth:`instance_boxes` at ``quantile``
-        gives it; 0 where either id holds no voxel), and those boxes of the wholes."""
+        gives it; 0 where either id holds no voxel), and the boxes of every id in
+        ``pairs``.
+
+        Returns:
+            (K,) shares; with ``up_axis`` ("z", "-y", ...) (K, 2): the share inside the
+            box, and the share inside it or right under it (the box open downwards: the
+            part lies within the whole's footprint, no higher than its top).
+        """
+        cols = 1 if up_axis is None else 2
         if not pairs:
-            return [], {}
+            return np.zeros((0, cols) if cols > 1 else 0), {}
         owner, centres, starts = self._owned_centres(np.unique(np.asarray(pairs, np.int64)))
         span = dict(zip(owner[starts].tolist(),
                         zip(starts.tolist(), np.r_[starts[1:], owner.size].tolist())))
         half = self.votes.voxel_size / 2
-        boxes = {w: _quantile_box(centres[slice(*span[w])], quantile, half)
-                 for w in sorted({w for _, w in pairs}) if w in span}
-        out = []
-        for part, whole in pairs:
+        boxes = {i: _quantile_box(centres[slice(*span[i])], quantile, half)
+                 for i in sorted({i for pair in pairs for i in pair}) if i in span}
+        out = np.zeros((len(pairs), cols))
+        for k, (part, whole) in enumerate(pairs):
             if part not in span or whole not in boxes:
-                out.append(0.0)
                 continue
             pts = centres[slice(*span[part])]
             lo, hi = boxes[whole]
-            inside = np.ones(len(pts), bool)
+            across = np.ones(len(pts), bool)
+            inside = None
             for d in range(3):  # column by column: (N, 3) reductions along rows are slow
-                inside &= (pts[:, d] >= lo[d]) & (pts[:, d] <= hi[d])
-            out.append(float(inside.mean()))
-        return out, boxes
+                low, high = pts[:, d] >= lo[d], pts[:, d] <= hi[d]
+                if up_axis is not None and d == "xyz".index(up_axis[-1]):
+                    # the side away from "up" is the box's floor
+                    inside, top = (low, high) if up_axis[0] != "-" else (high, low)
+                    across &= top
+                else:
+                    across &= low & high
+            out[k, 0] = (across & inside).mean() if inside is not None else across.mean()
+            if cols > 1:
+                out[k, 1] = across.mean()
+        return (out[:, 0] if cols == 1 else out), boxes
 
     def _owned_centres(self, only: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
