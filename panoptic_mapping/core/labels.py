@@ -10,8 +10,10 @@ Two things a single view cannot know decide a label here:
   error every view makes. The map knows the two are separate instances and that one
   rests on or in the other (the other's voxels right under its own); such an instance is
   not given its support's label (:func:`resting_on`): the support's text direction is
-  taken out of its embedding (:func:`without_directions`) and the rest is labelled. Parts
-  attached sideways (a handle on a drawer front) are not found this way.
+  taken out of its embedding (:func:`without_directions`) and the rest is labelled, where
+  the rest fits a prompt of its own (a piece of the floor the segmenter cut out rests on
+  the floor too, and what is left of it is noise: it stays "floor"). Parts attached
+  sideways (a handle on a drawer front) are not found this way.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import numpy as np
 from panoptic_mapping.core.map.features import VoxelFeatures, unit_rows
 from panoptic_mapping.core.semantics import SemanticConfig, Vocabulary
 
-__all__ = ["resting_on", "label_instances", "without_directions", "voxel_relevance"]
+__all__ = ["resting_on", "label_instances", "without_directions", "voxel_relevance",
+           "support_explains"]
 
 
 def resting_on(contacts: dict[int, dict[int, int]], sizes: dict[int, float],
@@ -104,10 +107,59 @@ def label_instances(vocabulary: Vocabulary, cfg: SemanticConfig,
         residual = np.stack([without_directions(embeddings[t], text[[l - 1 for l in ex]])
                              for t, ex in zip(redo, excluded)])
         l2, c2 = vocabulary.classify(residual, exclude=excluded)
+        kept = _residual_fits(embeddings, text, redo, out, residual, l2,
+                              cfg.support_min_residual)
         if corrected is not None:
-            corrected.update({t: ex for t, ex in zip(redo, excluded) if ex})
-        out.update({t: (int(l), float(c)) for t, l, c in zip(redo, l2, c2)})
+            corrected.update({t: ex for t, ex, k in zip(redo, excluded, kept) if ex and k})
+        out.update({t: (int(l), float(c))
+                    for t, l, c, k in zip(redo, l2, c2, kept) if k})
     return out
+
+
+def _residual_fits(embeddings: dict[int, np.ndarray], text: np.ndarray, redo: list[int],
+                   out: dict[int, tuple[int, float]], residual: np.ndarray,
+                   new_labels: np.ndarray, min_share: float) -> list[bool]:
+    """For each instance in ``redo``: whether its residual (N, D) fits its new label at
+    least ``min_share`` as well as its whole embedding fitted the label it had (cosines;
+    a residual that fits no prompt, 'other', does not fit). What a support bias hides is
+    a direction of its own; what is left of a piece of the support itself is noise, which
+    fits some prompt best but none well. ``min_share`` 0: every residual fits."""
+    if min_share <= 0:
+        return [True] * len(redo)
+    return [_fits(embeddings[t], r, out[t][0], int(l), text, min_share)
+            for t, r, l in zip(redo, residual, new_labels)]
+
+
+def _fits(embedding: np.ndarray, residual: np.ndarray, before: int, after: int,
+          text: np.ndarray, min_share: float) -> bool:
+    """Whether ``residual`` (D,) fits label ``after`` at least ``min_share`` as well as
+    ``embedding`` (D,) fits label ``before`` (label ids 1..len(text); any other: no)."""
+    n = len(text)
+    if not (1 <= before <= n and 1 <= after <= n) or not residual.any():
+        return False
+    e = np.asarray(embedding, np.float64)
+    was = float(e @ text[before - 1]) / max(float(np.linalg.norm(e)), 1e-12)
+    return float(residual @ text[after - 1]) >= min_share * max(was, 0.0)
+
+
+def support_explains(vocabulary: Vocabulary, cfg: SemanticConfig, embedding: np.ndarray,
+                     support_embedding: np.ndarray) -> bool:
+    """Whether an instance's embedding (D,) is its support's label and nothing else: once
+    the direction of the label the support's embedding (D,) takes is out of it, what is
+    left fits no other prompt ``cfg.support_min_residual`` as well (see
+    :func:`label_instances`). A piece of the floor on the floor, of a mug on the mug: yes;
+    a mug biased toward its table: no. False without prompts, with the rule off, or
+    where the support is 'other'."""
+    if cfg.support_min_residual <= 0 or not len(vocabulary.text_embeddings()):
+        return False
+    text = vocabulary.text_embeddings()
+    (label,), _ = vocabulary.classify(np.asarray(support_embedding)[None])
+    if not 1 <= int(label) <= len(text):
+        return False
+    residual = without_directions(embedding, text[[int(label) - 1]])
+    (after,), _ = vocabulary.classify(residual[None], exclude=[[int(label)]])
+    return not _fits(embedding, residual, int(label), int(after), text,
+                     cfg.support_min_residual)
 
 
 def voxel_relevance(features: VoxelFeatures, vocabulary: Vocabulary, points: np.ndarray,

@@ -58,7 +58,8 @@ from panoptic_mapping.core.map.edits import InstanceEditError, MovedPoints, Vaca
 from panoptic_mapping.core.map.instances import InstanceMap
 from panoptic_mapping.core.map.localize import vote_masks
 from panoptic_mapping.core.map.observations import id_observations, label_counts
-from panoptic_mapping.core.labels import label_instances, resting_on, voxel_relevance
+from panoptic_mapping.core.labels import (label_instances, resting_on, support_explains,
+                                          voxel_relevance)
 from panoptic_mapping.core.resolution import (
     decimate_frame,
     labels_at_full_resolution,
@@ -928,8 +929,14 @@ class Mapper:
                                        | {s for b in contacts.values() for s in b}))
             sizes = self._across_extents(instances, involved)
             on = resting_on(contacts, sizes, np.inf, sc.support_min_share)
+            # narrow is a thing on its support unless its embedding is the support's and
+            # nothing else (a piece of a mug resting on the mug: labels.support_explains)
+            narrow_part = {(t, s) for t, ss in on.items() for s in ss
+                           if ic.merge_parts_explained and (t, s) in same_kind
+                           and support_explains(self.vocabulary, sc, emb[t], emb[s])}
             merges += [(t, s) for t, ss in sorted(on.items())
-                       if all(sizes[t] > sc.support_max_size_ratio * sizes[s]
+                       if all((sizes[t] > sc.support_max_size_ratio * sizes[s]
+                               or (t, s) in narrow_part)
                               and counts[t] <= ic.merge_parts_max_volume_ratio * counts[s]
                               and (t, s) in same_kind for s in ss) for s in ss]
         return instances.merge_parts(merges) if merges else []

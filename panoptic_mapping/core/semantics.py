@@ -46,6 +46,18 @@ class SemanticConfig:
                                           "this share of the support's (a segmenter's "
                                           "upper half of a box is as wide as the lower).",
                                           minimum=0.0, maximum=1.0, runtime=True)
+    support_min_residual: float = param(0.5, "exclude_support_label relabels an instance "
+                                        "only where what is left of its embedding, once "
+                                        "the support's direction is out, fits another "
+                                        "prompt at least this share as well as the whole "
+                                        "embedding fitted the support's (cosines): a mug "
+                                        "embedded as its table keeps a clear mug "
+                                        "direction, a piece of the floor the segmenter cut "
+                                        "out, resting on the floor, keeps only noise and "
+                                        "stays 'floor' (a residual that fits no prompt "
+                                        "well enough to leave 'other' keeps the label "
+                                        "too). 0: always relabel.",
+                                        minimum=0.0, maximum=1.0, runtime=True)
     support_gap_m: float = param(0.03, "An instance rests on another when the other's "
                                  "voxels lie at most this far under its own [m].",
                                  minimum=0.0, runtime=True)

@@ -4,8 +4,8 @@ import numpy as np
 
 import pytest
 
-from panoptic_mapping.core.labels import (label_instances, resting_on, voxel_relevance,
-                                          without_directions)
+from panoptic_mapping.core.labels import (label_instances, resting_on, support_explains,
+                                          voxel_relevance, without_directions)
 from panoptic_mapping.core.map.config import InstanceConfig
 from panoptic_mapping.core.map.instances import InstanceMap
 from panoptic_mapping.core.map.features import VoxelFeatures
@@ -72,6 +72,30 @@ def test_support_label_excluded_and_the_rest_labelled():
     assert label_instances(v, cfg, emb, supports)[2][0] == 1
     # a real mug on the table keeps its label
     assert label_instances(v, SemanticConfig(), {1: text[0], 2: text[2]}, supports)[2][0] == 3
+
+
+def test_a_piece_of_its_support_keeps_the_supports_label():
+    """A piece of the floor that a segmenter cut out rests on the floor's id: what is left
+    of its embedding without the floor's direction is noise, which fits another prompt
+    (c1 here, at cosine 0.45) but much less well than the whole fitted the floor (0.98),
+    so it stays 'floor'; a mug biased toward its table keeps a clear direction of its own
+    (the test above)."""
+    v = _vocab()
+    text = v.text_embeddings()
+    piece = np.r_[1.0, 0.1, 0.0, 0.0, 0.1, 0.1, 0.1, 0.1]
+    emb = {1: text[0], 2: piece / np.linalg.norm(piece)}
+    corrected = {}
+    out = label_instances(v, SemanticConfig(), emb, {2: [1]}, corrected)
+    assert out[2][0] == 1 and corrected == {}
+    # always relabelled, as before the residual test: the noise's best prompt
+    cfg = SemanticConfig(support_min_residual=0.0)
+    assert label_instances(v, cfg, emb, {2: [1]}, corrected)[2][0] == 2
+    assert corrected == {2: [1]}
+    # a rest that fits no prompt at all (noise outside them) was 'other': it stays 'floor'
+    flat = np.r_[1.0, 0.0, 0.0, 0.0, 0.1, 0.1, 0.1, 0.1]
+    emb[2] = flat / np.linalg.norm(flat)
+    assert label_instances(v, SemanticConfig(), emb, {2: [1]})[2][0] == 1
+    assert label_instances(v, cfg, emb, {2: [1]})[2][0] == v.other_id
 
 
 def test_without_directions():
@@ -273,4 +297,46 @@ def test_parts_under_their_own_kind_merge():
     m2, im2 = _mapper_with_parts([floor, top, *legs], [ground] + [table] * 5)
     m2.cfg.instances.merge_parts_under = False
     for _ in range(2):
+        assert m2._merge_resting_parts() == []
+
+
+def test_support_explains_a_piece_not_a_biased_thing():
+    v = Vocabulary(SemanticConfig())
+    v.set(["table", "duck", "cup"], np.eye(3, 4))  # the fourth dimension: no prompt's
+    piece = np.r_[0.0, 0.05, 1.0, 0.3]  # a cup and noise
+    mug = np.r_[0.8, 0.0, 0.2, 0.1]  # a cup its views embed mostly as the table
+    cup, table = np.eye(4)[2], np.eye(4)[0]
+    unit = lambda x: x / np.linalg.norm(x)  # noqa: E731
+    assert support_explains(v, SemanticConfig(), unit(piece), cup)
+    assert not support_explains(v, SemanticConfig(), unit(mug), table)
+    assert not support_explains(v, SemanticConfig(support_min_residual=0.0), unit(piece), cup)
+    assert not support_explains(Vocabulary(SemanticConfig()), SemanticConfig(), unit(piece),
+                                cup)
+
+
+def test_a_narrow_piece_its_support_explains_merges():
+    """A piece a segmenter cut off the top of a mug rests on the mug and is narrow, as a
+    thing on its support is; its embedding is the mug's and noise, so it is a piece of it.
+    A cup on the table that its views embed mostly as the table (of the table's kind by
+    cosine) keeps a clear cup direction and its id."""
+    top = [[x, y, 0] for x in range(30) for y in range(30)]
+    body = [[x, y, z] for x in range(4, 10) for y in range(4, 10) for z in range(1, 5)]
+    piece = [[x, y, 5] for x in range(6, 8) for y in range(6, 8)]
+    mug = [[x, y, z] for x in range(20, 22) for y in range(20, 22) for z in range(1, 4)]
+    unit = lambda x: x / np.linalg.norm(x)  # noqa: E731
+    m, im = _mapper_with_parts(
+        [top, body, piece, mug],
+        [np.eye(4)[0], np.eye(4)[2], unit(np.r_[0.0, 0.05, 1.0, 0.3]),
+         unit(np.r_[0.8, 0.0, 0.2, 0.1])])
+    m.vocabulary.set(["table", "duck", "cup"], np.eye(3, 4))
+    assert m._merge_resting_parts() == [(3, 2)]
+    assert sorted(im.confirmed_ids().tolist()) == [1, im.resolve(2), 4]
+    # off, or without a vocabulary to tell noise from a direction of its own: it stays
+    for off in ("rule", "vocabulary"):
+        m2, im2 = _mapper_with_parts(
+            [top, body, piece], [np.eye(4)[0], np.eye(4)[2],
+                                 unit(np.r_[0.0, 0.05, 1.0, 0.3])])
+        if off == "rule":
+            m2.vocabulary.set(["table", "duck", "cup"], np.eye(3, 4))
+            m2.cfg.instances.merge_parts_explained = False
         assert m2._merge_resting_parts() == []

@@ -237,6 +237,13 @@ class InstanceConfig:
         "legs, a shelf's upper section on its lowest boards. A thing stacked on another "
         "of its kind lies above it, two side by side on one support reach equally low, a "
         "wall stands on the floor.")
+    merge_parts_explained: bool = param(
+        True, "A part resting on an id of its own kind merges with it even when narrow "
+        "(merge_parts_every) where its mean mask embedding is that id's label and nothing "
+        "else (semantics.support_min_residual: what is left once the label's direction is "
+        "out fits no other prompt): a piece a segmenter cut off a mug, resting on the "
+        "mug, or off the floor. A mug on a table that its views embed as the table keeps "
+        "a direction of its own and its id. Needs a vocabulary.")
     smooth_weight: float = param(1.0, "How much a 'smooth' view counts towards merging: two "
                                  "touching ids in different masks whose image boundary has "
                                  "(almost) no depth edge (share < smooth_edge_share) are one "
