@@ -299,6 +299,13 @@ def test_parts_under_their_own_kind_merge():
     for _ in range(2):
         assert m2._merge_resting_parts() == []
 
+    # the same table in a frame whose up is -y (x, y, z) -> (x, 30 - z, y): the same merges
+    turned = [[[x, 30 - z, y] for x, y, z in part] for part in [floor, top, *legs]]
+    m3, im3 = _mapper_with_parts(turned, [ground] + [table] * 5)
+    m3.cfg.semantics.up_axis = "-y"
+    assert m3._merge_resting_parts() == []
+    assert m3._merge_resting_parts() == [(3, 2), (4, 2), (5, 2), (6, 2)]
+
 
 def test_support_explains_a_piece_not_a_biased_thing():
     v = Vocabulary(SemanticConfig())
