@@ -894,7 +894,8 @@ class Mapper:
 
     def _merge_resting_parts(self) -> list[tuple[int, int]]:
         """Merge every shown id that rests only on ids of its own kind, is more than
-        ``semantics.support_max_size_ratio`` as wide as each of them and holds at most
+        ``semantics.support_max_size_ratio`` as wide as each of them (or is their label
+        and nothing else: ``instances.merge_parts_explained``) and holds at most
         ``instances.merge_parts_max_volume_ratio`` of their voxels, and every such
         smaller id of a kind another id shares lying mostly inside that id's box, or
         under it (``instances.merge_parts_min_inside``, ``instances.merge_parts_under``)
@@ -981,13 +982,13 @@ class Mapper:
                   and np.all((views >= boxes[s][0]) & (views <= boxes[s][1]), axis=1).any()}
         carried = self._carried_by_own_kind(contacts or {}, same_kind)
         enclosed = set()
-        for (t, s), (inside, within) in zip(candidates, shares):
+        for (t, s), (inside, under) in zip(candidates, shares):
             if s in around:
                 continue
             if inside < ic.merge_parts_min_inside and ic.merge_parts_under:
                 if t not in carried.get(s, ()) or not self._reaches_below(boxes, t, s):
                     continue
-                inside = within
+                inside = under
             if inside >= ic.merge_parts_min_inside:
                 enclosed.add((t, s))
         # only what the last look saw too: a box a glued mask stretched over a neighbour

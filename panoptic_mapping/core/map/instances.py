@@ -798,19 +798,19 @@ class InstanceMap:
                 continue
             pts = centres[slice(*span[part])]
             lo, hi = boxes[whole]
-            across = np.ones(len(pts), bool)
-            inside = None
+            # within the footprint and no higher than the top; above the floor apart
+            under_top = np.ones(len(pts), bool)
+            above_floor = np.ones(len(pts), bool)
             for d in range(3):  # column by column: (N, 3) reductions along rows are slow
                 low, high = pts[:, d] >= lo[d], pts[:, d] <= hi[d]
                 if up_axis is not None and d == "xyz".index(up_axis[-1]):
-                    # the side away from "up" is the box's floor
-                    inside, top = (low, high) if up_axis[0] != "-" else (high, low)
-                    across &= top
+                    above_floor, top = (high, low) if up_axis.startswith("-") else (low, high)
+                    under_top &= top
                 else:
-                    across &= low & high
-            out[k, 0] = (across & inside).mean() if inside is not None else across.mean()
+                    under_top &= low & high
+            out[k, 0] = (under_top & above_floor).mean()
             if cols > 1:
-                out[k, 1] = across.mean()
+                out[k, 1] = under_top.mean()
         return (out[:, 0] if cols == 1 else out), boxes
 
     def _owned_centres(self, only: np.ndarray | None
