@@ -221,6 +221,9 @@ def evaluate(method: Method, scene: Scene, train_masks: list[MaskFrame],
         "SQ": pq["SQ"], "RQ": pq["RQ"], "mIoU": miou["mIoU"],
         "matched_mIoU": matched["mIoU"], "matched_masks": matched["n_matched"],
         "gt_masks": matched["n_gt"],
+        # PQ_scene is a mean over classes: one class a stray id is labelled as, with no
+        # object of it in the scene, scores 0 and costs as much as a lost object class
+        "PQ_per_class": pq_per_class(pq, scene.classes),
         "late_id_changes": stability["late_changes"],
         "id_changes_per_object": stability["mean_changes_per_object"],
         # which ground-truth objects changed id late (gt id -> changes), to trace them
@@ -282,6 +285,22 @@ def save_images(directory: Path, instances: list[np.ndarray], semantics: list[np
 # --------------------------------------------------------------------------- report
 
 
+def pq_per_class(pq: dict, classes: list[str]) -> dict[str, dict]:
+    """Class name -> {PQ, TP, FP, FN} of a :func:`metrics.panoptic_quality_scene` result."""
+    return {(classes[c] if 0 <= c < len(classes) else str(c)):
+            {"PQ": v["PQ"], "TP": v["TP"], "FP": v["FP"], "FN": v["FN"]}
+            for c, v in sorted(pq["per_class"].items())}
+
+
+def pq_losses(per_class: dict[str, dict]) -> str:
+    """The classes that cost PQ_scene, worst first: 'mug 0.00 (FN 1, FP 2), ...'."""
+    lost = sorted((v["PQ"], name, v) for name, v in per_class.items()
+                  if v["FP"] or v["FN"])
+    return ", ".join(f"{name} {q:.2f} (" + ", ".join(f"{k} {v[k]}" for k in ("FN", "FP")
+                                                    if v[k]) + ")"
+                     for q, name, v in lost)
+
+
 def format_report(record: dict) -> str:
     """Readable table: one column per method; the mapper's ratio to each baseline."""
     results = record["methods"]
@@ -306,6 +325,9 @@ def format_report(record: dict) -> str:
                      + (f"; labelled by the views' consensus: mIoU {q['ceiling_mIoU']:.3f}"
                         if "ceiling_mIoU" in q else ""))
     lines += metric_table(results, rows, 24)
+    if results.get("mapper", {}).get("PQ_per_class"):
+        losses = pq_losses(results["mapper"]["PQ_per_class"])
+        lines.append(f"mapper's PQ per class, where it loses: {losses or 'nowhere'}")
     if "mapper" in results:
         lines.append("")
         for b in (n for n in names if n != "mapper"):

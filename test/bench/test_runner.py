@@ -42,9 +42,24 @@ def test_report_and_json(record_and_dir, tmp_path, capsys):
     record, _ = record_and_dir
     text = runner.format_report(record)
     assert "mapper vs voxel_fusion" in text and "PQ_scene" in text
+    # PQ_scene is the mean of the classes' PQ; each class is named with what it lost
+    per = record["methods"]["mapper"]["PQ_per_class"]
+    assert np.mean([v["PQ"] for v in per.values()]) == pytest.approx(
+        record["methods"]["mapper"]["PQ_scene"])
+    assert "mapper's PQ per class, where it loses:" in text
+    lossy = [n for n, v in per.items() if v["FP"] or v["FN"]]
+    assert all(n in text for n in lossy)
     path = tmp_path / "r.json"
     path.write_text(json.dumps(record, default=runner._json_default))
     assert json.loads(path.read_text())["scene"]["name"] == "tabletop-seed0"
+
+
+def test_pq_losses_worst_first():
+    per = {"mug": {"PQ": 0.0, "TP": 0, "FP": 2, "FN": 1},
+           "duck": {"PQ": 0.9, "TP": 1, "FP": 0, "FN": 0},
+           "table": {"PQ": 0.5, "TP": 1, "FP": 1, "FN": 0}}
+    assert runner.pq_losses(per) == "mug 0.00 (FN 1, FP 2), table 0.50 (FP 1)"
+    assert runner.pq_losses({"duck": per["duck"]}) == ""
 
 
 def test_saved_predictions_reproduce_the_metrics(record_and_dir):
