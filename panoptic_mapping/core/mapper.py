@@ -347,7 +347,8 @@ class Mapper:
         self._reassoc_cursor = 0
         self._unplaced: set[int] = set()  # RGB-only keyframes not yet in the instance map
         # (part, whole) pairs the last look for parts found enclosed (_enclosed_parts)
-        self._enclosed_before: set[tuple[int, int]] = set()
+        # (part, whole) -> frames_integrated when looks began finding it enclosed
+        self._enclosed_since: dict[tuple[int, int], int] = {}
         # where the camera stood in the latest frames mapped (an id whose box holds one
         # surrounds the viewer: a room's walls, not an object with parts inside)
         self._viewpoints: collections.deque[np.ndarray] = collections.deque(maxlen=256)
@@ -912,14 +913,14 @@ class Mapper:
         emb = instances.instance_embeddings()
         ids = np.array(sorted(emb), np.int64)
         if ids.size < 2:
-            self._enclosed_before = set()
+            self._enclosed_since = {}
             return []
         unit = np.stack([emb[i] for i in ids])
         alike = unit @ unit.T >= ic.merge_min_cosine
         np.fill_diagonal(alike, False)
         kin = ids[alike.any(1)]
         if not kin.size:
-            self._enclosed_before = set()
+            self._enclosed_since = {}
             return []
         same_kind = {(int(ids[a]), int(ids[b])) for a, b in zip(*np.nonzero(alike))}
         counts = instances.owned_voxel_counts()
@@ -965,15 +966,15 @@ class Mapper:
         one support reach equally low, and a wall stands on the floor.
 
         Each part goes to the largest whole that encloses it, smallest parts first (a
-        part of a part then follows its whole), once two looks in a row found it
-        enclosed. An id whose box holds a viewpoint of the latest frames mapped surrounds
+        part of a part then follows its whole), once every look over
+        ``instances.merge_parts_hold_frames`` frames mapped found it enclosed. An id whose box holds a viewpoint of the latest frames mapped surrounds
         the camera (a room's walls held as one id): what lies inside it is the room's
         content, not its parts, and it encloses nothing."""
         ic, sc = self.cfg.instances, self.cfg.semantics
         candidates = sorted((t, s) for t, s in same_kind
                             if 0 < counts[t] <= ic.merge_parts_max_volume_ratio * counts[s])
         if ic.merge_parts_min_inside <= 0 or not candidates:
-            self._enclosed_before = set()
+            self._enclosed_since = {}
             return []
         shares, boxes = instances.shares_inside(candidates, up_axis=sc.up_axis)
         views = np.array(self._viewpoints).reshape(-1, 3)
@@ -991,9 +992,13 @@ class Mapper:
                 inside = under
             if inside >= ic.merge_parts_min_inside:
                 enclosed.add((t, s))
-        # only what the last look saw too: a box a glued mask stretched over a neighbour
-        # is back within a few frames, a part's place inside its whole is not
-        held, self._enclosed_before = enclosed & self._enclosed_before, enclosed
+        # only what looks have found so for merge_parts_hold_frames: a box a glued mask
+        # stretched over a neighbour is back within a few frames, a part's place inside
+        # its whole is not
+        now = instances.frames_integrated
+        self._enclosed_since = {p: self._enclosed_since.get(p, now) for p in enclosed}
+        held = {p for p, since in self._enclosed_since.items()
+                if now - since >= ic.merge_parts_hold_frames}
         best: dict[int, int] = {}
         for t, s in sorted(held):
             if t not in best or counts[s] > counts[best[t]]:

@@ -157,6 +157,18 @@ def _mapper_with_parts(parts: list[list[list[int]]], embeddings: list[np.ndarray
     return m, im
 
 
+def _look(m) -> list[tuple[int, int]]:
+    """A look for parts after the frames between looks (merge_parts_every) were mapped."""
+    m.instances.ids.frames += m.cfg.instances.merge_parts_every
+    return m._merge_resting_parts()
+
+
+def _enclosed(m, im, same_kind, counts) -> list[tuple[int, int]]:
+    """:meth:`Mapper._enclosed_parts` after the frames between looks were mapped."""
+    im.ids.frames += m.cfg.instances.merge_parts_every
+    return m._enclosed_parts(im, same_kind, counts)
+
+
 def test_parts_resting_on_their_own_kind_merge():
     """A duck's head on its body (one kind, narrower but not narrow, smaller) is one
     instance with it; a narrow mug that every view embedded as the table it rests on, two
@@ -231,12 +243,12 @@ def test_parts_inside_their_own_kind_merge():
     # room's walls do, and encloses nothing
     m._viewpoints.append(np.array([6.0, 5.0, 10.0]) * v)
     for _ in range(2):
-        assert m._merge_resting_parts() == []
+        assert _look(m) == []
     m._viewpoints.clear()
     m._viewpoints.append(np.array([6.0, 5.0, 30.0]) * v)  # above it
     # the first look that finds the boards enclosed waits for the next to find them too
-    assert m._merge_resting_parts() == []
-    assert m._merge_resting_parts() == [(3, 2), (4, 2)]
+    assert _look(m) == []
+    assert _look(m) == [(3, 2), (4, 2)]
     assert sorted(im.confirmed_ids().tolist()) == [1, im.resolve(2), 5, 6, 7]
     counts = im.owned_voxel_counts()
     assert counts[6] == counts[7] == 48 and counts[im.resolve(2)] == 200
@@ -244,17 +256,23 @@ def test_parts_inside_their_own_kind_merge():
     # bound, and the crate stays beside the shelf
     cfg.merge_parts_max_volume_ratio = 1.0
     for _ in range(2):
-        assert m._enclosed_parts(im, {(6, 7), (7, 6), (6, 2)}, counts) == []
+        assert _enclosed(m, im, {(6, 7), (7, 6), (6, 2)}, counts) == []
     # the mug stays by its embedding alone: of the shelf's kind, it would go into it
-    assert m._enclosed_parts(im, {(5, 2)}, counts) == []
-    assert m._enclosed_parts(im, {(5, 2)}, counts) == [(5, 2)]
+    assert _enclosed(m, im, {(5, 2)}, counts) == []
+    assert _enclosed(m, im, {(5, 2)}, counts) == [(5, 2)]
     # a look in between that does not find it enclosed starts the count again
-    assert m._enclosed_parts(im, {(6, 2)}, counts) == []
-    assert m._enclosed_parts(im, {(5, 2)}, counts) == []
+    assert _enclosed(m, im, {(6, 2)}, counts) == []
+    assert _enclosed(m, im, {(5, 2)}, counts) == []
+    # the hold is a span of frames: looks 3 frames apart need three looks for 5 frames
+    cfg.merge_parts_every = 3
+    assert _enclosed(m, im, {(6, 2)}, counts) == []
+    assert [_enclosed(m, im, {(5, 2)}, counts) for _ in range(3)] == [[], [], [(5, 2)]]
+    cfg.merge_parts_hold_frames = 0  # at the first look
+    assert _enclosed(m, im, {(6, 2)}, counts) == []
+    assert _enclosed(m, im, {(5, 2)}, counts) == [(5, 2)]
     cfg.merge_parts_min_inside = 0.0  # off
     for _ in range(2):
-        assert m._enclosed_parts(im, {(5, 2)}, counts) == []
-
+        assert _enclosed(m, im, {(5, 2)}, counts) == []
 
 
 def test_parts_under_their_own_kind_merge():
@@ -281,8 +299,8 @@ def test_parts_under_their_own_kind_merge():
     assert shares[2].tolist() == [0.0, 0.0]
     assert m._reaches_below(boxes, 3, 2) and not m._reaches_below(boxes, 9, 8)
     assert not m._reaches_below(boxes, 7, 2)
-    assert m._merge_resting_parts() == []  # the first look only finds them
-    assert m._merge_resting_parts() == [(3, 2), (4, 2), (5, 2), (6, 2)]
+    assert _look(m) == []  # the first look only finds them
+    assert _look(m) == [(3, 2), (4, 2), (5, 2), (6, 2)]
     assert im.resolve(6) == im.resolve(2)
     assert sorted(im.confirmed_ids().tolist()) == [1, im.resolve(2), 7, 8, 9]
     assert im.owned_voxel_counts()[im.resolve(2)] == 96 + 4 * 44
@@ -297,14 +315,14 @@ def test_parts_under_their_own_kind_merge():
     m2, im2 = _mapper_with_parts([floor, top, *legs], [ground] + [table] * 5)
     m2.cfg.instances.merge_parts_under = False
     for _ in range(2):
-        assert m2._merge_resting_parts() == []
+        assert _look(m2) == []
 
     # the same table in a frame whose up is -y (x, y, z) -> (x, 30 - z, y): the same merges
     turned = [[[x, 30 - z, y] for x, y, z in part] for part in [floor, top, *legs]]
     m3, im3 = _mapper_with_parts(turned, [ground] + [table] * 5)
     m3.cfg.semantics.up_axis = "-y"
-    assert m3._merge_resting_parts() == []
-    assert m3._merge_resting_parts() == [(3, 2), (4, 2), (5, 2), (6, 2)]
+    assert _look(m3) == []
+    assert _look(m3) == [(3, 2), (4, 2), (5, 2), (6, 2)]
 
 
 def test_support_explains_a_piece_not_a_biased_thing():

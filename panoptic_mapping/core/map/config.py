@@ -222,13 +222,18 @@ class InstanceConfig:
         "agrees with a larger id's (cosine >= merge_min_cosine), which holds at most "
         "merge_parts_max_volume_ratio of that id's voxels and has at least this share of "
         "its voxels inside that id's box (the middle 90 % of its voxels along each axis), "
-        "is part of it, once two looks in a row find it so (a box a glued mask stretched "
-        "over a neighbour is back within a few frames): a segmenter cuts a shelf's boards "
+        "is part of it, once looks have found it so for merge_parts_hold_frames: a "
+        "segmenter cuts a shelf's boards "
         "from its frame at the same creases in every view, and the pieces lie within the "
         "extent of the largest. Two things of a kind side by side or stacked lie outside "
         "each other's box; an id whose box holds where the camera stood (a room's walls) "
         "encloses nothing. Needs mask embeddings. 0: off.",
         minimum=0.0, maximum=1.0)
+    merge_parts_hold_frames: int = param(
+        5, "merge_parts_min_inside merges a part once every look over at least this many "
+        "frames mapped found it enclosed (two looks merge_parts_every apart or more): a "
+        "box a glued mask stretched over a neighbour is back within a few frames, a "
+        "part's place inside its whole is not. 0: at the first look.", minimum=0)
     merge_parts_under: bool = param(
         True, "With merge_parts_min_inside, a part the larger id rests on (by contact, "
         "semantics.support_gap_m; that id resting mostly on ids of its own kind) and that "
