@@ -15,7 +15,7 @@ __all__ = ["pose_matrix", "pose_from_xyz_quat", "quaternion_to_rotation",
            "rotation_to_quaternion", "slerp", "interpolate_pose", "check_rigid",
            "check_intrinsics", "backproject", "project_points", "splat_depth",
            "project_squares", "splat_camera_depth", "close_gaps", "depth_edges",
-           "voxel_coords", "count_pairs",
+           "voxel_coords", "count_pairs", "up_direction",
            "pack_voxel_keys", "unpack_voxel_keys", "VOXEL_KEY_BITS", "VOXEL_KEY_BIAS",
            "VOXEL_KEY_MASK"]
 
@@ -425,6 +425,12 @@ def depth_edges(depth: np.ndarray, curvature: float, convex: bool = True) -> np.
 VOXEL_KEY_BITS = 21
 VOXEL_KEY_BIAS = 1 << (VOXEL_KEY_BITS - 1)
 VOXEL_KEY_MASK = (1 << VOXEL_KEY_BITS) - 1
+
+
+def up_direction(up_axis: str) -> tuple[int, int]:
+    """(axis 0-2, +1 or -1) of an up axis named "z", "-y", ...: the coordinate that grows
+    upwards (+1) or downwards (-1)."""
+    return "xyz".index(up_axis[-1]), -1 if up_axis.startswith("-") else 1
 
 
 def voxel_coords(points: np.ndarray, voxel_size: float) -> np.ndarray:

@@ -150,9 +150,9 @@ def support_explains(vocabulary: Vocabulary, cfg: SemanticConfig, embedding: np.
     :func:`label_instances`). A piece of the floor on the floor, of a mug on the mug: yes;
     a mug biased toward its table: no. False without prompts, with the rule off, or
     where the support is 'other'."""
-    if cfg.support_min_residual <= 0 or not len(vocabulary.text_embeddings()):
-        return False
     text = vocabulary.text_embeddings()
+    if cfg.support_min_residual <= 0 or not len(text):
+        return False
     (label,), _ = vocabulary.classify(np.asarray(support_embedding)[None])
     if not 1 <= int(label) <= len(text):
         return False

@@ -41,7 +41,7 @@ from panoptic_mapping.core.field.renderer import render_view
 from panoptic_mapping.core.field.sampling import SamplingConfig
 from panoptic_mapping.core.field.trainer import DepthPrior, Trainer, TrainerConfig
 from panoptic_mapping.core.frames import Frame, validate_frame
-from panoptic_mapping.core.geometry import backproject, check_rigid
+from panoptic_mapping.core.geometry import backproject, check_rigid, up_direction
 from panoptic_mapping.core.io.export import (
     ExportConfig,
     InstanceRecord,
@@ -346,8 +346,8 @@ class Mapper:
         self.frames_ingested = 0
         self._reassoc_cursor = 0
         self._unplaced: set[int] = set()  # RGB-only keyframes not yet in the instance map
-        # (part, whole) pairs the last look for parts found enclosed (_enclosed_parts)
         # (part, whole) -> frames_integrated when looks began finding it enclosed
+        # (_enclosed_parts)
         self._enclosed_since: dict[tuple[int, int], int] = {}
         # where the camera stood in the latest frames mapped (an id whose box holds one
         # surrounds the viewer: a room's walls, not an object with parts inside)
@@ -888,7 +888,7 @@ class Mapper:
     def _across_extents(self, instances: InstanceMap, ids: np.ndarray) -> dict[int, float]:
         """Id -> its extent across the up axis [m], over the middle 90 % of its voxels
         (strays do not stretch it)."""
-        axis = "xyz".index(self.cfg.semantics.up_axis[-1])
+        axis, _ = up_direction(self.cfg.semantics.up_axis)
         across = [a for a in range(3) if a != axis]
         return {i: float((hi - lo)[across].max()) for i, (lo, hi) in
                 instances.instance_boxes(0.05, ids).items()}
@@ -967,9 +967,10 @@ class Mapper:
 
         Each part goes to the largest whole that encloses it, smallest parts first (a
         part of a part then follows its whole), once every look over
-        ``instances.merge_parts_hold_frames`` frames mapped found it enclosed. An id whose box holds a viewpoint of the latest frames mapped surrounds
-        the camera (a room's walls held as one id): what lies inside it is the room's
-        content, not its parts, and it encloses nothing."""
+        ``instances.merge_parts_hold_frames`` frames mapped found it enclosed. An id
+        whose box holds a viewpoint of the latest frames mapped surrounds the camera (a
+        room's walls held as one id): what lies inside it is the room's content, not its
+        parts, and it encloses nothing."""
         ic, sc = self.cfg.instances, self.cfg.semantics
         candidates = sorted((t, s) for t, s in same_kind
                             if 0 < counts[t] <= ic.merge_parts_max_volume_ratio * counts[s])
@@ -1026,8 +1027,7 @@ class Mapper:
         as its neighbours)."""
         if part not in boxes or whole not in boxes:
             return False
-        up = self.cfg.semantics.up_axis
-        d, sign = "xyz".index(up[-1]), -1.0 if up.startswith("-") else 1.0
+        d, sign = up_direction(self.cfg.semantics.up_axis)
         bottom = {i: min(sign * boxes[i][0][d], sign * boxes[i][1][d]) for i in (part, whole)}
         return bottom[part] < bottom[whole] - self.cfg.semantics.support_gap_m
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from panoptic_mapping.core.geometry import splat_depth
+from panoptic_mapping.core.geometry import splat_depth, up_direction
 
 K = np.array([[100.0, 0.0, 31.5], [0.0, 100.0, 23.5], [0.0, 0.0, 1.0]])
 
@@ -130,3 +130,9 @@ def test_the_drawn_row_of_every_pixel_is_returned_with_its_depth():
     d32, r32 = splat_camera_depth(cam.astype(np.float32), K, (48, 64), 0.06,
                                   return_index=True)
     assert np.array_equal(d32, depth) and np.array_equal(r32, row)
+
+
+def test_up_direction():
+    assert up_direction("z") == (2, 1)
+    assert up_direction("-y") == (1, -1)
+    assert up_direction("x") == (0, 1)

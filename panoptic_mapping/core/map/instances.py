@@ -37,6 +37,7 @@ from panoptic_mapping.core.geometry import (
     project_squares,
     splat_camera_depth,
     unpack_voxel_keys,
+    up_direction,
     voxel_coords,
 )
 from panoptic_mapping.core.map.association import AssociationResult, Associator
@@ -784,6 +785,7 @@ class InstanceMap:
             part lies within the whole's footprint, no higher than its top).
         """
         cols = 1 if up_axis is None else 2
+        axis, up = up_direction(up_axis) if up_axis is not None else (-1, 1)
         if not pairs:
             return np.zeros((0, cols) if cols > 1 else 0), {}
         owner, centres, starts = self._owned_centres(np.unique(np.asarray(pairs, np.int64)))
@@ -803,8 +805,8 @@ class InstanceMap:
             above_floor = np.ones(len(pts), bool)
             for d in range(3):  # column by column: (N, 3) reductions along rows are slow
                 low, high = pts[:, d] >= lo[d], pts[:, d] <= hi[d]
-                if up_axis is not None and d == "xyz".index(up_axis[-1]):
-                    above_floor, top = (high, low) if up_axis.startswith("-") else (low, high)
+                if d == axis:
+                    above_floor, top = (low, high) if up > 0 else (high, low)
                     under_top &= top
                 else:
                     under_top &= low & high
@@ -851,8 +853,8 @@ class InstanceMap:
         pick = np.flatnonzero((mine > 0) if only is None else np.isin(mine, only))
         held, keys = sorted_slots[pick], sorted_keys[pick]
         coords = unpack_voxel_keys(keys)
-        axis = "xyz".index(up_axis[-1])
-        down = 1 if up_axis.startswith("-") else -1
+        axis, up = up_direction(up_axis)
+        down = -up
         steps = max(1, int(np.ceil(gap_m / self.votes.voxel_size)))
         # the first held voxel below each voxel, if another instance's (its own blocks:
         # only an instance's underside touches what it rests on)
