@@ -200,6 +200,38 @@ def test_parts_resting_on_their_own_kind_merge():
     assert m._merge_resting_parts() == [(4, 1)]
 
 
+def test_pending_parts_judged_against_their_parent():
+    """A duck's head that 'one mask per id' split off the settled duck is a pending part,
+    shown as the duck; the part rules merge it back before views showing it apart could
+    release it (no output ever shows it). A mug glued to the table when first seen
+    (another kind) stays pending, and a pending piece is judged against its parent only."""
+    top = [[x, y, 0] for x in range(30) for y in range(30)]
+    body = [[x, y, z] for x in range(4, 10) for y in range(4, 10) for z in range(1, 4)]
+    head = [[x, y, z] for x in range(5, 9) for y in range(5, 9) for z in range(4, 7)]
+    mug = [[x, y, z] for x in range(20, 22) for y in range(20, 22) for z in range(1, 4)]
+    body2 = [[x, y, z] for x in range(14, 20) for y in range(4, 10) for z in range(1, 4)]
+    head2 = [[x, y, z] for x in range(15, 19) for y in range(5, 9) for z in range(4, 7)]
+    table, duck, cup = np.eye(4)[0], np.eye(4)[1], np.eye(4)[2]
+    m, im = _mapper_with_parts([top, body, head, mug, body2, head2],
+                               [table, duck, duck, cup, duck, duck])
+    im.ids.parent[3], im.ids.parent[4], im.ids.parent[6] = 2, 1, 1
+    im.version += 1
+    assert sorted(im.confirmed_ids().tolist()) == [1, 2, 5]
+    assert im.pending_parts() == {3: 2, 4: 1, 6: 1}
+    # the head's voxels count as the duck's in outputs, as its own when parts are judged
+    assert im.owned_voxel_counts()[2] == len(body) + len(head)
+    assert im.owned_voxel_counts(parts=True)[[2, 3]].tolist() == [len(body), len(head)]
+    m.cfg.instances.merge_pending_parts = False
+    assert _look(m) == []
+    m.cfg.instances.merge_pending_parts = True
+    assert _look(m) == [(3, 2)]
+    assert im.resolve(3) == 2 and im.pending_parts() == {4: 1, 6: 1}
+    assert sorted(im.confirmed_ids().tolist()) == [1, 2, 5]
+    assert im.owned_voxel_counts(parts=True)[2] == len(body) + len(head)
+    # a pending part merges only into the id it is shown as
+    assert im.merge_parts([(6, 5)]) == []
+
+
 def test_voxel_relevance_is_the_relevance_of_each_points_voxel_feature():
     """The chunked cosine path gives what Vocabulary.relevance gives on the unit features
     of each point's voxel, duplicates and misses included."""

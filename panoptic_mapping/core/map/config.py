@@ -249,6 +249,13 @@ class InstanceConfig:
         "out fits no other prompt): a piece a segmenter cut off a mug, resting on the "
         "mug, or off the floor. A mug on a table that its views embed as the table keeps "
         "a direction of its own and its id. Needs a vocabulary.")
+    merge_pending_parts: bool = param(
+        True, "At the looks of merge_parts_every, the same part rules judge each pending "
+        "part (see part_min_share) against the id it is shown as: a piece a segmenter cuts "
+        "off a settled object in some views (a duck's head at the neck) merges back while "
+        "still shown as that object, instead of being released on views that show it "
+        "apart and merged back a few frames later (two id changes of the object). At the "
+        "first look that finds it so: merge_parts_hold_frames guards what outputs show.")
     smooth_weight: float = param(1.0, "How much a 'smooth' view counts towards merging: two "
                                  "touching ids in different masks whose image boundary has "
                                  "(almost) no depth edge (share < smooth_edge_share) are one "

@@ -120,7 +120,8 @@ class InstanceMap:
         # (labels) on it
         self.version = 0
         self._features_copy: tuple[int, tuple[VoxelFeatures, np.ndarray]] | None = None
-        self._owners: tuple[int, np.ndarray, np.ndarray] | None = None
+        # keyed on whether pending parts count as ids of their own
+        self._owners: dict[bool, tuple[int, np.ndarray, np.ndarray]] = {}
         self._voted: tuple[int, VoteGrid, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._wire(VoteGrid(self.cfg.voxel_size_m, self.cfg.votes_per_voxel,
                             self.cfg.search_radius, self.cfg.max_search_radius),
@@ -194,6 +195,17 @@ class InstanceMap:
         with self._lock:
             return self.ids.shown(self.cfg.confirm_frames)
 
+    def pending_parts(self) -> dict[int, int]:
+        """Confirmed pending part -> the shown id outputs show it as (its parent): parts
+        split off a settled id that no view has shown apart from it often enough yet."""
+        with self._lock:
+            t = self.ids
+            shown = set(t.shown(self.cfg.confirm_frames).tolist())
+            lut = t.display_lut()
+            mine = np.flatnonzero(t.alive & t.confirmed(self.cfg.confirm_frames)
+                                  & (t.parent > 0))
+            return {int(i): int(lut[i]) for i in mine if int(lut[i]) in shown}
+
     def id_lut(self) -> np.ndarray:
         """(next_id,) int64: every id issued -> its current id, 0 when it was deleted."""
         with self._lock:
@@ -204,24 +216,28 @@ class InstanceMap:
         with self._mutation():
             return self.lifecycle.merge(a, b)
 
-    def owned_voxel_counts(self) -> np.ndarray:
+    def owned_voxel_counts(self, parts: bool = False) -> np.ndarray:
         """(next id,) int64: how many voxels have each shown id as their strongest vote
-        (0 for ids not shown)."""
+        (0 for ids not shown); ``parts``: confirmed pending parts count as ids of their
+        own, not as their parent."""
         with self._lock:
-            owner, _ = self._voxel_owners()
+            owner, _ = self._voxel_owners(parts)
             return np.bincount(owner, minlength=len(self.ids.alive)).astype(np.int64)
 
     def merge_parts(self, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Merge each (part, whole) pair, in order, while both are still shown ids (a
-        frame or a re-association on another thread may have merged, deleted or
-        unconfirmed one since the caller looked); returns the pairs merged."""
+        """Merge each (part, whole) pair, in order, while both are still shown ids, or
+        the part a pending part outputs show as the whole (a frame or a re-association on
+        another thread may have merged, deleted or unconfirmed one since the caller
+        looked); returns the pairs merged."""
         done = []
         with self._mutation():
             # a merge only absorbs an id into a shown one: resolved ids stay in this set
             shown = set(self.ids.shown(self.cfg.confirm_frames).tolist())
+            lut = self.ids.display_lut()
             for a, b in pairs:
                 ra, rb = self.ids.resolve(a), self.ids.resolve(b)
-                if ra != rb and ra in shown and rb in shown:
+                pending = self.ids.alive[ra] and self.ids.parent[ra] > 0 and lut[ra] == rb
+                if ra != rb and (ra in shown or pending) and rb in shown:
                     self.lifecycle.merge(ra, rb)
                     done.append((a, b))
         return done
@@ -348,16 +364,17 @@ class InstanceMap:
             finally:
                 self.version += 1
 
-    def _voxel_owners(self) -> tuple[np.ndarray, np.ndarray]:
+    def _voxel_owners(self, parts: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(V,) int64 shown id of every voxel's strongest vote (0: none or not shown) and
         (V,) int8 how many ids voted there; read-only, computed once per map version
-        (labels, their support rule and the readers' feature copy all ask)."""
-        cached = self._owners
+        (labels, their support rule and the readers' feature copy all ask). ``parts``:
+        a confirmed pending part owns its voxels (else they show as its parent)."""
+        cached = self._owners.get(parts)
         if cached is None or cached[0] != self.version:
-            ids, voted = self._compute_voxel_owners()
+            ids, voted = self._compute_voxel_owners(parts)
             ids.setflags(write=False)
             voted.setflags(write=False)
-            cached = self._owners = (self.version, ids, voted)
+            cached = self._owners[parts] = (self.version, ids, voted)
         return cached[1], cached[2]
 
     def _voted_voxels(self) -> tuple[VoteGrid, np.ndarray, np.ndarray, np.ndarray]:
@@ -379,7 +396,7 @@ class InstanceMap:
             cached = self._voted = (self.version, self.votes, centers, weight, slots)
         return cached[1], cached[2], cached[3], cached[4]
 
-    def _compute_voxel_owners(self) -> tuple[np.ndarray, np.ndarray]:
+    def _compute_voxel_owners(self, parts: bool) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.votes)
         w, vid = self.votes.weights[:n], self.votes.ids[:n]
         best, best_w = vid[:, 0].copy(), w[:, 0].copy()
@@ -389,7 +406,8 @@ class InstanceMap:
             best = np.where(take, vid[:, c], best)
             best_w = np.where(take, w[:, c], best_w)
             voted += w[:, c] > 0
-        ids = self.ids.display_lut()[best].astype(np.int64)
+        lut = self.ids.id_lut() if parts else self.ids.display_lut()
+        ids = lut[best].astype(np.int64)
         ids[~self.ids.confirmed(self.cfg.confirm_frames)[ids]] = 0
         return ids, voted
 
@@ -745,6 +763,12 @@ class InstanceMap:
         with self._lock:
             return self.ids.unit_embeddings(self.confirmed_ids())
 
+    def part_embeddings(self, parts: list[int]) -> dict[int, np.ndarray]:
+        """Pending part -> unit mean embedding of the masks that joined it (as
+        :meth:`instance_embeddings` gives a shown id's)."""
+        with self._lock:
+            return self.ids.unit_embeddings(np.asarray(parts, np.int64))
+
     def instance_voxel_embeddings(self) -> dict[int, np.ndarray]:
         """Confirmed id -> unit mean of the fused voxel features (:mod:`.features`) of the
         voxels it holds (each voxel's strongest vote decides whose it is); {} without
@@ -755,13 +779,13 @@ class InstanceMap:
             owner, _ = self._voxel_owners()
             return self.features.pooled(self._feature_keys(), owner)
 
-    def instance_boxes(self, quantile: float = 0.0, only: np.ndarray | None = None
-                       ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def instance_boxes(self, quantile: float = 0.0, only: np.ndarray | None = None,
+                       parts: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Confirmed id -> world axis-aligned bounds (lo (3,), hi (3,)) of the voxel cubes
         it holds (each voxel's strongest vote decides whose it is), from the ``quantile``
         to the 1 - ``quantile`` of its voxel centres along each axis; of the ids in
-        ``only`` (None: all)."""
-        owner, centres, starts = self._owned_centres(only)
+        ``only`` (None: all); ``parts``: pending parts apart from their parent."""
+        owner, centres, starts = self._owned_centres(only, parts)
         half = self.votes.voxel_size / 2
         if quantile <= 0 and starts.size:
             # per instance and axis at once (an (N, 3) array reduced along its rows is slow)
@@ -772,12 +796,12 @@ class InstanceMap:
                 for a, b in zip(starts, np.r_[starts[1:], owner.size])}
 
     def shares_inside(self, pairs: list[tuple[int, int]], quantile: float = 0.05,
-                      up_axis: str | None = None
+                      up_axis: str | None = None, parts: bool = False
                       ) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
-        """For each (part, whole) pair of shown ids, the share of the part's voxels whose
-        centres lie inside the whole's box (as :meth:`instance_boxes` at ``quantile``
-        gives it; 0 where either id holds no voxel), and the boxes of every id in
-        ``pairs``.
+        """For each (part, whole) pair of shown ids (``parts``: or pending parts, apart
+        from their parent), the share of the part's voxels whose centres lie inside the
+        whole's box (as :meth:`instance_boxes` at ``quantile`` gives it; 0 where either
+        id holds no voxel), and the boxes of every id in ``pairs``.
 
         Returns:
             (K,) shares; with ``up_axis`` ("z", "-y", ...) (K, 2): the share inside the
@@ -788,7 +812,8 @@ class InstanceMap:
         axis, up = up_direction(up_axis) if up_axis is not None else (-1, 1)
         if not pairs:
             return np.zeros((0, cols) if cols > 1 else 0), {}
-        owner, centres, starts = self._owned_centres(np.unique(np.asarray(pairs, np.int64)))
+        owner, centres, starts = self._owned_centres(np.unique(np.asarray(pairs, np.int64)),
+                                                     parts)
         span = dict(zip(owner[starts].tolist(),
                         zip(starts.tolist(), np.r_[starts[1:], owner.size].tolist())))
         half = self.votes.voxel_size / 2
@@ -815,7 +840,7 @@ class InstanceMap:
                 out[k, 1] = under_top.mean()
         return (out[:, 0] if cols == 1 else out), boxes
 
-    def _owned_centres(self, only: np.ndarray | None
+    def _owned_centres(self, only: np.ndarray | None, parts: bool = False
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The voxels of the ids in ``only`` (None: every shown id), grouped by id: (M,)
         their ids sorted (voxels in slot order within an id), (M, 3) float64 their centres
@@ -823,7 +848,7 @@ class InstanceMap:
         with self._lock:
             if len(self.votes) == 0:
                 return np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0, np.int64)
-            owner, _ = self._voxel_owners()
+            owner, _ = self._voxel_owners(parts)
             keep = (owner > 0) if only is None else np.isin(owner, only)
             owner = owner[keep]
             keys = self.votes.index.slot_keys()[keep]
@@ -834,18 +859,20 @@ class InstanceMap:
         return owner, centres, np.flatnonzero(run_starts(owner))
 
     def contacts_below(self, up_axis: str = "z", gap_m: float = 0.03,
-                       only: np.ndarray | None = None) -> dict[int, dict[int, int]]:
+                       only: np.ndarray | None = None, parts: bool = False
+                       ) -> dict[int, dict[int, int]]:
         """Shown id T -> {shown id S: how many of T's voxels have a voxel of S under them
         within ``gap_m`` along ``up_axis`` ("z", "-y", ...)}: what T rests on or in, by
         contact (a box of stray voxels would say more than the surface does).
 
         Args:
             only: the ids T to look under (None: all).
+            parts: confirmed pending parts as ids of their own, apart from their parent.
         """
         with self._lock:
             if len(self.votes) == 0:
                 return {}
-            owner, _ = self._voxel_owners()
+            owner, _ = self._voxel_owners(parts)
             sorted_keys, sorted_slots = self.votes.index.in_key_order()
         # the voxels in key order: the keys under them are in key order too (packing is
         # linear), and lookups of ascending keys are several times faster
