@@ -58,6 +58,8 @@ class AssociationResult:
         new_ids: ids created by this frame.
         front_end_merges: masks found to glue established ids together.
         displaced: (pixels (H, W) bool, old id): pixels the frame took from an id.
+        split_from: new id -> the settled id 'one mask per id' displaced its mask from,
+            for new ids too small to be pending parts (``part_min_share``).
     """
 
     labels: np.ndarray
@@ -65,6 +67,7 @@ class AssociationResult:
     new_ids: list[int] = field(default_factory=list)
     front_end_merges: int = 0
     displaced: list[tuple[np.ndarray, int]] = field(default_factory=list)
+    split_from: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -214,6 +217,9 @@ class Associator:
                 if alt == 0:
                     alt = self._new_part(i, int(in_mask.sum()), r_vis)
                     result.new_ids.append(alt)
+                    if self.ids.parent[alt] == 0 and self.ids.visible[i] > \
+                            self.cfg.settled_frames:
+                        result.split_from[alt] = i
                 result.labels[in_mask] = alt
                 result.mask_to_id[m] = alt
                 result.displaced.append((in_mask, i))

@@ -163,6 +163,11 @@ class InstanceConfig:
     part_min_share: float = param(0.1, "A displaced mask at least this share of the id's "
                                   "visible size is a pending part of it; a smaller one is "
                                   "a new object.", minimum=0.0, maximum=1.0)
+    small_parts_pending: bool = param(
+        True, "A displaced mask under part_min_share of a settled id's visible size whose "
+        "embedding agrees with the id's (merge_min_cosine) is a pending part of it too: a "
+        "board a segmenter cut off a shelf; one of another kind (a mug the table's mask "
+        "had swallowed) is an object at once.")
     settled_frames: int = param(4, "A part split off an id seen in at most this many frames "
                                 "is an object at once, not a pending part.", minimum=0)
     depth_edge_curvature: float = param(0.02, "A pixel is on a depth edge where the second "
