@@ -456,6 +456,7 @@ class Mapper:
                 work.mask_embeddings, fill=fill, measured=source == "measured")
             labels = labels_at_full_resolution(result.labels, frame.masks, s)
             new_ids = result.new_ids
+            self._pend_small_parts(result.split_from)
             self._viewpoints.append(np.asarray(work.camera_to_world, np.float64)[:3, 3])
             every = self.cfg.instances.merge_parts_every
             if every and self.instances.frames_integrated % every == 0:
@@ -729,6 +730,7 @@ class Mapper:
         _, depth = self.render_rgbd(w.K, w.camera_to_world, w.shape)
         result = self.instances.process_frame(w.masks, depth, w.K, w.camera_to_world,
                                               w.mask_embeddings, measured=False)
+        self._pend_small_parts(result.split_from)
         self.keyframes.set_labels(kf.id, labels_at_full_resolution(result.labels, f.masks, s))
         self._unplaced.discard(kf.id)
 
@@ -893,6 +895,25 @@ class Mapper:
         across = [a for a in range(3) if a != axis]
         return {i: float((hi - lo)[across].max()) for i, (lo, hi) in
                 instances.instance_boxes(0.05, ids, parts).items()}
+
+    def _pend_small_parts(self, split_from: dict[int, int]) -> None:
+        """Small new ids split off a settled id (``split_from``: new id -> that id) whose
+        embedding is of that id's kind and is its label and nothing else
+        (:func:`~panoptic_mapping.core.labels.support_explains`) become pending parts of
+        it (``instances.small_parts_pending``): a board a segmenter cut off a shelf is a
+        piece of the shelf until views show it apart, and the part rules judge it at the
+        next look. A mug the table's mask had swallowed, or a duck whose masks, mostly
+        floor, embed close to the floor, keeps a direction of its own: an object at
+        once."""
+        ic = self.cfg.instances
+        if not ic.small_parts_pending or not split_from:
+            return
+        emb = self.instances.part_embeddings(sorted(set(split_from) | set(split_from.values())))
+        for new, old in split_from.items():
+            if new in emb and old in emb and emb[new] @ emb[old] >= ic.merge_min_cosine \
+                    and support_explains(self.vocabulary, self.cfg.semantics, emb[new],
+                                         emb[old]):
+                self.instances.make_pending(new, old)
 
     def _merge_resting_parts(self) -> list[tuple[int, int]]:
         """Merge every shown id that rests only on ids of its own kind, is more than

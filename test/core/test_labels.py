@@ -232,6 +232,26 @@ def test_pending_parts_judged_against_their_parent():
     assert im.merge_parts([(6, 5)]) == []
 
 
+def test_small_pieces_of_a_settled_ids_label_become_its_pending_parts():
+    """Small pieces 'one mask per id' split off a settled shelf: one embedded as the shelf
+    and noise is a pending part of it (shown as the shelf); a duck whose masks, mostly the
+    shelf's surroundings, embed close to the shelf keeps a duck direction, and a cup is
+    another kind: objects at once. Off, or without a vocabulary: objects at once."""
+    shelf = [[x, y, z] for x in range(10) for y in range(4) for z in range(10)]
+    pieces = [[[x, 5, z] for x in range(2) for z in range(2)] for _ in range(3)]
+    unit = lambda x: x / np.linalg.norm(x)  # noqa: E731
+    kinds = [np.eye(4)[0], unit(np.r_[1.0, 0.02, 0.0, 0.05]), unit(np.r_[0.85, 0.5, 0, 0]),
+             np.eye(4)[2]]
+    for on, vocabulary, pending in ((True, True, [2]), (False, True, []), (True, False, [])):
+        m, im = _mapper_with_parts([shelf, *pieces], kinds)
+        m.cfg.instances.small_parts_pending = on
+        if vocabulary:
+            m.vocabulary.set(["shelf", "duck", "cup"], np.eye(3, 4))
+        m._pend_small_parts({2: 1, 3: 1, 4: 1})
+        assert np.flatnonzero(im.ids.parent).tolist() == pending
+        assert im.pending_parts() == {i: 1 for i in pending}
+
+
 def test_voxel_relevance_is_the_relevance_of_each_points_voxel_feature():
     """The chunked cosine path gives what Vocabulary.relevance gives on the unit features
     of each point's voxel, duplicates and misses included."""

@@ -165,9 +165,11 @@ class InstanceConfig:
                                   "a new object.", minimum=0.0, maximum=1.0)
     small_parts_pending: bool = param(
         True, "A displaced mask under part_min_share of a settled id's visible size whose "
-        "embedding agrees with the id's (merge_min_cosine) is a pending part of it too: a "
-        "board a segmenter cut off a shelf; one of another kind (a mug the table's mask "
-        "had swallowed) is an object at once.")
+        "embedding agrees with the id's (merge_min_cosine) and is that id's label and "
+        "nothing else (semantics.support_min_residual) is a pending part of it too: a board "
+        "a segmenter cut off a shelf. One of another kind (a mug the table's mask had "
+        "swallowed, a duck whose masks embed close to the floor's) is an object at once. "
+        "Needs a vocabulary.")
     settled_frames: int = param(4, "A part split off an id seen in at most this many frames "
                                 "is an object at once, not a pending part.", minimum=0)
     depth_edge_curvature: float = param(0.02, "A pixel is on a depth edge where the second "

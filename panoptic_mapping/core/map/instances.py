@@ -720,7 +720,6 @@ class InstanceMap:
             result = self.associator.associate(masks.astype(np.int64), reference, valid, slots,
                                                edges, meeting, measured)
             self.ids.count_assigned(result.labels, masks, embeddings, cfg.min_pixels)
-            self._small_parts_of_own_kind(result.split_from)
             self._integrate_frame(result, masks, depth.shape, points, flat, measured, at)
             if self.features is not None and embeddings is not None and len(embeddings):
                 share = mask_shares(result.labels, masks)
@@ -736,18 +735,17 @@ class InstanceMap:
             result.labels = self.ids.resolve_image(result.labels)
             return result
 
-    def _small_parts_of_own_kind(self, split_from: dict[int, int]) -> None:
-        """Small new ids split off a settled id (``split_from``: new id -> that id) whose
-        mask embedding is of that id's kind are pending parts of it too
-        (``small_parts_pending``): a board a segmenter cut off a shelf is a piece of the
-        shelf until views show it apart, where a mug the table's mask had swallowed (its
-        own kind) is an object at once."""
-        if not self.cfg.small_parts_pending:
-            return
-        for new, old in split_from.items():
-            old = self.ids.resolve(old)
-            if self.ids.alive[old] and self.ids.agree(new, old, self.cfg.merge_min_cosine):
-                self.ids.parent[new] = old
+    def make_pending(self, part: int, whole: int) -> bool:
+        """Show ``part`` as ``whole`` until views show it apart from it (a pending part, see
+        :mod:`~panoptic_mapping.core.map.lifecycle`); False where either is gone by now
+        or ``part`` is already pending."""
+        with self._mutation():
+            t = self.ids
+            part, whole = t.resolve(part), t.resolve(whole)
+            if part == whole or not (t.alive[part] and t.alive[whole]) or t.parent[part]:
+                return False
+            t.parent[part] = whole
+            return True
 
     def _integrate_frame(self, result: AssociationResult, masks: np.ndarray,
                          shape: tuple[int, int], points: np.ndarray, flat: np.ndarray,

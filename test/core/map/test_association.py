@@ -156,25 +156,18 @@ def test_a_surface_split_the_same_way_in_every_view_ends_as_one_id():
     assert len(run(flat, InstanceConfig(smooth_weight=0.0))) == 2
 
 
-def test_a_small_piece_of_a_settled_ids_kind_is_a_pending_part_of_it():
+
+def test_a_small_piece_split_off_a_settled_id_is_reported_with_its_origin():
     """A settled object, a small piece of it in a mask of its own (under part_min_share):
-    embedded as the object's kind it is a pending part (shown as the object until seen
-    apart: a board cut off a shelf); embedded as another kind it is an object at once (a
-    mug the shelf's mask had swallowed); without small_parts_pending always an object."""
-    emb = np.eye(3)  # wall, A, B kinds
-    for piece_kind, small_parts, pending in ((1, True, True), (2, True, False),
-                                             (1, False, False)):
-        im = InstanceMap(InstanceConfig(smooth_weight=0.0, small_parts_pending=small_parts),
-                         embedding_dim=3)
-        for tx in np.linspace(0.0, 0.02, im.cfg.settled_frames + 2):
-            masks = ground_truth(tx)
-            im.process_frame(masks, np.ones((H, W), np.float32), K, camera(tx),
-                             emb[[0, 1, 2]])
-        ids = map_ids(im, 0.02)
-        masks = ground_truth(0.02).astype(np.int64)
-        masks[16:20, np.flatnonzero(masks[16] == 2)[:3]] = 4  # 12 px of A's 24 x 14
-        result = im.process_frame(masks, np.ones((H, W), np.float32), K, camera(0.02),
-                                  emb[[0, 1, 2, piece_kind]])
-        (piece,) = np.unique(result.labels[masks == 4])
-        assert piece != ids[2] and piece in result.new_ids
-        assert (im.ids.parent[piece] == ids[2]) == pending
+    a new object, and the frame says which settled id it was split off (the mapper asks
+    its vocabulary whether it is a piece of that id)."""
+    im = InstanceMap(InstanceConfig(smooth_weight=0.0))
+    for tx in np.linspace(0.0, 0.02, im.cfg.settled_frames + 2):
+        ingest(im, ground_truth(tx), tx)
+    ids = map_ids(im, 0.02)
+    masks = ground_truth(0.02).astype(np.int64)
+    masks[16:20, np.flatnonzero(masks[16] == 2)[:3]] = 4  # 12 px of A's 24 x 14
+    result = ingest(im, masks, 0.02)
+    (piece,) = np.unique(result.labels[masks == 4])
+    assert piece != ids[2] and piece in result.new_ids and im.ids.parent[piece] == 0
+    assert result.split_from == {piece: ids[2]}
