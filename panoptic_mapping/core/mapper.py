@@ -908,7 +908,10 @@ class Mapper:
         ic = self.cfg.instances
         if not ic.small_parts_pending or not split_from:
             return
-        emb = self.instances.part_embeddings(sorted(set(split_from) | set(split_from.values())))
+        # the frame's merges may have absorbed either since the association named them
+        split_from = {self.instances.resolve(n): self.instances.resolve(o)
+                      for n, o in split_from.items()}
+        emb = self.instances.id_embeddings(sorted(set(split_from) | set(split_from.values())))
         for new, old in split_from.items():
             if new in emb and old in emb and emb[new] @ emb[old] >= ic.merge_min_cosine \
                     and support_explains(self.vocabulary, self.cfg.semantics, emb[new],
@@ -953,7 +956,7 @@ class Mapper:
         # on a room's 1.2 M voxels)
         emb = instances.instance_embeddings()
         if parts:
-            emb = {**emb, **instances.part_embeddings(list(pending))}
+            emb = {**emb, **instances.id_embeddings(list(pending))}
         ids = np.array(sorted(emb), np.int64)
         if ids.size < 2:
             if not parts:
@@ -1139,8 +1142,8 @@ class Mapper:
         """InstanceLoc: which map instances the frame's masks show.
 
         With depth the masks vote with the map at the measured surface; without it, where
-        the view meets the map (``render_without_depth``). Pixels no mask covers (objects the front-end missed) take
-        the map's own rendering when ``fill_unmasked``.
+        the view meets the map (``render_without_depth``). Pixels no mask covers (objects
+        the front-end missed) take the map's own rendering when ``fill_unmasked``.
         """
         frame = validate_frame(frame)
         if frame.masks is None:

@@ -19,7 +19,9 @@ id i when o(m, i) >= ``cover_fraction`` * r(i) (at most one owner per id):
   size (``part_min_share``) split off an id seen in more than ``settled_frames`` frames is
   a *pending part*: outputs show it as the id it came from until it is seen apart from it
   (:mod:`~panoptic_mapping.core.map.lifecycle`), so a front-end split does not change the
-  id a settled object is shown with. A part split off a young id is an object at once.
+  id a settled object is shown with. A part split off a young id is an object at once; a
+  smaller one split off a settled id too, unless the mapper finds its embedding to be
+  that id's label and nothing else (``small_parts_pending``; ``split_from`` names them).
   A joining mask that meets the id's other pixels across no depth edge is a piece of the
   same surface the front-end cut (with 'smooth' evidence on) and keeps the id;
 * an owned id that is only a sliver of the mask (``major_share``: a small object the

@@ -162,7 +162,8 @@ class InstanceConfig:
                                       "presence, not a stray boundary vote).", minimum=0.0)
     part_min_share: float = param(0.1, "A displaced mask at least this share of the id's "
                                   "visible size is a pending part of it; a smaller one is "
-                                  "a new object.", minimum=0.0, maximum=1.0)
+                                  "a new object (but see small_parts_pending).",
+                                  minimum=0.0, maximum=1.0)
     small_parts_pending: bool = param(
         True, "A displaced mask under part_min_share of a settled id's visible size whose "
         "embedding agrees with the id's (merge_min_cosine) and is that id's label and "

@@ -775,11 +775,11 @@ class InstanceMap:
         with self._lock:
             return self.ids.unit_embeddings(self.confirmed_ids())
 
-    def part_embeddings(self, parts: list[int]) -> dict[int, np.ndarray]:
-        """Pending part -> unit mean embedding of the masks that joined it (as
-        :meth:`instance_embeddings` gives a shown id's)."""
+    def id_embeddings(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """Id -> unit mean embedding of the masks that joined it, shown or not (pending
+        parts, new ids), for the ids in ``ids`` that have one."""
         with self._lock:
-            return self.ids.unit_embeddings(np.asarray(parts, np.int64))
+            return self.ids.unit_embeddings(np.asarray(ids, np.int64))
 
     def instance_voxel_embeddings(self) -> dict[int, np.ndarray]:
         """Confirmed id -> unit mean of the fused voxel features (:mod:`.features`) of the

@@ -9,7 +9,8 @@ import numpy as np
 
 from panoptic_mapping.core.geometry import project_points
 
-__all__ = ["owners", "boundaries", "boundary_shares", "interior", "pixel_footprint", "seen_through", "depth_verdicts"]
+__all__ = ["owners", "boundaries", "boundary_shares", "interior", "pixel_footprint",
+           "seen_through", "depth_verdicts"]
 
 
 def owners(pm: np.ndarray, pi: np.ndarray, o: np.ndarray, r_vis: np.ndarray,
