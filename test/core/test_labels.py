@@ -169,15 +169,22 @@ def _enclosed(m, im, same_kind, counts) -> list[tuple[int, int]]:
     return m._enclosed_parts(im, same_kind, counts)
 
 
+def _duck_and_mug_on_table() -> tuple[list[list[int]], ...]:
+    """Voxel coordinates of a 30 x 30 table top, a duck's body on it, the duck's head on
+    the body, and a mug on the table."""
+    top = [[x, y, 0] for x in range(30) for y in range(30)]
+    body = [[x, y, z] for x in range(4, 10) for y in range(4, 10) for z in range(1, 4)]
+    head = [[x, y, z] for x in range(5, 9) for y in range(5, 9) for z in range(4, 7)]
+    mug = [[x, y, z] for x in range(20, 22) for y in range(20, 22) for z in range(1, 4)]
+    return top, body, head, mug
+
+
 def test_parts_resting_on_their_own_kind_merge():
     """A duck's head on its body (one kind, narrower but not narrow, smaller) is one
     instance with it; a narrow mug that every view embedded as the table it rests on, two
     blocks of one kind stacked (alike in size) and the duck on the table (another kind)
     keep their ids."""
-    top = [[x, y, 0] for x in range(30) for y in range(30)]
-    body = [[x, y, z] for x in range(4, 10) for y in range(4, 10) for z in range(1, 4)]
-    head = [[x, y, z] for x in range(5, 9) for y in range(5, 9) for z in range(4, 7)]
-    mug = [[x, y, z] for x in range(20, 22) for y in range(20, 22) for z in range(1, 4)]
+    top, body, head, mug = _duck_and_mug_on_table()
     block = [[x, y, z] for x in range(14, 18) for y in range(20, 24) for z in range(1, 3)]
     on_block = [[x, y, z] for x in range(14, 18) for y in range(20, 24) for z in range(3, 5)]
     table, duck, jenga = np.eye(4)[0], np.eye(4)[1], np.eye(4)[2]
@@ -205,12 +212,9 @@ def test_pending_parts_judged_against_their_parent():
     shown as the duck; the part rules merge it back before views showing it apart could
     release it (no output ever shows it). A mug glued to the table when first seen
     (another kind) stays pending, and a pending piece is judged against its parent only."""
-    top = [[x, y, 0] for x in range(30) for y in range(30)]
-    body = [[x, y, z] for x in range(4, 10) for y in range(4, 10) for z in range(1, 4)]
-    head = [[x, y, z] for x in range(5, 9) for y in range(5, 9) for z in range(4, 7)]
-    mug = [[x, y, z] for x in range(20, 22) for y in range(20, 22) for z in range(1, 4)]
-    body2 = [[x, y, z] for x in range(14, 20) for y in range(4, 10) for z in range(1, 4)]
-    head2 = [[x, y, z] for x in range(15, 19) for y in range(5, 9) for z in range(4, 7)]
+    top, body, head, mug = _duck_and_mug_on_table()
+    # a second duck beside the first, its head pending on the table instead
+    body2, head2 = ([[x + 10, y, z] for x, y, z in part] for part in (body, head))
     table, duck, cup = np.eye(4)[0], np.eye(4)[1], np.eye(4)[2]
     m, im = _mapper_with_parts([top, body, head, mug, body2, head2],
                                [table, duck, duck, cup, duck, duck])
