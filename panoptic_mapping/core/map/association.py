@@ -217,24 +217,25 @@ class Associator:
                 if alt == 0 and slots is not None:
                     alt = self._runner_up(slots, in_mask, claimed)
                 if alt == 0:
-                    alt = self._new_part(i, int(in_mask.sum()), r_vis)
-                    result.new_ids.append(alt)
-                    if self.ids.parent[alt] == 0 and self.ids.visible[i] > \
-                            self.cfg.settled_frames:
-                        result.split_from[alt] = i
+                    alt = self._new_part(i, int(in_mask.sum()), r_vis, result)
                 result.labels[in_mask] = alt
                 result.mask_to_id[m] = alt
                 result.displaced.append((in_mask, i))
                 claimed.add(alt)
 
-    def _new_part(self, i: int, size: int, r_vis: np.ndarray) -> int:
-        """A new id for pixels displaced from ``i``: a pending part of ``i`` when of
-        comparable size and ``i`` is settled, else an object of its own that its support
-        had absorbed."""
+    def _new_part(self, i: int, size: int, r_vis: np.ndarray,
+                  result: AssociationResult) -> int:
+        """A new id (in ``result.new_ids``) for pixels displaced from ``i``: a pending part
+        of ``i`` when of comparable size and ``i`` is settled, else an object of its own
+        that its support had absorbed (split off a settled ``i``: in
+        ``result.split_from``)."""
         alt = self.ids.new_id()
-        if (size >= self.cfg.part_min_share * r_vis[i]
-                and self.ids.visible[i] > self.cfg.settled_frames):
-            self.ids.parent[alt] = i
+        result.new_ids.append(alt)
+        if self.ids.visible[i] > self.cfg.settled_frames:
+            if size >= self.cfg.part_min_share * r_vis[i]:
+                self.ids.parent[alt] = i
+            else:
+                result.split_from[alt] = i
         return alt
 
     def _smooth_piece(self, part: np.ndarray, rest: np.ndarray, edges: np.ndarray | None

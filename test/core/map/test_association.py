@@ -156,7 +156,6 @@ def test_a_surface_split_the_same_way_in_every_view_ends_as_one_id():
     assert len(run(flat, InstanceConfig(smooth_weight=0.0))) == 2
 
 
-
 def test_a_small_piece_split_off_a_settled_id_is_reported_with_its_origin():
     """A settled object, a small piece of it in a mask of its own (under part_min_share):
     a new object, and the frame says which settled id it was split off (the mapper asks
