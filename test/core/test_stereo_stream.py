@@ -28,18 +28,31 @@ def view_at(T: np.ndarray, stamp: float) -> SourceView:
 
 
 def test_sources_are_chosen_for_parallax_and_overlap_nearest_the_target_baseline_first():
-    stereo = StereoDepth(StereoConfig(min_baseline_m=0.02, target_baseline_ratio=0.1,
+    # 6 px at fx 60, at the scene depth before any estimate (sqrt(0.2 * 10) m): 0.14 m
+    stereo = StereoDepth(StereoConfig(min_baseline_m=0.02, target_disparity_px=6.0,
                                       max_baseline_ratio=0.5, max_view_angle_deg=30,
                                       max_sources=3))
     candidates = [view_at(pose(x=0.01), 1),             # too little parallax
                   view_at(pose(x=0.3), 2),              # usable, far from the target
-                  view_at(pose(x=-0.12), 3),            # nearest the 0.1 m target
-                  view_at(pose(x=0.6), 4),              # beyond half the scene depth (1 m)
+                  view_at(pose(x=-0.12), 3),            # nearest the 0.14 m target
+                  view_at(pose(x=0.6), 4),              # beyond half the scene depth (0.71 m)
                   view_at(pose(x=0.1, yaw_deg=60), 5),  # looks elsewhere
                   view_at(pose(y=0.05), 6),
                   view_at(pose(x=-0.12), 3)]            # the same frame again
     chosen = stereo.choose_sources(K, pose(), candidates)
     assert [v.stamp for v in chosen] == [3, 6, 2]
+
+
+def test_the_target_baseline_shrinks_as_the_focal_length_grows():
+    # 12 px of disparity: a fifth of the scene depth at fx 60, a twentieth at fx 240 (the
+    # same camera at four times the resolution): the same depth step per pixel
+    stereo = StereoDepth(StereoConfig(target_disparity_px=12.0, max_sources=1))
+    scene = stereo.scene_depth()
+    near, far = view_at(pose(x=0.05 * scene), 1), view_at(pose(x=0.2 * scene), 2)
+    K4 = K.copy()
+    K4[:2] *= 4.0
+    assert [v.stamp for v in stereo.choose_sources(K, pose(), [near, far])] == [2]
+    assert [v.stamp for v in stereo.choose_sources(K4, pose(), [near, far])] == [1]
 
 
 def test_a_frame_without_sources_is_remembered_and_serves_the_next():
@@ -103,6 +116,26 @@ def test_masks_are_filled_from_the_plane_their_confident_pixels_agree_on():
     # the fit's depths outside the range are left empty
     far = complete_in_masks(sparse, masks, 20, 0.02, 0.02, 0.7, depth_range=(0.5, 1.2))
     assert ((far[m1] == 0) == ((sparse[m1] == 0) & (truth[m1] > 1.2))).all()
+
+
+def test_a_mask_too_small_for_a_plane_is_filled_at_its_median_where_its_pixels_agree():
+    depth = np.zeros((H, W), np.float32)
+    masks = np.zeros((H, W), np.int32)
+    masks[10:14, 10:14] = 1                         # a mug: 16 px, 4 px across
+    depth[10, 10:14] = (2.00, 2.02, 1.99, 2.01)
+    masks[30:34, 30:34] = 2                         # as small, its pixels on two surfaces
+    depth[30, 30:34] = (2.0, 2.0, 3.0, 3.4)
+    masks[20:30, 45:55] = 3                         # 100 px: too wide for one depth
+    depth[20, 45:49] = 2.0
+    args = dict(min_support=20, min_support_share=0.02, tol_rel=0.05, min_inlier_share=0.7,
+                depth_range=(0.5, 5.0))
+    out = complete_in_masks(depth, masks, **args, small_mask_px=5.0)
+    empty = (masks == 1) & (depth == 0)
+    assert np.allclose(out[empty], 2.005)           # the median of its four
+    assert np.array_equal(out[depth > 0], depth[depth > 0])
+    assert np.array_equal(out[masks == 2], depth[masks == 2])
+    assert np.array_equal(out[masks == 3], depth[masks == 3])
+    assert np.array_equal(complete_in_masks(depth, masks, **args), depth)  # off
 
 
 def test_a_frame_with_masks_gets_depth_inside_them_only_where_confident_or_filled():

@@ -104,6 +104,12 @@ class StereoConfig:
         "mask's plane fit (nearer than the fit, it does not contradict it): a mask's edge "
         "is a pixel or two off, and a window there holds the neighbour's outline.",
         minimum=0, maximum=16)
+    completion_small_masks: bool = param(
+        True, "A mask too small for a plane fit, no wider than completion_tol_rel x the focal "
+        "length in pixels (5 px at 160x120, 21 px at 640x480), is filled at the median of "
+        "its confident pixels where they agree on it: an object as deep as it is wide spans "
+        "less than the tolerance in depth there (a mug a few pixels across at 3 m, which "
+        "the plane fit's completion_min_support never reaches).")
     completion_borrowed_on_share: float = param(
         0.5, "A mask fitted to borrowed depth needs at least this share of it on the plane.",
         minimum=0.0, maximum=1.0)
@@ -124,10 +130,17 @@ class StereoConfig:
     min_baseline_m: float = param(0.02, "A source closer than this to the reference camera "
                                   "gives too little parallax to match against [m].",
                                   minimum=0.0)
-    target_baseline_ratio: float = param(
-        0.1, "Preferred baseline as a share of the scene depth (the median of recent stereo "
-        "depths): sources nearest this baseline are matched first (a short baseline gives "
-        "imprecise depth, a long one occlusions and distortion).", minimum=0.001)
+    target_disparity_px: float = param(
+        20.0, "Preferred disparity of the scene depth between a reference and its sources, "
+        "in pixels (focal length x baseline / scene depth, the scene depth the median of "
+        "recent stereo depths): sources nearest this baseline are matched first. A match is "
+        "good to about half a pixel after the sub-plane refinement; at 20 px that is a depth "
+        "step of 2.5 %, about consistency_rel_tol (at 10 px, 5 %: the whole tolerance of "
+        "the masks' plane fits); a longer baseline brings occlusions and distortion. In "
+        "pixels, not as a share "
+        "of the depth, so a camera of any resolution gets the same depth precision: 20 px is "
+        "a baseline of a fifth of the depth at 160x120 (fx 104), a twentieth at 640x480.",
+        minimum=0.1)
     max_baseline_ratio: float = param(0.5, "Sources farther than this share of the scene "
                                       "depth are not used.", minimum=0.001)
     max_view_angle_deg: float = param(30.0, "Sources whose optical axis turns more than "

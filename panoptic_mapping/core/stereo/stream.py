@@ -4,9 +4,9 @@ A frame without depth is matched (:func:`plane_sweep`) against a few earlier pos
 frames: the recent ones this object remembers and the keyframes the caller passes in.
 Sources are chosen for parallax without losing overlap: a baseline of at least
 ``min_baseline_m`` and at most ``max_baseline_ratio`` of the scene depth, the optical axes
-within ``max_view_angle_deg``, the baselines nearest ``target_baseline_ratio`` of the scene
-depth first (the scene depth is the median of recent estimates; before the first, the
-geometric mean of the configured depth range). The sweep covers the scene depth divided and
+within ``max_view_angle_deg``, the baselines whose disparity at the scene depth is nearest
+``target_disparity_px`` first (the scene depth is the median of recent estimates; before
+the first, the geometric mean of the configured depth range). The sweep covers the scene depth divided and
 multiplied by ``depth_range_ratio``, so its planes are spent where the scene is.
 
 What is kept: pixels whose confidence reaches ``min_confidence``, whose own colour
@@ -138,7 +138,8 @@ class StereoDepth:
         """The candidates to match a view against, best first (at most ``max_sources``).
 
         Args:
-            K: (3, 3) reference intrinsics (unused beyond documentation of the view).
+            K: (3, 3) reference intrinsics: its focal length turns the target disparity
+                into a baseline.
             camera_to_world: (4, 4) reference pose.
             candidates: posed views; duplicates (same stamp and pose) count once.
         """
@@ -146,6 +147,8 @@ class StereoDepth:
         scene = self.scene_depth()
         center, axis = camera_to_world[:3, 3], camera_to_world[:3, 2]
         cos_max = math.cos(math.radians(cfg.max_view_angle_deg))
+        focal = 0.5 * (abs(float(K[0, 0])) + abs(float(K[1, 1])))
+        target = cfg.target_disparity_px * scene / max(focal, 1e-9)
         scored, seen = [], set()
         for view in candidates:
             key = view.key()
@@ -157,7 +160,7 @@ class StereoDepth:
             if baseline < max(cfg.min_baseline_m, 1e-9) \
                     or baseline > cfg.max_baseline_ratio * scene or cos < cos_max:
                 continue
-            scored.append((abs(baseline - cfg.target_baseline_ratio * scene), len(scored), view))
+            scored.append((abs(baseline - target), len(scored), view))
         scored.sort(key=lambda s: s[:2])
         return [v for _, _, v in scored[:cfg.max_sources]]
 
@@ -190,7 +193,8 @@ class StereoDepth:
                                      (sweep.min_depth_m, sweep.max_depth_m),
                                      c.completion_max_error_share,
                                      self._borrowed(frame, sweep_result, confident, views),
-                                     c.completion_borrowed_on_share, c.completion_border_px)
+                                     c.completion_borrowed_on_share, c.completion_border_px,
+                                     self._small_mask_px(frame.K))
         seconds = time.perf_counter() - t0
         result = StereoEstimate(kept, conf, len(sources), seconds)
         with self._lock:
@@ -201,6 +205,13 @@ class StereoDepth:
                 self._medians.append(float(np.median(confident[confident > 0])))
             self._recent.append(SourceView.of(frame, confident))
         return result
+
+    def _small_mask_px(self, K: np.ndarray) -> float:
+        """Widest mask [px] filled at one depth: completion_tol_rel of the focal length
+        (0 with completion_small_masks off)."""
+        if not self.cfg.completion_small_masks:
+            return 0.0
+        return self.cfg.completion_tol_rel * 0.5 * (abs(float(K[0, 0])) + abs(float(K[1, 1])))
 
     def _borrowed(self, frame: Frame, result: SweepResult, own: np.ndarray, views: list
                   ) -> np.ndarray | None:
