@@ -118,26 +118,6 @@ def test_masks_are_filled_from_the_plane_their_confident_pixels_agree_on():
     assert ((far[m1] == 0) == ((sparse[m1] == 0) & (truth[m1] > 1.2))).all()
 
 
-def test_a_mask_too_small_for_a_plane_is_filled_at_its_median_where_its_pixels_agree():
-    depth = np.zeros((H, W), np.float32)
-    masks = np.zeros((H, W), np.int32)
-    masks[10:14, 10:14] = 1                         # a mug: 16 px, 4 px across
-    depth[10, 10:14] = (2.00, 2.02, 1.99, 2.01)
-    masks[30:34, 30:34] = 2                         # as small, its pixels on two surfaces
-    depth[30, 30:34] = (2.0, 2.0, 3.0, 3.4)
-    masks[20:30, 45:55] = 3                         # 100 px: too wide for one depth
-    depth[20, 45:49] = 2.0
-    args = dict(min_support=20, min_support_share=0.02, tol_rel=0.05, min_inlier_share=0.7,
-                depth_range=(0.5, 5.0))
-    out = complete_in_masks(depth, masks, **args, small_mask_px=5.0)
-    empty = (masks == 1) & (depth == 0)
-    assert np.allclose(out[empty], 2.005)           # the median of its four
-    assert np.array_equal(out[depth > 0], depth[depth > 0])
-    assert np.array_equal(out[masks == 2], depth[masks == 2])
-    assert np.array_equal(out[masks == 3], depth[masks == 3])
-    assert np.array_equal(complete_in_masks(depth, masks, **args), depth)  # off
-
-
 def test_a_frame_with_masks_gets_depth_inside_them_only_where_confident_or_filled():
     stereo = StereoDepth(CFG)
     masks = np.zeros((H, W), np.int32)

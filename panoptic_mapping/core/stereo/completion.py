@@ -11,11 +11,6 @@ is determined: confident pixels along one edge of a large mask (a table top's fr
 leave its tilt across the mask free, so a pixel is filled only where the fit's standard
 error there, from the inliers' scatter and the design's leverage, is within a fraction of
 the agreement tolerance.
-
-A mask too small for a plane fit (a mug a few pixels across at 3 m) is no wider than
-``small_mask_px`` pixels across (``completion_tol_rel`` x the focal length): an object as
-deep as it is wide then spans less than the tolerance in depth, so one depth, the median of
-its confident pixels, fills it when they agree on it.
 """
 from __future__ import annotations
 
@@ -28,9 +23,6 @@ _IRLS_ITERATIONS = 4
 # Floor of the inliers' relative scatter: stereo depth is never exact to better than this,
 # and a few perfectly collinear pixels would otherwise claim a certain fit.
 _MIN_SCATTER_REL = 0.005
-# Fewest confident pixels of a small mask whose median fills it: one or two may be the
-# background's, seen through a window at the mask's edge.
-_SMALL_MASK_MIN_SUPPORT = 3
 # Weight factor of borrowed depth nearer than the fit: an occluder's outline says only
 # that the surface lies behind it.
 _IN_FRONT_WEIGHT = 0.05
@@ -105,27 +97,11 @@ def _enough(known: int, count: int, min_support: int, min_support_share: float) 
     return known >= max(min_support, 3) and known >= min_support_share * count
 
 
-def _fill_small(out: np.ndarray, pix: np.ndarray, flat_d: np.ndarray, tol_rel: float,
-                min_inlier_share: float, depth_range: tuple[float, float]) -> None:
-    """Fill a small mask's pixels ``pix`` without depth (in the flat ``out``) at the median
-    of its confident depth ``flat_d[pix]`` when enough of it agrees with the median."""
-    d = flat_d[pix]
-    known = d[d > 0]
-    if known.size < _SMALL_MASK_MIN_SUPPORT:
-        return
-    median = float(np.median(known))
-    if not depth_range[0] <= median <= depth_range[1]:
-        return
-    if (np.abs(known / median - 1.0) <= tol_rel).mean() < min_inlier_share:
-        return
-    out[pix[d <= 0]] = median
-
-
 def complete_in_masks(depth: np.ndarray, masks: np.ndarray, min_support: int,
                       min_support_share: float, tol_rel: float, min_inlier_share: float,
                       depth_range: tuple[float, float], max_error_share: float = 0.5,
                       support: np.ndarray | None = None, borrowed_on_share: float = 0.5,
-                      border_px: int = 0, small_mask_px: float = 0.0) -> np.ndarray:
+                      border_px: int = 0) -> np.ndarray:
     """Depth with each planar-enough mask filled from its confident pixels.
 
     Args:
@@ -149,9 +125,6 @@ def complete_in_masks(depth: np.ndarray, masks: np.ndarray, min_support: int,
         border_px: depth within this many pixels of another mask is treated as borrowed
             in the fit (it may be the neighbour's in front: a mask's edge is a pixel or two
             off, and a window there holds the neighbour's outline).
-        small_mask_px: a mask of at most this many pixels squared (no wider than this
-            across) is filled at the median of its confident pixels when at least
-            ``min_inlier_share`` of them (and 3) lie within ``tol_rel`` of it (0: never).
 
     Returns:
         (H, W) float32 depth: the input's, plus the fits inside accepted masks.
@@ -171,9 +144,6 @@ def complete_in_masks(depth: np.ndarray, masks: np.ndarray, min_support: int,
         if (flat_d[pix] > 0).all():
             continue
         known = pix[flat_d[pix] > 0]
-        if count <= small_mask_px ** 2:
-            _fill_small(out.reshape(-1), pix, flat_d, tol_rel, min_inlier_share, depth_range)
-            continue
         in_front = None
         if not _enough(known.size, count, min_support, min_support_share):
             known = pix[flat_fit[pix] > 0]  # its own pixels say too little: borrowed too

@@ -104,12 +104,6 @@ class StereoConfig:
         "mask's plane fit (nearer than the fit, it does not contradict it): a mask's edge "
         "is a pixel or two off, and a window there holds the neighbour's outline.",
         minimum=0, maximum=16)
-    completion_small_masks: bool = param(
-        True, "A mask too small for a plane fit, no wider than completion_tol_rel x the focal "
-        "length in pixels (5 px at 160x120, 21 px at 640x480), is filled at the median of "
-        "its confident pixels where they agree on it: an object as deep as it is wide spans "
-        "less than the tolerance in depth there (a mug a few pixels across at 3 m, which "
-        "the plane fit's completion_min_support never reaches).")
     completion_borrowed_on_share: float = param(
         0.5, "A mask fitted to borrowed depth needs at least this share of it on the plane.",
         minimum=0.0, maximum=1.0)

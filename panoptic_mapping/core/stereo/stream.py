@@ -193,8 +193,7 @@ class StereoDepth:
                                      (sweep.min_depth_m, sweep.max_depth_m),
                                      c.completion_max_error_share,
                                      self._borrowed(frame, sweep_result, confident, views),
-                                     c.completion_borrowed_on_share, c.completion_border_px,
-                                     self._small_mask_px(frame.K))
+                                     c.completion_borrowed_on_share, c.completion_border_px)
         seconds = time.perf_counter() - t0
         result = StereoEstimate(kept, conf, len(sources), seconds)
         with self._lock:
@@ -205,13 +204,6 @@ class StereoDepth:
                 self._medians.append(float(np.median(confident[confident > 0])))
             self._recent.append(SourceView.of(frame, confident))
         return result
-
-    def _small_mask_px(self, K: np.ndarray) -> float:
-        """Widest mask [px] filled at one depth: completion_tol_rel of the focal length
-        (0 with completion_small_masks off)."""
-        if not self.cfg.completion_small_masks:
-            return 0.0
-        return self.cfg.completion_tol_rel * 0.5 * (abs(float(K[0, 0])) + abs(float(K[1, 1])))
 
     def _borrowed(self, frame: Frame, result: SweepResult, own: np.ndarray, views: list
                   ) -> np.ndarray | None:
