@@ -6,8 +6,9 @@ Sources are chosen for parallax without losing overlap: a baseline of at least
 ``min_baseline_m`` and at most ``max_baseline_ratio`` of the scene depth, the optical axes
 within ``max_view_angle_deg``, the baselines whose disparity at the scene depth is nearest
 ``target_disparity_px`` first (the scene depth is the median of recent estimates; before
-the first, the geometric mean of the configured depth range). The sweep covers the scene depth divided and
-multiplied by ``depth_range_ratio``, so its planes are spent where the scene is.
+the first, the geometric mean of the configured depth range). The sweep covers the scene
+depth divided and multiplied by ``depth_range_ratio``, so its planes are spent where the
+scene is.
 
 What is kept: pixels whose confidence reaches ``min_confidence``, whose own colour
 matches where their depth puts them in the sources (:func:`photometric_residual`: a window
