@@ -911,12 +911,20 @@ class Mapper:
         # the frame's merges may have absorbed either since the association named them
         split_from = {self.instances.resolve(n): self.instances.resolve(o)
                       for n, o in split_from.items()}
-        emb = self.instances.id_embeddings(sorted(set(split_from) | set(split_from.values())))
-        for new, old in split_from.items():
-            if new in emb and old in emb and emb[new] @ emb[old] >= ic.merge_min_cosine \
-                    and support_explains(self.vocabulary, self.cfg.semantics, emb[new],
-                                         emb[old]):
+        emb, alike = self._pairs_of_one_kind(split_from)
+        for new, old in alike:
+            if support_explains(self.vocabulary, self.cfg.semantics, emb[new], emb[old]):
                 self.instances.make_pending(new, old)
+
+    def _pairs_of_one_kind(self, pairs: dict[int, int]
+                           ) -> tuple[dict[int, np.ndarray], list[tuple[int, int]]]:
+        """Id -> unit mean embedding of every id in ``pairs`` (a -> b) that has one, and
+        the pairs (a, b) whose two embeddings agree (``instances.merge_min_cosine``), in
+        the order of ``pairs``."""
+        emb = self.instances.id_embeddings(sorted(set(pairs) | set(pairs.values())))
+        cos = self.cfg.instances.merge_min_cosine
+        return emb, [(a, b) for a, b in pairs.items()
+                     if a in emb and b in emb and emb[a] @ emb[b] >= cos]
 
     def _merge_resting_parts(self) -> list[tuple[int, int]]:
         """Merge every shown id that rests only on ids of its own kind, is more than
@@ -943,11 +951,10 @@ class Mapper:
         merged = []
         pending = instances.pending_parts() if ic.merge_pending_parts else {}
         if pending:  # each pending part against its parent alone
-            emb = instances.id_embeddings(sorted(set(pending) | set(pending.values())))
-            alike = {(t, s) for t, s in pending.items()
-                     if t in emb and s in emb and emb[t] @ emb[s] >= ic.merge_min_cosine}
+            emb, alike = self._pairs_of_one_kind(pending)
             if alike:
-                merged += self._parts_look(emb, alike | {(s, t) for t, s in alike}, pending)
+                merged += self._parts_look(emb, {*alike, *((s, t) for t, s in alike)},
+                                           pending)
         # only ids of a kind another id shares can be parts (the look under costs ~0.1 s
         # on a room's 1.2 M voxels)
         emb = instances.instance_embeddings()
