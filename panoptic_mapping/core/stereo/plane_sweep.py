@@ -127,13 +127,13 @@ class StereoConfig:
     target_disparity_px: float = param(
         20.0, "Preferred disparity of the scene depth between a reference and its sources, "
         "in pixels (focal length x baseline / scene depth, the scene depth the median of "
-        "recent stereo depths): sources nearest this baseline are matched first. A match is "
-        "good to about half a pixel after the sub-plane refinement; at 20 px that is a depth "
-        "step of 2.5 %, about consistency_rel_tol (at 10 px, 5 %: the whole tolerance of "
-        "the masks' plane fits); a longer baseline brings occlusions and distortion. In "
-        "pixels, not as a share of the depth, so a camera of any resolution gets the same "
-        "depth precision: 20 px is a baseline of a fifth of the depth at 160x120 (fx 104), "
-        "a twentieth at 640x480.",
+        "recent stereo depths): sources whose baseline gives the disparity nearest this are "
+        "matched first. A match is good to about half a pixel after the sub-plane "
+        "refinement; at 20 px that is a depth step of 2.5 %, about consistency_rel_tol (at "
+        "10 px, 5 %: the whole tolerance of the masks' plane fits); a longer baseline brings "
+        "occlusions and distortion. In pixels, not as a share of the depth, so a camera of "
+        "any resolution gets the same depth precision: 20 px is a baseline of a fifth of the "
+        "depth at 160x120 (fx 104), a twentieth at 640x480.",
         minimum=0.1)
     max_baseline_ratio: float = param(0.5, "Sources farther than this share of the scene "
                                       "depth are not used.", minimum=0.001)
