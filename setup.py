@@ -23,6 +23,8 @@ setup(
         "scipy>=1.11",
         # the weights-free classical segmenter (Felzenszwalb, SLIC)
         "scikit-image>=0.22",
+        # the node caps the BLAS libraries' thread pools (runtime/workers.py)
+        "threadpoolctl>=3.1",
     ],
     # Model front-ends are optional. ultralytics (FastSAM) is AGPL-3.0: keep it an extra.
     extras_require={

@@ -192,6 +192,13 @@ class InputConfig(CameraInputConfig):
         "(one run of the node on 2 cores with 1 thread: idle training 5.0 steps/s and "
         "localize p50 113 ms against 3.0-3.5 and 150-174 with torch's default of 2; later "
         "runs varied as much, so the gain is not established).", minimum=0)
+    blas_threads: int = param(
+        0, "Threads the BLAS libraries numpy and scipy load (OpenBLAS, MKL) may use inside "
+        "one operation; 0: as torch_threads. Left to themselves they take every core and "
+        "their idle workers spin between the many small calls of segmentation and mapping "
+        "(2 cores, 100 Hz camera, mapping nearly paused: numpy's pool thread took 43 % of a "
+        "core; capped at 1, training 2.4 -> 4.8 steps/s and localize p95 361 -> 201 ms; "
+        "BENCHMARKS.md).", minimum=0)
     localize_priority: bool = param(
         True, "While a localize_instances request is answered (a manipulation stack "
         "waits on it), training starts no step (one under way finishes). Measured on 2 "

@@ -103,6 +103,7 @@ from panoptic_mapping.runtime.workers import (
     SlotWorker,
     Throttle,
     TrainingWorker,
+    limit_blas_threads,
     process_memory_mb,
     set_switch_interval,
     torch_threads,
@@ -233,6 +234,8 @@ class MappingNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.configure_error = None
         torch.set_num_threads(torch_threads(cfg.input.torch_threads))
+        self.blas_pools = limit_blas_threads(cfg.input.blas_threads
+                                             or torch_threads(cfg.input.torch_threads))
         set_switch_interval(cfg.input.switch_interval_ms)
         why_not = set_mmap_threshold(cfg.input.malloc_mmap_threshold_mb)
         if why_not is not None and cfg.input.malloc_mmap_threshold_mb > 0:
@@ -252,7 +255,8 @@ class MappingNode(LifecycleNode):
         self._make_publishers()
         self._make_services()
         self.get_logger().info(f"configured: front-end {self.frontend_description()}, "
-                               f"map on {self.mapper.device}")
+                               f"map on {self.mapper.device}, threads per operation: torch "
+                               f"{torch.get_num_threads()}, BLAS {self.blas_pools}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

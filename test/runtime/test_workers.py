@@ -1,6 +1,7 @@
 """The node's bounded queues, threads and statistics, on their own (no ROS)."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -15,6 +16,7 @@ from panoptic_mapping.runtime.workers import (
     SlotWorker,
     Throttle,
     TrainingWorker,
+    limit_blas_threads,
     process_memory_mb,
     set_switch_interval,
     torch_threads,
@@ -198,6 +200,27 @@ def test_switch_interval_is_set_in_milliseconds_and_0_leaves_it():
         assert set_switch_interval(0.0) == pytest.approx(2.0)  # left as it was
     finally:
         sys.setswitchinterval(before)
+
+
+def test_blas_pools_capped_now_and_for_libraries_loaded_later(monkeypatch):
+    """numpy's OpenBLAS (and every other BLAS loaded) runs with the cap; the variables the
+    libraries read when they load carry it to copies loaded later."""
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl not installed")
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    before = threadpoolctl.threadpool_info()
+    try:
+        pools = limit_blas_threads(1)
+        assert any("openblas" in name for name in pools)  # numpy's own, at least
+        assert set(pools.values()) == {1}
+        assert all(info["num_threads"] == 1 for info in threadpoolctl.threadpool_info()
+                   if info["user_api"] == "blas")
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        assert limit_blas_threads(0) and os.environ["MKL_NUM_THREADS"] == "1"  # at least 1
+    finally:
+        for info in before:
+            if info["user_api"] == "blas":
+                threadpoolctl.threadpool_limits(limits=info["num_threads"], user_api="blas")
 
 
 def test_training_pause_keeps_the_share():
