@@ -197,8 +197,8 @@ class InputConfig(CameraInputConfig):
         "one operation; 0: as torch_threads. Left to themselves they take every core and "
         "their idle workers spin between the many small calls of segmentation and mapping "
         "(2 cores, 100 Hz camera, mapping nearly paused: numpy's pool thread took 43 % of a "
-        "core; capped at 1, training 2.4 -> 4.8 steps/s and localize p95 361 -> 201 ms; "
-        "BENCHMARKS.md).", minimum=0)
+        "core; capped at 1, training 2.4 -> 3.8-4.8 steps/s and localize p95 361 -> "
+        "201-238 ms; idle localize p50 86-96 -> 66-83 ms; BENCHMARKS.md).", minimum=0)
     localize_priority: bool = param(
         True, "While a localize_instances request is answered (a manipulation stack "
         "waits on it), training starts no step (one under way finishes). Measured on 2 "

@@ -367,7 +367,8 @@ def limit_blas_threads(threads: int) -> dict[str, int]:
     pool (``torch_threads``) and the node's own threads; between the many small calls of
     segmentation and mapping its workers spin, waiting for the next. In the node on 2
     cores under a 100 Hz camera, with mapping nearly paused, numpy's pool thread took 43 %
-    of a core while training ran 2.4 steps/s (6.6 idle); capped at 1, 4.8 (7.6 idle)."""
+    of a core while training ran 2.4 steps/s (6.6 idle); capped at 1, 3.8-4.8 (7.4-7.6
+    idle), in one run before and three after (BENCHMARKS.md)."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     threads = max(1, int(threads))
