@@ -236,6 +236,8 @@ class MappingNode(LifecycleNode):
         torch.set_num_threads(torch_threads(cfg.input.torch_threads))
         self.blas_pools = limit_blas_threads(cfg.input.blas_threads
                                              or torch_threads(cfg.input.torch_threads))
+        if isinstance(self.blas_pools, str):
+            self.get_logger().warning(f"BLAS thread pools left as loaded: {self.blas_pools}")
         set_switch_interval(cfg.input.switch_interval_ms)
         why_not = set_mmap_threshold(cfg.input.malloc_mmap_threshold_mb)
         if why_not is not None and cfg.input.malloc_mmap_threshold_mb > 0:

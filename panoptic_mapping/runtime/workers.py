@@ -358,10 +358,11 @@ def torch_threads(requested: int, cores: int | None = None) -> int:
 _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def limit_blas_threads(threads: int) -> dict[str, int]:
+def limit_blas_threads(threads: int) -> dict[str, int] | str:
     """Cap the thread pool of every BLAS library loaded in this process (numpy's and
     scipy's own OpenBLAS, an MKL) at ``threads``; copies loaded later start with it too.
-    Returns the loaded pools' sizes now, by library file name.
+    Returns the loaded pools' sizes now, by library file name, or why the loaded ones
+    could not be capped (threadpoolctl missing or failing; copies loaded later still are).
 
     Why: numpy and scipy each load an OpenBLAS whose pool takes every core, beside torch's
     pool (``torch_threads``) and the node's own threads; between the many small calls of
@@ -369,14 +370,19 @@ def limit_blas_threads(threads: int) -> dict[str, int]:
     cores under a 100 Hz camera, with mapping nearly paused, numpy's pool thread took 43 %
     of a core while training ran 2.4 steps/s (6.6 idle); capped at 1, 3.8-4.8 (7.4-7.6
     idle), in one run before and three after (BENCHMARKS.md)."""
-    from threadpoolctl import threadpool_info, threadpool_limits
-
     threads = max(1, int(threads))
     for name in _BLAS_THREAD_VARIABLES:
         os.environ[name] = str(threads)
-    threadpool_limits(limits=threads, user_api="blas")
-    return {os.path.basename(info["filepath"]): int(info["num_threads"])
-            for info in threadpool_info() if info.get("user_api") == "blas"}
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        return "threadpoolctl is not installed (pip install threadpoolctl)"
+    try:
+        threadpool_limits(limits=threads, user_api="blas")
+        return {os.path.basename(info["filepath"]): int(info["num_threads"])
+                for info in threadpool_info() if info.get("user_api") == "blas"}
+    except Exception as exc:  # a library threadpoolctl cannot drive must not stop the node
+        return f"threadpoolctl failed: {type(exc).__name__}: {exc}"
 
 
 def set_switch_interval(interval_ms: float) -> float:

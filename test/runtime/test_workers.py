@@ -223,6 +223,25 @@ def test_blas_pools_capped_now_and_for_libraries_loaded_later(monkeypatch):
                 threadpoolctl.threadpool_limits(limits=info["num_threads"], user_api="blas")
 
 
+def test_blas_cap_without_threadpoolctl_says_why(monkeypatch):
+    """No threadpoolctl (a ROS install without it): the reason comes back, nothing raises,
+    and libraries loaded later still get the cap from the environment."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_threadpoolctl(name, *args, **kwargs):
+        if name == "threadpoolctl":
+            raise ImportError("No module named 'threadpoolctl'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_threadpoolctl)
+    why = limit_blas_threads(2)
+    assert isinstance(why, str) and "threadpoolctl" in why
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "2"
+
+
 def test_training_pause_keeps_the_share():
     """After a frame mapped in m seconds the pause p gives training p / (m + p) = share."""
     for share in (0.25, 0.5, 0.75):
