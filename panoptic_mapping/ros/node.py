@@ -101,6 +101,7 @@ from panoptic_mapping.runtime.workers import (
     LockedModel,
     RateMeter,
     SlotWorker,
+    ThreadCpu,
     Throttle,
     TrainingWorker,
     limit_blas_threads,
@@ -177,6 +178,7 @@ class MappingNode(LifecycleNode):
         self.counts = collections.Counter()
         self._ingest_rate = RateMeter(10.0)
         self._ingest_time = LatencyWindow(200)
+        self._thread_cpu = ThreadCpu()  # read at each status report
         self._frame_latency = LatencyWindow(200)
         self._localize_time = LatencyWindow(200)
         self._localize_stages = {n: LatencyWindow(200) for n in LOCALIZE_STAGES}
@@ -804,6 +806,7 @@ class MappingNode(LifecycleNode):
         if self.config.input.malloc_mmap_threshold_mb > 0:
             trim_heap()  # the heaps' free pages back before memory is reported
         s = self.status()
+        s["thread_cpu"] = self._thread_cpu.read()
         counts = ", ".join(f"{n} {c}" for n, (c, _) in s["streams"].items())
         missing = self.waiting_for()
         lat = s["frame_latency_ms"]
@@ -886,6 +889,8 @@ class MappingNode(LifecycleNode):
             "memory.keyframes_mb": s["keyframes_mb"],
             "memory.cloud_cache_mb": s["cloud_cache_mb"],
             "memory.gpu_mb": s["gpu_mb"],
+            # percent of one core since the last report, by thread (pools together)
+            **{f"cpu.{n}_pct": v for n, v in sorted(s.get("thread_cpu", {}).items())},
         }
         status = DiagnosticStatus(
             level=level, name=f"{self.get_name()}: mapping", message=message,

@@ -28,7 +28,8 @@ import torch
 
 __all__ = ["LatestSlot", "SlotWorker", "TrainingWorker", "RateMeter", "LatencyWindow",
            "Throttle", "LockedModel", "process_memory_mb",
-           "torch_threads", "training_pause_s", "set_switch_interval", "limit_blas_threads"]
+           "torch_threads", "training_pause_s", "set_switch_interval", "limit_blas_threads",
+           "ThreadCpu"]
 
 log = logging.getLogger("panoptic_mapping.ros")
 
@@ -397,6 +398,68 @@ def set_switch_interval(interval_ms: float) -> float:
     if interval_ms > 0:
         sys.setswitchinterval(float(interval_ms) / 1000.0)
     return sys.getswitchinterval() * 1000.0
+
+
+class ThreadCpu:
+    """CPU time of this process's threads between readings, by thread name (Linux /proc).
+
+    Python threads count under their names, a pool's numbered threads ("ThreadPoolExecutor-
+    1_0", "..._1") together under the pool's; threads that are no Python thread (the BLAS
+    and OpenMP pools, the middleware's) together under ``native``; ``process`` is the sum.
+    Shares are percent of one core (two busy cores: 200). The node's CPU was a guess before:
+    a census like this found numpy's BLAS pool spinning at 43 % of a core (BENCHMARKS.md)."""
+
+    NATIVE = "native"
+    TOTAL = "process"
+
+    def __init__(self, task_dir: str = "/proc/self/task") -> None:
+        self._task_dir = task_dir
+        self._ticks_per_s = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+        self._last: dict[int, int] = {}
+        self._last_s: float | None = None
+
+    @staticmethod
+    def group(name: str) -> str:
+        """A pool's numbered thread counts as its pool: 'ThreadPoolExecutor-1_3' ->
+        'ThreadPoolExecutor-1'; other names stay as they are."""
+        head, sep, tail = name.rpartition("_")
+        return head if sep and head and tail.isdigit() else name
+
+    def _ticks(self) -> dict[int, int]:
+        """user + system clock ticks of every thread of the process, by thread id."""
+        out: dict[int, int] = {}
+        try:
+            tids = os.listdir(self._task_dir)
+        except OSError:
+            return out
+        for tid in tids:
+            try:
+                with open(f"{self._task_dir}/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out[int(tid)] = int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, ValueError, IndexError):  # a thread that just ended
+                continue
+        return out
+
+    def read(self) -> dict[str, float]:
+        """Percent of one core each thread group used since the last call ({} on the first
+        call, or where /proc is missing). A thread that ended meanwhile is not counted."""
+        now = time.monotonic()
+        ticks = self._ticks()
+        last, last_s = self._last, self._last_s
+        self._last, self._last_s = ticks, now
+        if last_s is None or not ticks or now <= last_s:
+            return {}
+        names = {t.native_id: self.group(t.name) for t in threading.enumerate()
+                 if t.native_id is not None}
+        scale = 100.0 / (self._ticks_per_s * (now - last_s))
+        shares: dict[str, float] = {}
+        for tid, n in ticks.items():
+            used = (n - last.get(tid, 0)) * scale
+            key = names.get(tid, self.NATIVE)
+            shares[key] = shares.get(key, 0.0) + used
+        shares[self.TOTAL] = sum(shares.values())
+        return shares
 
 
 def process_memory_mb() -> float:

@@ -9,7 +9,8 @@ few frames of a benchmark tabletop scene, then measures two phases of ``--second
 
 Per phase it prints the node's peak resident memory (``memory.rss_mb`` of ``~/status``),
 localize round-trip p50/p95, the longest silence of ``~/status`` (in status periods),
-training steps per second, and the frames received, mapped and dropped; then the issue's
+training steps per second, the frames received, mapped and dropped, and the node's CPU by
+thread (``cpu.<thread>_pct`` of ``~/status``, mean over the phase); then the issue's
 four checks (RSS within +20 % of idle, localize p95 within 2x, status never silent for
 more than two periods, training at least half its idle rate).
 
@@ -63,12 +64,16 @@ class Phase:
         self.last: dict | None = None
         self.t0 = self.t1 = 0.0
         self.stage_ms: dict[str, list[float]] = {}  # node side, from the answers' messages
+        self.cpu: dict[str, list[float]] = {}  # the node's cpu.<thread>_pct, per status
 
     def on_status(self, values: dict) -> None:
         self.status_times.append(time.monotonic())
         self.rss.append(float(values.get("memory.rss_mb", "nan")))
         self.first = self.first or dict(values)
         self.last = dict(values)
+        for key, value in values.items():
+            if key.startswith("cpu.") and key.endswith("_pct"):
+                self.cpu.setdefault(key[4:-4], []).append(float(value))
 
     def summary(self) -> dict:
         ms = np.array(self.localize_s) * 1e3
@@ -93,7 +98,8 @@ class Phase:
                 "frames_dropped": delta("frames.dropped"),
                 "ingest_p50_ms": float(last.get("mapping.ingest_ms_p50", "nan")),
                 **{f"localize_{n}_p95_ms": float(np.percentile(v, 95))
-                   for n, v in self.stage_ms.items()}}
+                   for n, v in self.stage_ms.items()},
+                **{f"cpu_{n}_pct": float(np.mean(v)) for n, v in self.cpu.items()}}
 
     def on_answer(self, message: str) -> None:
         """Keep the stage times an answer's message gives ("...: segment 12, map 30")."""
@@ -166,8 +172,12 @@ def _table(idle: dict, flood: dict, rate: float) -> str:
     rows += [(f"localize p95, {n} stage in the node [ms]", f"localize_{n}_p95_ms", ".0f")
              for n in LOCALIZE_STAGES if f"localize_{n}_p95_ms" in idle
              and f"localize_{n}_p95_ms" in flood]
+    threads = sorted({k for k in idle if k.startswith("cpu_")} | {k for k in flood
+                                                                     if k.startswith("cpu_")})
+    rows += [(f"node CPU, {k[4:-4]} [% of a core, mean]", k, ".0f") for k in threads]
     out = [f"| measure | idle | flood at {rate:g} Hz |", "| --- | --- | --- |"]
-    out += [f"| {label} | {format(idle[k], f)} | {format(flood[k], f)} |" for label, k, f in rows]
+    out += [f"| {label} | {format(idle.get(k, float('nan')), f)} | "
+            f"{format(flood.get(k, float('nan')), f)} |" for label, k, f in rows]
     return "\n".join(out)
 
 

@@ -129,6 +129,9 @@ def test_labeled_cloud_markers_panoptic_image_and_status(live):
         assert key in status, key
     assert "classical" in status["frontend"]
     assert int(status["input.image.received"]) >= 8  # best effort: discovery may lose one
+    # the CPU census by thread: the node's threads by name, the process holds them all
+    training, total = float(status["cpu.training-worker_pct"]), float(status["cpu.process_pct"])
+    assert 0.0 <= training <= total and 0.0 < total and "cpu.MainThread_pct" in status
 
 
 def test_localize_instances_with_pose_and_from_the_pose_buffer(live, scene):

@@ -14,6 +14,7 @@ from panoptic_mapping.runtime.workers import (
     LockedModel,
     RateMeter,
     SlotWorker,
+    ThreadCpu,
     Throttle,
     TrainingWorker,
     limit_blas_threads,
@@ -240,6 +241,71 @@ def test_blas_cap_without_threadpoolctl_says_why(monkeypatch):
     why = limit_blas_threads(2)
     assert isinstance(why, str) and "threadpoolctl" in why
     assert os.environ["OPENBLAS_NUM_THREADS"] == "2"
+
+
+def _stat_line(tid: int, name: str, utime: int, stime: int) -> str:
+    """A /proc/<pid>/task/<tid>/stat line: utime and stime are fields 14 and 15."""
+    after = ["S", "1", "1", "1", "0", "-1", "4194560", "0", "0", "0", "0", str(utime),
+             str(stime), "0", "0", "20", "0", "1", "0"]
+    return f"{tid} ({name}) " + " ".join(after) + "\n"
+
+
+def test_thread_cpu_worked_example(tmp_path, monkeypatch):
+    """Ticks over an interval: 50 ticks of a 100 Hz clock in 1 s are 50 % of a core; the
+    main thread under its name, an unknown thread id under 'native', a pool's numbered
+    threads together."""
+    import panoptic_mapping.runtime.workers as workers
+
+    main_tid = threading.get_native_id()
+    native_tid = 4_000_000  # no Python thread has it
+    clock = iter([10.0, 11.0])
+    monkeypatch.setattr(workers.time, "monotonic", lambda: next(clock))
+
+    def write(main_ticks: tuple[int, int], native_ticks: tuple[int, int]) -> None:
+        for tid, (u, s_) in ((main_tid, main_ticks), (native_tid, native_ticks)):
+            (tmp_path / str(tid)).mkdir(exist_ok=True)
+            (tmp_path / str(tid) / "stat").write_text(_stat_line(tid, "x (y)", u, s_))
+
+    meter = ThreadCpu(str(tmp_path))
+    meter._ticks_per_s = 100.0
+    write((100, 20), (7, 3))
+    assert meter.read() == {}  # the first reading only sets the start
+    write((130, 40), (27, 3))
+    shares = meter.read()
+    main_name = threading.main_thread().name
+    assert shares[main_name] == pytest.approx(50.0)  # (30 + 20) ticks in 1 s at 100 Hz
+    assert shares[ThreadCpu.NATIVE] == pytest.approx(20.0)
+    assert shares[ThreadCpu.TOTAL] == pytest.approx(70.0)
+    assert ThreadCpu.group("ThreadPoolExecutor-1_3") == "ThreadPoolExecutor-1"
+    assert ThreadCpu.group("frontend-worker") == "frontend-worker"
+    assert ThreadCpu.group("a_b") == "a_b" and ThreadCpu.group("_1") == "_1"
+
+
+def test_thread_cpu_names_a_busy_thread():
+    """On this machine's own /proc: a thread that spins shows under its name."""
+    import os.path
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("no /proc/self/task (not Linux)")
+    meter = ThreadCpu()
+    meter.read()
+    stop = threading.Event()
+
+    def spin() -> None:
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    t = threading.Thread(target=spin, name="spinner")
+    t.start()
+    try:
+        time.sleep(0.4)
+        shares = meter.read()  # while it runs: a thread that ended is gone from /proc
+    finally:
+        stop.set()
+        t.join()
+    assert shares.get("spinner", 0.0) > 20.0  # of one core; 2 busy CI cores still leave it
+    assert shares[ThreadCpu.TOTAL] >= shares["spinner"]
 
 
 def test_training_pause_keeps_the_share():
