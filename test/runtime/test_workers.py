@@ -208,7 +208,8 @@ def test_blas_pools_capped_now_and_for_libraries_loaded_later(monkeypatch):
     libraries read when they load carry it to copies loaded later."""
     threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl not installed")
     for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        monkeypatch.delenv(name, raising=False)  # restored after the test
+        monkeypatch.setenv(name, "")  # so that the teardown restores it, set or not
+        monkeypatch.delenv(name)
     before = threadpoolctl.threadpool_info()
     try:
         pools = limit_blas_threads(1)
@@ -236,7 +237,9 @@ def test_blas_cap_without_threadpoolctl_says_why(monkeypatch):
             raise ImportError("No module named 'threadpoolctl'")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, "")  # so that the teardown restores it, set or not
+        monkeypatch.delenv(name)
     monkeypatch.setattr(builtins, "__import__", no_threadpoolctl)
     why = limit_blas_threads(2)
     assert isinstance(why, str) and "threadpoolctl" in why
