@@ -235,9 +235,9 @@ class MappingNode(LifecycleNode):
             self.get_logger().error(f"configure failed: front-end: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.configure_error = None
-        torch.set_num_threads(torch_threads(cfg.input.torch_threads))
-        self.blas_pools = limit_blas_threads(cfg.input.blas_threads
-                                             or torch_threads(cfg.input.torch_threads))
+        threads = torch_threads(cfg.input.torch_threads)
+        torch.set_num_threads(threads)
+        self.blas_pools = limit_blas_threads(cfg.input.blas_threads or threads)
         if isinstance(self.blas_pools, str):
             self.get_logger().warning(f"BLAS thread pools left as loaded: {self.blas_pools}")
         set_switch_interval(cfg.input.switch_interval_ms)

@@ -203,13 +203,18 @@ def test_switch_interval_is_set_in_milliseconds_and_0_leaves_it():
         sys.setswitchinterval(before)
 
 
-def test_blas_pools_capped_now_and_for_libraries_loaded_later(monkeypatch):
-    """numpy's OpenBLAS (and every other BLAS loaded) runs with the cap; the variables the
-    libraries read when they load carry it to copies loaded later."""
-    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl not installed")
+@pytest.fixture
+def no_blas_variables(monkeypatch):
+    """OPENBLAS_NUM_THREADS and MKL_NUM_THREADS unset during the test, as they were after."""
     for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.setenv(name, "")  # so that the teardown restores it, set or not
         monkeypatch.delenv(name)
+
+
+def test_blas_pools_capped_now_and_for_libraries_loaded_later(no_blas_variables):
+    """numpy's OpenBLAS (and every other BLAS loaded) runs with the cap; the variables the
+    libraries read when they load carry it to copies loaded later."""
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl not installed")
     before = threadpoolctl.threadpool_info()
     try:
         pools = limit_blas_threads(1)
@@ -225,7 +230,7 @@ def test_blas_pools_capped_now_and_for_libraries_loaded_later(monkeypatch):
                 threadpoolctl.threadpool_limits(limits=info["num_threads"], user_api="blas")
 
 
-def test_blas_cap_without_threadpoolctl_says_why(monkeypatch):
+def test_blas_cap_without_threadpoolctl_says_why(no_blas_variables, monkeypatch):
     """No threadpoolctl (a ROS install without it): the reason comes back, nothing raises,
     and libraries loaded later still get the cap from the environment."""
     import builtins
@@ -237,9 +242,6 @@ def test_blas_cap_without_threadpoolctl_says_why(monkeypatch):
             raise ImportError("No module named 'threadpoolctl'")
         return real_import(name, *args, **kwargs)
 
-    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        monkeypatch.setenv(name, "")  # so that the teardown restores it, set or not
-        monkeypatch.delenv(name)
     monkeypatch.setattr(builtins, "__import__", no_threadpoolctl)
     why = limit_blas_threads(2)
     assert isinstance(why, str) and "threadpoolctl" in why
@@ -286,8 +288,6 @@ def test_thread_cpu_worked_example(tmp_path, monkeypatch):
 
 def test_thread_cpu_names_a_busy_thread():
     """On this machine's own /proc: a thread that spins shows under its name."""
-    import os.path
-
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("no /proc/self/task (not Linux)")
     meter = ThreadCpu()
