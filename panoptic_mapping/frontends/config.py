@@ -108,6 +108,12 @@ class GeometricConfig:
                                   "times the depth.", minimum=0.0)
     plane_angle_deg: float = param(15.0, "Plane inlier: normal within this angle of the "
                                    "plane's.", minimum=0.0, maximum=90.0)
+    under_share: float = param(0.8, "A piece behind a plane joins it (a table's apron and "
+                               "legs under its top) only when this share of its points, "
+                               "seen along the plane's normal, lies inside the plane's "
+                               "outline; a surface behind a plane that reaches beyond it "
+                               "(a wall behind a cabinet front) stays a mask of its own.",
+                               minimum=0.0, maximum=1.0)
     max_planes: int = param(6, "Most planes per image.", minimum=0)
     plane_hypotheses: int = param(64, "RANSAC hypotheses per plane.", minimum=1)
     without_depth: str = param("classical", "A frame without depth: 'classical' segments "

@@ -16,8 +16,9 @@ found first and returned as masks of their own, flagged as planes (stuff). Steps
    (:func:`~panoptic_mapping.frontends.surfaces.detect_planes`); one mask per plane even
    where objects split it in the image.
 4. The other off-boundary pixels: 4-connected pieces. A piece smoothly attached to a plane
-   (no boundary between them) and not above it - a table's apron and legs under its top -
-   joins the plane; pieces above a plane (objects standing on it) stay objects.
+   (no boundary between them) that lies on it, or under it (behind it and inside its
+   outline) - a table's apron and legs under its top - joins the plane; pieces above a
+   plane (objects standing on it) and surfaces reaching beyond it stay segments.
 5. Boundary pixels go to the neighbouring segment closest in depth on the same surface;
    regions made only of boundary pixels (thin or strongly curved objects) become segments
    of their own; segments under ``min_area`` merge into the neighbour on the same surface
@@ -53,6 +54,7 @@ from panoptic_mapping.frontends.segmenters import (
 )
 from panoptic_mapping.frontends.surfaces import (
     Plane,
+    PlaneOutline,
     depth_noise,
     detect_planes,
     geometric_boundaries,
@@ -194,9 +196,15 @@ class GeometricSegmenter(Segmenter):
     def _attach_to_planes(self, labels: np.ndarray, planes: list[Plane], pts: np.ndarray,
                           depth: np.ndarray) -> np.ndarray:
         """Pieces touching a plane's segment on the same surface (no depth jump between)
-        and not above the plane (median signed distance under the inlier threshold) join
-        that plane: a table's apron and legs under its top; objects standing on a plane
-        are above it and stay. Of several such planes, the one touched most wins."""
+        join that plane when they lie on it (median distance under the inlier threshold)
+        or under it: behind it as the camera sees it, and inside its outline seen along
+        its normal (:class:`PlaneOutline`, ``under_share``): a table's apron and legs
+        under its top. Objects standing on a plane are above it and stay; so do surfaces
+        behind a plane that reach beyond its outline: on a 7-Scenes kitchen's real depth,
+        where the segmenter found no crease, pieces of wall, floor and cabinets of 9k-37k
+        pixels, their median 0.08-0.20 m behind a cabinet front's plane (a tenth of their
+        points 0.3-0.6 m), joined that plane (one mask over floor, wall and cabinets). Of
+        several such planes, the one touched most wins."""
         n_planes = len(planes)
         a, b = neighbour_pairs(labels)
         da, db = neighbour_pairs(depth)
@@ -217,13 +225,20 @@ class GeometricSegmenter(Segmenter):
         starts = np.searchsorted(flat[pixels], np.arange(labels.max() + 2))
         P = pts.reshape(-1, 3)
         zs = depth.ravel()
+        outlines: dict[int, PlaneOutline] = {}
         for p_id, k in zip(u_piece[order], u_plane[order]):
             if lut[p_id] != p_id:
                 continue  # already joined a plane it touches more
             pix = pixels[starts[p_id]:starts[p_id + 1]]
-            s = planes[k - 1].signed_distance(P[pix])
-            if np.median(s) < self.cfg.plane_dist_rel * np.median(zs[pix]):
+            plane = planes[k - 1]
+            s = float(np.median(plane.signed_distance(P[pix])))
+            if abs(s) < self.cfg.plane_dist_rel * float(np.median(zs[pix])):
                 lut[p_id] = k
+            elif s < 0:
+                if k not in outlines:
+                    outlines[k] = PlaneOutline(plane, P[plane.inliers.ravel()])
+                if outlines[k].share_inside(P[pix]) >= self.cfg.under_share:
+                    lut[p_id] = k
         return lut[labels]
 
     @staticmethod

@@ -367,6 +367,44 @@ class Plane:
         return points[..., 0] * n[0] + points[..., 1] * n[1] + points[..., 2] * n[2] + self.offset
 
 
+class PlaneOutline:
+    """Where a plane's own points lie, seen along its normal: the box of their feet in the
+    plane, along their principal axes, from their 1st to 99th percentile (a few stray
+    inliers do not widen it), widened by a twentieth of its size on each side (a plane's
+    edge pixels are often boundary pixels, not inliers, so a leg under a table's edge
+    would otherwise fall just outside).
+
+    Args:
+        plane: the plane; points: (N, 3) its inlier points (fewer than 3: an empty outline).
+    """
+
+    def __init__(self, plane: Plane, points: np.ndarray):
+        n = plane.normal
+        # any two axes in the plane, then the principal ones of the plane's points
+        a = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 1.0, 0.0])
+        a /= np.linalg.norm(a)
+        self.axes = np.stack([a, np.cross(n, a)], 1)        # (3, 2)
+        self.empty = len(points) < 3
+        if self.empty:
+            return
+        uv = points @ self.axes
+        self.center = uv.mean(0)
+        _, _, vt = np.linalg.svd(uv - self.center, full_matrices=False)
+        self.rotation = vt.T
+        own = (uv - self.center) @ self.rotation
+        lo, hi = np.percentile(own, 1, axis=0), np.percentile(own, 99, axis=0)
+        pad = (hi - lo) / 20.0
+        self.lo, self.hi = lo - pad, hi + pad
+
+    def share_inside(self, points: np.ndarray) -> float:
+        """The share of (M, 3) ``points`` whose foot on the plane lies inside the outline
+        (0 for none, or an empty outline)."""
+        if self.empty or not len(points):
+            return 0.0
+        q = (points @ self.axes - self.center) @ self.rotation
+        return float(np.all((q >= self.lo) & (q <= self.hi), axis=1).mean())
+
+
 def _plane_inliers(points: np.ndarray, normals: np.ndarray, n: np.ndarray, d: float,
                    dist_rel: float, cos_a: float) -> np.ndarray:
     """(N,) bool: points within ``dist_rel * depth`` of the plane, normals within angle."""

@@ -19,6 +19,8 @@ from panoptic_mapping.frontends.segmenters import (
     segment_image,
 )
 from panoptic_mapping.frontends.surfaces import (
+    Plane,
+    PlaneOutline,
     depth_noise,
     detect_planes,
     geometric_boundaries,
@@ -188,6 +190,55 @@ def test_planes_are_found_largest_first_and_do_not_overlap():
     for p in planes:
         assert p.offset > 0 and np.isclose(np.linalg.norm(p.normal), 1.0)
         assert np.abs(p.signed_distance(pts[p.inliers])).max() < 0.01 * depth.max()
+
+
+def test_a_plane_outline_holds_the_feet_of_points_under_it():
+    # a 1 m x 0.6 m table top at z = 0.7 seen from above (normal +z towards the camera)
+    top = Plane(np.array([0.0, 0.0, 1.0]), -0.7, np.zeros((1, 1), bool))
+    g = np.stack(np.meshgrid(np.linspace(0, 1, 41), np.linspace(0, 0.6, 25)), -1).reshape(-1, 2)
+    top_pts = np.c_[g, np.full(len(g), 0.7)]
+    legs = np.array([[0.05, 0.05, z] for z in np.linspace(0.0, 0.65, 14)]
+                    + [[0.95, 0.55, z] for z in np.linspace(0.0, 0.65, 14)])
+    outline = PlaneOutline(top, top_pts)
+    assert outline.share_inside(legs) == 1.0
+    # a wall below and beside it: x from -1 to 1, y = 0.3: half its feet beyond the top
+    wall = np.array([[x, 0.3, z] for x in np.linspace(-0.99, 0.99, 100)
+                     for z in (0.2, 0.4)])
+    share = outline.share_inside(wall)
+    # inside: x in [0.01 - 0.049, 0.99 + 0.049] (percentiles, a twentieth's pad)
+    assert 0.5 <= share <= 0.56
+    assert PlaneOutline(top, top_pts[:2]).share_inside(legs) == 0.0
+    assert outline.share_inside(legs[:0]) == 0.0
+
+
+def test_a_surface_behind_a_plane_joins_it_only_under_its_outline():
+    """Pieces touching a plane without a depth jump join it when they lie under it (a
+    table's apron and legs); a surface behind it that reaches beyond its outline (the
+    wall behind a cabinet front, the floor beside it) stays a mask of its own."""
+    K = intrinsics()
+    # camera frame: a plane facing the camera at z = 2 over columns 40..119
+    v, u = np.mgrid[:H, :W].astype(float)
+    depth = np.full((H, W), 2.0)
+    pts, _ = point_map(depth, K)
+    plane = Plane(np.array([0.0, 0.0, -1.0]), 2.0, np.zeros((H, W), bool))
+    plane.inliers[:, 40:120] = True
+    labels = np.zeros((H, W), np.int64)
+    labels[:, 40:120] = 1
+    # piece 2: columns 120..159, 2 cm behind the plane at its edge and 10 cm further out,
+    # beyond the outline; piece 3: rows 100.. of columns 50..109 pushed back: 'under' it
+    labels[:, 120:] = 2
+    depth2 = depth.copy()
+    depth2[:, 120:] = 2.02 + 0.1 * (u[:, 120:] - 120) / 40
+    labels[100:, 50:110] = 3
+    depth2[100:, 50:110] = 2.02 + 0.1 * (v[100:, 50:110] - 100) / 20
+    pts2, _ = point_map(depth2.astype(np.float32), K)
+    seg = GeometricSegmenter(GeometricConfig(jump_rel=0.03))
+    out = seg._attach_to_planes(labels, [plane], pts2, depth2)
+    assert (out[100:, 50:110] == 1).all()   # under the outline: joins the plane
+    assert (out[:, 120:] == 2).all()        # beyond it: stays
+    # the rule before: anything behind the plane joined it
+    loose = GeometricSegmenter(GeometricConfig(jump_rel=0.03, under_share=0.0))
+    assert (loose._attach_to_planes(labels, [plane], pts2, depth2)[:, 120:] == 1).all()
 
 
 # --------------------------------------------------------------------------- plumbing
