@@ -141,21 +141,25 @@ class PairEvidence:
             agree: (i, j) -> whether their embeddings say one kind of thing: such pairs
                 also merge on view consensus (``merge_min_consensus``).
         """
+        return [(i, j) for (i, j) in self.pairs if self.says_one(i, j, similar, agree)]
+
+    def says_one(self, i: int, j: int, similar: Callable[[int, int], bool],
+                 agree: Callable[[int, int], bool] | None = None) -> bool:
+        """Whether the evidence of the pair (i, j) as it stands says 'one object' (see
+        :meth:`ready`); False for a pair without evidence."""
+        stats = self.pairs.get((min(i, j), max(i, j)))
+        if stats is None:
+            return False
         cfg = self.cfg
-        out = []
-        for (i, j), stats in self.pairs.items():
-            tog, apart, smooth, tog_stereo, apart_stereo = _padded(stats)
-            support = tog + cfg.smooth_weight * smooth
-            if (support >= cfg.merge_min_together and support >= cfg.merge_ratio * apart
-                    and similar(i, j)):
-                out.append((i, j))
-                continue
-            tog, apart = tog - tog_stereo, apart - apart_stereo  # measured views only
-            if (cfg.merge_min_consensus > 0 and agree is not None
+        tog, apart, smooth, tog_stereo, apart_stereo = _padded(stats)
+        support = tog + cfg.smooth_weight * smooth
+        if (support >= cfg.merge_min_together and support >= cfg.merge_ratio * apart
+                and similar(i, j)):
+            return True
+        tog, apart = tog - tog_stereo, apart - apart_stereo  # measured views only
+        return bool(cfg.merge_min_consensus > 0 and agree is not None
                     and tog >= cfg.merge_consensus_min_together
-                    and tog >= cfg.merge_min_consensus * (tog + apart) and agree(i, j)):
-                out.append((i, j))
-        return out
+                    and tog >= cfg.merge_min_consensus * (tog + apart) and agree(i, j))
 
     def apart_enough(self, i: int, j: int) -> bool:
         """Seen apart ``release_min_apart`` times and ``merge_ratio`` times as often as

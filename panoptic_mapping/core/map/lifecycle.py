@@ -36,7 +36,13 @@ class IdLifecycle:
     def after_frame(self) -> None:
         """Everything the evidence of the frame just integrated calls for."""
         for a, b in self.merge_ready():
-            self.merge(a, b)
+            # an earlier merge of this frame may have joined a or b to a third id whose
+            # views say 'apart' from the other: the pair's evidence is asked again as it
+            # stands (the ids that merged, their views summed), so two ids are not joined
+            # through a third that each merged with
+            a, b = self.ids.resolve(a), self.ids.resolve(b)
+            if a != b and self._says_one(a, b):
+                self.merge(a, b)
         self.release_parts()
         self.delete_ghosts()
 
@@ -46,6 +52,11 @@ class IdLifecycle:
         cos = self.cfg.merge_min_cosine
         return self.evidence.ready(lambda i, j: self.ids.similar(i, j, cos),
                                    lambda i, j: self.ids.agree(i, j, cos))
+
+    def _says_one(self, a: int, b: int) -> bool:
+        cos = self.cfg.merge_min_cosine
+        return self.evidence.says_one(a, b, lambda i, j: self.ids.similar(i, j, cos),
+                                      lambda i, j: self.ids.agree(i, j, cos))
 
     def merge(self, a: int, b: int) -> int:
         """Merge ids a and b; returns the survivor (see the module doc)."""
