@@ -41,7 +41,7 @@ class IdLifecycle:
             # stands (the ids that merged, their views summed), so two ids are not joined
             # through a third that each merged with
             a, b = self.ids.resolve(a), self.ids.resolve(b)
-            if a != b and self._says_one(a, b):
+            if a != b and self.evidence.says_one(a, b, self._similar, self._agree):
                 self.merge(a, b)
         self.release_parts()
         self.delete_ghosts()
@@ -49,14 +49,15 @@ class IdLifecycle:
     def merge_ready(self) -> list[tuple[int, int]]:
         """Pairs the evidence calls one object and whose embeddings do not disagree, or
         held together on view consensus and whose embeddings agree."""
-        cos = self.cfg.merge_min_cosine
-        return self.evidence.ready(lambda i, j: self.ids.similar(i, j, cos),
-                                   lambda i, j: self.ids.agree(i, j, cos))
+        return self.evidence.ready(self._similar, self._agree)
 
-    def _says_one(self, a: int, b: int) -> bool:
-        cos = self.cfg.merge_min_cosine
-        return self.evidence.says_one(a, b, lambda i, j: self.ids.similar(i, j, cos),
-                                      lambda i, j: self.ids.agree(i, j, cos))
+    def _similar(self, i: int, j: int) -> bool:
+        """Whether the two ids' embeddings do not contradict one object."""
+        return self.ids.similar(i, j, self.cfg.merge_min_cosine)
+
+    def _agree(self, i: int, j: int) -> bool:
+        """Whether both ids' embeddings say one kind of thing."""
+        return self.ids.agree(i, j, self.cfg.merge_min_cosine)
 
     def merge(self, a: int, b: int) -> int:
         """Merge ids a and b; returns the survivor (see the module doc)."""
