@@ -3,7 +3,7 @@ import each other, there is no import cycle, and everything below the ROS adapte
 ROS-free (also when imported: a subprocess loads it and finds no ROS module).
 
 Layers, lowest first (README "Architecture"):
-params < core.geometry, core.device < core.frames
+params < core.geometry, core.device, core.lens < core.frames
 < {core.field, core.map, core.semantics, core.io, core.stereo, core.resolution} < core.labels
 < core.mapper
 < {frontends, runtime}
@@ -24,7 +24,7 @@ PACKAGE = "panoptic_mapping"
 # Each inner tuple is one layer; its members are peers (neither imports the other).
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("params",),
-    ("core.geometry", "core.device"),
+    ("core.geometry", "core.device", "core.lens"),
     ("core.frames",),
     ("core.field", "core.map", "core.semantics", "core.io", "core.stereo", "core.resolution"),
     ("core.labels",),

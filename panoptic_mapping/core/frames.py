@@ -6,8 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from panoptic_mapping.core.geometry import check_intrinsics, check_rigid
+from panoptic_mapping.core.lens import LensDistortion, Undistortion, undistortion_for
 
-__all__ = ["Frame", "FrameError", "validate_frame"]
+__all__ = ["Frame", "FrameError", "validate_frame", "undistort_frame"]
 
 
 class FrameError(ValueError):
@@ -33,6 +34,12 @@ class Frame:
         depth_confidence: (H, W) float32 in [0, 1], how much each pixel's depth is
             trusted as the field's supervision (estimated depth: its confidence); None =
             measured, fully trusted.
+        lens: the lens distortion the images (rgb, depth, masks) still carry, with K
+            their intrinsics; None = pinhole images. The mapper undistorts such a frame
+            as it takes it in (:func:`undistort_frame`) and answers at its raw pixels.
+        seen: (H, W) bool, the pixels the camera saw; None = all of them. An undistorted
+            frame's pinhole image reaches beyond its raw one: its other pixels hold no
+            colour, so stereo never matches them and training never draws them.
     """
 
     rgb: np.ndarray
@@ -44,6 +51,8 @@ class Frame:
     mask_embeddings: np.ndarray | None = None
     mask_scores: np.ndarray | None = None
     depth_confidence: np.ndarray | None = None
+    lens: LensDistortion | None = None
+    seen: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -57,7 +66,7 @@ class Frame:
     def nbytes(self) -> int:
         """Memory held by the frame's arrays (what a keyframe buffer budgets)."""
         arrays = (self.rgb, self.depth, self.masks, self.mask_embeddings, self.mask_scores,
-                  self.depth_confidence)
+                  self.depth_confidence, self.seen)
         return sum(a.nbytes for a in arrays if a is not None) + self.K.nbytes + 128
 
 
@@ -117,6 +126,50 @@ def validate_frame(frame: Frame) -> Frame:
         scores = np.asarray(scores, dtype=np.float32)
         if masks is None or scores.shape != (num,) or not np.isfinite(scores).all():
             raise FrameError(f"mask_scores must be ({num},) finite, got {scores.shape}")
+    lens = frame.lens
+    if lens is not None and not isinstance(lens, LensDistortion):
+        raise FrameError(f"lens must be a LensDistortion or None, got {type(lens).__name__}")
+    seen = frame.seen
+    if seen is not None:
+        seen = np.asarray(seen)
+        if seen.shape != (h, w) or seen.dtype != bool:
+            raise FrameError(f"seen must be an (H, W) bool image of shape {(h, w)}, got "
+                             f"{seen.shape} {seen.dtype}")
+        if seen.all():
+            seen = None
     return Frame(rgb=rgb, K=K, camera_to_world=pose, stamp=float(frame.stamp), depth=depth,
                  masks=masks, mask_embeddings=emb, mask_scores=scores,
-                 depth_confidence=confidence)
+                 depth_confidence=confidence,
+                 lens=None if lens is None or lens.is_identity else lens, seen=seen)
+
+
+def undistort_frame(frame: Frame) -> tuple[Frame, Undistortion | None]:
+    """A valid frame's pinhole version, and the maps that made it (None: it was one).
+
+    The pinhole image keeps the focal lengths and may be wider than the raw one
+    (:class:`~panoptic_mapping.core.lens.Undistortion`: its K and size); ``seen`` marks
+    the pixels the raw image covers. Colour is resampled bilinearly; depth, masks and
+    depth confidence at the nearest raw pixel. Mask ids keep their numbers (a caller's answers name its own masks); a mask
+    that falls wholly outside the pinhole image is simply absent, and a frame left with
+    no mask pixel has no masks.
+    """
+    if frame.lens is None:
+        return frame, None
+    u = undistortion_for(frame.K, frame.lens, frame.shape)
+    depth = None if frame.depth is None else u.nearest(frame.depth)
+    confidence = (None if frame.depth_confidence is None
+                  else u.nearest(frame.depth_confidence))
+    masks, emb, scores = frame.masks, frame.mask_embeddings, frame.mask_scores
+    if masks is not None:
+        masks = u.nearest(masks)
+        top = int(masks.max())
+        if top == 0:
+            masks = emb = scores = None
+        else:
+            emb = None if emb is None else emb[:top]
+            scores = None if scores is None else scores[:top]
+    seen = u.seen if frame.seen is None else u.nearest(frame.seen)
+    return Frame(rgb=u.image(frame.rgb), K=u.K_pinhole, camera_to_world=frame.camera_to_world,
+                 stamp=frame.stamp, depth=depth, masks=masks, mask_embeddings=emb,
+                 mask_scores=scores, depth_confidence=confidence,
+                 seen=None if seen.all() else seen), u

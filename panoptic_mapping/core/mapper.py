@@ -40,7 +40,7 @@ from panoptic_mapping.core.field.panoptic_field import FieldConfig, PanopticFiel
 from panoptic_mapping.core.field.renderer import render_view
 from panoptic_mapping.core.field.sampling import SamplingConfig
 from panoptic_mapping.core.field.trainer import DepthPrior, Trainer, TrainerConfig
-from panoptic_mapping.core.frames import Frame, validate_frame
+from panoptic_mapping.core.frames import Frame, undistort_frame, validate_frame
 from panoptic_mapping.core.geometry import backproject, check_rigid, up_direction
 from panoptic_mapping.core.io.export import (
     ExportConfig,
@@ -52,6 +52,7 @@ from panoptic_mapping.core.io.export import (
 )
 from panoptic_mapping.core.io.persistence import MapFileError, load_map, save_map
 from panoptic_mapping.core.io.reductions import ReductionCache
+from panoptic_mapping.core.lens import LensDistortion, undistortion_for
 from panoptic_mapping.core.map.changes import ChangeEvent
 from panoptic_mapping.core.map.config import InstanceConfig
 from panoptic_mapping.core.map.edits import InstanceEditError, MovedPoints, Vacancy, WorldEdits
@@ -405,10 +406,16 @@ class Mapper:
             self._foreground_done.wait_for(lambda: self._foreground == 0, timeout_s)
 
     def ingest(self, frame: Frame) -> IngestReport:
-        """Validate and take in one frame. Raises FrameError (map untouched) on bad input."""
-        frame = validate_frame(frame)
+        """Validate and take in one frame. Raises FrameError (map untouched) on bad input.
+
+        A frame with a ``lens`` is undistorted first; its report's labels are at the raw
+        image's pixels."""
+        frame, lens = undistort_frame(validate_frame(frame))
         with self._ingest_lock:
-            return self._ingest(frame)
+            report = self._ingest(frame)
+        if lens is not None:
+            report = dataclasses.replace(report, labels=lens.to_raw(report.labels))
+        return report
 
     def _ingest(self, frame: Frame) -> IngestReport:
         """:meth:`ingest` of a valid frame (the ingest lock held)."""
@@ -758,11 +765,19 @@ class Mapper:
                                  confirmed_only, self.edits)
 
     def render_instances(self, K: np.ndarray, camera_to_world: np.ndarray,
-                         depth: np.ndarray | None, shape: tuple[int, int] | None = None
-                         ) -> np.ndarray:
+                         depth: np.ndarray | None, shape: tuple[int, int] | None = None,
+                         lens: LensDistortion | None = None) -> np.ndarray:
         """(H, W) int32 confirmed map ids at a view; without depth, where the view meets
-        the map (``render_without_depth``)."""
-        return self._render_instances(K, camera_to_world, depth, shape)[0]
+        the map (``render_without_depth``). With ``lens``, K, ``depth`` and the ids are
+        the raw image's: the map is drawn in its pinhole image and read at its pixels."""
+        if lens is None or lens.is_identity:
+            return self._render_instances(K, camera_to_world, depth, shape)[0]
+        if shape is None:
+            shape = depth.shape
+        u = undistortion_for(K, lens, shape)
+        pinhole_depth = None if depth is None else u.nearest(depth)
+        return u.to_raw(self._render_instances(u.K_pinhole, camera_to_world, pinhole_depth,
+                                               u.pinhole_shape)[0])
 
     def _render_instances(self, K: np.ndarray, camera_to_world: np.ndarray,
                           depth: np.ndarray | None, shape: tuple[int, int] | None
@@ -1148,11 +1163,20 @@ class Mapper:
 
         With depth the masks vote with the map at the measured surface; without it, where
         the view meets the map (``render_without_depth``). Pixels no mask covers (objects
-        the front-end missed) take the map's own rendering when ``fill_unmasked``.
+        the front-end missed) take the map's own rendering when ``fill_unmasked``. A frame
+        with a ``lens`` is undistorted first and answered at its raw pixels.
         """
         frame = validate_frame(frame)
         if frame.masks is None:
             raise ValueError("localize needs the frame's masks")
+        frame, lens = undistort_frame(frame)
+        if frame.masks is None:
+            raise ValueError("none of the frame's masks lies inside its undistorted image")
+        loc = self._localize(frame, fill_unmasked)
+        return loc if lens is None else Localization(lens.to_raw(loc.ids), loc.matches)
+
+    def _localize(self, frame: Frame, fill_unmasked: bool) -> Localization:
+        """:meth:`localize` of a valid pinhole frame with masks."""
         s = self._working_factor(frame)
         work = decimate_frame(frame, s)
         with self._reader_lock(), self._map_for_reader() as instances:
@@ -1450,7 +1474,8 @@ class Mapper:
                     "rgb": f.rgb, "K": f.K, "camera_to_world": f.camera_to_world,
                     "stamp": f.stamp, "depth": f.depth, "masks": f.masks,
                     "mask_embeddings": f.mask_embeddings, "mask_scores": f.mask_scores,
-                    "depth_confidence": f.depth_confidence, "labels": kf.labels,
+                    "depth_confidence": f.depth_confidence, "seen": f.seen,
+                    "labels": kf.labels,
                     "unplaced": kf.id in self._unplaced}.items()
                     if v is not None})
             field_state = None
@@ -1520,7 +1545,7 @@ class Mapper:
         for kf_state in state["keyframes"]:
             frame = Frame(**{k: kf_state.get(k) for k in (
                 "rgb", "K", "camera_to_world", "stamp", "depth", "masks", "mask_embeddings",
-                "mask_scores", "depth_confidence")})
+                "mask_scores", "depth_confidence", "seen")})
             kf = mapper.keyframes.add(validate_frame(frame), force=True)
             if kf is not None:
                 mapper.keyframes.set_labels(kf.id, kf_state.get("labels"))

@@ -89,7 +89,7 @@ def decimate_frame(frame: Frame, s: int) -> Frame:
     return dataclasses.replace(frame, rgb=_take(frame.rgb, s), depth=_take(frame.depth, s),
                                masks=_take(frame.masks, s),
                                depth_confidence=_take(frame.depth_confidence, s),
-                               K=decimate_intrinsics(frame.K, s))
+                               seen=_take(frame.seen, s), K=decimate_intrinsics(frame.K, s))
 
 
 def upsample_nearest(image: np.ndarray, s: int, shape: tuple[int, int]) -> np.ndarray:

@@ -248,3 +248,39 @@ def test_whole_window_inside_is_a_box_mean_of_one():
         expected = _box(mask.float(), r) > 1.0 - 1e-4
         assert expected.any() and not expected.all()
         assert torch.equal(_all_in_window(mask, r), expected)
+
+
+def test_pixels_no_camera_saw_are_neither_matched_nor_given_depth():
+    """An undistorted image's canvas reaches beyond its raw view: a black border fixed in
+    every image, which matched as texture gives the windows along its edge a confident
+    wrong depth. Told which pixels were seen, the sweep gives those windows none."""
+    planes = [(1.2, -np.inf, np.inf, texture(0))]
+    views = [render(T, planes) for T in POSES]
+    seen = np.ones((H, W), bool)
+    seen[:, :16], seen[:10, :] = False, False
+    rgbs = [np.where(seen[..., None], rgb, 0).astype(np.uint8) for rgb, _ in views]
+    src = [(rgb, K, T) for rgb, T in zip(rgbs[1:], POSES[1:])]
+    results = {}
+    for told in (False, True):
+        kw = dict(ref_seen=seen, src_seen=[seen] * 3) if told else {}
+        r = plane_sweep(rgbs[0], K, POSES[0], src, CFG, **kw)
+        sure = r.confidence >= CFG.min_confidence
+        results[told] = (sure, sure & (np.abs(r.depth - 1.2) > 0.05 * 1.2))
+    (sure_blind, bad_blind), (sure, bad) = results[False], results[True]
+    assert bad_blind.sum() > 30  # the border's edge, matched at the wrong plane
+    assert not bad.any() and not (sure & ~seen).any()
+    assert sure.sum() > 0.8 * sure_blind.sum()  # the rest of the plane keeps its depth
+
+
+def test_the_colour_check_skips_sources_at_pixels_they_did_not_see():
+    from panoptic_mapping.core.stereo import photometric_residual
+    planes = [(1.2, -np.inf, np.inf, texture(0))]
+    (ref, depth), (rgb1, _) = render(POSES[0], planes), render(POSES[1], planes)
+    seen = np.ones((H, W), bool)
+    seen[:, :20] = False
+    res = photometric_residual(ref, K, POSES[0], depth, [(rgb1, K, POSES[1])],
+                               src_seen=[seen])[0]
+    plain = photometric_residual(ref, K, POSES[0], depth, [(rgb1, K, POSES[1])])[0]
+    compared = np.isfinite(res)
+    assert compared.sum() < np.isfinite(plain).sum()
+    assert np.nanmax(res) < 0.05 and np.allclose(res[compared], plain[compared])

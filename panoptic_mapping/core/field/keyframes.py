@@ -327,7 +327,8 @@ def _frame_points(frame: Frame, n: int, nominal_depth: float
     depth = frame.depth
     valid = None if depth is None else np.asarray(depth) > 0
     measured = valid is not None and bool(valid.any())
-    flat = _sample_pixels(valid if measured else np.ones((h, w), bool), n)
+    unmeasured = np.ones((h, w), bool) if frame.seen is None else frame.seen
+    flat = _sample_pixels(valid if measured else unmeasured, n)
     rows, cols = np.divmod(flat, w)
     z = (np.asarray(depth, dtype=np.float64)[rows, cols] if measured
          else np.full(flat.size, float(nominal_depth)))

@@ -157,6 +157,8 @@ class Trainer:
              "pose": torch.as_tensor(f.camera_to_world, dtype=torch.float32)}
         if f.mask_embeddings is not None:
             t["emb"] = torch.from_numpy(f.mask_embeddings)
+        if f.seen is not None:  # an undistorted frame: rays only where the camera saw
+            t["seen"] = torch.from_numpy(np.flatnonzero(f.seen))
         self._cache[kf.id] = (kf.version, t)
         return t
 
@@ -184,7 +186,11 @@ class Trainer:
                 t = {**t, "depth": prior[1],
                      "depth_confidence": torch.ones_like(prior[1])}
             h, w = kf.frame.shape
-            flat = torch.from_numpy(self.rng.integers(0, h * w, size=count))
+            if "seen" in t:
+                flat = t["seen"][torch.from_numpy(self.rng.integers(0, len(t["seen"]),
+                                                                    size=count))]
+            else:
+                flat = torch.from_numpy(self.rng.integers(0, h * w, size=count))
             pix = torch.stack([(flat % w).float(), (flat // w).float()], dim=1)
             o, d, z = pixel_rays(t["K"], t["pose"], pix)
             m = t["masks"][flat]

@@ -242,12 +242,14 @@ def _as_tensor(a, device: torch.device) -> torch.Tensor:
 
 
 def _warp(src_grey: torch.Tensor, A: torch.Tensor, b: torch.Tensor,
-          inv_depths: torch.Tensor, shape: tuple[int, int]
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+          inv_depths: torch.Tensor, shape: tuple[int, int],
+          src_seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One source warped into the reference on a chunk of planes.
 
     Args:
         src_grey: (1, 1, Hs, Ws) source intensities.
+        src_seen: (1, 1, Hs, Ws) float32, 1 where the source camera saw the pixel (an
+            undistorted image's canvas beyond its raw view is 0), or None (all).
         A: (3, H*W) and b: (3,): source pixel (homogeneous) of reference pixel p on the
             plane at depth d is d * A[:, p] + b (float64, so far planes stay exact).
         inv_depths: (C,) inverse depths of the chunk's planes.
@@ -273,7 +275,13 @@ def _warp(src_grey: torch.Tensor, A: torch.Tensor, b: torch.Tensor,
     grid = torch.stack([gx, gy], dim=-1).reshape(1, c * h, w, 2)
     warped = F.grid_sample(src_grey, grid, mode="bilinear", padding_mode="zeros",
                            align_corners=True).reshape(c, 1, h, w)
-    return warped, inside.reshape(c, 1, h, w)
+    inside = inside.reshape(c, 1, h, w)
+    if src_seen is not None:  # the canvas's unseen part is no texture, and fixed in the
+        # image: matched, it would give every window along its edge the farthest plane
+        seen = F.grid_sample(src_seen, grid, mode="nearest", padding_mode="zeros",
+                             align_corners=True).reshape(c, 1, h, w)
+        inside = inside & (seen > 0.5)
+    return warped, inside
 
 
 def _zncc_cost(warped: torch.Tensor, full: torch.Tensor, ref_stats, window: _Window,
@@ -356,7 +364,8 @@ class SweepResult:
 def plane_sweep(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
                 src: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
                 cfg: StereoConfig | None = None, device: str | torch.device = "cpu",
-                segments: np.ndarray | None = None) -> SweepResult:
+                segments: np.ndarray | None = None, ref_seen: np.ndarray | None = None,
+                src_seen: Sequence[np.ndarray | None] | None = None) -> SweepResult:
     """Depth of a reference view by a plane sweep over posed source views.
 
     Each fronto-parallel plane of the reference camera warps every source into the
@@ -375,6 +384,11 @@ def plane_sweep(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
             (pixels of no segment keep the whole window), pixels with fewer than
             ``cfg.min_window_pixels`` there get confidence 0, and the whole windows' answer
             comes beside it (one warp serves both).
+        ref_seen: (H, W) bool, the reference pixels its camera saw (an undistorted
+            image's canvas reaches beyond its raw view), or None (all): a window with an
+            unseen pixel gets confidence 0.
+        src_seen: per source, the same (Hs, Ws) bool or None: a window that lands on a
+            source's unseen pixels counts as not seen by that source.
     """
     cfg = cfg or StereoConfig()
     if not 0.0 < cfg.min_depth_m < cfg.max_depth_m:
@@ -407,10 +421,14 @@ def plane_sweep(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
     rays = Kr_inv @ torch.stack([u.reshape(-1), v.reshape(-1), torch.ones_like(u).reshape(-1)])
     Tr = _as_tensor(ref_T, dev)
     warps = []
-    for rgb_s, K_s, T_s in sources:
+    seen_of = list(src_seen or [])[:len(sources)]
+    seen_of += [None] * (len(sources) - len(seen_of))
+    for (rgb_s, K_s, T_s), seen_s in zip(sources, seen_of):
         Ks = _as_tensor(K_s, dev)
         rel = torch.linalg.inv(_as_tensor(T_s, dev)) @ Tr        # reference -> source camera
-        warps.append((_grey(rgb_s, dev), Ks @ rel[:3, :3] @ rays, Ks @ rel[:3, 3]))
+        seen_t = (None if seen_s is None
+                  else numpy_tensor(seen_s, np.float32, dev)[None, None])
+        warps.append((_grey(rgb_s, dev), Ks @ rel[:3, :3] @ rays, Ks @ rel[:3, 3], seen_t))
 
     inv = torch.linspace(1.0 / cfg.min_depth_m, 1.0 / cfg.max_depth_m, cfg.num_planes,
                          device=dev, dtype=torch.float64)
@@ -421,8 +439,8 @@ def plane_sweep(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
         chunk = inv[start:start + cfg.planes_per_chunk]
         stop = start + chunk.shape[0]
         costs = [[] for _ in windows]
-        for g, A, b in warps:
-            warped, inside = _warp(g, A, b, chunk, (h, w))
+        for g, A, b, seen_t in warps:
+            warped, inside = _warp(g, A, b, chunk, (h, w), seen_t)
             # A window is only comparable when all of it was seen by the source.
             full = _all_in_window(inside, r)
             for k, window in enumerate(windows):
@@ -435,6 +453,12 @@ def plane_sweep(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
         del costs
 
     answers = [_winner(volume, seen, inv, cfg) for volume in volumes]
+    if ref_seen is not None:
+        if ref_seen.shape != (h, w):
+            raise ValueError(f"ref_seen is {ref_seen.shape[1]}x{ref_seen.shape[0]}, the "
+                             f"image {w}x{h}")
+        whole = _all_in_window(numpy_tensor(ref_seen, np.bool_, dev)[None, None], r)[0, 0]
+        answers = [(d, torch.where(whole, c, torch.zeros_like(c))) for d, c in answers]
     depth, conf = answers[0]
     if windows[0].count is not None:
         conf = torch.where(windows[0].count >= cfg.min_window_pixels, conf,
@@ -550,13 +574,16 @@ def consistency_filter(depths: Sequence[np.ndarray], confidences: Sequence[np.nd
 def photometric_residual(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarray,
                          depth: np.ndarray,
                          src: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                         device: str | torch.device = "cpu") -> np.ndarray:
+                         device: str | torch.device = "cpu",
+                         src_seen: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
     """Per source, how far each reference pixel's colour is from where its depth puts it.
 
     Args:
         ref_rgb: (H, W, 3) uint8. ref_K: (3, 3). ref_T: (4, 4) camera_to_world.
         depth: (H, W) depth of the reference view, 0 = none.
         src: (rgb (Hs, Ws, 3) uint8, K (3, 3), T (4, 4) camera_to_world) per source.
+        src_seen: per source, (Hs, Ws) bool of the pixels its camera saw, or None (all);
+            a pixel landing on an unseen one is not compared (NaN).
 
     Returns:
         (S, H, W) float32 mean absolute RGB difference in [0, 1]; NaN where the pixel has
@@ -572,6 +599,7 @@ def photometric_residual(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarr
         [u.reshape(-1), v.reshape(-1), torch.ones(h * w, device=dev, dtype=torch.float64)])
     Tr = _as_tensor(ref_T, dev)
     out = torch.full((len(src), h, w), float("nan"), device=dev)
+    seen_of = list(src_seen or [])
     for k, (rgb_s, K_s, T_s) in enumerate(src):
         hs, ws = rgb_s.shape[:2]
         rel = torch.linalg.inv(_as_tensor(T_s, dev)) @ Tr
@@ -587,5 +615,10 @@ def photometric_residual(ref_rgb: np.ndarray, ref_K: np.ndarray, ref_T: np.ndarr
         warped = F.grid_sample(img[None] / 255.0, grid, mode="bilinear", padding_mode="zeros",
                                align_corners=True)[0]
         diff = (warped - ref).abs().mean(0)
+        if k < len(seen_of) and seen_of[k] is not None:
+            seen = F.grid_sample(numpy_tensor(seen_of[k], np.float32, dev)[None, None],
+                                 grid, mode="nearest", padding_mode="zeros",
+                                 align_corners=True)[0, 0].reshape(-1)
+            ok = ok & (seen > 0.5)
         out[k] = torch.where(ok.reshape(h, w), diff, torch.full_like(diff, float("nan")))
     return out.cpu().numpy().astype(np.float32)

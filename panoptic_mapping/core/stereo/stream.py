@@ -60,6 +60,7 @@ class SourceView:
         rgb: (H, W, 3) uint8. K: (3, 3). camera_to_world: (4, 4).
         depth: (H, W) float32 depth to check consistency against (0 = none), or None.
         stamp: seconds; with the pose, tells two copies of one frame apart from two frames.
+        seen: (H, W) bool of the pixels the camera saw (``Frame.seen``), or None (all).
     """
 
     rgb: np.ndarray
@@ -67,12 +68,14 @@ class SourceView:
     camera_to_world: np.ndarray
     depth: np.ndarray | None
     stamp: float
+    seen: np.ndarray | None = None
 
     @staticmethod
     def of(frame: Frame, depth: np.ndarray | None = None) -> "SourceView":
         return SourceView(frame.rgb, np.asarray(frame.K, np.float64),
                           np.asarray(frame.camera_to_world, np.float64),
-                          frame.depth if depth is None else depth, float(frame.stamp))
+                          frame.depth if depth is None else depth, float(frame.stamp),
+                          frame.seen)
 
     def key(self) -> tuple:
         return (self.stamp, self.camera_to_world.tobytes())
@@ -180,10 +183,12 @@ class StereoDepth:
         t0 = time.perf_counter()
         sweep = self.sweep_config()
         views = [(s.rgb, s.K, s.camera_to_world) for s in sources]
+        seen = [s.seen for s in sources]
         sweep_result = plane_sweep(frame.rgb, frame.K, frame.camera_to_world, views, sweep,
-                                   self.device, segments=frame.masks)
+                                   self.device, segments=frame.masks, ref_seen=frame.seen,
+                                   src_seen=seen)
         depth = sweep_result.depth
-        conf = self._colour_checked(frame, depth, sweep_result.confidence, views)
+        conf = self._colour_checked(frame, depth, sweep_result.confidence, views, seen)
         confident = np.where(conf >= self.cfg.min_confidence, depth, 0.0).astype(np.float32)
         kept = self._consistent(frame, depth, confident, conf, sources)
         if self.cfg.complete_in_masks and frame.masks is not None:
@@ -193,7 +198,8 @@ class StereoDepth:
                                      c.completion_min_inlier_share,
                                      (sweep.min_depth_m, sweep.max_depth_m),
                                      c.completion_max_error_share,
-                                     self._borrowed(frame, sweep_result, confident, views),
+                                     self._borrowed(frame, sweep_result, confident, views,
+                                                    seen),
                                      c.completion_borrowed_on_share, c.completion_border_px)
         seconds = time.perf_counter() - t0
         result = StereoEstimate(kept, conf, len(sources), seconds)
@@ -206,23 +212,24 @@ class StereoDepth:
             self._recent.append(SourceView.of(frame, confident))
         return result
 
-    def _borrowed(self, frame: Frame, result: SweepResult, own: np.ndarray, views: list
-                  ) -> np.ndarray | None:
+    def _borrowed(self, frame: Frame, result: SweepResult, own: np.ndarray, views: list,
+                  seen: list) -> np.ndarray | None:
         """(H, W) depth the whole windows found confidently where the pixel's own segment
         did not (0 elsewhere), colour-checked; None without mask windows or borrowing."""
         if result.window_depth is None or not self.cfg.completion_borrow:
             return None
         conf = self._colour_checked(frame, result.window_depth, result.window_confidence,
-                                    views)
+                                    views, seen)
         use = (conf >= self.cfg.min_confidence) & (own <= 0)
         return np.where(use, result.window_depth, 0.0).astype(np.float32)
 
     def _colour_checked(self, frame: Frame, depth: np.ndarray, conf: np.ndarray,
-                        views: list) -> np.ndarray:
+                        views: list, seen: list | None = None) -> np.ndarray:
         """(H, W) confidence, 0 where the pixel's colour is not where its depth puts it in
-        the sources (the median over them: one occluded source does not veto a pixel)."""
+        the sources (the median over them: one occluded source does not veto a pixel).
+        ``seen``: per source, the pixels its camera saw (None: all)."""
         residual = photometric_residual(frame.rgb, frame.K, frame.camera_to_world, depth,
-                                        views, self.device)
+                                        views, self.device, seen)
         seen = np.isfinite(residual).any(0)  # unseen pixels have confidence 0 already
         typical = np.zeros(seen.shape, np.float32)
         typical[seen] = np.nanmedian(residual[:, seen], 0)
