@@ -102,6 +102,19 @@ class CameraInputConfig:
         "while every publisher of the topic offers it, best effort otherwise (checked every "
         "second; a best-effort driver appearing later switches the subscription back).",
         choices=RELIABILITY_MODES)
+    lens: str = param(
+        "undistort",
+        "What camera_info's distortion (distortion_model, d) means for the images. "
+        "'undistort': the images are raw, as drivers publish them ('image_raw'): where d "
+        "is not all zero, each frame (colour, depth, masks) and each localize_instances "
+        "image is undistorted to the pinhole image with the same k before it meets the "
+        "map (plumb_bob, rational_polynomial, equidistant; another model with a non-zero "
+        "d is refused with the reason), and per-pixel answers come back at the raw "
+        "pixels. 'rectified': the images are already rectified ('image_rect', "
+        "image_proc's output): d is ignored and the intrinsics are camera_info's p, the "
+        "rectified camera (k where p is all zero). 'ignore': k alone, d ignored (a lens "
+        "whose distortion is below a pixel).",
+        choices=("undistort", "rectified", "ignore"))
     sync_slop_s: float = param(0.05, "Largest stamp difference [s] between the image, its "
                                "camera_info and its depth for them to be matched "
                                "(approximate time synchronisation).", minimum=0.0)

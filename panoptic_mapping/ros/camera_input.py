@@ -11,8 +11,13 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from panoptic_mapping.config import CameraInputConfig
+from panoptic_mapping.core.lens import LensDistortion
 from panoptic_mapping.ros.compressed import decode_color, decode_depth
-from panoptic_mapping.ros.conversions import InputError, camera_info_to_intrinsics
+from panoptic_mapping.ros.conversions import (
+    InputError,
+    camera_info_to_intrinsics,
+    camera_info_to_lens,
+)
 from panoptic_mapping.runtime.sync import ApproximateTimeSync
 
 try:  # present on a real ROS 2 install, not among the PyPI wheels
@@ -60,12 +65,15 @@ def make_synchronizer(names: list[str], cfg: CameraInputConfig, on_matched: Call
     return own.add, own
 
 
-def decode_camera(image, info: CameraInfo, depth_msg, max_pixels: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(rgb (H, W, 3) uint8, K (3, 3), depth (H, W) float32 m or None) of a matched set,
-    raw or compressed; raises InputError naming what does not fit."""
+def decode_camera(image, info: CameraInfo, depth_msg, max_pixels: int,
+                  lens_mode: str = "ignore"
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, LensDistortion | None]:
+    """(rgb (H, W, 3) uint8, K (3, 3), depth (H, W) float32 m or None, the lens distortion
+    the images carry or None) of a matched set, raw or compressed (``lens_mode``:
+    ``input.lens``); raises InputError naming what does not fit."""
     rgb = decode_color(image, max_pixels)
-    K, width, height = camera_info_to_intrinsics(info)
+    K, width, height = camera_info_to_intrinsics(info, lens_mode)
+    lens = camera_info_to_lens(info, K, lens_mode)
     if rgb.shape[:2] != (height, width):
         raise InputError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but camera_info "
                          f"is {width}x{height}")
@@ -75,4 +83,4 @@ def decode_camera(image, info: CameraInfo, depth_msg, max_pixels: int
         if depth.shape != rgb.shape[:2]:
             raise InputError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the "
                              f"image is {rgb.shape[1]}x{rgb.shape[0]}")
-    return rgb, K, depth
+    return rgb, K, depth, lens

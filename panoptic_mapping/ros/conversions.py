@@ -10,9 +10,11 @@ from geometry_msgs.msg import Pose
 from sensor_msgs.msg import CameraInfo, Image
 
 from panoptic_mapping.core.geometry import check_intrinsics, check_rigid, pose_matrix
+from panoptic_mapping.core.lens import LensDistortion, check_lens
 
 __all__ = ["InputError", "COLOR_ENCODINGS", "DEPTH_ENCODINGS", "image_to_rgb",
-           "image_to_depth", "camera_info_to_intrinsics", "pose_to_matrix", "numpy_to_image"]
+           "image_to_depth", "camera_info_to_intrinsics", "camera_info_to_lens",
+           "pose_to_matrix", "numpy_to_image"]
 
 
 class InputError(ValueError):
@@ -73,14 +75,37 @@ def check_image_size(msg, max_pixels: int, what: str = "image") -> None:
                          f"input.max_image_pixels ({max_pixels})")
 
 
-def camera_info_to_intrinsics(msg: CameraInfo) -> tuple[np.ndarray, int, int]:
-    """(K (3, 3), width, height) from a CameraInfo; raises InputError when unusable."""
+def camera_info_to_intrinsics(msg: CameraInfo, lens_mode: str = "ignore"
+                              ) -> tuple[np.ndarray, int, int]:
+    """(K (3, 3), width, height) from a CameraInfo; raises InputError when unusable.
+
+    ``lens_mode`` 'rectified' takes the rectified camera's intrinsics (``p``; ``k``
+    where ``p`` is all zero), any other mode ``k`` (``input.lens``)."""
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    if lens_mode == "rectified":
+        P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+        if P[:, :3].any():
+            K = P[:, :3].copy()
     try:
-        K = check_intrinsics(np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
-                             int(msg.width), int(msg.height))
+        K = check_intrinsics(K, int(msg.width), int(msg.height))
     except ValueError as exc:
         raise InputError(f"camera_info: {exc}") from exc
     return K, int(msg.width), int(msg.height)
+
+
+def camera_info_to_lens(msg: CameraInfo, K: np.ndarray, lens_mode: str
+                        ) -> LensDistortion | None:
+    """The lens distortion the images still carry (None: pinhole images), by
+    ``input.lens``: only 'undistort' reads ``distortion_model`` and ``d``; raises
+    InputError naming an unsupported model or coefficients that cannot be undistorted."""
+    if lens_mode != "undistort":
+        return None
+    try:
+        return check_lens(str(msg.distortion_model), list(msg.d), int(msg.width),
+                          int(msg.height), K)
+    except ValueError as exc:
+        raise InputError(f"camera_info: {exc} (input.lens:=rectified if the images are "
+                         "already rectified, input.lens:=ignore to use k alone)") from exc
 
 
 def pose_to_matrix(pose: Pose) -> np.ndarray:

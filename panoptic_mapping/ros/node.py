@@ -554,8 +554,9 @@ class MappingNode(LifecycleNode):
         arrival, image, info, depth_msg, masks_msg = item
         stamp = stamp_ns(image.header.stamp)
         try:  # raw or compressed: decoded here, never in a callback
-            rgb, K, depth = decode_camera(image, info, depth_msg,
-                                          self.config.input.max_image_pixels)
+            rgb, K, depth, lens = decode_camera(image, info, depth_msg,
+                                                self.config.input.max_image_pixels,
+                                                self.config.input.lens)
             received = None if masks_msg is None else msg_to_masks(masks_msg, rgb.shape[:2])
         except InputError as exc:
             self._reject("masks" if "masks:" in str(exc) else "image", str(exc))
@@ -567,7 +568,8 @@ class MappingNode(LifecycleNode):
             self._reject("no_pose", f"no camera pose at the image stamp "
                          f"{stamp / 1e9:.3f} s: {exc}")
             return
-        frame = Frame(rgb=rgb, K=K, camera_to_world=pose, stamp=stamp / 1e9, depth=depth)
+        frame = Frame(rgb=rgb, K=K, camera_to_world=pose, stamp=stamp / 1e9, depth=depth,
+                      lens=lens)
         with self._input_lock:
             self._arrivals[frame.stamp] = arrival
             while len(self._arrivals) > 64:
@@ -632,7 +634,7 @@ class MappingNode(LifecycleNode):
             self._changes_pub.publish(instance_change_msg(event, self.config.input.map_frame))
             self.get_logger().info(_describe_change(event))
         f = result.frame
-        self._latest_view = (mapper, f.K, f.camera_to_world, f.depth, f.rgb, f.stamp)
+        self._latest_view = (mapper, f.K, f.camera_to_world, f.depth, f.rgb, f.stamp, f.lens)
         self._pause_for_training(now - t0)  # the frame counted and shown first
 
     def _pause_for_training(self, ingest_s: float) -> None:
@@ -722,9 +724,9 @@ class MappingNode(LifecycleNode):
             return
         if not self._due("panoptic", self.config.output.panoptic_image_period_s):
             return
-        mapper, K, c2w, depth, rgb, _ = view
+        mapper, K, c2w, depth, rgb, _, lens = view
         t0 = time.perf_counter()
-        ids = mapper.render_instances(K, c2w, depth, rgb.shape[:2])
+        ids = mapper.render_instances(K, c2w, depth, rgb.shape[:2], lens)
         header = self._header(self.config.input.camera_frame or None)
         msg = numpy_to_image(colorize(ids, rgb, alpha=0.65), "rgb8", header)
         self._panoptic_pub.publish(msg)

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from panoptic_mapping.core.lens import LensDistortion
 from panoptic_mapping.ros.conversions import (
     InputError,
     camera_info_to_intrinsics,
+    camera_info_to_lens,
     check_image_size,
     image_to_depth,
     image_to_rgb,
@@ -35,6 +37,7 @@ class LocalizeQuery:
         stamp_ns: image stamp in nanoseconds.
         queries: text queries restricting the answer ([] = all instances).
         min_confidence: lower bound on returned confidences.
+        lens: the lens distortion the image (and depth) carry, or None (``input.lens``).
     """
 
     rgb: np.ndarray
@@ -45,21 +48,24 @@ class LocalizeQuery:
     stamp_ns: int
     queries: list[str]
     min_confidence: float
+    lens: LensDistortion | None = None
 
 
-def decode_localize_request(request, map_frame: str, max_pixels: int | None = None
-                            ) -> LocalizeQuery:
+def decode_localize_request(request, map_frame: str, max_pixels: int | None = None,
+                            lens_mode: str = "ignore") -> LocalizeQuery:
     """Validate a ``LocalizeInstances.Request``; raise InputError with the reason.
 
     Args:
         max_pixels: larger images (or camera_info sizes) are refused before decoding.
+        lens_mode: ``input.lens``: how camera_info's distortion is read.
     """
     if request.camera_info.width == 0 and request.camera_info.height == 0:
         raise InputError("camera_info is missing (width and height are 0)")
     if max_pixels is not None:
         check_image_size(request.image, max_pixels)
         check_image_size(request.camera_info, max_pixels, "camera_info")
-    K, width, height = camera_info_to_intrinsics(request.camera_info)
+    K, width, height = camera_info_to_intrinsics(request.camera_info, lens_mode)
+    lens = camera_info_to_lens(request.camera_info, K, lens_mode)
     rgb = image_to_rgb(request.image)
     if rgb.shape[:2] != (height, width):
         raise InputError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but camera_info is "
@@ -84,4 +90,4 @@ def decode_localize_request(request, map_frame: str, max_pixels: int | None = No
                          camera_frame=request.image.header.frame_id,
                          stamp_ns=stamp.sec * 1_000_000_000 + stamp.nanosec,
                          queries=[q for q in request.queries if q.strip()],
-                         min_confidence=float(request.min_confidence))
+                         min_confidence=float(request.min_confidence), lens=lens)

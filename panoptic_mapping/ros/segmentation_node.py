@@ -139,8 +139,10 @@ class SegmentationNode(Node):
         """Decoder thread: decode a matched set and hand it to the segmentation worker."""
         arrival, image, info, *rest = item
         try:
-            rgb, K, depth = decode_camera(image, info, rest[0] if rest else None,
-                                          self.config.input.max_image_pixels)
+            # masks are made on the raw image: the mapping node undistorts them with it
+            rgb, K, depth, _ = decode_camera(image, info, rest[0] if rest else None,
+                                             self.config.input.max_image_pixels,
+                                             self.config.input.lens)
         except InputError as exc:
             self._reject(str(exc))
             return

@@ -141,7 +141,8 @@ class MapServices:
         t0 = time.perf_counter()
         try:
             q = decode_localize_request(request, self.config.input.map_frame,
-                                        self.config.input.max_image_pixels)
+                                        self.config.input.max_image_pixels,
+                                        self.config.input.lens)
         except InputError as exc:
             response.success, response.message = False, f"bad request: {exc}"
             return response
@@ -186,7 +187,7 @@ class MapServices:
         t = self._stage("segment", t, spent)
         frame = Frame(rgb=q.rgb, K=q.K, camera_to_world=pose, stamp=q.stamp_ns / 1e9,
                       depth=q.depth, masks=seg.labels, mask_embeddings=emb,
-                      mask_scores=seg.scores)
+                      mask_scores=seg.scores, lens=q.lens)
         try:
             loc = mapper.localize(frame)
         except (FrameError, ValueError) as exc:

@@ -18,6 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from panoptic_mapping.ros.conversions import (  # noqa: E402
     InputError,
     camera_info_to_intrinsics,
+    camera_info_to_lens,
     image_to_depth,
     image_to_rgb,
     numpy_to_image,
@@ -153,3 +154,37 @@ def test_an_oversized_image_is_refused_before_it_is_decoded():
     assert decode_localize_request(valid_request(), "map", 48).rgb.shape == (6, 8, 3)
     with pytest.raises(InputError, match="more than"):
         decode_localize_request(valid_request(), "map", 47)
+
+
+def _distorted_info(model: str = "plumb_bob", d=(0.1, -0.05, 0.0, 0.0, 0.0)) -> CameraInfo:
+    info = CameraInfo(width=64, height=48, distortion_model=model, d=list(d))
+    info.k = [50.0, 0.0, 31.5, 0.0, 50.0, 23.5, 0.0, 0.0, 1.0]
+    info.p = [48.0, 0.0, 30.0, 0.0, 0.0, 48.0, 22.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+def test_camera_info_distortion_by_input_lens():
+    info = _distorted_info()
+    K, _, _ = camera_info_to_intrinsics(info, "undistort")
+    lens = camera_info_to_lens(info, K, "undistort")
+    assert lens.model == "plumb_bob" and lens.coefficients == (0.1, -0.05, 0.0, 0.0, 0.0)
+    assert K[0, 0] == 50.0  # raw images: k describes them
+    assert camera_info_to_lens(info, K, "ignore") is None
+    K_rect, _, _ = camera_info_to_intrinsics(info, "rectified")
+    assert camera_info_to_lens(info, K_rect, "rectified") is None
+    np.testing.assert_allclose(K_rect, [[48, 0, 30], [0, 48, 22], [0, 0, 1]])  # p's camera
+    info.p = [0.0] * 12  # no rectified camera given: k
+    assert camera_info_to_intrinsics(info, "rectified")[0][0, 0] == 50.0
+    # a zero d is a pinhole camera whatever the driver calls its model
+    assert camera_info_to_lens(_distorted_info("custom", [0.0] * 5), K, "undistort") is None
+    with pytest.raises(InputError, match="'custom' is not supported.*input.lens:=rectified"):
+        camera_info_to_lens(_distorted_info("custom"), K, "undistort")
+    with pytest.raises(InputError, match="does not invert"):
+        camera_info_to_lens(_distorted_info(d=(-2.0, 0.0, 0.0, 0.0, 0.0)), K, "undistort")
+
+
+def test_localize_request_carries_the_lens():
+    req = valid_request(64, 48)
+    req.camera_info = _distorted_info()
+    assert decode_localize_request(req, "map", lens_mode="undistort").lens.coefficients[0] == 0.1
+    assert decode_localize_request(req, "map").lens is None  # 'ignore' by default

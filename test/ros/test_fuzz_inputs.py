@@ -27,6 +27,7 @@ from panoptic_mapping.ros.compressed import decode_color, decode_depth  # noqa: 
 from panoptic_mapping.ros.conversions import (  # noqa: E402
     InputError,
     camera_info_to_intrinsics,
+    camera_info_to_lens,
     pose_to_matrix,
 )
 from panoptic_mapping.ros.masks import msg_to_masks  # noqa: E402
@@ -104,6 +105,20 @@ def test_any_camera_info_gives_a_plausible_camera_or_a_reason(msg):
         # the principal point within the image widened by half its size on each side
         # (check_intrinsics' margin: a cropped or shifted sensor still maps)
         assert -0.5 * w <= K[0, 2] <= 1.5 * w and -0.5 * h <= K[1, 2] <= 1.5 * h
+
+
+@FUZZ
+@given(camera_infos(), st.sampled_from(["plumb_bob", "rational_polynomial", "equidistant",
+                                        "fisheye", ""]),
+       st.lists(st.one_of(floats, st.floats(-0.5, 0.5)), max_size=9))
+def test_any_distortion_is_a_lens_or_a_reason(msg, model, d):
+    msg.distortion_model, msg.d = model, d
+    out = _refused_or_fine(lambda: camera_info_to_intrinsics(msg, "undistort"))
+    if out is None:
+        return
+    lens = _refused_or_fine(lambda: camera_info_to_lens(msg, out[0], "undistort"))
+    if lens is not None:  # a lens that inverts over the whole image, as the maps need
+        assert np.isfinite(lens.coefficients).all() and not lens.is_identity
 
 
 @FUZZ

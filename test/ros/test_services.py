@@ -3,6 +3,8 @@ SIMULATED vision-language embeddings (a stand-in text encoder): query ranking, t
 localization, and map loading refusals. The same handlers serve the ROS services."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -166,3 +168,39 @@ def test_localize_from_the_pose_buffer_refuses_a_stamp_far_from_every_pose(node,
                                     depth=now["depth"])
     resp = node.map_services.localize(req, LocalizeInstances.Response())
     assert resp.success and resp.instances, resp.message  # the stamp of the pose: found
+
+
+def test_localize_undistorts_a_raw_image_and_answers_at_its_pixels(node, scene):
+    """A request whose camera_info carries a lens's distortion (a raw image, as drivers
+    publish them) is undistorted before it meets the map (``input.lens`` 'undistort', the
+    default): the same instances as the pinhole view of the same pose, the mask at the
+    raw image's pixels."""
+    from rclpy.time import Time
+
+    from panoptic_mapping.bench.lens import distort_scene
+    from panoptic_mapping.core.lens import LensDistortion, undistortion_for
+
+    assert node.config.input.lens == "undistort"
+    lens = LensDistortion("plumb_bob", (0.3, 0.1, 0.0, 0.0, 0.0))
+    f = scene.novel_frames[0]
+    raw = distort_scene(dataclasses.replace(scene, frames=[f], novel_frames=[]),
+                        lens).frames[0]
+    answers = []
+    for view, d in ((f, []), (raw, list(lens.coefficients))):
+        msgs = scene_frame_messages(view, Time(seconds=1).to_msg())
+        msgs["camera_info"].distortion_model, msgs["camera_info"].d = "plumb_bob", d
+        req = LocalizeInstances.Request(image=msgs["image"], camera_info=msgs["camera_info"],
+                                        camera_pose=msgs["pose"], depth=msgs["depth"])
+        resp = node.map_services.localize(req, LocalizeInstances.Response())
+        assert resp.success, resp.message
+        assert (resp.instance_mask.height, resp.instance_mask.width) == f.rgb.shape[:2]
+        mask = np.frombuffer(bytes(resp.instance_mask.data), "<i4").reshape(f.rgb.shape[:2])
+        answers.append(({i.id for i in resp.instances}, mask))
+    (pinhole, pin_mask), (undistorted, raw_mask) = answers
+    # the lens (a pincushion) sees less than the pinhole view: objects at its edges leave
+    assert len(pinhole) > 5 and undistorted <= pinhole and len(undistorted) >= len(pinhole) - 3
+    # the pinhole answer, carried to the raw pixels, is the raw answer
+    expect = undistortion_for(f.K, lens, f.rgb.shape[:2], grow=False).to_raw(pin_mask)
+    seen = (expect > 0) & (raw_mask > 0)
+    assert seen.sum() > 0.5 * (expect > 0).sum()
+    assert np.mean(expect[seen] == raw_mask[seen]) > 0.9
