@@ -14,8 +14,10 @@ Formats (``FORMAT``):
   per metre, 0 = missing. The pose (``tx ty tz qx qy qz qw``) is the colour camera's
   optical frame in the world. Intrinsics: ``--camera fr1|fr2|fr3`` (TUM's calibrated
   colour cameras) or ``tum`` (the default 525 / 319.5 / 239.5 of the registered depth);
-  picked from a ``freiburg1/2/3`` in the folder name when not given, else ``tum``. Lens
-  distortion (fr1, fr2) is ignored.
+  picked from a ``freiburg1/2/3`` in the folder name when not given, else ``tum``. TUM
+  ships raw images: with camera fr1 or fr2 the scene records that camera's published
+  lens distortion (``--lens none`` leaves it out), and the benchmark's mapper undistorts
+  the frames as the node does with camera_info's ``d``.
 * ``7scenes`` - the ``frame-NNNNNN.color.{png,jpg}``, ``frame-NNNNNN.depth.png`` (16-bit,
   millimetres; 0 and 65535 = missing) and ``frame-NNNNNN.pose.txt`` (4x4 camera-to-world)
   layout of 7-Scenes, 3DMatch and several public samples. Intrinsics: ``--intrinsics``,
@@ -57,6 +59,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from panoptic_mapping.bench.lens import NAMED_LENSES, parse_lens
 from panoptic_mapping.bench.scenes import FORMAT_VERSION, _save_frame
 from panoptic_mapping.bench.types import SceneFrame
 from panoptic_mapping.core.geometry import quaternion_to_rotation
@@ -102,6 +105,9 @@ class ImportOptions:
         depth_scale: depth units per metre; None = the layout's (TUM 5000, else 1000).
         fps: frame rate of layouts without time stamps (7scenes, scannet).
         scannet_intrinsics: "depth" or "color" (see the module docstring).
+        lens: the lens distortion the images carry, recorded in scene.json for the
+            benchmark to undistort: a name of ``bench.lens.NAMED_LENSES``,
+            ``MODEL:c1,c2,...`` or "none"; None = the camera's own (TUM fr1, fr2).
     """
 
     max_frames: int | None = None
@@ -114,6 +120,7 @@ class ImportOptions:
     depth_scale: float | None = None
     fps: float = 30.0
     scannet_intrinsics: str = "depth"
+    lens: str | None = None
 
     def check(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
@@ -136,6 +143,11 @@ class ImportOptions:
             raise SequenceImportError("--depth-scale must be > 0")
         if self.scannet_intrinsics not in ("depth", "color"):
             raise SequenceImportError("--scannet-intrinsics must be 'depth' or 'color'")
+        if self.lens not in (None, "none"):
+            try:
+                parse_lens(self.lens)
+            except ValueError as exc:
+                raise SequenceImportError(str(exc)) from None
 
 
 @dataclass
@@ -158,6 +170,8 @@ class ImportReport:
     native_height: int = 0
     K: list = field(default_factory=list)  # (3, 3) of the written images
     intrinsics_source: str = ""
+    camera: str = ""  # the named camera the intrinsics came from, if any
+    lens: dict | None = None  # {"model", "coefficients"} the images carry, or None
     depth_scale: float = 0.0
     options: dict = field(default_factory=dict)
 
@@ -395,10 +409,12 @@ def _tum(src: Path, opts: ImportOptions, report: ImportReport
         if opts.intrinsics is not None:
             return _given_K(opts), "given (--intrinsics)"
         if opts.camera is not None:
+            report.camera = opts.camera
             return _named_K(opts.camera, width, height), f"camera {opts.camera} (--camera)"
         m = re.search(r"(?:freiburg|fr)([123])", src.resolve().name)
         name = f"fr{m.group(1)}" if m else "tum"
         how = "from the folder name" if m else "TUM default; pass --camera fr1|fr2|fr3"
+        report.camera = name
         return _named_K(name, width, height), f"camera {name} ({how})"
 
     return cands, intrinsics
@@ -576,6 +592,7 @@ def import_sequence(fmt: str, src: str | Path, dst: str | Path,
     report.frames, report.novel_frames = len(frames), len(novel)
     report.width, report.height = size
     report.K = np.asarray(K_out).tolist()
+    report.lens = _recorded_lens(opts, report.camera)
     meta = {
         # the parent too: sequences often sit in folders named seq-01 or data
         "format_version": FORMAT_VERSION,
@@ -583,12 +600,24 @@ def import_sequence(fmt: str, src: str | Path, dst: str | Path,
         "classes": ["void"], "thing_classes": [], "instance_class": {},
         "config": {"width": size[0], "height": size[1], "num_frames": len(frames),
                    "num_novel_frames": len(novel), "ground_truth": False,
+                   **({"lens": report.lens} if report.lens else {}),
                    "import": asdict(report)},
         "frames": frames, "novel_frames": novel,
     }
     dst.mkdir(parents=True, exist_ok=True)
     (dst / "scene.json").write_text(json.dumps(meta, indent=1))
     return report
+
+
+def _recorded_lens(opts: ImportOptions, camera: str) -> dict | None:
+    """The lens distortion to record (normalised coordinates: any resolution), or None."""
+    if opts.lens == "none":
+        return None
+    name = opts.lens or (camera if camera in NAMED_LENSES else None)
+    if name is None:
+        return None
+    lens = parse_lens(name)
+    return {"model": lens.model, "coefficients": list(lens.coefficients)}
 
 
 def import_tum(src, dst, options: ImportOptions | None = None, **kw) -> ImportReport:
@@ -650,6 +679,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Impor
                    help="frame rate of layouts without stamps (default 30)")
     p.add_argument("--scannet-intrinsics", choices=("depth", "color"),
                    default=d.scannet_intrinsics)
+    p.add_argument("--lens", default=None, metavar="NAME|MODEL:C1,...|none",
+                   help="the lens distortion the images carry, recorded for the benchmark "
+                        f"to undistort ({', '.join(NAMED_LENSES)}, or e.g. "
+                        "plumb_bob:0.1,-0.2,0,0,0); default: TUM fr1/fr2's own; none: no lens")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the scene already in DST")
     a = p.parse_args(argv)
@@ -657,7 +690,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Impor
                          holdout_every=a.holdout_every, camera=a.camera,
                          intrinsics=a.intrinsics, tolerance=a.tolerance,
                          depth_scale=a.depth_scale, fps=a.fps,
-                         scannet_intrinsics=a.scannet_intrinsics)
+                         scannet_intrinsics=a.scannet_intrinsics, lens=a.lens)
     return a, opts
 
 

@@ -8,7 +8,9 @@ import numpy as np
 from panoptic_mapping.bench.types import MaskFrame, Scene, SceneFrame
 from panoptic_mapping.core.frames import Frame
 from panoptic_mapping.bench import metrics
+from panoptic_mapping.bench.lens import parse_lens, scene_lens
 from panoptic_mapping.core.geometry import backproject
+from panoptic_mapping.core.lens import LensDistortion, undistortion_for
 from panoptic_mapping.core.mapper import Mapper, MapperConfig
 from panoptic_mapping.core.semantics import LABEL_SOURCES
 from panoptic_mapping.params import config_from_flat
@@ -16,13 +18,15 @@ from panoptic_mapping.params import config_from_flat
 __all__ = ["MapperMethod"]
 
 
-def to_frame(frame: SceneFrame, masks: MaskFrame, use_depth: bool) -> Frame:
-    """The mapper's input for a benchmark frame: images, pose and front-end output only."""
+def to_frame(frame: SceneFrame, masks: MaskFrame, use_depth: bool,
+             lens: LensDistortion | None = None) -> Frame:
+    """The mapper's input for a benchmark frame: images, pose and front-end output only
+    (and the lens its images carry, when the mapper is told)."""
     return Frame(rgb=frame.rgb, K=frame.K, camera_to_world=frame.camera_to_world,
                  stamp=frame.stamp, depth=frame.depth if use_depth else None,
                  masks=masks.labels if masks.labels.max() > 0 else None,
                  mask_embeddings=masks.embeddings if masks.labels.max() > 0 else None,
-                 mask_scores=masks.scores if masks.labels.max() > 0 else None)
+                 mask_scores=masks.scores if masks.labels.max() > 0 else None, lens=lens)
 
 
 class MapperMethod:
@@ -49,9 +53,19 @@ class MapperMethod:
         # label ids 1..C of the vocabulary are the scene's classes 1..C
         self.mapper.vocabulary.set(scene.classes[1:], text_embeddings)
         self.scene = scene
+        # views of a distorted scene (--lens) or a recording's raw images (its
+        # scene.json's lens): told to the mapper, or not (--lens-mode ignore)
+        lens = parse_lens(cfg.lens) if getattr(cfg, "lens", None) else scene_lens(scene)
+        self.lens = lens if getattr(cfg, "lens_mode", "undistort") == "undistort" else None
+
+    def _undistortion(self, frame: SceneFrame):
+        """The maps between the view's raw pixels and the map's pinhole ones, or None."""
+        return (None if self.lens is None
+                else undistortion_for(frame.K, self.lens, frame.rgb.shape[:2]))
 
     def ingest(self, frame: SceneFrame, masks: MaskFrame) -> np.ndarray:
-        return self.mapper.ingest(to_frame(frame, masks, self.cfg.use_depth)).labels
+        return self.mapper.ingest(to_frame(frame, masks, self.cfg.use_depth,
+                                           self.lens)).labels
 
     def between_frames(self) -> None:
         # A step may take longer than a frame's share of the budget (a 320x240 step on 2
@@ -86,7 +100,7 @@ class MapperMethod:
     def instance_image(self, frame: SceneFrame) -> np.ndarray:
         depth = frame.depth if self.cfg.use_depth else None
         return self.mapper.render_instances(frame.K, frame.camera_to_world, depth,
-                                            frame.rgb.shape[:2])
+                                            frame.rgb.shape[:2], self.lens)
 
     def semantic_image(self, frame: SceneFrame, instances: np.ndarray) -> np.ndarray:
         sem = self.mapper.semantic_image(instances)
@@ -94,7 +108,8 @@ class MapperMethod:
         return sem
 
     def localize(self, frame: SceneFrame, masks: MaskFrame) -> np.ndarray:
-        return self.mapper.localize(to_frame(frame, masks, self.cfg.use_depth)).ids
+        return self.mapper.localize(to_frame(frame, masks, self.cfg.use_depth,
+                                             self.lens)).ids
 
     def labeled_cloud(self):
         """The map's labeled cloud (what RViz and get_instance show)."""
@@ -113,7 +128,13 @@ class MapperMethod:
         psnr, depth_mae = [], []
         t0 = time.perf_counter()
         for f in frames:
-            rgb, depth = self.mapper.render_rgbd(f.K, f.camera_to_world, f.rgb.shape[:2])
+            u = self._undistortion(f)
+            if u is None:
+                rgb, depth = self.mapper.render_rgbd(f.K, f.camera_to_world, f.rgb.shape[:2])
+            else:  # the scene's views are raw images
+                rgb, depth = self.mapper.render_rgbd(u.K_pinhole, f.camera_to_world,
+                                                     u.pinhole_shape)
+                rgb, depth = u.image_to_raw(rgb), u.to_raw(depth)
             psnr.append(metrics.psnr(rgb, f.rgb))
             depth_mae.append(metrics.depth_errors(depth, f.depth, (f.depth > 0) & (depth > 0))["mae"])
         return {"novel_psnr": float(np.mean(psnr)), "novel_depth_mae": float(np.nanmean(depth_mae)),

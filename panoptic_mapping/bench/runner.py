@@ -25,6 +25,7 @@ from panoptic_mapping.bench.frontends import (
     geometric_frontend,
 )
 from panoptic_mapping.bench import external
+from panoptic_mapping.bench.lens import NAMED_LENSES, distort_scene, parse_lens
 from panoptic_mapping.bench.methods import Method, make_baseline
 from panoptic_mapping.bench.report import metric_table
 from panoptic_mapping.bench.moved import MoveTracker
@@ -80,6 +81,12 @@ class BenchConfig:
     masks_dir: str | None = None
     # mapper configuration overrides, dotted names below MapperConfig ("instances.x": v)
     mapper_set: dict = field(default_factory=dict)
+    # every view seen through a distorting lens (bench/lens.py: a name or MODEL:c1,...;
+    # None: pinhole images), and whether the mapper is told ('undistort': Frame.lens) or
+    # takes the raw images for pinhole ones ('ignore', what a node ignoring
+    # camera_info.d does)
+    lens: str | None = None
+    lens_mode: str = "undistort"
 
 
 # --------------------------------------------------------------------------- front-ends
@@ -363,6 +370,8 @@ def run(cfg: BenchConfig, save_dir: Path | None = None) -> dict:
                            height=cfg.height, num_objects=cfg.num_objects,
                            trajectory=cfg.trajectory, num_novel_frames=cfg.novel_frames,
                            move_at=cfg.move_at)
+    if cfg.lens:
+        scene = distort_scene(scene, parse_lens(cfg.lens))
     render_s = time.perf_counter() - t0
     space = SimulatedEmbeddingSpace(dim=cfg.embedding_dim, seed=cfg.seed,
                                     noise_std=cfg.embedding_noise)
@@ -514,6 +523,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     g.add_argument("--pq-from-frame", type=int, default=None, metavar="N",
                    help="also score PQ_scene on the training views from frame N on "
                         "(default with --move-at: the move's frame)")
+    g.add_argument("--lens", default=None, metavar="NAME|MODEL:C1,C2,...",
+                   help="see every view through a distorting lens (bench/lens.py): "
+                        f"{', '.join(NAMED_LENSES)} or e.g. plumb_bob:0.1,-0.2,0,0,0")
+    g.add_argument("--lens-mode", default=d.lens_mode, choices=("undistort", "ignore"),
+                   help="with --lens, or a --scene-dir whose scene.json records a lens "
+                        "(TUM fr1/fr2 imports): the mapper undistorts (told the lens, as "
+                        "the node with input.lens 'undistort') or takes the raw images as "
+                        "pinhole ones")
     g.add_argument("--eval-every", type=int, default=d.eval_every, metavar="N",
                    help=f"frames between map checkpoints (PQ curve; without ground truth: "
                         f"instance counts and id churn) (default {d.eval_every})")
@@ -566,7 +583,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
                       voxel_size=a.voxel_size, eval_every=a.eval_every,
                       scene_dir=a.scene_dir, masks_dir=a.masks_dir, mapper_set=mapper_set,
                       move_at=a.move_at, pq_from_frame=a.pq_from_frame,
-                      embedding_dim=a.embedding_dim)
+                      embedding_dim=a.embedding_dim, lens=a.lens, lens_mode=a.lens_mode)
+    if cfg.lens:
+        try:
+            parse_lens(cfg.lens)
+        except ValueError as exc:
+            p.error(str(exc))
     return cfg, a
 
 

@@ -90,6 +90,27 @@ def test_tum_association_pose_units_and_named_intrinsics(tmp_path):
     assert "instance" not in meta["frames"][0]
 
 
+def test_tum_raw_images_carry_their_cameras_lens(tmp_path):
+    from panoptic_mapping.bench.lens import NAMED_LENSES, scene_lens
+    src = tmp_path / "rgbd_dataset_freiburg1_synthetic"
+    rs.write_tum(src, rs.frames(2))
+    report = importers.import_tum(src, tmp_path / "scene", _opts())
+    assert report.camera == "fr1"
+    lens = scene_lens(load_scene(tmp_path / "scene"))
+    assert (lens.model, lens.coefficients) == NAMED_LENSES["fr1"]
+    importers.import_tum(src, tmp_path / "plain", _opts(lens="none"))
+    assert scene_lens(load_scene(tmp_path / "plain")) is None
+    importers.import_tum(src, tmp_path / "own", _opts(lens="plumb_bob:0.1,0,0,0,0"))
+    assert scene_lens(load_scene(tmp_path / "own")).coefficients[0] == 0.1
+    with pytest.raises(SequenceImportError, match="not supported"):
+        importers.import_tum(src, tmp_path / "bad", _opts(lens="fisheye:0.1,0,0,0"))
+    # freiburg3's images are undistorted already: no lens
+    src3 = tmp_path / "rgbd_dataset_freiburg3_synthetic"
+    rs.write_tum(src3, rs.frames(2))
+    importers.import_tum(src3, tmp_path / "fr3", _opts())
+    assert scene_lens(load_scene(tmp_path / "fr3")) is None
+
+
 def test_tum_quaternion_and_given_intrinsics(tmp_path):
     seq = rs.frames(2)
     R = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])  # 90 degrees about z

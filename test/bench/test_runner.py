@@ -153,3 +153,30 @@ def test_a_step_budget_trains_exactly_that_many_steps_half_while_streaming():
     assert cfg.train_steps == 30
     with pytest.raises(SystemExit):
         runner.parse_args(["--train-steps", "0"])
+
+
+def test_a_lens_distorts_the_scene_and_the_mapper_is_told_unless_ignored():
+    import dataclasses
+
+    from panoptic_mapping.bench.lens import NAMED_LENSES, distort_scene, parse_lens
+    from panoptic_mapping.bench.mapper_method import MapperMethod
+    with pytest.raises(SystemExit):
+        runner.parse_args(["--lens", "fisheye:0.1"])
+    scene = runner.make_scene("tabletop", seed=0, num_frames=1, width=32, height=24,
+                              num_objects=None, trajectory="orbit", num_novel_frames=0)
+    raw = distort_scene(scene, parse_lens("fr1"))
+    f, g = scene.frames[0], raw.frames[0]
+    assert g.rgb.shape == f.rgb.shape and (g.instance != f.instance).any()
+    assert (g.depth[12, 16] == f.depth[12, 16])  # the centre does not move
+    emb = np.eye(len(scene.classes) - 1, 8)
+    told, _ = runner.parse_args(["--lens", "fr1"])
+    assert MapperMethod(told, raw, emb).lens == parse_lens("fr1")
+    ignored, _ = runner.parse_args(["--lens", "fr1", "--lens-mode", "ignore"])
+    assert MapperMethod(ignored, raw, emb).lens is None
+    # a recording's own lens (scene.json, from the importers) is told the same way
+    model, coefficients = NAMED_LENSES["fr2"]
+    recorded = dataclasses.replace(scene, config={"lens": {"model": model,
+                                                           "coefficients": coefficients}})
+    plain, _ = runner.parse_args([])
+    assert MapperMethod(plain, recorded, emb).lens.coefficients == coefficients
+    assert MapperMethod(plain, scene, emb).lens is None
