@@ -134,13 +134,19 @@ def check_lens(model: str, coefficients, width: int | None = None,
                          f"{len(values)}")
     lens = LensDistortion(name, tuple(values + [0.0] * (n - len(values))))
     if K is not None and width is not None and height is not None:
-        _check_invertible(lens, np.asarray(K, np.float64), width, height)
+        reason = _not_invertible(lens, np.ascontiguousarray(K, np.float64).tobytes(),
+                                 int(width), int(height))
+        if reason:
+            raise ValueError(reason)
     return lens
 
 
-def _check_invertible(lens: LensDistortion, K: np.ndarray, width: int, height: int) -> None:
-    """Raise ValueError when the raw image's border does not map back to pinhole
-    coordinates that the lens images there again, in order."""
+@lru_cache(maxsize=16)
+def _not_invertible(lens: LensDistortion, K_bytes: bytes, width: int, height: int) -> str:
+    """Why the raw image's border does not map back to pinhole coordinates that the lens
+    images there again, in order ("" when it does). Cached: every frame of a camera
+    brings the same camera_info (~1 ms a check at 640x480)."""
+    K = np.frombuffer(K_bytes, np.float64).reshape(3, 3)
     u = np.concatenate([np.arange(width), np.arange(width), np.zeros(height),
                         np.full(height, width - 1.0)])
     v = np.concatenate([np.zeros(width), np.full(width, height - 1.0), np.arange(height),
@@ -153,9 +159,10 @@ def _check_invertible(lens: LensDistortion, K: np.ndarray, width: int, height: i
     rows = xy[:2 * width, 0].reshape(2, width)
     if not np.isfinite(xy).all() or residual.max() > _INVERSE_TOL_PX \
             or (np.diff(rows, axis=1) <= 0).any():
-        raise ValueError(f"the {lens.model} distortion {list(lens.coefficients)} does not "
-                         f"invert over the {width}x{height} image (it folds or diverges at "
-                         "the border): wrong coefficients for this camera?")
+        return (f"the {lens.model} distortion {list(lens.coefficients)} does not invert "
+                f"over the {width}x{height} image (it folds or diverges at the border): "
+                "wrong coefficients for this camera?")
+    return ""
 
 
 def _normalised(u: np.ndarray, v: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -301,7 +308,7 @@ class _Sampler:
         return out.numpy().astype(image.dtype).reshape(*self.shape, *image.shape[2:])
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)  # a node sees one camera; the maps of a 640x480 one hold ~10 MB
 def _cached(K_bytes: bytes, lens: LensDistortion, shape: tuple[int, int], grow: bool
             ) -> Undistortion:
     return Undistortion(np.frombuffer(K_bytes, np.float64).reshape(3, 3), lens, shape, grow)

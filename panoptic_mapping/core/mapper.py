@@ -773,6 +773,9 @@ class Mapper:
         if lens is None or lens.is_identity:
             return self._render_instances(K, camera_to_world, depth, shape)[0]
         if shape is None:
+            if depth is None:
+                raise ValueError("a view through a lens needs its image size (shape or "
+                                 "depth)")
             shape = depth.shape
         u = undistortion_for(K, lens, shape)
         pinhole_depth = None if depth is None else u.nearest(depth)
