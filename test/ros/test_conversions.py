@@ -188,3 +188,16 @@ def test_localize_request_carries_the_lens():
     req.camera_info = _distorted_info()
     assert decode_localize_request(req, "map", lens_mode="undistort").lens.coefficients[0] == 0.1
     assert decode_localize_request(req, "map").lens is None  # 'ignore' by default
+
+
+def test_a_matched_camera_set_brings_its_lens_to_the_frame():
+    from panoptic_mapping.ros.camera_input import decode_camera
+    info = _distorted_info()
+    image = numpy_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8")
+    depth = numpy_to_image(np.full((48, 64), 1500, np.uint16), "16UC1")
+    rgb, K, d, lens = decode_camera(image, info, depth, 10_000, "undistort")
+    assert rgb.shape == (48, 64, 3) and d.shape == (48, 64) and K[0, 0] == 50.0
+    assert lens.coefficients[:2] == (0.1, -0.05)
+    assert decode_camera(image, info, depth, 10_000, "ignore")[3] is None
+    rgb, K, d, lens = decode_camera(image, info, None, 10_000, "rectified")
+    assert lens is None and K[0, 0] == 48.0 and d is None
