@@ -250,6 +250,16 @@ class Undistortion:
         """Share of the pinhole image's pixels that the raw image sees."""
         return float(self._from_raw.inside.mean())
 
+    def describe(self) -> str:
+        """One line for a log: the lens and what undistorting it makes of the image."""
+        names = {"equidistant": ("k1", "k2", "k3", "k4")}.get(
+            self.lens.model, ("k1", "k2", "p1", "p2", "k3", "k4", "k5", "k6"))
+        terms = ", ".join(f"{n} {c:.4g}" for n, c in zip(names, self.lens.coefficients) if c)
+        (h, w), (ph, pw) = self.shape, self.pinhole_shape
+        return (f"{self.lens.model} lens ({terms}): {w}x{h} raw images undistorted into a "
+                f"{pw}x{ph} pinhole image, {100 * self.seen_share:.0f} % of it seen, "
+                f"{100 * self.kept_share:.0f} % of the raw pixels kept")
+
     @property
     def kept(self) -> np.ndarray:
         """(H, W) bool: the raw pixels the pinhole image holds (all but those beyond the

@@ -74,6 +74,7 @@ from visualization_msgs.msg import MarkerArray
 from panoptic_mapping.config import ConfigError, PanopticMappingConfig
 from panoptic_mapping.core.frames import Frame, FrameError
 from panoptic_mapping.core.io.export import LabeledCloud
+from panoptic_mapping.core.lens import undistortion_for
 from panoptic_mapping.core.mapper import Mapper
 from panoptic_mapping.frontends.worker import FrontendResult, SegmentationWorker
 from panoptic_mapping.ros.camera_input import (
@@ -197,6 +198,7 @@ class MappingNode(LifecycleNode):
         self._image_arrivals: collections.OrderedDict[int, float] = collections.OrderedDict()
         self._masks_added = LatencyWindow(200)
         self._embeddings_ignored = False
+        self._lens_seen: str = ""  # the camera lens last logged ("" = pinhole images)
         self._image_clock = BackwardJump(cfg.input.time_jump_back_s)
         self._sync = None
         self.segmenter = self.embedder = self.map_services = None
@@ -570,6 +572,7 @@ class MappingNode(LifecycleNode):
             return
         frame = Frame(rgb=rgb, K=K, camera_to_world=pose, stamp=stamp / 1e9, depth=depth,
                       lens=lens)
+        self._log_lens(K, lens, rgb.shape[:2])
         with self._input_lock:
             self._arrivals[frame.stamp] = arrival
             while len(self._arrivals) > 64:
@@ -581,6 +584,16 @@ class MappingNode(LifecycleNode):
             self.worker.submit(frame)
         except RuntimeError:  # stopping
             return
+
+    def _log_lens(self, K, lens, shape) -> None:
+        """Say once (and again when it changes) which lens the frames are undistorted
+        from; the maps are the ones the mapper uses (built once per camera)."""
+        said = "" if lens is None else undistortion_for(K, lens, shape).describe()
+        if said != self._lens_seen:
+            self._lens_seen = said
+            self.get_logger().info(f"camera: {said}" if said else
+                                   "camera: pinhole images (camera_info.d all zero or "
+                                   f"input.lens '{self.config.input.lens}')")
 
     def _ingest_received(self, frame: Frame, received) -> None:
         """Frame-assembler thread: a frame whose masks a segmentation node made goes into
@@ -864,6 +877,7 @@ class MappingNode(LifecycleNode):
             "frontend.queued": s["frontend_queued"],
             "frontend.segment_ms_p50": s["segment_ms_p50"],
             "frontend.masks_source": self.config.input.masks_source,
+            "camera.lens": self._lens_seen or "pinhole",
             "masks.added_ms_p50": s["masks_added_ms"]["p50_ms"],
             "masks.added_ms_p95": s["masks_added_ms"]["p95_ms"],
             "mapping.ingest_fps": s["ingest_fps"],

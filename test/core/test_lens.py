@@ -120,6 +120,8 @@ def test_labels_go_to_the_pinhole_image_and_back():
     assert same.pinhole_shape == (h, w) and 0.8 < same.kept_share < 0.9  # edges cut off
     und = Undistortion(K, lens, (h, w))  # the canvas grows to hold them
     assert und.kept_share == 1.0
+    assert und.describe().startswith("plumb_bob lens (k1 -0.25, k2 0.05): 160x120 raw "
+                                     f"images undistorted into a {und.pinhole_shape[1]}x")
     ph, pw = und.pinhole_shape
     assert ph > h and pw > w
     # the principal point moves with the canvas: the raw centre stays the pinhole centre

@@ -128,6 +128,7 @@ def test_labeled_cloud_markers_panoptic_image_and_status(live):
                 "mapping.paused_for_training_s"):
         assert key in status, key
     assert "classical" in status["frontend"]
+    assert status["camera.lens"] == "pinhole"  # the replayed camera_info's d is all zero
     assert int(status["input.image.received"]) >= 8  # best effort: discovery may lose one
     # the CPU census by thread: the node's threads by name, the process holds them all
     training, total = float(status["cpu.training-worker_pct"]), float(status["cpu.process_pct"])

@@ -204,3 +204,12 @@ def test_localize_undistorts_a_raw_image_and_answers_at_its_pixels(node, scene):
     seen = (expect > 0) & (raw_mask > 0)
     assert seen.sum() > 0.5 * (expect > 0).sum()
     assert np.mean(expect[seen] == raw_mask[seen]) > 0.9
+
+
+def test_the_node_says_which_lens_it_undistorts(node):
+    from panoptic_mapping.core.lens import LensDistortion
+    K = np.array([[60.0, 0, 39.5], [0, 60.0, 29.5], [0, 0, 1]])
+    node._log_lens(K, LensDistortion("plumb_bob", (0.1, 0.0, 0.0, 0.0, 0.0)), (60, 80))
+    assert node._lens_seen.startswith("plumb_bob lens (k1 0.1): 80x60 raw images")
+    node._log_lens(K, None, (60, 80))
+    assert node._lens_seen == ""
