@@ -74,7 +74,7 @@ from visualization_msgs.msg import MarkerArray
 from panoptic_mapping.config import ConfigError, PanopticMappingConfig
 from panoptic_mapping.core.frames import Frame, FrameError
 from panoptic_mapping.core.io.export import LabeledCloud
-from panoptic_mapping.core.lens import undistortion_for
+from panoptic_mapping.core.lens import LensDistortion, undistortion_for
 from panoptic_mapping.core.mapper import Mapper
 from panoptic_mapping.frontends.worker import FrontendResult, SegmentationWorker
 from panoptic_mapping.ros.camera_input import (
@@ -585,7 +585,8 @@ class MappingNode(LifecycleNode):
         except RuntimeError:  # stopping
             return
 
-    def _log_lens(self, K, lens, shape) -> None:
+    def _log_lens(self, K: np.ndarray, lens: LensDistortion | None,
+                  shape: tuple[int, int]) -> None:
         """Say once (and again when it changes) which lens the frames are undistorted
         from; the maps are the ones the mapper uses (built once per camera)."""
         said = "" if lens is None else undistortion_for(K, lens, shape).describe()
