@@ -199,6 +199,7 @@ class MappingNode(LifecycleNode):
         self._masks_added = LatencyWindow(200)
         self._embeddings_ignored = False
         self._lens_seen: str = ""  # the camera lens last logged ("" = pinhole images)
+        self._lens_key: tuple | None = None  # (lens, K, shape) it describes
         self._image_clock = BackwardJump(cfg.input.time_jump_back_s)
         self._sync = None
         self.segmenter = self.embedder = self.map_services = None
@@ -588,7 +589,12 @@ class MappingNode(LifecycleNode):
     def _log_lens(self, K: np.ndarray, lens: LensDistortion | None,
                   shape: tuple[int, int]) -> None:
         """Say once (and again when it changes) which lens the frames are undistorted
-        from; the maps are the ones the mapper uses (built once per camera)."""
+        from; the maps are the ones the mapper uses (built once per camera). Every frame
+        brings the camera again: only a changed one is described."""
+        key = None if lens is None else (lens, np.asarray(K).tobytes(), tuple(shape))
+        if key == self._lens_key:
+            return
+        self._lens_key = key
         said = "" if lens is None else undistortion_for(K, lens, shape).describe()
         if said != self._lens_seen:
             self._lens_seen = said
